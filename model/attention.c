@@ -1,0 +1,117 @@
+/*
+ * attention.c: causal GQA attention, forward and backward, for training.
+ *
+ * Per (batch, query head) the scores are one sgemm over strided views of
+ * qkv, the causal softmax is a row loop, and the output is a second sgemm
+ * written straight into its head's columns of `out`. The loops over heads run
+ * on OpenMP threads; with the OpenMP build of OpenBLAS each sgemm inside a
+ * parallel region runs single-threaded, so threads never multiply.
+ */
+#include "attention.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "ops.h"
+
+size_t attention_scratch_floats(int T, int threads) {
+    return (size_t)2 * T * T * (size_t)threads;
+}
+
+// Index of element (t, j) of head (b, h)'s attention matrix: the dropout key space.
+static inline size_t att_index(int b, int h, int NH, int T, int t, int j) {
+    return (((size_t)b * NH + h) * T + t) * T + j;
+}
+
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH, int NKV, int HS,
+                       float p, uint64_t key, float *scratch) {
+    const int group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const int g = h / group;  // the KV head this query head reads
+            const float *q = qkv + (size_t)b * T * QKV + h * HS;               // (T, HS) ld QKV
+            const float *k = qkv + (size_t)b * T * QKV + (NH + g) * HS;        // (T, HS) ld QKV
+            const float *v = qkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;  // (T, HS) ld QKV
+            float *P = att + ((size_t)b * NH + h) * T * T;                     // (T, T)
+            // S = q k^T * scale
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, QKV, k, QKV, 0.0f, P, T);
+            // causal softmax, row by row; j > t is masked to exactly 0
+            for (int t = 0; t < T; t++) {
+                float *row = P + (size_t)t * T;
+                float mx = row[0];
+                for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+                float sum = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    row[j] = expf(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j <= t; j++) row[j] *= inv;
+                for (int j = t + 1; j < T; j++) row[j] = 0.0f;
+            }
+            const float *Pd = P;
+            if (p > 0.0f) {  // attention dropout on a private copy; att keeps P
+                float *tmp = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
+                for (int t = 0; t < T; t++)
+                    for (int j = 0; j < T; j++)
+                        tmp[(size_t)t * T + j] = P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+                Pd = tmp;
+            }
+            // y_h = Pd v, into head h's columns of out
+            float *y = out + (size_t)b * T * C + h * HS;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, v, QKV, 0.0f, y, C);
+        }
+    }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
+                        int NH, int NKV, int HS, float p, uint64_t key, float *scratch) {
+    const int group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    // One task per (batch, KV head): the group's query heads run in this task,
+    // so their += into the shared dK, dV never race.
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int g = 0; g < NKV; g++) {
+            float *dP = scratch + (size_t)omp_get_thread_num() * 2 * T * T;  // (T, T)
+            float *Pd = dP + (size_t)T * T;                                   // (T, T)
+            const float *k = qkv + (size_t)b * T * QKV + (NH + g) * HS;
+            const float *v = qkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;
+            float *dk = dqkv + (size_t)b * T * QKV + (NH + g) * HS;
+            float *dv = dqkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const float *q = qkv + (size_t)b * T * QKV + h * HS;
+                float *dq = dqkv + (size_t)b * T * QKV + h * HS;
+                const float *P = att + ((size_t)b * NH + h) * T * T;
+                const float *dy = dout + (size_t)b * T * C + h * HS;  // (T, HS) ld C
+                const float *Pv = P;  // the probabilities that multiplied v
+                if (p > 0.0f) {
+                    for (size_t i = 0; i < (size_t)T * T; i++)
+                        Pd[i] = P[i] * dropout_scale(key, att_index(b, h, NH, T, 0, 0) + i, p);
+                    Pv = Pd;
+                }
+                // y = Pv v  =>  dPv = dy v^T ; dV_g += Pv^T dy (summed over the group)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dy, C, v, QKV, 0.0f, dP, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, Pv, T, dy, C, 1.0f, dv, QKV);
+                // through the dropout mask, then the softmax: dS = P (dP - rowsum(P dP)) * scale
+                for (int t = 0; t < T; t++) {
+                    const float *Pr = P + (size_t)t * T;
+                    float *dr = dP + (size_t)t * T;
+                    if (p > 0.0f)
+                        for (int j = 0; j <= t; j++) dr[j] *= dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+                    float dot = 0.0f;
+                    for (int j = 0; j <= t; j++) dot += Pr[j] * dr[j];
+                    for (int j = 0; j <= t; j++) dr[j] = Pr[j] * (dr[j] - dot) * scale;
+                    for (int j = t + 1; j < T; j++) dr[j] = 0.0f;
+                }
+                // S = q k^T  =>  dq_h += dS k ; dK_g += dS^T q_h (summed over the group)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, k, QKV, 1.0f, dq, QKV);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, q, QKV, 1.0f, dk, QKV);
+            }
+        }
+    }
+}

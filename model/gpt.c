@@ -1,0 +1,430 @@
+/*
+ * gpt.c: config validation, arenas, initialisation, forward and backward of
+ * the GQA GPT (see gpt.h). The layer kernels are in ops.c and attention.c;
+ * this file wires them into the network and owns all memory.
+ */
+#include "gpt.h"
+
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/rng.h"
+#include "../util/util.h"
+#include "attention.h"
+#include "ops.h"
+
+const char *const gpt_param_names[GPT_NUM_PARAM_TENSORS] = {
+    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
+
+// Upper bound for any one dimension: keeps int index arithmetic in kernels
+// far from overflow; products are checked in size_t separately.
+#define GPT_DIM_MAX (1 << 24)
+
+// ----------------------------------------------------------------------------
+// config
+
+int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen) {
+    struct { const char *name; int value; } dims[] = {
+        {"vocab_size", c->vocab_size}, {"block_size", c->block_size}, {"n_layer", c->n_layer},
+        {"n_head", c->n_head}, {"n_embd", c->n_embd}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        if (dims[i].value <= 0 || dims[i].value > GPT_DIM_MAX) {
+            snprintf(err, errlen, "%s must be in [1, %d], got %d", dims[i].name, GPT_DIM_MAX, dims[i].value);
+            return -1;
+        }
+    }
+    if (c->n_kv_head < 1 || c->n_kv_head > c->n_head) {
+        snprintf(err, errlen, "n_kv_head must be in [1, n_head=%d], got %d", c->n_head, c->n_kv_head);
+        return -1;
+    }
+    if (c->n_head % c->n_kv_head != 0) {
+        snprintf(err, errlen, "n_head %d is not divisible by n_kv_head %d (each KV head serves n_head/n_kv_head query heads)",
+                 c->n_head, c->n_kv_head);
+        return -1;
+    }
+    if (c->n_embd % c->n_head != 0) {
+        snprintf(err, errlen, "n_embd %d is not divisible by n_head %d", c->n_embd, c->n_head);
+        return -1;
+    }
+    if (c->bias != 0 && c->bias != 1) {
+        snprintf(err, errlen, "bias must be 0 or 1, got %d", c->bias);
+        return -1;
+    }
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) {
+        snprintf(err, errlen, "dropout must be in [0, 1), got %g", (double)c->dropout);
+        return -1;
+    }
+    if (gpt_num_parameters(c) == 0) {
+        snprintf(err, errlen, "the parameter count of this config overflows size_t");
+        return -1;
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// parameters
+
+void gpt_param_sizes(const GPTConfig *c, size_t s[GPT_NUM_PARAM_TENSORS]) {
+    size_t V = c->vocab_size, maxT = c->block_size, L = c->n_layer, C = c->n_embd;
+    size_t HS = C / c->n_head, QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * HS;
+    size_t bias = c->bias ? 1 : 0;
+    s[0] = V * C;             // wte
+    s[1] = maxT * C;          // wpe
+    s[2] = L * C;             // ln1w
+    s[3] = bias * L * C;      // ln1b
+    s[4] = L * QKV * C;       // qkvw
+    s[5] = bias * L * QKV;    // qkvb
+    s[6] = L * C * C;         // attprojw
+    s[7] = bias * L * C;      // attprojb
+    s[8] = L * C;             // ln2w
+    s[9] = bias * L * C;      // ln2b
+    s[10] = L * 4 * C * C;    // fcw
+    s[11] = bias * L * 4 * C; // fcb
+    s[12] = L * C * 4 * C;    // fcprojw
+    s[13] = bias * L * C;     // fcprojb
+    s[14] = C;                // lnfw
+    s[15] = bias * C;         // lnfb
+}
+
+int gpt_param_decays(int i) {
+    // wte, wpe, qkvw, attprojw, fcw, fcprojw: the tensors of dim >= 2 (nanoGPT)
+    return i == 0 || i == 1 || i == 4 || i == 6 || i == 10 || i == 12;
+}
+
+size_t gpt_num_parameters(const GPTConfig *c) {
+    // Dims are bounded by GPT_DIM_MAX (2^24), so each product of three is
+    // below 2^72 only in theory: check with doubles first, then sum exactly.
+    if (c->n_head <= 0 || c->n_kv_head <= 0 || c->n_embd <= 0) return 0;
+    double C = c->n_embd, L = c->n_layer, V = c->vocab_size, T = c->block_size;
+    double approx = V * C + T * C + L * (12.0 * C * C + 12.0 * C) + 2 * C;
+    if (approx > 1e18) return 0;
+    size_t s[GPT_NUM_PARAM_TENSORS], n = 0;
+    gpt_param_sizes(c, s);
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) n += s[i];
+    return n;
+}
+
+void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]) {
+    float **ptrs[GPT_NUM_PARAM_TENSORS] = {
+        &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw, &p->attprojb,
+        &p->ln2w, &p->ln2b, &p->fcw, &p->fcb, &p->fcprojw, &p->fcprojb, &p->lnfw, &p->lnfb};
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        *ptrs[i] = memory;
+        memory += sizes[i];
+    }
+}
+
+size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes) {
+    size_t HS = (size_t)c->n_embd / c->n_head;
+    return 2 * (size_t)c->n_layer * c->n_kv_head * HS * elem_bytes;
+}
+
+int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    if (gpt_config_validate(c, m->error, sizeof m->error) != 0) return -1;
+    m->config = *c;
+    m->mean_loss = -1.0f;
+    m->rng_state = rng_mix64(seed ^ 0xD1CEull);
+    gpt_param_sizes(c, m->param_sizes);
+    m->num_parameters = gpt_num_parameters(c);
+    m->params_memory = malloc(m->num_parameters * sizeof(float));
+    if (!m->params_memory) {
+        char b[32];
+        snprintf(m->error, sizeof m->error, "cannot allocate %zu parameters (%s)", m->num_parameters,
+                 format_bytes((double)m->num_parameters * sizeof(float), b, sizeof b));
+        return -1;
+    }
+    gpt_point_params(&m->params, m->params_memory, m->param_sizes);
+
+    // GPT-2 / nanoGPT init
+    uint64_t rng = seed;
+    const float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * c->n_layer);
+    float *mem = m->params_memory;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        size_t n = m->param_sizes[i];
+        int is_ln_weight = (i == 2 || i == 8 || i == 14);
+        int is_proj = (i == 6 || i == 12);
+        for (size_t j = 0; j < n; j++) {
+            if (is_ln_weight) mem[j] = 1.0f;
+            else if (gpt_param_decays(i)) mem[j] = (is_proj ? proj_std : std) * rng_normal(&rng);
+            else mem[j] = 0.0f;  // biases
+        }
+        mem += n;
+    }
+    return 0;
+}
+
+void gpt_free(GPT *m) {
+    free(m->params_memory);
+    free(m->grads_memory);
+    free(m->acts_memory);
+    free(m->scratch);
+    memset(m, 0, sizeof *m);
+}
+
+// ----------------------------------------------------------------------------
+// activations
+
+// Backward scratch layout: dresidual, dC1, dC2 (BT, C); d4C1, d4C2 (BT, 4C);
+// dqkv (BT, QKV); then attention scratch (2 T T per thread).
+static size_t scratch_floats(const GPTConfig *c, size_t BT, int T, int threads) {
+    size_t C = c->n_embd, QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (C / c->n_head);
+    return BT * (3 * C + 8 * C + QKV) + attention_scratch_floats(T, threads);
+}
+
+static void act_sizes(const GPTConfig *c, size_t BT, size_t BTT, size_t s[GPT_NUM_ACT_TENSORS]) {
+    size_t L = c->n_layer, C = c->n_embd, V = c->vocab_size, NH = c->n_head;
+    size_t QKV = (NH + 2 * (size_t)c->n_kv_head) * (C / NH);
+    size_t sizes[GPT_NUM_ACT_TENSORS] = {
+        BT * C,                                  // encoded
+        L * BT * C, L * BT, L * BT,              // ln1, ln1_mean, ln1_rstd
+        L * BT * QKV,                            // qkv
+        L * NH * BTT,                            // att
+        L * BT * C, L * BT * C,                  // atty, residual2
+        L * BT * C, L * BT, L * BT,              // ln2, ln2_mean, ln2_rstd
+        L * BT * 4 * C, L * BT * 4 * C,          // fch, fch_gelu
+        L * BT * C,                              // residual3
+        BT * C, BT, BT,                          // lnf, lnf_mean, lnf_rstd
+        BT * V, BT * V, BT};                     // logits, probs, losses
+    memcpy(s, sizes, sizeof sizes);
+}
+
+// Make sure activations and scratch fit (B, T). Returns -1 (m->error) on OOM.
+static int ensure_activations(GPT *m, int B, int T) {
+    size_t BT = (size_t)B * T, BTT = BT * (size_t)T;
+    int threads = omp_get_max_threads();
+    if (m->acts_memory && BT <= m->acts_BT && BTT <= m->acts_BTT && T <= m->T_cap && threads <= m->threads_cap)
+        return 0;
+    // grow to at least the old capacity in each direction
+    if (m->acts_memory) {
+        BT = BT > m->acts_BT ? BT : m->acts_BT;
+        BTT = BTT > m->acts_BTT ? BTT : m->acts_BTT;
+        T = T > m->T_cap ? T : m->T_cap;
+        threads = threads > m->threads_cap ? threads : m->threads_cap;
+    }
+    free(m->acts_memory);
+    free(m->scratch);
+    m->acts_memory = m->scratch = NULL;
+    m->acts_BT = m->acts_BTT = 0;
+
+    size_t s[GPT_NUM_ACT_TENSORS], total = 0;
+    act_sizes(&m->config, BT, BTT, s);
+    for (int i = 0; i < GPT_NUM_ACT_TENSORS; i++) total += s[i];
+    size_t nscratch = scratch_floats(&m->config, BT, T, threads);
+    m->acts_memory = malloc(total * sizeof(float));
+    m->scratch = malloc(nscratch * sizeof(float));
+    if (!m->acts_memory || !m->scratch) {
+        char b[32];
+        snprintf(m->error, sizeof m->error, "cannot allocate activations for B=%d T=%d (%s)", B, T,
+                 format_bytes((double)(total + nscratch) * sizeof(float), b, sizeof b));
+        free(m->acts_memory);
+        free(m->scratch);
+        m->acts_memory = m->scratch = NULL;
+        return -1;
+    }
+    float **ptrs[GPT_NUM_ACT_TENSORS] = {
+        &m->acts.encoded, &m->acts.ln1, &m->acts.ln1_mean, &m->acts.ln1_rstd, &m->acts.qkv,
+        &m->acts.att, &m->acts.atty, &m->acts.residual2, &m->acts.ln2, &m->acts.ln2_mean,
+        &m->acts.ln2_rstd, &m->acts.fch, &m->acts.fch_gelu, &m->acts.residual3, &m->acts.lnf,
+        &m->acts.lnf_mean, &m->acts.lnf_rstd, &m->acts.logits, &m->acts.probs, &m->acts.losses};
+    float *p = m->acts_memory;
+    for (int i = 0; i < GPT_NUM_ACT_TENSORS; i++) {
+        *ptrs[i] = p;
+        p += s[i];
+    }
+    m->acts_BT = BT;
+    m->acts_BTT = BTT;
+    m->T_cap = T;
+    m->threads_cap = threads;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+int gpt_validate_tokens(const GPTConfig *c, const int *tokens, size_t n, char *err, size_t errlen) {
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
+            snprintf(err, errlen, "token id %d at position %zu is out of range [0, vocab_size=%d)", tokens[i], i,
+                     c->vocab_size);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// Dropout key of one site: layer l (L for the embedding), site s in 0..3.
+static uint64_t site_key(const GPT *m, int l, int s) {
+    return rng_mix64(m->dropout_key + (uint64_t)(l * 4 + s) * 0x632BE59BD9B4E019ull);
+}
+
+int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
+    const GPTConfig *c = &m->config;
+    if (B <= 0 || T <= 0) {
+        snprintf(m->error, sizeof m->error, "batch B=%d and time T=%d must be positive", B, T);
+        return -1;
+    }
+    if (T > c->block_size) {
+        snprintf(m->error, sizeof m->error, "sequence length T=%d exceeds block_size=%d", T, c->block_size);
+        return -1;
+    }
+    if ((size_t)B * T > (size_t)INT_MAX / 4) {
+        snprintf(m->error, sizeof m->error, "B*T = %zu rows is too many", (size_t)B * T);
+        return -1;
+    }
+    if (gpt_validate_tokens(c, inputs, (size_t)B * T, m->error, sizeof m->error) != 0) return -1;
+    if (targets && gpt_validate_tokens(c, targets, (size_t)B * T, m->error + 7, sizeof m->error - 7) != 0) {
+        memcpy(m->error, "target ", 7);
+        return -1;
+    }
+    if (ensure_activations(m, B, T) != 0) return -1;
+
+    const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
+    const int HS = C / NH, QKV = (NH + 2 * NKV) * HS, N = B * T;
+    const size_t BTc = m->acts_BT;  // per-layer stride of activations is by capacity
+    const float p = (m->training && c->dropout > 0.0f) ? c->dropout : 0.0f;
+    if (p > 0.0f) m->dropout_key = rng_u64(&m->rng_state);
+    m->B = B;
+    m->T = T;
+    m->inputs = inputs;
+    m->targets = targets;
+
+    ParameterTensors w = m->params;
+    ActivationTensors a = m->acts;
+    float *tmp = m->scratch + BTc * C;  // dC1 of the backward scratch: projections land here
+    float *att_scratch = m->scratch + BTc * (11 * (size_t)C + QKV);
+
+    encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
+    dropout_forward(a.encoded, (size_t)N * C, p, site_key(m, L, 0));
+    for (int l = 0; l < L; l++) {
+        const float *residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTc * C;
+        float *ln1 = a.ln1 + l * BTc * C, *ln1_mean = a.ln1_mean + l * BTc, *ln1_rstd = a.ln1_rstd + l * BTc;
+        float *qkv = a.qkv + l * BTc * QKV, *att = a.att + l * (size_t)NH * m->acts_BTT;
+        float *atty = a.atty + l * BTc * C, *residual2 = a.residual2 + l * BTc * C;
+        float *ln2 = a.ln2 + l * BTc * C, *ln2_mean = a.ln2_mean + l * BTc, *ln2_rstd = a.ln2_rstd + l * BTc;
+        float *fch = a.fch + l * BTc * 4 * C, *fch_gelu = a.fch_gelu + l * BTc * 4 * C;
+        float *residual3 = a.residual3 + l * BTc * C;
+
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
+        matmul_forward(qkv, ln1, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N, C, QKV);
+        attention_forward(atty, att, qkv, B, T, NH, NKV, HS, p, site_key(m, l, 1), att_scratch);
+        matmul_forward(tmp, atty, w.attprojw + (size_t)l * C * C, c->bias ? w.attprojb + l * C : NULL, N, C, C);
+        dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 2));
+        residual_forward(residual2, residual, tmp, (size_t)N * C);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, w.ln2w + l * C, c->bias ? w.ln2b + l * C : NULL, N, C);
+        matmul_forward(fch, ln2, w.fcw + (size_t)l * 4 * C * C, c->bias ? w.fcb + (size_t)l * 4 * C : NULL, N, C, 4 * C);
+        gelu_forward(fch_gelu, fch, (size_t)N * 4 * C);
+        matmul_forward(tmp, fch_gelu, w.fcprojw + (size_t)l * C * 4 * C, c->bias ? w.fcprojb + l * C : NULL, N, 4 * C, C);
+        dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 3));
+        residual_forward(residual3, residual2, tmp, (size_t)N * C);
+    }
+    const float *xL = a.residual3 + (size_t)(L - 1) * BTc * C;
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, xL, w.lnfw, c->bias ? w.lnfb : NULL, N, C);
+    matmul_forward(a.logits, a.lnf, w.wte, NULL, N, C, V);  // tied LM head
+
+    m->mean_loss = -1.0f;
+    if (targets) {
+        crossentropy_forward(a.probs, a.losses, a.logits, targets, N, V);
+        double sum = 0.0;
+        for (int i = 0; i < N; i++) sum += a.losses[i];
+        m->mean_loss = (float)(sum / N);
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+void gpt_zero_grad(GPT *m) {
+    if (!m->grads_memory) {
+        m->grads_memory = calloc_check(m->num_parameters, sizeof(float));
+        gpt_point_params(&m->grads, m->grads_memory, m->param_sizes);
+        return;
+    }
+    memset(m->grads_memory, 0, m->num_parameters * sizeof(float));
+}
+
+void gpt_backward(GPT *m) {
+    CHECK(m->targets != NULL && m->mean_loss >= 0.0f);  // needs a forward with targets
+    if (!m->grads_memory) gpt_zero_grad(m);
+    const GPTConfig *c = &m->config;
+    const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
+    const int B = m->B, T = m->T, HS = C / NH, QKV = (NH + 2 * NKV) * HS, N = B * T;
+    const size_t BTc = m->acts_BT, nC = (size_t)N * C, n4C = nC * 4;
+    const float p = (m->training && c->dropout > 0.0f) ? c->dropout : 0.0f;
+
+    ParameterTensors w = m->params, g = m->grads;
+    ActivationTensors a = m->acts;
+    float *dresidual = m->scratch, *dC1 = dresidual + BTc * C, *dC2 = dC1 + BTc * C;
+    float *d4C1 = dC2 + BTc * C, *d4C2 = d4C1 + BTc * 4 * C, *dqkv = d4C2 + BTc * 4 * C;
+    float *att_scratch = dqkv + BTc * QKV;
+
+    // loss = mean over N rows of -log p[target]
+    float *dlogits = a.probs;  // in place
+    crossentropy_backward(dlogits, a.probs, m->targets, 1.0f / N, N, V);
+    // logits = lnf wte^T ; lnf = LNf(xL)
+    memset(dC1, 0, nC * sizeof(float));
+    matmul_backward(dC1, g.wte, NULL, dlogits, a.lnf, w.wte, N, C, V);
+    memset(dresidual, 0, nC * sizeof(float));
+    const float *xL = a.residual3 + (size_t)(L - 1) * BTc * C;
+    layernorm_backward(dresidual, g.lnfw, c->bias ? g.lnfb : NULL, dC1, xL, w.lnfw, a.lnf_mean, a.lnf_rstd, N, C);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const float *residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTc * C;
+        const float *ln1 = a.ln1 + l * BTc * C, *ln1_mean = a.ln1_mean + l * BTc, *ln1_rstd = a.ln1_rstd + l * BTc;
+        const float *qkv = a.qkv + l * BTc * QKV, *att = a.att + l * (size_t)NH * m->acts_BTT;
+        const float *atty = a.atty + l * BTc * C, *residual2 = a.residual2 + l * BTc * C;
+        const float *ln2 = a.ln2 + l * BTc * C, *ln2_mean = a.ln2_mean + l * BTc, *ln2_rstd = a.ln2_rstd + l * BTc;
+        const float *fch = a.fch + l * BTc * 4 * C, *fch_gelu = a.fch_gelu + l * BTc * 4 * C;
+        // dresidual holds d residual3 here.
+
+        // residual3 = residual2 + drop(fch_gelu fcprojw^T + fcprojb)
+        const float *dproj = dresidual;
+        if (p > 0.0f) {
+            memcpy(dC1, dresidual, nC * sizeof(float));
+            dropout_backward(dC1, nC, p, site_key(m, l, 3));
+            dproj = dC1;
+        }
+        memset(d4C1, 0, n4C * sizeof(float));
+        matmul_backward(d4C1, g.fcprojw + (size_t)l * C * 4 * C, c->bias ? g.fcprojb + l * C : NULL, dproj, fch_gelu,
+                        w.fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
+        // fch_gelu = gelu(fch)
+        memset(d4C2, 0, n4C * sizeof(float));
+        gelu_backward(d4C2, fch, d4C1, n4C);
+        // fch = ln2 fcw^T + fcb
+        memset(dC2, 0, nC * sizeof(float));
+        matmul_backward(dC2, g.fcw + (size_t)l * 4 * C * C, c->bias ? g.fcb + (size_t)l * 4 * C : NULL, d4C2, ln2,
+                        w.fcw + (size_t)l * 4 * C * C, N, C, 4 * C);
+        // ln2 = LN2(residual2); dresidual becomes d residual2 (identity path + LN path)
+        layernorm_backward(dresidual, g.ln2w + l * C, c->bias ? g.ln2b + l * C : NULL, dC2, residual2, w.ln2w + l * C,
+                           ln2_mean, ln2_rstd, N, C);
+
+        // residual2 = residual + drop(atty attprojw^T + attprojb)
+        dproj = dresidual;
+        if (p > 0.0f) {
+            memcpy(dC1, dresidual, nC * sizeof(float));
+            dropout_backward(dC1, nC, p, site_key(m, l, 2));
+            dproj = dC1;
+        }
+        memset(dC2, 0, nC * sizeof(float));
+        matmul_backward(dC2, g.attprojw + (size_t)l * C * C, c->bias ? g.attprojb + l * C : NULL, dproj, atty,
+                        w.attprojw + (size_t)l * C * C, N, C, C);
+        // atty = attention(qkv): dK, dV summed over each KV head's group
+        memset(dqkv, 0, (size_t)N * QKV * sizeof(float));
+        attention_backward(dqkv, dC2, qkv, att, B, T, NH, NKV, HS, p, site_key(m, l, 1), att_scratch);
+        // qkv = ln1 qkvw^T + qkvb
+        memset(dC1, 0, nC * sizeof(float));
+        matmul_backward(dC1, g.qkvw + (size_t)l * QKV * C, c->bias ? g.qkvb + (size_t)l * QKV : NULL, dqkv, ln1,
+                        w.qkvw + (size_t)l * QKV * C, N, C, QKV);
+        // ln1 = LN1(residual); dresidual becomes d residual
+        layernorm_backward(dresidual, g.ln1w + l * C, c->bias ? g.ln1b + l * C : NULL, dC1, residual, w.ln1w + l * C,
+                           ln1_mean, ln1_rstd, N, C);
+    }
+    // encoded = drop(wte[tok] + wpe[t])
+    dropout_backward(dresidual, nC, p, site_key(m, L, 0));
+    encoder_backward(g.wte, g.wpe, dresidual, m->inputs, B, T, C);
+}

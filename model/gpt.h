@@ -1,0 +1,143 @@
+/*
+ * gpt.h: the GPT-2 shaped decoder with grouped-query attention, the face of
+ * model/. Config, parameter/gradient/activation arenas, forward (logits and
+ * mean cross-entropy) and hand-written backward.
+ *
+ * Network: x = wte[tok] + wpe[t]; L x { x += attn(LN1(x)); x += mlp(LN2(x)) };
+ * logits = LNf(x) wte^T (tied head). Attention has NH query heads and NKV
+ * key/value heads; query head h reads KV head h / (NH / NKV). NKV == NH is
+ * MHA, NKV == 1 is MQA: one code path. With bias = 0 there are no biases in
+ * Linear or LayerNorm layers (nanoGPT bias=False); bias = 1 is GPT-2.
+ *
+ * This module knows nothing of training loops, token files or sampling.
+ */
+#ifndef GQA_GPT_H
+#define GQA_GPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int vocab_size;  // V
+    int block_size;  // maxT: longest sequence (rows of wpe)
+    int n_layer;     // L
+    int n_head;      // NH: query heads
+    int n_kv_head;   // NKV: key/value heads, 1 <= NKV <= NH, NH % NKV == 0
+    int n_embd;      // C, C % NH == 0, HS = C / NH
+    int bias;        // 1: Linear and LayerNorm biases; 0: none
+    float dropout;   // p in [0, 1): embedding, attention and residual dropout
+} GPTConfig;
+
+// Returns 0 if the config is valid, else -1 with a message naming the values.
+int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen);
+
+// Parameters (and, with the same layout, gradients): views into one arena.
+// A Linear weight is (OC, C) as in PyTorch: out = in @ w^T.
+#define GPT_NUM_PARAM_TENSORS 16
+typedef struct {
+    float *wte;       // (V, C)  token embedding, also the LM head
+    float *wpe;       // (maxT, C)
+    float *ln1w;      // (L, C)
+    float *ln1b;      // (L, C)        empty when bias = 0
+    float *qkvw;      // (L, QKV, C)   QKV = (NH + 2*NKV) * HS, rows [q | k | v]
+    float *qkvb;      // (L, QKV)
+    float *attprojw;  // (L, C, C)
+    float *attprojb;  // (L, C)
+    float *ln2w;      // (L, C)
+    float *ln2b;      // (L, C)
+    float *fcw;       // (L, 4C, C)
+    float *fcb;       // (L, 4C)
+    float *fcprojw;   // (L, C, 4C)
+    float *fcprojb;   // (L, C)
+    float *lnfw;      // (C)
+    float *lnfb;      // (C)
+} ParameterTensors;
+
+// What every parameter tensor is called, in arena order.
+extern const char *const gpt_param_names[GPT_NUM_PARAM_TENSORS];
+
+// Activations for a (B, T) forward, kept for backward. One arena.
+#define GPT_NUM_ACT_TENSORS 20
+typedef struct {
+    float *encoded;    // (B, T, C)   embedding (after dropout)
+    float *ln1;        // (L, B, T, C)
+    float *ln1_mean;   // (L, B, T)
+    float *ln1_rstd;   // (L, B, T)
+    float *qkv;        // (L, B, T, QKV)
+    float *att;        // (L, B, NH, T, T)  softmax probabilities
+    float *atty;       // (L, B, T, C)  attention output, heads side by side
+    float *residual2;  // (L, B, T, C)  x + attn
+    float *ln2;        // (L, B, T, C)
+    float *ln2_mean;   // (L, B, T)
+    float *ln2_rstd;   // (L, B, T)
+    float *fch;        // (L, B, T, 4C)
+    float *fch_gelu;   // (L, B, T, 4C)
+    float *residual3;  // (L, B, T, C)  x + attn + mlp
+    float *lnf;        // (B, T, C)
+    float *lnf_mean;   // (B, T)
+    float *lnf_rstd;   // (B, T)
+    float *logits;     // (B, T, V)
+    float *probs;      // (B, T, V)   softmax; becomes dlogits in backward
+    float *losses;     // (B, T)
+} ActivationTensors;
+
+typedef struct {
+    GPTConfig config;
+    // parameters
+    ParameterTensors params;
+    size_t param_sizes[GPT_NUM_PARAM_TENSORS];
+    float *params_memory;
+    size_t num_parameters;
+    // gradients (allocated by the first gpt_zero_grad / gpt_backward)
+    ParameterTensors grads;
+    float *grads_memory;
+    // activations, sized for the largest (B, T) seen so far
+    ActivationTensors acts;
+    float *acts_memory;
+    size_t acts_BT, acts_BTT;  // capacity: B*T rows and B*T*T attention entries
+    int T_cap, threads_cap;    // capacity of the attention scratch
+    // backward scratch: residual gradient, per-op gradients, attention scratch
+    float *scratch;
+    int B, T;          // shape of the last forward
+    const int *inputs, *targets;  // of the last forward (borrowed, must outlive backward)
+    float mean_loss;   // of the last forward; -1 when it had no targets
+    // dropout: on when training = 1 and config.dropout > 0
+    int training;
+    uint64_t rng_state;    // advances once per training forward
+    uint64_t dropout_key;  // the masks of the last forward; backward regenerates them
+    char error[256];       // message of the last failed call
+} GPT;
+
+// Allocate the parameter arena and initialise weights as GPT-2 / nanoGPT:
+// normal(0, 0.02), residual projections normal(0, 0.02/sqrt(2L)), biases 0,
+// LayerNorm weight 1. Returns -1 (message in m->error) on a bad config or if
+// the parameters do not fit in memory.
+int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed);
+void gpt_free(GPT *m);
+
+// Parameter count of a config (no allocation); 0 if it overflows size_t.
+size_t gpt_num_parameters(const GPTConfig *c);
+// Sizes of each parameter tensor, in arena order.
+void gpt_param_sizes(const GPTConfig *c, size_t sizes[GPT_NUM_PARAM_TENSORS]);
+// Does AdamW decay this tensor? (weights of dim >= 2: matrices and embeddings)
+int gpt_param_decays(int tensor_index);
+// Point a ParameterTensors at an arena laid out as gpt_param_sizes.
+void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]);
+
+// KV-cache bytes per token of one sequence: 2 * L * NKV * HS * elem_bytes.
+size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes);
+
+// Check token ids are in [0, V). Returns 0 or -1 with a message naming the
+// position and value.
+int gpt_validate_tokens(const GPTConfig *c, const int *tokens, size_t n, char *err, size_t errlen);
+
+// Forward over inputs (B, T). With targets (B, T), also the mean loss.
+// Returns 0, or -1 with m->error set (bad token, T > block_size, no memory).
+int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T);
+// Set all gradients to 0 (allocating them on first use).
+void gpt_zero_grad(GPT *m);
+// Accumulate (+=) the gradient of the last forward's mean loss into m->grads.
+// Requires a forward with targets.
+void gpt_backward(GPT *m);
+
+#endif

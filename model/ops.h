@@ -1,0 +1,60 @@
+/*
+ * ops.h: the layer kernels of the GPT, forward and backward side by side:
+ * embedding, LayerNorm, matmul (+bias), GELU, residual dropout, softmax
+ * cross-entropy. Attention lives in attention.h.
+ *
+ * Conventions (as llm.c): N = B*T rows; activations are row-major (N, C);
+ * a Linear weight is (OC, C) as in PyTorch, so out = inp @ w^T + b.
+ * Backward functions ACCUMULATE (+=) into their gradient outputs.
+ * Matmuls go to OpenBLAS; elementwise loops run over OpenMP threads.
+ * No kernel allocates memory.
+ */
+#ifndef GQA_OPS_H
+#define GQA_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../util/rng.h"
+
+// out (B,T,C) = wte[inp[b,t]] + wpe[t]
+void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C);
+
+// out (N,C) = (inp - mean) * rstd * w + b; b may be NULL. mean, rstd (N) are saved.
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, int N, int C);
+// dinp (N,C) +=, dw (C) +=, db (C) += (db may be NULL)
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, int N, int C);
+
+// out (N,OC) = inp (N,C) @ w^T (OC,C) + b (OC); b may be NULL.
+void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
+// dinp (N,C) +=, dw (OC,C) +=, db (OC) += (db may be NULL; dinp may be NULL to skip)
+void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                     const float *w, int N, int C, int OC);
+
+// tanh-approximate GELU, as GPT-2 and nn.GELU(approximate='tanh')
+void gelu_forward(float *out, const float *inp, size_t n);
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
+// Inverted dropout with a counter-based mask: element i is kept (and scaled
+// by 1/(1-p)) iff rng_hash_uniform(key, i) >= p. In place. p == 0 is a no-op.
+void dropout_forward(float *x, size_t n, float p, uint64_t key);
+// dx *= mask / (1-p), in place, with the same key as the forward.
+void dropout_backward(float *dx, size_t n, float p, uint64_t key);
+
+// out = a + b, elementwise
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+
+// probs (N,V) = softmax(logits); losses (N) = -log probs[target].
+void crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets, int N, int V);
+// dlogits (N,V) = (probs - onehot(target)) * dloss; may alias probs (in place).
+void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss, int N, int V);
+
+// The mask of dropout_forward for element i: 0 or 1/(1-p).
+static inline float dropout_scale(uint64_t key, size_t i, float p) {
+    return rng_hash_uniform(key, i) >= p ? 1.0f / (1.0f - p) : 0.0f;
+}
+
+#endif

@@ -1,0 +1,412 @@
+/*
+ * test_model.c: the GPT against an independent reference and invariants.
+ *
+ * - PyTorch fixtures (scripts/ref_gpt.py, float64): logits, loss, every
+ *   parameter gradient and 5 AdamW steps, for n_kv_head 4, 2, 1 (n_head 4)
+ *   with biases and n_kv_head 2 without.
+ * - Central finite differences of the attention kernel (MHA, GQA, MQA, with
+ *   and without attention dropout) and of the whole model with dropout.
+ * - GQA equals the MHA model made by repeating each KV head for its group.
+ * - Bad configs, tokens and lengths are rejected with the expected message.
+ */
+#include <omp.h>
+#include <string.h>
+
+#include "../model/attention.h"
+#include "../model/gpt.h"
+#include "../train/adamw.h"
+#include "../util/util.h"
+#include "testutil.h"
+
+// ----------------------------------------------------------------------------
+// PyTorch fixtures (format in scripts/ref_gpt.py)
+
+typedef struct {
+    GPTConfig c;
+    int B, T, steps;
+    float lr, beta1, beta2, eps, weight_decay;
+    size_t P;
+    float *params, *logits, *grads, *step_losses, loss;
+    int *inputs, *targets;
+} Fixture;
+
+static void fixture_load(Fixture *fx, const char *path) {
+    FILE *f = fopen_check(path, "rb");
+    char magic[4];
+    unsigned version;
+    int h[10];
+    float hp[5];
+    fread_check(magic, 1, 4, f);
+    fread_check(&version, 4, 1, f);
+    ck_assert_msg(memcmp(magic, "GQAF", 4) == 0 && version == 1, "%s: not a version-1 fixture", path);
+    fread_check(h, 4, 10, f);
+    fread_check(hp, 4, 5, f);
+    fx->c = (GPTConfig){.vocab_size = h[0], .block_size = h[1], .n_layer = h[2], .n_head = h[3],
+                        .n_kv_head = h[4], .n_embd = h[5], .bias = h[6], .dropout = 0.0f};
+    fx->B = h[7], fx->T = h[8], fx->steps = h[9];
+    fx->lr = hp[0], fx->beta1 = hp[1], fx->beta2 = hp[2], fx->eps = hp[3], fx->weight_decay = hp[4];
+    fx->P = gpt_num_parameters(&fx->c);
+    size_t BT = (size_t)fx->B * fx->T, V = fx->c.vocab_size;
+    fx->params = malloc_check(fx->P * 4);
+    fx->grads = malloc_check(fx->P * 4);
+    fx->logits = malloc_check(BT * V * 4);
+    fx->inputs = malloc_check(BT * 4);
+    fx->targets = malloc_check(BT * 4);
+    fx->step_losses = malloc_check((size_t)(fx->steps + 1) * 4);
+    fread_check(fx->params, 4, fx->P, f);
+    fread_check(fx->inputs, 4, BT, f);
+    fread_check(fx->targets, 4, BT, f);
+    fread_check(fx->logits, 4, BT * V, f);
+    fread_check(&fx->loss, 4, 1, f);
+    fread_check(fx->grads, 4, fx->P, f);
+    fread_check(fx->step_losses, 4, (size_t)fx->steps + 1, f);
+    ck_assert_msg(fgetc(f) == EOF, "%s: trailing bytes (parameter layout differs?)", path);
+    fclose(f);
+}
+
+static void fixture_free(Fixture *fx) {
+    free(fx->params), free(fx->grads), free(fx->logits), free(fx->inputs), free(fx->targets), free(fx->step_losses);
+}
+
+static const char *fixture_paths[] = {"tests/fixtures/gpt_nkv4.bin", "tests/fixtures/gpt_nkv2.bin",
+                                      "tests/fixtures/gpt_nkv1.bin", "tests/fixtures/gpt_nkv2_nobias.bin"};
+
+// Tolerances against the float64 reference. Measured float32 errors: logits
+// <= 2e-6, loss rel <= 1e-7, gradients <= 1.5e-7 (max abs): ~5-10x headroom.
+// AdamW divides by sqrt(v), so gradients near zero make float32 round-off
+// into full-size steps; the 5-step losses drift up to 1.6e-5 relative.
+#define TOL_LOGITS 1e-5
+#define TOL_LOSS_REL 1e-6
+#define TOL_GRAD 1e-6
+#define TOL_STEP_LOSS_REL 1e-4
+
+START_TEST(test_pytorch_forward_backward) {
+    Fixture fx;
+    fixture_load(&fx, fixture_paths[_i]);
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &fx.c, 0), 0);
+    ck_assert_uint_eq(m.num_parameters, fx.P);
+    memcpy(m.params_memory, fx.params, fx.P * 4);
+    ck_assert_int_eq(gpt_forward(&m, fx.inputs, fx.targets, fx.B, fx.T), 0);
+    size_t n_logits = (size_t)fx.B * fx.T * fx.c.vocab_size;
+    ck_assert_tensor_close("logits", m.acts.logits, fx.logits, n_logits, TOL_LOGITS);
+    ck_assert_msg(fabsf(m.mean_loss - fx.loss) <= TOL_LOSS_REL * fx.loss, "loss %.7f, want %.7f", m.mean_loss,
+                  fx.loss);
+    gpt_zero_grad(&m);
+    gpt_backward(&m);
+    size_t off = 0;
+    double worst_grad = 0;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s grad (n_kv_head %d)", gpt_param_names[i], fx.c.n_kv_head);
+        ck_assert_tensor_close(name, m.grads_memory + off, fx.grads + off, m.param_sizes[i], TOL_GRAD);
+        Diff d = diff_tensors(m.grads_memory + off, fx.grads + off, m.param_sizes[i]);
+        if (d.max_abs > worst_grad) worst_grad = d.max_abs;
+        off += m.param_sizes[i];
+    }
+    printf("%s: logits max abs err %.2g, loss rel err %.2g, worst gradient max abs err %.2g\n", fixture_paths[_i],
+           diff_tensors(m.acts.logits, fx.logits, n_logits).max_abs, fabs(m.mean_loss - fx.loss) / fx.loss,
+           worst_grad);
+    gpt_free(&m);
+    fixture_free(&fx);
+}
+END_TEST
+
+START_TEST(test_pytorch_adamw_steps) {
+    Fixture fx;
+    fixture_load(&fx, fixture_paths[_i]);
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &fx.c, 0), 0);
+    memcpy(m.params_memory, fx.params, fx.P * 4);
+    AdamW opt;
+    adamw_init(&opt, m.num_parameters, fx.beta1, fx.beta2, fx.eps, fx.weight_decay);
+    double worst = 0;
+    for (int s = 0; s <= fx.steps; s++) {
+        ck_assert_int_eq(gpt_forward(&m, fx.inputs, fx.targets, fx.B, fx.T), 0);
+        float want = fx.step_losses[s];
+        if (fabs(m.mean_loss - want) / want > worst) worst = fabs(m.mean_loss - want) / want;
+        ck_assert_msg(fabsf(m.mean_loss - want) <= TOL_STEP_LOSS_REL * want, "step %d: loss %.7f, want %.7f", s,
+                      m.mean_loss, want);
+        gpt_zero_grad(&m);
+        gpt_backward(&m);
+        adamw_step(&opt, &m, fx.lr);
+    }
+    printf("%s: %d AdamW steps, worst loss rel err %.2g\n", fixture_paths[_i], fx.steps, worst);
+    adamw_free(&opt);
+    gpt_free(&m);
+    fixture_free(&fx);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// finite differences of the attention kernel
+
+// f(qkv) = sum(out * dout), accumulated in double so that round-off stays
+// ~1e-6: with h = 1e-2 the central difference then has error ~1e-4 from
+// round-off and O(h^2) ~ 1e-4 from truncation, hence the tolerance of 1e-3.
+static double attn_objective(const float *qkv, const float *dout, float *out, float *att, int B, int T, int NH,
+                             int NKV, int HS, float p, float *scratch) {
+    attention_forward(out, att, qkv, B, T, NH, NKV, HS, p, 1234, scratch);
+    double f = 0;
+    for (size_t i = 0; i < (size_t)B * T * NH * HS; i++) f += (double)out[i] * dout[i];
+    return f;
+}
+
+static const int fd_nkv[] = {4, 2, 1};
+
+START_TEST(test_attention_finite_differences) {
+    const int B = 2, T = 5, NH = 4, HS = 3, NKV = fd_nkv[_i % 3];
+    const float p = _i < 3 ? 0.0f : 0.25f;
+    const int QKV = (NH + 2 * NKV) * HS;
+    const size_t nqkv = (size_t)B * T * QKV, nout = (size_t)B * T * NH * HS;
+    uint64_t rng = 42 + _i;
+    float *qkv = malloc_check(nqkv * 4), *dqkv = calloc_check(nqkv, 4), *dout = malloc_check(nout * 4);
+    float *out = malloc_check(nout * 4), *att = malloc_check((size_t)B * NH * T * T * 4);
+    float *scratch = malloc_check(attention_scratch_floats(T, omp_get_max_threads()) * 4);
+    fill_normal(qkv, nqkv, 1.0f, &rng);
+    fill_normal(dout, nout, 1.0f, &rng);
+    attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, scratch);
+    const float h = 1e-2f;
+    for (size_t i = 0; i < nqkv; i++) {
+        float x = qkv[i];
+        qkv[i] = x + h;
+        double fp = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+        qkv[i] = x - h;
+        double fm = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+        qkv[i] = x;
+        double num = (fp - fm) / (2.0 * ((double)(x + h) - (double)x));
+        double err = fabs(num - dqkv[i]);
+        ck_assert_msg(err <= 1e-3, "n_kv_head %d p %.2f: d qkv[%zu] analytic %.6f, numeric %.6f", NKV, p, i,
+                      dqkv[i], num);
+    }
+    // the gradient must be non-trivial for the test to mean anything
+    double norm = 0;
+    for (size_t i = 0; i < nqkv; i++) norm += (double)dqkv[i] * dqkv[i];
+    ck_assert(norm > 1.0);
+    free(qkv), free(dqkv), free(dout), free(out), free(att), free(scratch);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// finite differences of the whole model, with dropout on
+
+static void randomize_params(GPT *m, uint64_t seed, float std) {
+    uint64_t rng = seed;
+    float *p = m->params_memory;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        int ln_weight = (i == 2 || i == 8 || i == 14);
+        for (size_t j = 0; j < m->param_sizes[i]; j++) p[j] = (ln_weight ? 1.0f : 0.0f) + std * rng_normal(&rng);
+        p += m->param_sizes[i];
+    }
+}
+
+START_TEST(test_model_finite_differences_dropout) {
+    GPTConfig c = {.vocab_size = 11, .block_size = 6, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
+                   .bias = 1, .dropout = 0.2f};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 7), 0);
+    randomize_params(&m, 8, 0.3f);
+    m.training = 1;
+    const int B = 2, T = 6;
+    int inputs[12], targets[12];
+    for (int i = 0; i < B * T; i++) inputs[i] = (i * 7 + 3) % 11, targets[i] = (i * 5 + 1) % 11;
+    const uint64_t rng0 = m.rng_state;
+    ck_assert_int_eq(gpt_forward(&m, inputs, targets, B, T), 0);
+    gpt_zero_grad(&m);
+    gpt_backward(&m);
+    // probe a few entries of every tensor; the masks repeat because the
+    // dropout RNG is rewound before each forward
+    uint64_t pick = 99;
+    size_t off = 0;
+    const float h = 1e-2f;
+    for (int t = 0; t < GPT_NUM_PARAM_TENSORS; t++) {
+        for (int k = 0; k < 6; k++) {
+            size_t i = off + rng_u64(&pick) % m.param_sizes[t];
+            float x = m.params_memory[i];
+            m.params_memory[i] = x + h;
+            m.rng_state = rng0;
+            gpt_forward(&m, inputs, targets, B, T);
+            double fp = m.mean_loss;
+            m.params_memory[i] = x - h;
+            m.rng_state = rng0;
+            gpt_forward(&m, inputs, targets, B, T);
+            double fm = m.mean_loss;
+            m.params_memory[i] = x;
+            double num = (fp - fm) / (2.0 * h), ana = m.grads_memory[i];
+            // float32 loss: round-off ~3e-6 / 2h = 1.5e-4, plus O(h^2) curvature
+            ck_assert_msg(fabs(num - ana) <= 5e-4 + 2e-2 * fabs(ana), "%s[%zu]: analytic %.6f, numeric %.6f",
+                          gpt_param_names[t], i - off, ana, num);
+        }
+        off += m.param_sizes[t];
+    }
+    gpt_free(&m);
+}
+END_TEST
+
+START_TEST(test_dropout_only_in_training) {
+    GPTConfig c = {.vocab_size = 13, .block_size = 8, .n_layer = 1, .n_head = 2, .n_kv_head = 1, .n_embd = 8,
+                   .bias = 0, .dropout = 0.5f};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    int tok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    gpt_forward(&m, tok, tok, 1, 8);
+    float eval1 = m.mean_loss;
+    gpt_forward(&m, tok, tok, 1, 8);
+    ck_assert_float_eq(eval1, m.mean_loss);  // eval: no dropout, same result
+    m.training = 1;
+    gpt_forward(&m, tok, tok, 1, 8);
+    float train1 = m.mean_loss;
+    gpt_forward(&m, tok, tok, 1, 8);
+    ck_assert(train1 != eval1 && m.mean_loss != train1);  // fresh masks every step
+    gpt_free(&m);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// invariant: GQA == MHA with each KV head repeated over its group
+
+// Expand a GQA model's K/V projection rows (and biases) to one per query head.
+static void expand_kv_heads(GPT *mha, const GPT *gqa) {
+    const GPTConfig *c = &gqa->config;
+    const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, HS = C / NH, group = NH / NKV;
+    const int QKVg = (NH + 2 * NKV) * HS, QKVm = 3 * NH * HS;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        if (i == 4 || i == 5) continue;
+        float *dst = mha->params_memory, *src = gqa->params_memory;
+        for (int j = 0; j < i; j++) dst += mha->param_sizes[j], src += gqa->param_sizes[j];
+        memcpy(dst, src, gqa->param_sizes[i] * 4);
+    }
+    for (int l = 0; l < L; l++) {
+        for (int row = 0; row < QKVm; row++) {
+            int src_row;
+            if (row < NH * HS) src_row = row;  // q rows unchanged
+            else {
+                int part = (row - NH * HS) / (NH * HS);  // 0: k, 1: v
+                int within = (row - NH * HS) % (NH * HS), h = within / HS, d = within % HS;
+                src_row = NH * HS + part * NKV * HS + (h / group) * HS + d;
+            }
+            memcpy(mha->params.qkvw + ((size_t)l * QKVm + row) * C, gqa->params.qkvw + ((size_t)l * QKVg + src_row) * C,
+                   C * 4);
+            if (c->bias) mha->params.qkvb[l * QKVm + row] = gqa->params.qkvb[l * QKVg + src_row];
+        }
+    }
+}
+
+START_TEST(test_gqa_equals_expanded_mha) {
+    const int nkv = _i == 0 ? 2 : 1;
+    GPTConfig cg = {.vocab_size = 17, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = nkv, .n_embd = 32,
+                    .bias = 1, .dropout = 0.0f};
+    GPTConfig cm = cg;
+    cm.n_kv_head = cg.n_head;
+    GPT g, m;
+    ck_assert_int_eq(gpt_init(&g, &cg, 5), 0);
+    ck_assert_int_eq(gpt_init(&m, &cm, 6), 0);
+    randomize_params(&g, 77, 0.2f);
+    expand_kv_heads(&m, &g);
+    int tok[2 * 16];
+    for (int i = 0; i < 32; i++) tok[i] = (i * 11 + 5) % 17;
+    ck_assert_int_eq(gpt_forward(&g, tok, NULL, 2, 16), 0);
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, 2, 16), 0);
+    ck_assert_tensor_close("GQA vs expanded MHA logits", g.acts.logits, m.acts.logits, (size_t)2 * 16 * 17, 1e-5);
+    gpt_free(&g);
+    gpt_free(&m);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// validation
+
+static void expect_config_error(GPTConfig c, const char *needle) {
+    char err[256] = "";
+    ck_assert_int_eq(gpt_config_validate(&c, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, needle) != NULL, "message '%s' lacks '%s'", err, needle);
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 0), -1);
+    ck_assert_msg(strstr(m.error, needle) != NULL, "gpt_init message '%s' lacks '%s'", m.error, needle);
+}
+
+START_TEST(test_bad_configs) {
+    const GPTConfig ok = {.vocab_size = 65, .block_size = 64, .n_layer = 2, .n_head = 6, .n_kv_head = 3,
+                          .n_embd = 48, .bias = 0, .dropout = 0.0f};
+    char err[256];
+    ck_assert_int_eq(gpt_config_validate(&ok, err, sizeof err), 0);
+    GPTConfig c = ok;
+    c.n_kv_head = 4;
+    expect_config_error(c, "n_head 6 is not divisible by n_kv_head 4");
+    c = ok, c.n_embd = 50;
+    expect_config_error(c, "n_embd 50 is not divisible by n_head 6");
+    c = ok, c.n_kv_head = 0;
+    expect_config_error(c, "n_kv_head must be in [1, n_head=6], got 0");
+    c = ok, c.n_kv_head = 12;
+    expect_config_error(c, "n_kv_head must be in [1, n_head=6], got 12");
+    c = ok, c.vocab_size = 0;
+    expect_config_error(c, "vocab_size must be in [1,");
+    c = ok, c.n_layer = -3;
+    expect_config_error(c, "n_layer must be in [1,");
+    c = ok, c.block_size = 0;
+    expect_config_error(c, "block_size must be in [1,");
+    c = ok, c.dropout = 1.0f;
+    expect_config_error(c, "dropout must be in [0, 1)");
+}
+END_TEST
+
+START_TEST(test_bad_tokens_and_lengths) {
+    GPTConfig c = {.vocab_size = 10, .block_size = 4, .n_layer = 1, .n_head = 2, .n_kv_head = 1, .n_embd = 8};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 0), 0);
+    int tok[8] = {1, 2, 3, 10, 0, 0, 0, 0};
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, 1, 4), -1);
+    ck_assert_str_eq(m.error, "token id 10 at position 3 is out of range [0, vocab_size=10)");
+    tok[3] = -1;
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, 1, 4), -1);
+    ck_assert_str_eq(m.error, "token id -1 at position 3 is out of range [0, vocab_size=10)");
+    tok[3] = 9;
+    int bad_targets[4] = {0, 11, 0, 0};
+    ck_assert_int_eq(gpt_forward(&m, tok, bad_targets, 1, 4), -1);
+    ck_assert_str_eq(m.error, "target token id 11 at position 1 is out of range [0, vocab_size=10)");
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, 1, 8), -1);
+    ck_assert_str_eq(m.error, "sequence length T=8 exceeds block_size=4");
+    tok[7] = 12;  // the second sequence of a batch is checked too
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, 2, 4), -1);
+    ck_assert_str_eq(m.error, "token id 12 at position 7 is out of range [0, vocab_size=10)");
+    gpt_free(&m);
+}
+END_TEST
+
+START_TEST(test_kv_bytes_and_params) {
+    // cfg-m shape: 6 layers, 6 heads of 64; KV bytes per token follow n_kv_head
+    GPTConfig c = {.vocab_size = 65, .block_size = 256, .n_layer = 6, .n_head = 6, .n_kv_head = 6, .n_embd = 384};
+    ck_assert_uint_eq(gpt_kv_bytes_per_token(&c, 4), 2u * 6 * 6 * 64 * 4);
+    size_t mha = gpt_num_parameters(&c);
+    c.n_kv_head = 1;
+    ck_assert_uint_eq(gpt_kv_bytes_per_token(&c, 4), 2u * 6 * 1 * 64 * 4);
+    // MQA drops 2 * (6 - 1) * 64 rows of C weights from each layer's W_qkv
+    ck_assert_uint_eq(mha - gpt_num_parameters(&c), (size_t)6 * 2 * 5 * 64 * 384);
+}
+END_TEST
+
+static Suite *model_suite(void) {
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("pytorch");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_pytorch_forward_backward, 0, 4);
+    tcase_add_loop_test(tc, test_pytorch_adamw_steps, 0, 4);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("gradcheck");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_attention_finite_differences, 0, 6);
+    tcase_add_test(tc, test_model_finite_differences_dropout);
+    tcase_add_test(tc, test_dropout_only_in_training);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("invariants");
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, test_gqa_equals_expanded_mha, 0, 2);
+    tcase_add_test(tc, test_bad_configs);
+    tcase_add_test(tc, test_bad_tokens_and_lengths);
+    tcase_add_test(tc, test_kv_bytes_and_params);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(model_suite()) == 0 ? 0 : 1; }

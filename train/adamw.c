@@ -1,0 +1,66 @@
+/*
+ * adamw.c: the AdamW step (see adamw.h). One loop per parameter tensor, so
+ * each tensor's weight-decay rule is applied without a per-element branch.
+ */
+#include "adamw.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "../util/util.h"
+
+void adamw_init(AdamW *opt, size_t n, float beta1, float beta2, float eps, float weight_decay) {
+    opt->beta1 = beta1;
+    opt->beta2 = beta2;
+    opt->eps = eps;
+    opt->weight_decay = weight_decay;
+    opt->m = calloc_check(n, sizeof(float));
+    opt->v = calloc_check(n, sizeof(float));
+    opt->n = n;
+    opt->t = 0;
+}
+
+void adamw_free(AdamW *opt) {
+    free(opt->m);
+    free(opt->v);
+    opt->m = opt->v = NULL;
+}
+
+void adamw_step(AdamW *opt, GPT *model, float lr) {
+    CHECK(opt->n == model->num_parameters && model->grads_memory != NULL);
+    opt->t++;
+    const float b1 = opt->beta1, b2 = opt->beta2, eps = opt->eps;
+    const float bc1 = 1.0f - powf(b1, (float)opt->t), bc2 = 1.0f - powf(b2, (float)opt->t);
+    size_t off = 0;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        const size_t n = model->param_sizes[i];
+        const float wd = gpt_param_decays(i) ? opt->weight_decay : 0.0f;
+        float *p = model->params_memory + off, *m = opt->m + off, *v = opt->v + off;
+        const float *g = model->grads_memory + off;
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < n; j++) {
+            m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+            v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+            float mhat = m[j] / bc1, vhat = v[j] / bc2;
+            // decoupled decay: p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
+            p[j] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p[j]);
+        }
+        off += n;
+    }
+}
+
+float grad_global_norm(const GPT *model) {
+    const float *g = model->grads_memory;
+    const size_t n = model->num_parameters;
+    double sum = 0.0;
+#pragma omp parallel for reduction(+ : sum) schedule(static)
+    for (size_t i = 0; i < n; i++) sum += (double)g[i] * g[i];
+    return (float)sqrt(sum);
+}
+
+void grads_scale(GPT *model, float s) {
+    float *g = model->grads_memory;
+    const size_t n = model->num_parameters;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] *= s;
+}

@@ -1,0 +1,67 @@
+/*
+ * util.h: checked helpers shared by every module (llm.c's fopen_check family).
+ *
+ * Each helper either succeeds or prints one line saying what failed, where
+ * (file:line) and with which value, then exits with status 1. They never
+ * compile out (no dependence on NDEBUG). Library code that must report a
+ * recoverable error (bad user input) returns an error string instead; these
+ * are for "cannot continue" failures.
+ */
+#ifndef GQA_UTIL_H
+#define GQA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#if defined(__GNUC__)
+#define GQA_NORETURN __attribute__((noreturn))
+#define GQA_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define GQA_NORETURN
+#define GQA_PRINTF(a, b)
+#endif
+
+// Print "error: <message>" to stderr and exit(1).
+GQA_NORETURN void die(const char *fmt, ...) GQA_PRINTF(1, 2);
+
+// An assert that survives NDEBUG and says where it failed.
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (!(cond)) die("internal check failed at %s:%d: %s", __FILE__, __LINE__, #cond); \
+    } while (0)
+
+FILE *fopen_check_(const char *path, const char *mode, const char *file, int line);
+void fread_check_(void *ptr, size_t size, size_t n, FILE *f, const char *file, int line);
+void fwrite_check_(const void *ptr, size_t size, size_t n, FILE *f, const char *file, int line);
+void *malloc_check_(size_t size, const char *file, int line);
+void *calloc_check_(size_t n, size_t size, const char *file, int line);
+#define fopen_check(path, mode) fopen_check_(path, mode, __FILE__, __LINE__)
+#define fread_check(p, s, n, f) fread_check_(p, s, n, f, __FILE__, __LINE__)
+#define fwrite_check(p, s, n, f) fwrite_check_(p, s, n, f, __FILE__, __LINE__)
+#define malloc_check(size) malloc_check_(size, __FILE__, __LINE__)
+#define calloc_check(n, size) calloc_check_(n, size, __FILE__, __LINE__)
+
+// size_t arithmetic that refuses to wrap: returns 0 and leaves *out alone
+// on overflow, 1 on success.
+static inline int size_mul(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+static inline int size_add(size_t a, size_t b, size_t *out) {
+    if (b > SIZE_MAX - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+// Wall-clock seconds from a monotonic clock.
+double now_seconds(void);
+
+// Format a byte count as "12.34 MiB" into buf (at least 32 bytes); returns buf.
+const char *format_bytes(double bytes, char *buf, size_t len);
+
+// Peak resident set size of this process in bytes (getrusage).
+size_t peak_rss_bytes(void);
+
+#endif
