@@ -20,14 +20,16 @@ CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 comma := ,
 
-LIB_SRC := util/util.c util/opts.c model/ops.c model/attention.c model/gpt.c train/adamw.c
-TEST_SUITES := test_model
-TESTS_SH := tests/test_cli.sh
+LIB_SRC := util/util.c util/opts.c model/ops.c model/attention.c model/gpt.c model/checkpoint.c model/kvcache.c \
+	data/tokenizer.c data/tokens.c data/prepare.c train/adamw.c train/train.c \
+	infer/infer.c infer/sample.c
+TEST_SUITES := test_model test_data test_train test_infer
+TESTS_SH := tests/test_cli.sh tests/test_train.sh
 
 BUILD ?= build/release
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps test test-run asan asan-run fixtures clean
+.PHONY: all deps demo test test-run asan asan-run fixtures clean
 all: gqa
 
 deps:
@@ -64,6 +66,15 @@ asan: deps
 asan-run: $(TEST_SUITES:%=$(BUILD)/tests/%)
 	@set -e; for t in $(TEST_SUITES); do echo "== $$t (asan+ubsan)"; \
 	    OMP_NUM_THREADS=2 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests/$$t; done
+
+# The main job: deps, build, Tiny Shakespeare, train cfg-s with GQA
+# (n_kv_head 2 of 4 query heads, ~3 minutes on 2 cores), then sample.
+DEMO_OUT ?= out-demo-gqa
+demo: deps
+	@$(MAKE) --no-print-directory gqa
+	sh data/shakespeare_char/prepare.sh
+	./gqa train train/configs/shakespeare_char_cpu.conf --n_kv_head=2 --out_dir=$(DEMO_OUT) --eval_iters=100
+	./gqa sample --ckpt $(DEMO_OUT)/best.bin --prompt "ROMEO:" --max_new_tokens=500
 
 # Regenerate the PyTorch reference fixtures (needs python3-torch).
 fixtures:

@@ -5,7 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "data/prepare.h"
 #include "model/gpt.h"
+#include "infer/infer.h"
+#include "train/train.h"
 #include "util/opts.h"
 #include "util/util.h"
 
@@ -61,6 +64,9 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
+    {"prepare", cmd_prepare, "tokenize a UTF-8 text into train.bin, val.bin and vocab.bin"},
+    {"train", cmd_train, "train a model (AdamW, eval, checkpoints, resume)"},
+    {"sample", cmd_sample, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"info", cmd_info, "parameter count and KV-cache bytes of a model shape"},
 };
 

@@ -7,18 +7,57 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <inttypes.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
-void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+static void verror_message(const char *fmt, va_list ap) {
     fflush(stdout);
     fputs("error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+}
+
+void error_message(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    verror_message(fmt, ap);
+    va_end(ap);
+}
+
+void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    verror_message(fmt, ap);
     va_end(ap);
     exit(1);
+}
+
+int make_dirs(const char *dir, char *err, size_t errlen) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s", dir) >= sizeof path || !dir[0]) {
+        snprintf(err, errlen, "bad directory name '%s'", dir);
+        return -1;
+    }
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create directory '%s': %s", path, strerror(errno));
+            return -1;
+        }
+        *p = c;
+        if (c == '\0') break;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "'%s' exists and is not a directory", dir);
+        return -1;
+    }
+    return 0;
 }
 
 FILE *fopen_check_(const char *path, const char *mode, const char *file, int line) {
@@ -78,4 +117,133 @@ size_t peak_rss_bytes(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (size_t)ru.ru_maxrss * 1024;  // Linux reports KiB
+}
+
+uint32_t crc32_update(uint32_t crc, const void *buf, size_t n) {
+    static uint32_t table[256];
+    static int ready = 0;
+    if (!ready) {  // benign race: every thread writes the same values
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            table[i] = c;
+        }
+        ready = 1;
+    }
+    const uint8_t *p = buf;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+// fflush (+ fsync) + fclose after `write`, each checked; f is always closed.
+static int finish_stream(FILE *f, const char *path, int (*write)(FILE *, void *), void *ctx, int sync, char *err,
+                         size_t errlen) {
+    const char *what = NULL;
+    int e = 0;
+    errno = 0;
+    if (write(f, ctx) != 0) what = "write", e = errno;
+    else if (fflush(f) != 0) what = "write", e = errno;
+    else if (sync && fsync(fileno(f)) != 0) what = "fsync", e = errno;
+    if (fclose(f) != 0 && !what) what = "close", e = errno;
+    if (what) {
+        snprintf(err, errlen, "cannot write '%s': %s failed: %s%s", path, what, e ? strerror(e) : "short write",
+                 sync ? " (any previous file is unchanged)" : "");
+        return -1;
+    }
+    return 0;
+}
+
+int write_atomic(const char *path, int (*write)(FILE *f, void *ctx), void *ctx, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) {
+            snprintf(err, errlen, "cannot write '%s': is a directory", path);
+            return -1;
+        }
+        FILE *f = fopen(path, "wb");
+        if (!f) {
+            snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
+            return -1;
+        }
+        return finish_stream(f, path, write, ctx, 0, err, errlen);  // fsync means nothing to a device
+    }
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+        snprintf(err, errlen, "cannot write '%s': path too long", path);
+        return -1;
+    }
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(err, errlen, "cannot write '%s': %s (any previous file is unchanged)", tmp, strerror(errno));
+        return -1;
+    }
+    if (finish_stream(f, path, write, ctx, 1, err, errlen) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "cannot rename '%s' to '%s': %s (any previous file is unchanged)", tmp, path,
+                 strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    const void *data;
+    size_t len;
+} Buffer;
+
+static int write_buffer(FILE *f, void *ctx) {
+    const Buffer *b = ctx;
+    return b->len == 0 || fwrite(b->data, 1, b->len, f) == b->len ? 0 : -1;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    Buffer b = {data, len};
+    return write_atomic(path, write_buffer, &b, err, errlen);
+}
+
+int read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, char *err, size_t errlen) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        fclose(f);
+        return -1;
+    }
+    if ((uintmax_t)st.st_size > (uintmax_t)max_bytes) {
+        snprintf(err, errlen, "%s: file is %jd bytes, more than the %zu allowed here", path, (intmax_t)st.st_size,
+                 max_bytes);
+        fclose(f);
+        return -1;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *buf = malloc(n + 1);
+    if (!buf) {
+        snprintf(err, errlen, "%s: cannot allocate %zu bytes to read it", path, n + 1);
+        fclose(f);
+        return -1;
+    }
+    errno = 0;
+    size_t got = fread(buf, 1, n, f);
+    int e = errno;
+    fclose(f);
+    if (got != n) {
+        snprintf(err, errlen, "%s: read %zu of %zu bytes: %s", path, got, n, e ? strerror(e) : "file shrank");
+        free(buf);
+        return -1;
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return 0;
 }

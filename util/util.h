@@ -22,7 +22,9 @@
 #define GQA_PRINTF(a, b)
 #endif
 
-// Print "error: <message>" to stderr and exit(1).
+// Print "error: <message>" to stderr (stdout flushed first).
+void error_message(const char *fmt, ...) GQA_PRINTF(1, 2);
+// error_message, then exit(1).
 GQA_NORETURN void die(const char *fmt, ...) GQA_PRINTF(1, 2);
 
 // An assert that survives NDEBUG and says where it failed.
@@ -54,6 +56,30 @@ static inline int size_add(size_t a, size_t b, size_t *out) {
     *out = a + b;
     return 1;
 }
+
+// CRC-32 (IEEE 802.3, as zlib's crc32): crc = crc32_update(crc, buf, n),
+// starting from crc = 0.
+uint32_t crc32_update(uint32_t crc, const void *buf, size_t n);
+
+// Write a file atomically: `write` streams the content into "path.tmp",
+// which is flushed, fsync'd, closed and renamed over path. On any failure
+// (disk full, unwritable directory) the temp file is removed, an existing
+// file at path is untouched, and -1 is returned with err naming the path and
+// the cause. If path exists and is not a regular file (/dev/null, /dev/full,
+// a FIFO) the bytes go straight to it with the same checks, since a rename
+// would replace the device. `write` returns 0, or -1 on a write error.
+int write_atomic(const char *path, int (*write)(FILE *f, void *ctx), void *ctx, char *err, size_t errlen);
+// write_atomic of a buffer.
+int write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+// Read a whole regular file of at most max_bytes into a malloc'd buffer (one
+// extra NUL byte after the data; *len excludes it). Returns 0, or -1 with err
+// naming the path. The caller frees *data.
+int read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, char *err, size_t errlen);
+
+// mkdir -p: create dir and its missing parents. 0, or -1 with err (also
+// when dir exists but is not a directory).
+int make_dirs(const char *dir, char *err, size_t errlen);
 
 // Wall-clock seconds from a monotonic clock.
 double now_seconds(void);

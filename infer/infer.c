@@ -1,0 +1,183 @@
+/*
+ * infer.c: the cached forward (prefill and decode) and the samplers. The
+ * layer kernels are model/ops.h; attention over the cache is
+ * model/kvcache.h's grouped kernel. Nothing here allocates per token.
+ */
+#include "infer.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../model/ops.h"
+#include "../util/rng.h"
+#include "../util/util.h"
+
+// ----------------------------------------------------------------------------
+// cached forward
+
+int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk) {
+    memset(inf, 0, sizeof *inf);
+    const GPTConfig *c = &m->config;
+    if (max_T > c->block_size) max_T = c->block_size;
+    if (max_chunk > max_T) max_chunk = max_T;
+    inf->model = m, inf->batch = batch, inf->max_T = max_T, inf->max_chunk = max_chunk;
+    if (kvcache_init(&inf->cache, c, batch, max_T, inf->error, sizeof inf->error) != 0) return -1;
+    const size_t N = (size_t)batch * max_chunk, C = c->n_embd;
+    const size_t QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (C / c->n_head);
+    const int threads = omp_get_max_threads();
+    inf->att_scratch_floats = attention_cached_scratch_floats(&inf->cache, c->n_head, max_chunk, max_T, threads);
+    size_t sizes[] = {N * C, N * C, N, N, N * QKV, N * C, N * C, N * 4 * C, N * c->vocab_size, inf->att_scratch_floats};
+    float **ptrs[] = {&inf->x, &inf->ln, &inf->mean, &inf->rstd, &inf->qkv, &inf->atty, &inf->tmp, &inf->fch,
+                      &inf->logits, &inf->att_scratch};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        *ptrs[i] = malloc(sizes[i] * sizeof(float));
+        if (!*ptrs[i]) {
+            snprintf(inf->error, sizeof inf->error, "cannot allocate inference buffers for batch %d x %d tokens", batch,
+                     max_chunk);
+            infer_free(inf);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void infer_free(Inference *inf) {
+    kvcache_free(&inf->cache);
+    float *bufs[] = {inf->x, inf->ln, inf->mean, inf->rstd, inf->qkv, inf->atty, inf->tmp, inf->fch, inf->logits,
+                     inf->att_scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    inf->x = inf->ln = inf->mean = inf->rstd = inf->qkv = inf->atty = inf->tmp = inf->fch = NULL;
+    inf->logits = inf->att_scratch = NULL;
+}
+
+int infer_forward(Inference *inf, const int *tokens, int Tn, int pos0, int all_logits) {
+    GPT *m = inf->model;
+    const GPTConfig *c = &m->config;
+    const int B = inf->batch, L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
+    const int QKV = (NH + 2 * NKV) * (C / NH), N = B * Tn;
+    if (Tn < 1 || Tn > inf->max_chunk || pos0 < 0 || pos0 + Tn > inf->max_T) {
+        snprintf(inf->error, sizeof inf->error, "positions [%d, %d) do not fit (chunk %d, cache %d)", pos0, pos0 + Tn,
+                 inf->max_chunk, inf->max_T);
+        return -1;
+    }
+    if (gpt_validate_tokens(c, tokens, (size_t)N, inf->error, sizeof inf->error) != 0) return -1;
+    const ParameterTensors w = m->params;
+    float *x = inf->x;
+
+    encoder_forward(x, tokens, w.wte, w.wpe + (size_t)pos0 * C, B, Tn, C);
+    for (int l = 0; l < L; l++) {
+        layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
+        matmul_forward(inf->qkv, inf->ln, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N,
+                       C, QKV);
+        kvcache_store(&inf->cache, l, inf->qkv, B, Tn, pos0, NH);
+        attention_cached(inf->atty, inf->qkv, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch,
+                         inf->att_scratch_floats);
+        matmul_forward(inf->tmp, inf->atty, w.attprojw + (size_t)l * C * C, c->bias ? w.attprojb + l * C : NULL, N, C,
+                       C);
+        residual_forward(x, x, inf->tmp, (size_t)N * C);
+        layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.ln2w + l * C, c->bias ? w.ln2b + l * C : NULL, N, C);
+        matmul_forward(inf->fch, inf->ln, w.fcw + (size_t)l * 4 * C * C, c->bias ? w.fcb + (size_t)l * 4 * C : NULL,
+                       N, C, 4 * C);
+        gelu_forward(inf->fch, inf->fch, (size_t)N * 4 * C);
+        matmul_forward(inf->tmp, inf->fch, w.fcprojw + (size_t)l * C * 4 * C, c->bias ? w.fcprojb + l * C : NULL, N,
+                       4 * C, C);
+        residual_forward(x, x, inf->tmp, (size_t)N * C);
+    }
+    if (all_logits) {
+        layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.lnfw, c->bias ? w.lnfb : NULL, N, C);
+        matmul_forward(inf->logits, inf->ln, w.wte, NULL, N, C, V);
+    } else {
+        // only each sequence's last position feeds the LM head
+        for (int b = 0; b < B; b++)
+            memcpy(inf->tmp + (size_t)b * C, x + ((size_t)b * Tn + Tn - 1) * C, C * sizeof(float));
+        layernorm_forward(inf->ln, inf->mean, inf->rstd, inf->tmp, w.lnfw, c->bias ? w.lnfb : NULL, B, C);
+        matmul_forward(inf->logits, inf->ln, w.wte, NULL, B, C, V);
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// sampling
+
+void sampler_init(Sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed) {
+    s->temperature = temperature, s->top_k = top_k, s->top_p = top_p;
+    s->rng = rng_mix64(seed);
+    s->vocab_size = vocab_size;
+    s->probs = malloc_check((size_t)vocab_size * sizeof(float));
+    s->order = malloc_check((size_t)vocab_size * sizeof(int));
+    s->cand_ids = malloc_check((size_t)vocab_size * sizeof(int));
+    s->cand_probs = malloc_check((size_t)vocab_size * sizeof(float));
+}
+
+void sampler_free(Sampler *s) {
+    free(s->probs);
+    free(s->order);
+    free(s->cand_ids);
+    free(s->cand_probs);
+}
+
+static const float *sort_probs;  // qsort has no context argument
+static int by_prob_desc(const void *a, const void *b) {
+    float pa = sort_probs[*(const int *)a], pb = sort_probs[*(const int *)b];
+    if (pa != pb) return pa < pb ? 1 : -1;
+    return *(const int *)a - *(const int *)b;  // ties: lower id first (deterministic)
+}
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+int sampler_candidates(Sampler *s, const float *logits, int *ids, float *probs) {
+    const int V = s->vocab_size;
+    if (s->temperature <= 0.0f) {  // greedy: one candidate
+        ids[0] = argmax(logits, V);
+        probs[0] = 1.0f;
+        return 1;
+    }
+    float mx = logits[argmax(logits, V)], sum = 0.0f;
+    for (int i = 0; i < V; i++) {
+        s->probs[i] = expf((logits[i] - mx) / s->temperature);
+        sum += s->probs[i];
+        s->order[i] = i;
+    }
+    for (int i = 0; i < V; i++) s->probs[i] /= sum;
+    sort_probs = s->probs;
+    qsort(s->order, (size_t)V, sizeof(int), by_prob_desc);
+    int n = (s->top_k > 0 && s->top_k < V) ? s->top_k : V;
+    if (s->top_p < 1.0f) {
+        // smallest prefix whose mass reaches top_p (within the top-k set)
+        float mass = 0.0f;
+        for (int i = 0; i < n; i++) {
+            mass += s->probs[s->order[i]];
+            if (mass >= s->top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    float kept = 0.0f;
+    for (int i = 0; i < n; i++) kept += s->probs[s->order[i]];
+    for (int i = 0; i < n; i++) {
+        ids[i] = s->order[i];
+        probs[i] = s->probs[s->order[i]] / kept;
+    }
+    return n;
+}
+
+int sampler_sample(Sampler *s, const float *logits) {
+    if (s->temperature <= 0.0f) return argmax(logits, s->vocab_size);
+    int *ids = s->cand_ids;
+    float *p = s->cand_probs;
+    int n = sampler_candidates(s, logits, ids, p);
+    float u = rng_uniform(&s->rng), cdf = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cdf += p[i];
+        if (u < cdf) return ids[i];
+    }
+    return ids[n - 1];  // round-off: u beyond the summed mass
+}

@@ -1,0 +1,69 @@
+/*
+ * infer.h: the face of infer/: prefill and decode over a KV cache, the
+ * samplers, and the `gqa sample` subcommand.
+ *
+ * One function does both phases: infer_forward runs Tn new tokens per
+ * sequence at positions pos0..pos0+Tn-1, appends their K/V to the cache and
+ * attends to everything cached before them. Prefill is Tn = prompt length
+ * (in chunks), decode is Tn = 1. All sequences of a batch share positions
+ * (they share the prompt), so weights are read once per step for all.
+ */
+#ifndef GQA_INFER_H
+#define GQA_INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../model/gpt.h"
+#include "../model/kvcache.h"
+
+typedef struct {
+    GPT *model;       // borrowed
+    KVCache cache;    // (L, B, NKV, max_T, HS)
+    int batch, max_T, max_chunk;  // B, cache length, most new tokens per call
+    // activations for up to B * max_chunk rows
+    float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch;
+    float *logits;    // (B, V) last position, or (B, Tn, V) with all_logits
+    float *att_scratch;
+    size_t att_scratch_floats;
+    char error[256];
+} Inference;
+
+// Allocate the cache for `batch` sequences of up to max_T (<= block_size)
+// positions, and buffers for up to max_chunk new tokens per call.
+int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk);
+void infer_free(Inference *inf);
+
+// Run tokens (B, Tn) at positions pos0..pos0+Tn-1 (Tn <= max_chunk,
+// pos0 + Tn <= max_T). Writes logits of the last position of each sequence
+// to inf->logits (B, V), or of every position (B, Tn, V) when all_logits.
+// Returns 0, or -1 with inf->error (bad token, out of bounds).
+int infer_forward(Inference *inf, const int *tokens, int Tn, int pos0, int all_logits);
+
+// ----------------------------------------------------------------------------
+// sampling
+
+typedef struct {
+    float temperature;  // 0: greedy (argmax)
+    int top_k;          // keep the k most likely (0: all)
+    float top_p;        // keep the smallest set with probability >= top_p (1: all)
+    uint64_t rng;       // the sampler's own random state
+    int vocab_size;
+    float *probs;       // (V) scratch
+    int *order;         // (V) scratch
+    int *cand_ids;      // (V) candidates of the last draw
+    float *cand_probs;  // (V)
+} Sampler;
+
+void sampler_init(Sampler *s, int vocab_size, float temperature, int top_k, float top_p, uint64_t seed);
+void sampler_free(Sampler *s);
+// Candidate set after temperature, top-k and top-p: writes ids (sorted by
+// decreasing probability) and their renormalised probabilities; returns the
+// count. Exposed for tests.
+int sampler_candidates(Sampler *s, const float *logits, int *ids, float *probs);
+// Sample one token id from logits (V).
+int sampler_sample(Sampler *s, const float *logits);
+
+int cmd_sample(int argc, char **argv);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * checkpoint.h: self-describing, checksummed checkpoint files.
+ *
+ * A checkpoint holds the model config (n_kv_head among it), the tokenizer
+ * as an opaque blob (data/tokenizer.h parses it; model/ does not), the
+ * parameters, and optionally the training state (AdamW moments, step, RNG
+ * states) for an exact resume. Layout in docs/formats.md. Writes are atomic
+ * (temp file, fsync, rename); reads check magic, version, every size against
+ * the file size, the config, the CRC-32, and that weights are finite.
+ */
+#ifndef GQA_CHECKPOINT_H
+#define GQA_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gpt.h"
+
+#define CHECKPOINT_VERSION 1
+#define CHECKPOINT_HEADER_BYTES 56
+
+typedef struct {
+    int step;              // optimizer steps taken
+    int adam_t;            // AdamW bias-correction step
+    float best_val_loss;   // best eval so far (for best.bin)
+    uint64_t data_rng;     // training batch sampler state
+    uint64_t model_rng;    // GPT.rng_state: dropout masks
+    float *adam_m, *adam_v;  // (num_parameters) each
+} TrainState;
+
+// Save model + vocab blob (+ train state when ts != NULL). 0, or -1 with err;
+// on failure an existing file at path is untouched.
+int checkpoint_save(const char *path, const GPT *m, const void *vocab, size_t vocab_len, const TrainState *ts,
+                    char *err, size_t errlen);
+
+// Load: initialises *m from the file's config and weights; *vocab is a
+// malloc'd copy of the tokenizer blob. If ts is non-NULL and the file has a
+// train state, fills *ts (moments malloc'd) and sets *has_ts = 1. Returns 0,
+// or -1 with err naming the path, the field and the value.
+int checkpoint_load(const char *path, GPT *m, uint8_t **vocab, size_t *vocab_len, TrainState *ts, int *has_ts,
+                    char *err, size_t errlen);
+
+void train_state_free(TrainState *ts);
+
+#endif

@@ -1,0 +1,214 @@
+/*
+ * kvcache.c: KV cache storage and the grouped cached-attention kernel (see
+ * kvcache.h for the contract).
+ *
+ * Work items are (sequence b, KV head g, block of new rows, key split). A
+ * block's queries (its rows x the group's heads) are gathered into one
+ * contiguous matrix Qc (R x HS), then
+ *     S = Qc K^T * scale      one sgemm over the cached keys [k0, k1)
+ *     P = causal softmax(S)   row loop
+ *     O = P V                 one sgemm over the cached values
+ * With one key split, P is normalised before the second sgemm and O is the
+ * output. With several (decode only), each split keeps its row max m, sum l
+ * and unnormalised O, and the merge rescales them: out = sum_s e^(m_s - M) O_s
+ * / sum_s e^(m_s - M) l_s, M = max_s m_s.
+ */
+#include "kvcache.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/util.h"
+
+// Score block budget per thread (floats): rows per block are chosen so that
+// R x keys stays near this, about 1 MiB, within L2.
+#define SCORE_BUDGET (1 << 18)
+// A key split is worth its merge only with at least this many keys.
+#define MIN_KEYS_PER_SPLIT 256
+
+size_t kvcache_bytes(const GPTConfig *c, int batch, int max_T, size_t elem_bytes) {
+    return 2 * (size_t)c->n_layer * batch * c->n_kv_head * (size_t)max_T * (c->n_embd / c->n_head) * elem_bytes;
+}
+
+int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, char *err, size_t errlen) {
+    memset(kv, 0, sizeof *kv);
+    kv->n_layer = c->n_layer, kv->batch = batch, kv->n_kv_head = c->n_kv_head;
+    kv->max_T = max_T, kv->head_size = c->n_embd / c->n_head;
+    double want = 2.0 * c->n_layer * batch * c->n_kv_head * (double)max_T * kv->head_size * sizeof(float);
+    kv->bytes = kvcache_bytes(c, batch, max_T, sizeof(float));
+    char b[32];
+    if (batch <= 0 || max_T <= 0 || want > (double)SIZE_MAX / 2) {
+        snprintf(err, errlen, "KV cache for batch %d x %d positions is too large (%s)", batch, max_T,
+                 format_bytes(want, b, sizeof b));
+        return -1;
+    }
+    kv->k = calloc(kv->bytes / 2, 1);
+    kv->v = calloc(kv->bytes / 2, 1);
+    if (!kv->k || !kv->v) {
+        snprintf(err, errlen, "cannot allocate the KV cache: %s for batch %d x %d positions",
+                 format_bytes((double)kv->bytes, b, sizeof b), batch, max_T);
+        kvcache_free(kv);
+        return -1;
+    }
+    return 0;
+}
+
+void kvcache_free(KVCache *kv) {
+    free(kv->k);
+    free(kv->v);
+    kv->k = kv->v = NULL;
+}
+
+void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH) {
+    const int NKV = kv->n_kv_head, HS = kv->head_size, QKV = (NH + 2 * NKV) * HS;
+    CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int g = 0; g < NKV; g++) {
+            float *kc = kvcache_k(kv, l, b, g) + (size_t)pos0 * HS, *vc = kvcache_v(kv, l, b, g) + (size_t)pos0 * HS;
+            for (int t = 0; t < Tn; t++) {
+                const float *row = qkv + ((size_t)b * Tn + t) * QKV;
+                memcpy(kc + (size_t)t * HS, row + (NH + g) * HS, HS * sizeof(float));
+                memcpy(vc + (size_t)t * HS, row + (NH + NKV + g) * HS, HS * sizeof(float));
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// planning: rows per block, key splits, scratch
+
+typedef struct {
+    int rb, nrb;       // new rows per block, number of blocks
+    int nsplit, chunk; // key splits and keys per split
+    size_t per_thread; // Qc + S floats
+} Plan;
+
+static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int threads) {
+    Plan p;
+    long rb = SCORE_BUDGET / ((long)group * ctx);
+    p.rb = rb < 1 ? 1 : rb > Tn ? Tn : (int)rb;
+    p.nrb = (Tn + p.rb - 1) / p.rb;
+    p.nsplit = 1;
+    int items = B * NKV * p.nrb;
+    if (Tn == 1 && items < threads) {  // decode with idle threads: split the keys
+        int by_threads = (threads + items - 1) / items, by_len = ctx / MIN_KEYS_PER_SPLIT;
+        p.nsplit = by_threads < by_len ? by_threads : by_len;
+        if (p.nsplit < 1) p.nsplit = 1;
+    }
+    p.chunk = (ctx + p.nsplit - 1) / p.nsplit;
+    p.per_thread = (size_t)p.rb * group * HS + (size_t)p.rb * group * p.chunk;
+    return p;
+}
+
+size_t attention_cached_scratch_floats(const KVCache *kv, int NH, int Tn, int ctx, int threads) {
+    // the largest plan over any Tn' <= Tn, ctx' <= ctx: rows per block are
+    // bounded by both the budget and Tn, the score block by the budget or
+    // one block row of group x ctx
+    const int group = NH / kv->n_kv_head, HS = kv->head_size;
+    size_t rows = (size_t)(SCORE_BUDGET / group > 0 ? SCORE_BUDGET / group : 1);
+    if (rows > (size_t)Tn) rows = Tn;
+    size_t scores = (size_t)group * ctx > SCORE_BUDGET ? (size_t)group * ctx : SCORE_BUDGET;
+    size_t per_thread = rows * group * HS + scores + (size_t)group * ctx;
+    size_t partials = (size_t)2 * threads * group * (HS + 2);
+    return (size_t)threads * per_thread + partials;
+}
+
+// ----------------------------------------------------------------------------
+// the kernel
+
+void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
+                      float *scratch, size_t scratch_floats) {
+    const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
+    const int ctx = pos0 + Tn, threads = omp_get_max_threads();
+    const float scale = 1.0f / sqrtf((float)HS);
+    const Plan p = make_plan(B, NKV, group, HS, Tn, ctx, threads);
+    const int n_items = B * NKV * p.nrb * p.nsplit;
+    // partial results of key splits (decode): per item R x HS outputs, R maxes, R sums
+    const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
+    float *partials = scratch + (size_t)threads * p.per_thread;
+    CHECK(ctx <= kv->max_T);
+    CHECK((size_t)threads * p.per_thread + (p.nsplit > 1 ? (size_t)n_items * partial_stride : 0) <= scratch_floats);
+
+#pragma omp parallel for schedule(static)
+    for (int it = 0; it < n_items; it++) {
+        const int s = it % p.nsplit, rbi = (it / p.nsplit) % p.nrb;
+        const int g = (it / p.nsplit / p.nrb) % NKV, b = it / p.nsplit / p.nrb / NKV;
+        float *Qc = scratch + (size_t)omp_get_thread_num() * p.per_thread;  // (R, HS)
+        float *S = Qc + (size_t)p.rb * group * HS;                          // (R, nk)
+        const int t0 = rbi * p.rb, t1 = t0 + p.rb < Tn ? t0 + p.rb : Tn, R = (t1 - t0) * group;
+        const int kend = pos0 + t1;  // keys visible to the block's last row
+        const int k0 = s * p.chunk, k1 = k0 + p.chunk < kend ? k0 + p.chunk : kend, nk = k1 - k0;
+        float *Op = partials + (size_t)it * partial_stride, *mp = Op + R_split * HS, *lp = mp + R_split;
+        if (nk <= 0) {  // an empty split (only when splitting)
+            for (int r = 0; r < R; r++) mp[r] = -INFINITY, lp[r] = 0.0f;
+            memset(Op, 0, (size_t)R * HS * sizeof(float));
+            continue;
+        }
+        // gather the group's queries: row (t, j) is query head g*group + j at time t
+        for (int t = t0; t < t1; t++)
+            memcpy(Qc + (size_t)(t - t0) * group * HS, qkv + ((size_t)b * Tn + t) * QKV + (size_t)g * group * HS,
+                   (size_t)group * HS * sizeof(float));
+        const float *K = kvcache_k(kv, l, b, g) + (size_t)k0 * HS, *V = kvcache_v(kv, l, b, g) + (size_t)k0 * HS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Qc, HS, K, HS, 0.0f, S, nk);
+        for (int r = 0; r < R; r++) {
+            const int t = t0 + r / group;
+            int vis = pos0 + t + 1 - k0;  // keys [k0, pos0 + t] are visible
+            if (vis > nk) vis = nk;
+            float *row = S + (size_t)r * nk;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int j = 0; j < vis; j++) mx = row[j] > mx ? row[j] : mx;
+            for (int j = 0; j < vis; j++) {
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
+            for (int j = vis > 0 ? vis : 0; j < nk; j++) row[j] = 0.0f;
+            if (p.nsplit > 1) {
+                mp[r] = vis > 0 ? mx : -INFINITY;
+                lp[r] = sum;
+            } else {
+                const float inv = 1.0f / sum;  // vis >= 1 always without splits
+                for (int j = 0; j < vis; j++) row[j] *= inv;
+            }
+        }
+        if (p.nsplit > 1) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, S, nk, V, HS, 0.0f, Op, HS);
+        } else {
+            // O = P V, then scatter rows back to (b, t, head)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, S, nk, V, HS, 0.0f, Qc, HS);
+            for (int t = t0; t < t1; t++)
+                memcpy(out + ((size_t)b * Tn + t) * C + (size_t)g * group * HS, Qc + (size_t)(t - t0) * group * HS,
+                       (size_t)group * HS * sizeof(float));
+        }
+    }
+    if (p.nsplit == 1) return;
+
+    // merge the key splits (Tn == 1: one row per query head)
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int g = 0; g < NKV; g++) {
+            const float *base = partials + ((size_t)b * NKV + g) * p.nsplit * partial_stride;
+            for (int r = 0; r < group; r++) {
+                float M = -INFINITY, L = 0.0f;
+                for (int s = 0; s < p.nsplit; s++) {
+                    float m = base[s * partial_stride + R_split * HS + r];
+                    M = m > M ? m : M;
+                }
+                float *o = out + (size_t)b * C + ((size_t)g * group + r) * HS;
+                memset(o, 0, HS * sizeof(float));
+                for (int s = 0; s < p.nsplit; s++) {
+                    const float *Os = base + s * partial_stride;
+                    float m = Os[R_split * HS + r], lsum = Os[R_split * HS + R_split + r];
+                    if (lsum == 0.0f) continue;
+                    float w = expf(m - M);
+                    L += w * lsum;
+                    for (int d = 0; d < HS; d++) o[d] += w * Os[(size_t)r * HS + d];
+                }
+                for (int d = 0; d < HS; d++) o[d] /= L;
+            }
+        }
+    }
+}

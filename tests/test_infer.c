@@ -1,0 +1,343 @@
+/*
+ * test_infer.c: inference against the training forward and a plain loop.
+ *
+ * - Prefill + incremental decode (and chunked prefill) give the full
+ *   forward's logits at every position, for n_kv_head 4, 2, 1, batch 1 and 3.
+ * - The grouped cached-attention kernel equals a per-query-head reference
+ *   loop (kept here), including decode with the key axis split over threads.
+ * - Samplers keep exactly the expected candidate sets; greedy is argmax.
+ * - `gqa sample` end to end: golden greedy text from a committed tiny
+ *   checkpoint, temperature 0 == top_k 1, seeds, generation past block_size
+ *   (this suite also runs under ASan+UBSan).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../infer/infer.h"
+#include "../model/gpt.h"
+#include "../model/kvcache.h"
+#include "../util/util.h"
+#include "testutil.h"
+
+static void randomize(GPT *m, uint64_t seed) {
+    uint64_t rng = seed;
+    float *p = m->params_memory;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        int ln_weight = (i == 2 || i == 8 || i == 14);
+        for (size_t j = 0; j < m->param_sizes[i]; j++) p[j] = (ln_weight ? 1.0f : 0.0f) + 0.2f * rng_normal(&rng);
+        p += m->param_sizes[i];
+    }
+}
+
+// ----------------------------------------------------------------------------
+// incremental decode == full forward
+
+static const int nkv_cases[] = {4, 2, 1};
+
+START_TEST(test_decode_equals_full_forward) {
+    const int nkv = nkv_cases[_i % 3], B = _i < 3 ? 1 : 3, T = 24, V = 23;
+    GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = nkv, .n_embd = 32,
+                   .bias = 1};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    randomize(&m, 100 + _i);
+    int tok[3 * 24];
+    uint64_t rng = 9 + _i;
+    for (int i = 0; i < B * T; i++) tok[i] = (int)(rng_u64(&rng) % V);
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, B, T), 0);
+    const float *full = m.acts.logits;  // (B, T, V)
+
+    // (a) prefill 5 tokens, then decode one at a time
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 8), 0);
+    int chunk[3 * 8];
+    const int P = 5;
+    for (int b = 0; b < B; b++) memcpy(chunk + b * P, tok + b * T, P * sizeof(int));
+    ck_assert_int_eq(infer_forward(&inf, chunk, P, 0, 1), 0);
+    double worst = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < P; t++) {
+            Diff d = diff_tensors(inf.logits + ((size_t)b * P + t) * V, full + ((size_t)b * T + t) * V, V);
+            worst = d.max_abs > worst ? d.max_abs : worst;
+        }
+    for (int t = P; t < T; t++) {
+        for (int b = 0; b < B; b++) chunk[b] = tok[b * T + t];
+        ck_assert_int_eq(infer_forward(&inf, chunk, 1, t, 0), 0);
+        for (int b = 0; b < B; b++) {
+            Diff d = diff_tensors(inf.logits + (size_t)b * V, full + ((size_t)b * T + t) * V, V);
+            worst = d.max_abs > worst ? d.max_abs : worst;
+        }
+    }
+    ck_assert_msg(worst <= 1e-4, "n_kv_head %d batch %d: decode vs full forward max abs %.3g", nkv, B, worst);
+
+    // (b) chunked prefill of all T tokens, 7 at a time, all logits
+    worst = 0;
+    for (int start = 0; start < T; start += 7) {
+        int n = T - start < 7 ? T - start : 7;
+        for (int b = 0; b < B; b++) memcpy(chunk + b * n, tok + b * T + start, n * sizeof(int));
+        ck_assert_int_eq(infer_forward(&inf, chunk, n, start, 1), 0);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < n; t++) {
+                Diff d = diff_tensors(inf.logits + ((size_t)b * n + t) * V, full + ((size_t)b * T + start + t) * V, V);
+                worst = d.max_abs > worst ? d.max_abs : worst;
+            }
+    }
+    ck_assert_msg(worst <= 1e-4, "n_kv_head %d batch %d: chunked prefill max abs %.3g", nkv, B, worst);
+    infer_free(&inf);
+    gpt_free(&m);
+}
+END_TEST
+
+START_TEST(test_infer_bounds) {
+    GPTConfig c = {.vocab_size = 7, .block_size = 8, .n_layer = 1, .n_head = 2, .n_kv_head = 1, .n_embd = 8};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, &m, 1, 8, 4), 0);
+    int tok[4] = {1, 2, 3, 4};
+    ck_assert_int_eq(infer_forward(&inf, tok, 4, 6, 0), -1);  // would write positions 6..9 of 8
+    ck_assert_msg(strstr(inf.error, "positions [6, 10) do not fit"), "%s", inf.error);
+    ck_assert_int_eq(infer_forward(&inf, tok, 5, 0, 0), -1);  // more than the chunk
+    tok[2] = 7;
+    ck_assert_int_eq(infer_forward(&inf, tok, 4, 0, 0), -1);
+    ck_assert_str_eq(inf.error, "token id 7 at position 2 is out of range [0, vocab_size=7)");
+    infer_free(&inf);
+    gpt_free(&m);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// grouped kernel == per-query-head reference loop
+
+// The plain loop: every query head on its own, reading its KV head h / group.
+static void attention_reference(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0,
+                                int NH) {
+    const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS;
+    double *p = malloc_check((size_t)(pos0 + Tn) * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < Tn; t++)
+            for (int h = 0; h < NH; h++) {
+                const float *q = qkv + ((size_t)b * Tn + t) * QKV + h * HS;
+                const float *K = kvcache_k(kv, l, b, h / group), *V = kvcache_v(kv, l, b, h / group);
+                int n = pos0 + t + 1;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int d = 0; d < HS; d++) s += (double)q[d] * K[(size_t)j * HS + d];
+                    p[j] = s / sqrt((double)HS);
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int j = 0; j < n; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < HS; d++) {
+                    double o = 0;
+                    for (int j = 0; j < n; j++) o += p[j] * V[(size_t)j * HS + d];
+                    out[((size_t)b * Tn + t) * NH * HS + h * HS + d] = (float)(o / sum);
+                }
+            }
+    free(p);
+}
+
+typedef struct {
+    int B, NKV, Tn, pos0, threads;
+} KernelCase;
+
+// decode at long context with B * NKV < threads exercises the key split
+// (up to 5 splits with 5 threads, some of them partly masked)
+static const KernelCase kernel_cases[] = {
+    {1, 8, 1, 40, 2}, {2, 4, 1, 77, 2}, {1, 1, 1, 700, 2}, {1, 2, 1, 1500, 2}, {3, 1, 1, 600, 2},
+    {1, 1, 9, 30, 2}, {2, 2, 33, 0, 2}, {1, 4, 5, 11, 2}, {1, 1, 1, 0, 2},
+    {1, 1, 1, 1999, 5}, {1, 2, 1, 1300, 5}, {2, 1, 1, 1024, 3},
+};
+
+START_TEST(test_grouped_kernel_vs_reference) {
+    const KernelCase kc = kernel_cases[_i];
+    omp_set_num_threads(kc.threads);
+    const int NH = 8, HS = 16, L = 2, l = 1;
+    GPTConfig c = {.vocab_size = 5, .block_size = 2048, .n_layer = L, .n_head = NH, .n_kv_head = kc.NKV,
+                   .n_embd = NH * HS};
+    KVCache kv;
+    char err[256];
+    const int max_T = kc.pos0 + kc.Tn;
+    ck_assert_int_eq(kvcache_init(&kv, &c, kc.B, max_T, err, sizeof err), 0);
+    ck_assert_uint_eq(kv.bytes, 2u * L * kc.B * kc.NKV * max_T * HS * 4);
+    uint64_t rng = 31 + _i;
+    fill_normal(kv.k, kv.bytes / 8, 1.0f, &rng);
+    fill_normal(kv.v, kv.bytes / 8, 1.0f, &rng);
+    const int QKV = (NH + 2 * kc.NKV) * HS;
+    size_t nq = (size_t)kc.B * kc.Tn * QKV, nout = (size_t)kc.B * kc.Tn * NH * HS;
+    float *qkv = malloc_check(nq * 4), *out = malloc_check(nout * 4), *ref = malloc_check(nout * 4);
+    fill_normal(qkv, nq, 1.0f, &rng);
+    kvcache_store(&kv, l, qkv, kc.B, kc.Tn, kc.pos0, NH);
+    size_t ns = attention_cached_scratch_floats(&kv, NH, kc.Tn, max_T, omp_get_max_threads());
+    float *scratch = malloc_check(ns * 4);
+    attention_cached(out, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH, scratch, ns);
+    attention_reference(ref, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH);
+    char name[96];
+    snprintf(name, sizeof name, "B %d NKV %d Tn %d pos0 %d", kc.B, kc.NKV, kc.Tn, kc.pos0);
+    ck_assert_tensor_close(name, out, ref, nout, 2e-5);
+    free(qkv), free(out), free(ref), free(scratch);
+    kvcache_free(&kv);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// samplers
+
+START_TEST(test_sampler_candidate_sets) {
+    // probabilities 0.5, 0.2, 0.15, 0.1, 0.05 as logits (ids shuffled)
+    const float probs[5] = {0.1f, 0.5f, 0.05f, 0.2f, 0.15f};  // by id
+    float logits[5];
+    for (int i = 0; i < 5; i++) logits[i] = logf(probs[i]) + 3.0f;  // shift-invariant
+    struct {
+        int top_k;
+        float top_p;
+        int n;
+        int ids[5];
+    } cases[] = {
+        {0, 1.0f, 5, {1, 3, 4, 0, 2}},  // everything, most likely first
+        {2, 1.0f, 2, {1, 3}},           // top-k 2
+        {0, 0.5f, 1, {1}},              // 0.5 reaches 0.5
+        {0, 0.6f, 2, {1, 3}},           // 0.5 < 0.6 <= 0.7
+        {0, 0.86f, 4, {1, 3, 4, 0}},    // 0.85 < 0.86 <= 0.95
+        {3, 0.9f, 3, {1, 3, 4}},        // top-k first: its mass 0.85 never reaches 0.9
+        {1, 1.0f, 1, {1}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        Sampler s;
+        sampler_init(&s, 5, 1.0f, cases[c].top_k, cases[c].top_p, 1);
+        int ids[5];
+        float p[5];
+        int n = sampler_candidates(&s, logits, ids, p);
+        ck_assert_msg(n == cases[c].n, "case %zu: %d candidates, want %d", c, n, cases[c].n);
+        float kept = 0;
+        for (int i = 0; i < n; i++) kept += probs[cases[c].ids[i]];
+        for (int i = 0; i < n; i++) {
+            ck_assert_int_eq(ids[i], cases[c].ids[i]);
+            ck_assert_float_eq_tol(p[i], probs[ids[i]] / kept, 1e-6);  // renormalised
+        }
+        // draws only ever return candidates
+        for (int k = 0; k < 200; k++) {
+            int id = sampler_sample(&s, logits), found = 0;
+            for (int i = 0; i < n; i++) found |= ids[i] == id;
+            ck_assert_msg(found, "case %zu: drew %d outside the candidate set", c, id);
+        }
+        sampler_free(&s);
+    }
+    // temperature 0 is argmax; low temperature sharpens toward it
+    Sampler s;
+    sampler_init(&s, 5, 0.0f, 0, 1.0f, 1);
+    ck_assert_int_eq(sampler_sample(&s, logits), 1);
+    sampler_free(&s);
+}
+END_TEST
+
+START_TEST(test_sampler_frequencies) {
+    // with top-k 2 the two candidates are drawn in proportion 0.5 : 0.2
+    const float logits[4] = {logf(0.2f), logf(0.5f), logf(0.2f) - 1.0f, logf(0.1f)};
+    Sampler s;
+    sampler_init(&s, 4, 1.0f, 2, 1.0f, 7);
+    int count[4] = {0};
+    const int n = 20000;
+    for (int i = 0; i < n; i++) count[sampler_sample(&s, logits)]++;
+    ck_assert_int_eq(count[2] + count[3], 0);
+    double frac = (double)count[1] / n;  // expect 5/7 = 0.714, binomial sd 0.003
+    ck_assert_msg(fabs(frac - 5.0 / 7.0) < 0.015, "frequency of the top token %.4f, want %.4f", frac, 5.0 / 7.0);
+    sampler_free(&s);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// gqa sample end to end (stdout captured to a file)
+
+#define TINY "tests/fixtures/tiny_gqa.bin"  // 2 layers, 4 heads, 2 KV heads, block 32
+
+static char *run_sample(char **args, int nargs, int *rc) {
+    char path[] = "/tmp/gqa_sample_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    fflush(stdout);
+    int saved = dup(1);
+    dup2(fd, 1);
+    char *argv[24] = {"gqa", "sample", "--ckpt", TINY};
+    for (int i = 0; i < nargs; i++) argv[4 + i] = args[i];
+    *rc = cmd_sample(4 + nargs, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    close(fd);
+    uint8_t *buf;
+    size_t len;
+    char err[256];
+    ck_assert_int_eq(read_file(path, SIZE_MAX, &buf, &len, err, sizeof err), 0);
+    unlink(path);
+    char *s = malloc_check(len + 1);
+    memcpy(s, buf, len);
+    s[len] = '\0';
+    free(buf);
+    return s;
+}
+
+START_TEST(test_sample_golden_greedy) {
+    int rc;
+    char *args[] = {"--temperature", "0", "--max_new_tokens", "200", "--prompt", "ROMEO:"};
+    char *got = run_sample(args, 6, &rc);
+    ck_assert_int_eq(rc, 0);
+    uint8_t *want;
+    size_t len;
+    char err[256];
+    ck_assert_int_eq(read_file("tests/fixtures/tiny_gqa_greedy.txt", SIZE_MAX, &want, &len, err, sizeof err), 0);
+    ck_assert_uint_eq(strlen(got), len);
+    ck_assert_mem_eq(got, want, len);
+    // 200 new tokens past a 32-token context: the crop-and-re-prefill path ran
+    ck_assert_uint_eq(len, strlen("ROMEO:") + 200 + 1);
+    // top_k 1 is greedy too, at any temperature
+    char *args2[] = {"--top_k", "1", "--max_new_tokens", "200", "--prompt", "ROMEO:"};
+    char *got2 = run_sample(args2, 6, &rc);
+    ck_assert_str_eq(got2, got);
+    free(got), free(got2), free(want);
+}
+END_TEST
+
+START_TEST(test_sample_seeds_and_batches) {
+    int rc;
+    char *a1[] = {"--seed", "5", "--max_new_tokens", "60", "--num_samples", "3"};
+    char *a2[] = {"--seed", "6", "--max_new_tokens", "60", "--num_samples", "3"};
+    char *x = run_sample(a1, 6, &rc), *y = run_sample(a1, 6, &rc), *z = run_sample(a2, 6, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(x, y);   // same seed, same text
+    ck_assert_str_ne(x, z);   // another seed, other text
+    // three samples, each "\n" + 60 tokens, separated as nanoGPT prints them
+    int seps = 0;
+    for (char *p = x; (p = strstr(p, "---------------")); p++) seps++;
+    ck_assert_int_eq(seps, 3);
+    free(x), free(y), free(z);
+}
+END_TEST
+
+START_TEST(test_sample_bad_prompt_exits) {
+    // a character outside the vocabulary: message and exit status 1 (die)
+    char *argv[] = {"gqa", "sample", "--ckpt", TINY, "--prompt", "h\xc3\xa9llo"};
+    cmd_sample(6, argv);
+}
+END_TEST
+
+static Suite *infer_suite(void) {
+    Suite *s = suite_create("infer");
+    TCase *tc = tcase_create("infer");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_decode_equals_full_forward, 0, 6);
+    tcase_add_test(tc, test_infer_bounds);
+    tcase_add_loop_test(tc, test_grouped_kernel_vs_reference, 0, sizeof kernel_cases / sizeof kernel_cases[0]);
+    tcase_add_test(tc, test_sampler_candidate_sets);
+    tcase_add_test(tc, test_sampler_frequencies);
+    tcase_add_test(tc, test_sample_golden_greedy);
+    tcase_add_test(tc, test_sample_seeds_and_batches);
+    tcase_add_exit_test(tc, test_sample_bad_prompt_exits, 1);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(infer_suite()) == 0 ? 0 : 1; }

@@ -1,0 +1,372 @@
+/*
+ * test_train.c: training pieces at the API level: LR schedule, config
+ * parsing and its errors, overfitting a tiny model, and checkpoints (round
+ * trip, every kind of damage, failed writes that keep the old file).
+ * End-to-end runs of `gqa train` (resume, determinism, signals) are in
+ * tests/test_train.sh.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../model/checkpoint.h"
+#include "../model/gpt.h"
+#include "../train/adamw.h"
+#include "../train/train.h"
+#include "../util/util.h"
+#include "testutil.h"
+
+// ----------------------------------------------------------------------------
+// LR schedule (nanoGPT's get_lr)
+
+START_TEST(test_lr_schedule) {
+    TrainConfig tc;
+    train_config_defaults(&tc);  // lr 1e-3, min 1e-4, warmup 100, decay 2000
+    ck_assert_float_eq_tol(train_lr(&tc, 0), 1e-3f * 1 / 101, 1e-9);
+    ck_assert_float_eq_tol(train_lr(&tc, 99), 1e-3f * 100 / 101, 1e-9);
+    ck_assert_float_eq_tol(train_lr(&tc, 100), 1e-3f, 1e-9);             // peak: cosine starts at 1
+    ck_assert_float_eq_tol(train_lr(&tc, 1050), 5.5e-4f, 1e-8);           // halfway: (lr + min) / 2
+    ck_assert_float_eq_tol(train_lr(&tc, 2000), 1e-4f, 1e-9);             // end of decay
+    ck_assert_float_eq_tol(train_lr(&tc, 5000), 1e-4f, 1e-9);             // after: min_lr
+    ck_assert(train_lr(&tc, 500) > train_lr(&tc, 501));                    // decreasing
+    tc.decay_lr = 0;
+    ck_assert_float_eq(train_lr(&tc, 0), 1e-3f);
+    ck_assert_float_eq(train_lr(&tc, 1999), 1e-3f);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// config parsing
+
+static char tmpdir[64];
+
+static void make_tmpdir(void) {
+    strcpy(tmpdir, "/tmp/gqa_test_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void rm_tmpdir(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen_check(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static int parse(TrainConfig *tc, char **argv, int argc, char *err) {
+    train_config_defaults(tc);
+    return train_config_parse(tc, argc, argv, 2, err, 512);
+}
+
+START_TEST(test_config_parsing) {
+    make_tmpdir();
+    char conf[128], err[512];
+    snprintf(conf, sizeof conf, "%s/a.conf", tmpdir);
+    write_text(conf, "# baby GPT\nn_layer = 6\nn_kv_head = 2  # GQA\nlearning_rate = 1e-3\nout_dir = 'out-x'\n");
+    TrainConfig tc;
+    char *argv1[] = {"gqa", "train", conf, "--n_kv_head=3", "--batch_size", "7"};
+    ck_assert_int_eq(parse(&tc, argv1, 6, err), 0);
+    ck_assert_int_eq(tc.n_layer, 6);
+    ck_assert_int_eq(tc.n_kv_head, 3);  // the flag overrides the file
+    ck_assert_int_eq(tc.batch_size, 7);
+    ck_assert_str_eq(tc.out_dir, "out-x");
+
+    write_text(conf, "n_layer = 6\nn_kv_heads = 2\n");
+    char *argv2[] = {"gqa", "train", conf};
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
+    ck_assert_msg(strstr(err, "a.conf:2: unknown option 'n_kv_heads'"), "%s", err);
+
+    write_text(conf, "batch_size = twelve\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
+    ck_assert_msg(strstr(err, "a.conf:1: option 'batch_size': 'twelve' is not an integer"), "%s", err);
+
+    write_text(conf, "dropout\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
+    ck_assert_msg(strstr(err, "a.conf:1: expected 'key = value'"), "%s", err);
+
+    char *argv3[] = {"gqa", "train", "--data_dir="};
+    ck_assert_int_eq(parse(&tc, argv3, 3, err), -1);
+    ck_assert_msg(strstr(err, "data_dir is empty"), "%s", err);
+
+    char *argv4[] = {"gqa", "train", "--min_lr=1", "--learning_rate=0.1"};
+    ck_assert_int_eq(parse(&tc, argv4, 4, err), -1);
+    ck_assert_msg(strstr(err, "min_lr 1 is larger than learning_rate 0.1"), "%s", err);
+
+    char *argv5[] = {"gqa", "train", "--dropout=1.5"};
+    ck_assert_int_eq(parse(&tc, argv5, 3, err), -1);
+    ck_assert_msg(strstr(err, "option 'dropout': 1.5 is out of range"), "%s", err);
+
+    char *argv6[] = {"gqa", "train", "/nonexistent/x.conf"};
+    ck_assert_int_eq(parse(&tc, argv6, 3, err), -1);
+    ck_assert_msg(strstr(err, "cannot open config file '/nonexistent/x.conf'"), "%s", err);
+    rm_tmpdir();
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// a tiny model can overfit a repetitive text
+
+START_TEST(test_overfit_repetitive_text) {
+    GPTConfig c = {.vocab_size = 5, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
+                   .bias = 1};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 3), 0);
+    const int B = 4, T = 16;
+    int x[64], y[64];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            x[b * T + t] = (b + t) % 5;  // "abcdeabcde..." at four offsets
+            y[b * T + t] = (b + t + 1) % 5;
+        }
+    AdamW opt;
+    adamw_init(&opt, m.num_parameters, 0.9f, 0.99f, 1e-8f, 0.0f);
+    float first = 0;
+    for (int step = 0; step < 150; step++) {
+        ck_assert_int_eq(gpt_forward(&m, x, y, B, T), 0);
+        if (step == 0) first = m.mean_loss;
+        gpt_zero_grad(&m);
+        gpt_backward(&m);
+        adamw_step(&opt, &m, 1e-2f);
+    }
+    gpt_forward(&m, x, y, B, T);
+    ck_assert_msg(first > 1.5f && m.mean_loss < 0.05f, "loss %.4f -> %.4f", first, m.mean_loss);
+    adamw_free(&opt);
+    gpt_free(&m);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// checkpoints
+
+static const uint8_t vocab_blob[] = {3, 0, 0, 0, 'a', 0, 0, 0, 'b', 0, 0, 0, 'c', 0, 0, 0};
+
+static void make_model(GPT *m, AdamW *opt) {
+    GPTConfig c = {.vocab_size = 3, .block_size = 8, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
+                   .bias = 1, .dropout = 0.1f};
+    ck_assert_int_eq(gpt_init(m, &c, 11), 0);
+    adamw_init(opt, m->num_parameters, 0.9f, 0.95f, 1e-8f, 0.1f);
+    uint64_t rng = 5;
+    fill_normal(opt->m, opt->n, 1.0f, &rng);
+    fill_normal(opt->v, opt->n, 1.0f, &rng);
+    opt->t = 17;
+}
+
+static TrainState state_of(GPT *m, AdamW *opt) {
+    return (TrainState){.step = 42, .adam_t = opt->t, .best_val_loss = 1.25f, .data_rng = 0x1234567890ull,
+                        .model_rng = m->rng_state, .adam_m = opt->m, .adam_v = opt->v};
+}
+
+START_TEST(test_checkpoint_roundtrip) {
+    make_tmpdir();
+    GPT m, m2;
+    AdamW opt;
+    make_model(&m, &opt);
+    TrainState ts = state_of(&m, &opt), ts2;
+    char path[128], err[512];
+    snprintf(path, sizeof path, "%s/ckpt.bin", tmpdir);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, &ts, err, sizeof err), 0);
+    uint8_t *vb;
+    size_t vl;
+    int has_ts;
+    ck_assert_int_eq(checkpoint_load(path, &m2, &vb, &vl, &ts2, &has_ts, err, sizeof err), 0);
+    ck_assert_int_eq(has_ts, 1);
+    ck_assert_mem_eq(&m.config, &m2.config, sizeof m.config);
+    ck_assert_mem_eq(m.params_memory, m2.params_memory, m.num_parameters * 4);
+    ck_assert_uint_eq(vl, sizeof vocab_blob);
+    ck_assert_mem_eq(vb, vocab_blob, vl);
+    ck_assert_int_eq(ts2.step, 42);
+    ck_assert_int_eq(ts2.adam_t, 17);
+    ck_assert_float_eq(ts2.best_val_loss, 1.25f);
+    ck_assert_uint_eq(ts2.data_rng, 0x1234567890ull);
+    ck_assert_uint_eq(ts2.model_rng, m.rng_state);
+    ck_assert_uint_eq(m2.rng_state, m.rng_state);
+    ck_assert_mem_eq(ts2.adam_m, opt.m, opt.n * 4);
+    ck_assert_mem_eq(ts2.adam_v, opt.v, opt.n * 4);
+    // model-only checkpoint: no train state
+    free(vb);
+    train_state_free(&ts2);
+    gpt_free(&m2);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(checkpoint_load(path, &m2, &vb, &vl, &ts2, &has_ts, err, sizeof err), 0);
+    ck_assert_int_eq(has_ts, 0);
+    free(vb);
+    gpt_free(&m2);
+    gpt_free(&m);
+    adamw_free(&opt);
+    rm_tmpdir();
+}
+END_TEST
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    uint8_t *buf;
+    char err[256];
+    ck_assert_int_eq(read_file(path, SIZE_MAX, &buf, len, err, sizeof err), 0);
+    return buf;
+}
+
+static void spit(const char *path, const uint8_t *buf, size_t len) {
+    FILE *f = fopen_check(path, "wb");
+    fwrite_check(buf, 1, len, f);
+    fclose(f);
+}
+
+// Loading path must fail with a message containing needle.
+static void expect_load_error(const char *path, const char *needle) {
+    GPT m;
+    uint8_t *vb = NULL;
+    size_t vl;
+    TrainState ts;
+    int has_ts;
+    char err[512] = "";
+    ck_assert_int_eq(checkpoint_load(path, &m, &vb, &vl, &ts, &has_ts, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, needle) != NULL, "message '%s' lacks '%s'", err, needle);
+    ck_assert_msg(strstr(err, path) != NULL, "message '%s' does not name the file", err);
+}
+
+START_TEST(test_checkpoint_damage) {
+    make_tmpdir();
+    GPT m;
+    AdamW opt;
+    make_model(&m, &opt);
+    TrainState ts = state_of(&m, &opt);
+    char path[128], bad[128], err[512];
+    snprintf(path, sizeof path, "%s/ckpt.bin", tmpdir);
+    snprintf(bad, sizeof bad, "%s/bad.bin", tmpdir);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, &ts, err, sizeof err), 0);
+    size_t len;
+    uint8_t *buf = slurp(path, &len);
+
+    // truncated at every header field boundary, inside the data, and before the CRC
+    const size_t cuts[] = {0, 3, 4, 8, 20, 36, 40, 44, 52, 56, 60, 1000, len - 5, len - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        spit(bad, buf, cuts[i]);
+        const char *want = cuts[i] < 8 ? "too short for a checkpoint"
+                           : cuts[i] < CHECKPOINT_HEADER_BYTES ? "truncated header"
+                                                               : "truncated";
+        expect_load_error(bad, want);
+    }
+    // trailing bytes
+    uint8_t *longer = malloc_check(len + 3);
+    memcpy(longer, buf, len);
+    memset(longer + len, 0, 3);
+    spit(bad, longer, len + 3);
+    expect_load_error(bad, "trailing bytes");
+    free(longer);
+
+    uint8_t *copy = malloc_check(len);
+    memcpy(copy, buf, len);
+    memcpy(copy, "GPT2", 4);
+    spit(bad, copy, len);
+    expect_load_error(bad, "bad magic (not a gqa checkpoint)");
+
+    memcpy(copy, buf, len);
+    copy[4] = 9;
+    spit(bad, copy, len);
+    expect_load_error(bad, "unsupported checkpoint version 9");
+
+    memcpy(copy, buf, len);
+    int32_t nkv = 3;  // n_head 4 % 3 != 0
+    memcpy(copy + 8 + 4 * 4, &nkv, 4);
+    spit(bad, copy, len);
+    expect_load_error(bad, "bad config: n_head 4 is not divisible by n_kv_head 3");
+
+    memcpy(copy, buf, len);
+    uint64_t np = 5;
+    memcpy(copy + 44, &np, 8);
+    spit(bad, copy, len);
+    expect_load_error(bad, "num_parameters is 5 but the config implies");
+
+    // a flipped bit anywhere in the body is caught by the checksum
+    const size_t flips[] = {CHECKPOINT_HEADER_BYTES + 2, CHECKPOINT_HEADER_BYTES + 100, len / 2, len - 10};
+    for (size_t i = 0; i < 4; i++) {
+        memcpy(copy, buf, len);
+        copy[flips[i]] ^= 0x10;
+        spit(bad, copy, len);
+        expect_load_error(bad, "checksum mismatch");
+    }
+
+    // a NaN weight with a valid checksum is refused too
+    m.params_memory[7] = NAN;
+    ck_assert_int_eq(checkpoint_save(bad, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), 0);
+    expect_load_error(bad, "parameter 7 is nan: the weights are not finite");
+    expect_load_error("/nonexistent/ckpt.bin", "cannot open");
+    free(copy);
+    free(buf);
+    gpt_free(&m);
+    adamw_free(&opt);
+    rm_tmpdir();
+}
+END_TEST
+
+START_TEST(test_checkpoint_failed_write_keeps_old) {
+    make_tmpdir();
+    GPT m, m2;
+    AdamW opt;
+    make_model(&m, &opt);
+    char path[128], err[512];
+    snprintf(path, sizeof path, "%s/ckpt.bin", tmpdir);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), 0);
+    float first = m.params_memory[0];
+    m.params_memory[0] += 1.0f;
+
+    // a full disk: cap the file size below the checkpoint's (the test runs in
+    // its own forked process, so the limit dies with it)
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {.rlim_cur = 4096, .rlim_max = RLIM_INFINITY};
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "File too large") && strstr(err, "previous file is unchanged"), "%s", err);
+    rl.rlim_cur = RLIM_INFINITY;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+
+    // a directory that cannot exist (its parent is a file)
+    char inside_file[160];
+    snprintf(inside_file, sizeof inside_file, "%s/x/ckpt.bin", path);
+    ck_assert_int_eq(checkpoint_save(inside_file, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "Not a directory"), "%s", err);
+    // a read-only directory (root ignores the mode bits, so only as a user)
+    if (geteuid() != 0) {
+        chmod(tmpdir, 0555);
+        int rc = checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err);
+        chmod(tmpdir, 0755);
+        ck_assert_int_eq(rc, -1);
+    }
+    // no temp file is left behind, and the old checkpoint loads unchanged
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    ck_assert_int_eq(access(tmp, F_OK), -1);
+    uint8_t *vb;
+    size_t vl;
+    ck_assert_int_eq(checkpoint_load(path, &m2, &vb, &vl, NULL, NULL, err, sizeof err), 0);
+    ck_assert_float_eq(m2.params_memory[0], first);
+    free(vb);
+    gpt_free(&m2);
+    gpt_free(&m);
+    adamw_free(&opt);
+    rm_tmpdir();
+}
+END_TEST
+
+static Suite *train_suite(void) {
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("train");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_lr_schedule);
+    tcase_add_test(tc, test_config_parsing);
+    tcase_add_test(tc, test_overfit_repetitive_text);
+    tcase_add_test(tc, test_checkpoint_roundtrip);
+    tcase_add_test(tc, test_checkpoint_damage);
+    tcase_add_test(tc, test_checkpoint_failed_write_keeps_old);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return run_suite(train_suite()) == 0 ? 0 : 1; }

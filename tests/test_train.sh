@@ -1,0 +1,93 @@
+#!/bin/sh
+# test_train.sh: `gqa prepare` + `gqa train` end to end on a small slice of
+# Tiny Shakespeare: seed determinism, 10 steps + resume + 10 steps == 20
+# steps straight (with dropout on), a clean stop on SIGINT that resumes,
+# and clear errors on missing or damaged data.
+# Usage: sh tests/test_train.sh ./gqa
+GQA=${1:-./gqa}
+case $GQA in /*) ;; *) GQA=$(pwd)/$GQA ;; esac
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+tmp=$(mktemp -d /tmp/gqa_train_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+head -c 60000 ../shared/data/tinyshakespeare.txt > "$tmp/small.txt" 2>/dev/null ||
+    head -c 60000 data/shakespeare_char/input.txt > "$tmp/small.txt"
+"$GQA" prepare --input "$tmp/small.txt" --out_dir "$tmp/data" > "$tmp/prep.log" 2>&1 && ok || bad "prepare failed: $(cat "$tmp/prep.log")"
+
+# a tiny GQA model with dropout, logging every step ($tmp has no spaces)
+common="--data_dir $tmp/data --n_layer 2 --n_head 4 --n_kv_head 2 --n_embd 32 --block_size 32 --batch_size 4
+    --dropout 0.1 --learning_rate 3e-3 --warmup_iters 3 --lr_decay_iters 20 --eval_interval 10 --eval_iters 2
+    --log_interval 1 --seed 7 --threads 2"
+train() {
+    out=$1; shift
+    "$GQA" train --out_dir "$out" $common "$@"
+}
+losses() { grep '^iter ' "$1/log.txt" | cut -d' ' -f1-4; }
+
+# determinism: same seed, same threads -> bit-identical losses
+train "$tmp/a" --max_iters 20 > "$tmp/a.out" 2>&1 || bad "train a failed: $(tail -3 "$tmp/a.out")"
+train "$tmp/b" --max_iters 20 > "$tmp/b.out" 2>&1 || bad "train b failed"
+[ "$(losses "$tmp/a" | wc -l)" -eq 20 ] && ok || bad "expected 20 logged steps, got $(losses "$tmp/a" | wc -l)"
+if [ "$(losses "$tmp/a")" = "$(losses "$tmp/b")" ]; then ok; else bad "same seed gave different losses"; fi
+train "$tmp/c" --max_iters 20 --seed 8 > /dev/null 2>&1
+if [ "$(losses "$tmp/a")" != "$(losses "$tmp/c")" ]; then ok; else bad "another seed gave the same losses"; fi
+
+# resume: 10 steps, then resume to 20 == 20 straight
+train "$tmp/r" --max_iters 10 > /dev/null 2>&1 || bad "train r (10 steps) failed"
+train "$tmp/r" --max_iters 20 --init_from resume > "$tmp/r.out" 2>&1 || bad "resume failed: $(tail -3 "$tmp/r.out")"
+grep -q "resuming from $tmp/r/ckpt.bin at step 10" "$tmp/r.out" && ok || bad "no resume message: $(head -40 "$tmp/r.out")"
+if [ "$(losses "$tmp/a")" = "$(losses "$tmp/r")" ]; then ok; else
+    bad "resume differs from straight run:"; diff "$(losses "$tmp/a" > "$tmp/x"; echo "$tmp/x")" "$(losses "$tmp/r" > "$tmp/y"; echo "$tmp/y")"
+fi
+[ -f "$tmp/r/best.bin" ] && [ -f "$tmp/r/ckpt.bin" ] && ok || bad "ckpt.bin/best.bin missing"
+grep -q '^eval 20 train ' "$tmp/r/log.txt" && ok || bad "no eval at step 20 in the log"
+
+# the log's config lines name n_kv_head, for plots
+grep -q '^# run .*n_kv_head=2' "$tmp/a/log.txt" && ok || bad "log has no run header"
+
+# SIGINT: finish the step, save, exit 0; then resume continues
+"$GQA" train --out_dir "$tmp/s" $common --max_iters 1000000 --eval_interval 100000 > "$tmp/s.out" 2>&1 &
+pid=$!  # gqa itself, so the signal reaches it
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    sleep 0.5
+    grep -q '^iter 20:' "$tmp/s.out" 2>/dev/null && break
+done
+kill -INT $pid
+i=0
+while kill -0 $pid 2>/dev/null && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+if kill -0 $pid 2>/dev/null; then kill -9 $pid; bad "gqa train did not stop within 10 s of SIGINT"; fi
+wait $pid
+rc=$?
+[ $rc -eq 0 ] && ok || bad "SIGINT exit status $rc, want 0"
+grep -q "stopped by signal 2 after step" "$tmp/s.out" && grep -q -- "--init_from=resume" "$tmp/s.out" && ok ||
+    bad "no stop message: $(tail -3 "$tmp/s.out")"
+step=$(sed -n 's/.*after step \([0-9]*\);.*/\1/p' "$tmp/s.out")
+train "$tmp/s" --max_iters $((step + 3)) --eval_interval 100000 --init_from resume > "$tmp/s2.out" 2>&1 &&
+    grep -q "resuming from $tmp/s/ckpt.bin at step $step" "$tmp/s2.out" && grep -q "^iter $((step + 2)):" "$tmp/s2.out" && ok ||
+    bad "resume after SIGINT failed: $(tail -3 "$tmp/s2.out")"
+
+# the loss plot: one PNG from two runs' logs (when gnuplot is installed)
+if command -v gnuplot >/dev/null; then
+    sh "$(dirname "$0")/../scripts/plot_loss.sh" "$tmp/loss.png" "$tmp/a" "$tmp/r" > /dev/null 2>&1 &&
+        [ "$(head -c 4 "$tmp/loss.png" | od -An -c | tr -d ' ')" = "211PNG" ] && ok || bad "plot_loss.sh made no PNG"
+fi
+
+# errors: missing data, damaged token file, unknown key, resume without a checkpoint
+expect_fail() {
+    needle=$1; shift
+    out=$("$@" 2>&1); rc=$?
+    [ $rc -eq 1 ] || { bad "$* exited $rc, want 1: $out"; return; }
+    case "$out" in *"$needle"*) ok ;; *) bad "$*: output lacks '$needle': $out" ;; esac
+}
+expect_fail "run \`gqa prepare\` first" "$GQA" train --data_dir "$tmp/nothing" --out_dir "$tmp/e"
+cp -r "$tmp/data" "$tmp/cut"
+head -c 1000 "$tmp/data/train.bin" > "$tmp/cut/train.bin"
+expect_fail "train.bin" "$GQA" train --data_dir "$tmp/cut" --out_dir "$tmp/e"
+expect_fail "unknown option 'n_kv_heads'" "$GQA" train --n_kv_heads 2
+expect_fail "n_head 4 is not divisible by n_kv_head 3" train "$tmp/e" --n_kv_head 3 --max_iters 1
+expect_fail "ckpt.bin" train "$tmp/nockpt" --init_from resume --max_iters 1
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

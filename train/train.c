@@ -1,0 +1,412 @@
+/*
+ * train.c: `gqa train`, nanoGPT's train.py in C. Random (B, T) windows of
+ * the token file, forward/backward, gradient clipping, AdamW with warmup and
+ * cosine decay, periodic evaluation on fixed batches, logging, checkpoints
+ * (ckpt.bin: full state for an exact resume; best.bin: best model) and a
+ * clean stop on SIGINT/SIGTERM.
+ */
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../data/tokenizer.h"
+#include "../data/tokens.h"
+#include "../model/checkpoint.h"
+#include "../model/gpt.h"
+#include "../util/rng.h"
+#include "../util/util.h"
+#include "adamw.h"
+
+// ----------------------------------------------------------------------------
+// configuration
+
+void train_config_defaults(TrainConfig *tc) {
+    memset(tc, 0, sizeof *tc);
+    strcpy(tc->data_dir, "data/shakespeare_char");
+    strcpy(tc->out_dir, "out");
+    strcpy(tc->init_from, "scratch");
+    tc->n_layer = 4, tc->n_head = 4, tc->n_kv_head = 4, tc->n_embd = 128, tc->block_size = 64;
+    tc->bias = 1, tc->dropout = 0.0f;
+    tc->batch_size = 12, tc->max_iters = 2000, tc->warmup_iters = 100, tc->lr_decay_iters = 2000;
+    tc->decay_lr = 1;
+    tc->learning_rate = 1e-3f, tc->min_lr = 1e-4f, tc->weight_decay = 0.1f;
+    tc->beta1 = 0.9f, tc->beta2 = 0.99f, tc->grad_clip = 1.0f;
+    tc->eval_interval = 250, tc->eval_iters = 200, tc->log_interval = 10;
+    tc->peak_gflops = 200.0f;
+    tc->seed = 1337, tc->threads = 0;
+}
+
+const Opt *train_config_opts(TrainConfig *tc, int *n) {
+    static Opt opts[40];
+    const Opt table[] = {
+        {"data_dir", OPT_STRING, tc->data_dir, 0, 0, "directory with train.bin, val.bin, vocab.bin (gqa prepare)"},
+        {"out_dir", OPT_STRING, tc->out_dir, 0, 0, "where ckpt.bin, best.bin and log.txt go"},
+        {"init_from", OPT_STRING, tc->init_from, 0, 0, "scratch | resume (out_dir/ckpt.bin) | PATH of a checkpoint"},
+        {"n_layer", OPT_INT, &tc->n_layer, 1, 1 << 16, "transformer blocks"},
+        {"n_head", OPT_INT, &tc->n_head, 1, 1 << 16, "query heads"},
+        {"n_kv_head", OPT_INT, &tc->n_kv_head, 1, 1 << 16, "key/value heads (n_head % n_kv_head == 0)"},
+        {"n_embd", OPT_INT, &tc->n_embd, 1, 1 << 20, "embedding width (n_embd % n_head == 0)"},
+        {"block_size", OPT_INT, &tc->block_size, 1, 1 << 20, "context length"},
+        {"bias", OPT_BOOL, &tc->bias, 0, 1, "biases in Linear and LayerNorm layers"},
+        {"dropout", OPT_FLOAT, &tc->dropout, 0, 0.99, "dropout probability (training only)"},
+        {"batch_size", OPT_INT, &tc->batch_size, 1, 1 << 20, "sequences per step"},
+        {"max_iters", OPT_INT, &tc->max_iters, 0, 1e9, "optimizer steps in total"},
+        {"learning_rate", OPT_FLOAT, &tc->learning_rate, 0, 10, "peak learning rate"},
+        {"min_lr", OPT_FLOAT, &tc->min_lr, 0, 10, "learning rate at the end of the cosine decay"},
+        {"warmup_iters", OPT_INT, &tc->warmup_iters, 0, 1e9, "linear warmup steps"},
+        {"lr_decay_iters", OPT_INT, &tc->lr_decay_iters, 1, 1e9, "step where the cosine reaches min_lr"},
+        {"decay_lr", OPT_BOOL, &tc->decay_lr, 0, 1, "warmup + cosine decay (else constant learning_rate)"},
+        {"weight_decay", OPT_FLOAT, &tc->weight_decay, 0, 10, "AdamW decoupled weight decay (dim >= 2 tensors)"},
+        {"beta1", OPT_FLOAT, &tc->beta1, 0, 0.999999, "AdamW beta1"},
+        {"beta2", OPT_FLOAT, &tc->beta2, 0, 0.999999, "AdamW beta2"},
+        {"grad_clip", OPT_FLOAT, &tc->grad_clip, 0, 1e9, "clip the global gradient norm to this (0: off)"},
+        {"eval_interval", OPT_INT, &tc->eval_interval, 1, 1e9, "evaluate and checkpoint every N steps"},
+        {"eval_iters", OPT_INT, &tc->eval_iters, 1, 1e9, "batches per split in an evaluation"},
+        {"log_interval", OPT_INT, &tc->log_interval, 1, 1e9, "print a training line every N steps"},
+        {"peak_gflops", OPT_FLOAT, &tc->peak_gflops, 1e-3, 1e9, "sgemm peak of this machine, for MFU"},
+        {"seed", OPT_INT, &tc->seed, 0, 2147483647, "random seed (weights, batches, dropout)"},
+        {"threads", OPT_INT, &tc->threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)"},
+    };
+    *n = (int)(sizeof table / sizeof table[0]);
+    memcpy(opts, table, sizeof table);
+    return opts;
+}
+
+int train_config_parse(TrainConfig *tc, int argc, char **argv, int start, char *err, size_t errlen) {
+    int n;
+    const Opt *opts = train_config_opts(tc, &n);
+    const char *pos[1];
+    int npos = 0;
+    // flags are parsed twice: first to find a config file and --help, then
+    // again after the file so that flags override it
+    int rc = opts_parse_argv(opts, n, argc, argv, start, pos, &npos, 1, err, errlen);
+    if (rc != 0) return rc;
+    if (npos == 1) {
+        if (opts_parse_file(opts, n, pos[0], err, errlen) != 0) return -1;
+        if (opts_parse_argv(opts, n, argc, argv, start, pos, &npos, 1, err, errlen) != 0) return -1;
+    }
+    return train_config_validate(tc, err, errlen);
+}
+
+int train_config_validate(const TrainConfig *tc, char *err, size_t errlen) {
+    if (tc->data_dir[0] == '\0') {
+        snprintf(err, errlen, "data_dir is empty: give the directory written by `gqa prepare`");
+        return -1;
+    }
+    if (tc->out_dir[0] == '\0') {
+        snprintf(err, errlen, "out_dir is empty");
+        return -1;
+    }
+    if (tc->min_lr > tc->learning_rate) {
+        snprintf(err, errlen, "min_lr %g is larger than learning_rate %g", (double)tc->min_lr, (double)tc->learning_rate);
+        return -1;
+    }
+    if (tc->decay_lr && tc->warmup_iters > tc->lr_decay_iters) {
+        snprintf(err, errlen, "warmup_iters %d is larger than lr_decay_iters %d", tc->warmup_iters, tc->lr_decay_iters);
+        return -1;
+    }
+    return 0;
+}
+
+float train_lr(const TrainConfig *tc, int it) {
+    if (!tc->decay_lr) return tc->learning_rate;
+    if (it < tc->warmup_iters) return tc->learning_rate * (float)(it + 1) / (float)(tc->warmup_iters + 1);
+    if (it > tc->lr_decay_iters) return tc->min_lr;
+    double ratio = tc->lr_decay_iters == tc->warmup_iters
+                       ? 1.0
+                       : (double)(it - tc->warmup_iters) / (double)(tc->lr_decay_iters - tc->warmup_iters);
+    double coeff = 0.5 * (1.0 + cos(M_PI * ratio));
+    return (float)(tc->min_lr + coeff * (tc->learning_rate - tc->min_lr));
+}
+
+// ----------------------------------------------------------------------------
+// data: random windows of a token file
+
+// Fill x, y (B, T) with B random windows: y is x shifted by one token.
+static void get_batch(const TokenFile *tf, int B, int T, uint64_t *rng, int *x, int *y) {
+    const uint64_t span = (uint64_t)(tf->count - (size_t)T);  // start in [0, count - T)
+    for (int b = 0; b < B; b++) {
+        size_t start = (size_t)(rng_u64(rng) % span);
+        memcpy(x + (size_t)b * T, tf->tokens + start, (size_t)T * sizeof(int));
+        memcpy(y + (size_t)b * T, tf->tokens + start + 1, (size_t)T * sizeof(int));
+    }
+}
+
+// Mean loss over eval_iters fixed batches of one split (same batches at
+// every evaluation, so curves are comparable and training RNG is untouched).
+static float estimate_loss(GPT *m, const TokenFile *tf, const TrainConfig *tc, uint64_t split_key, int *x, int *y) {
+    int was_training = m->training;
+    m->training = 0;
+    uint64_t rng = rng_mix64((uint64_t)tc->seed ^ split_key);
+    double sum = 0.0;
+    for (int i = 0; i < tc->eval_iters; i++) {
+        get_batch(tf, tc->batch_size, tc->block_size, &rng, x, y);
+        if (gpt_forward(m, x, y, tc->batch_size, tc->block_size) != 0) die("%s", m->error);
+        sum += m->mean_loss;
+    }
+    m->training = was_training;
+    return (float)(sum / tc->eval_iters);
+}
+
+// ----------------------------------------------------------------------------
+// signals: finish the step, save, exit 0
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_signal(int sig) { stop_requested = sig; }
+
+// ----------------------------------------------------------------------------
+// the run
+
+typedef struct {
+    TrainConfig tc;
+    GPT model;
+    AdamW opt;
+    Tokenizer tok;
+    uint8_t *vocab_blob;  // serialised tokenizer, stored in checkpoints
+    size_t vocab_len;
+    TokenFile train, val;
+    uint64_t data_rng;
+    int step;
+    float best_val_loss;
+    FILE *log;
+    char ckpt_path[OPT_STR_MAX + 16], best_path[OPT_STR_MAX + 16];
+} Run;
+
+static void path_join(char *out, size_t len, const char *dir, const char *name) {
+    if ((size_t)snprintf(out, len, "%s/%s", dir, name) >= len) die("path too long: %s/%s", dir, name);
+}
+
+static int save_checkpoint(Run *r, const char *path, int with_state, char *err, size_t errlen) {
+    TrainState ts = {.step = r->step, .adam_t = r->opt.t, .best_val_loss = r->best_val_loss,
+                     .data_rng = r->data_rng, .model_rng = r->model.rng_state,
+                     .adam_m = r->opt.m, .adam_v = r->opt.v};
+    return checkpoint_save(path, &r->model, r->vocab_blob, r->vocab_len, with_state ? &ts : NULL, err, errlen);
+}
+
+static void log_line(Run *r, const char *fmt, ...) GQA_PRINTF(2, 3);
+static void log_line(Run *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->log, fmt, ap);
+    va_end(ap);
+    fflush(r->log);
+}
+
+// Load data, vocabulary, model and optimizer according to init_from.
+static void run_setup(Run *r) {
+    TrainConfig *tc = &r->tc;
+    char err[1024], path[OPT_STR_MAX + 16];
+    path_join(path, sizeof path, tc->data_dir, "vocab.bin");
+    if (tokenizer_load(&r->tok, path, err, sizeof err) != 0) die("%s (run `gqa prepare` first)", err);
+    int V = r->tok.vocab_size;
+    path_join(path, sizeof path, tc->data_dir, "train.bin");
+    if (tokens_read(path, V, &r->train, err, sizeof err) != 0) die("%s", err);
+    path_join(path, sizeof path, tc->data_dir, "val.bin");
+    if (tokens_read(path, V, &r->val, err, sizeof err) != 0) die("%s", err);
+
+    FILE *mf = open_memstream((char **)&r->vocab_blob, &r->vocab_len);
+    if (!mf) die("open_memstream: %s", strerror(errno));
+    tokenizer_write(&r->tok, mf);
+    fclose(mf);
+
+    if (make_dirs(tc->out_dir, err, sizeof err) != 0) die("out_dir: %s", err);
+    path_join(r->ckpt_path, sizeof r->ckpt_path, tc->out_dir, "ckpt.bin");
+    path_join(r->best_path, sizeof r->best_path, tc->out_dir, "best.bin");
+    r->step = 0;
+    r->best_val_loss = INFINITY;
+    r->data_rng = rng_mix64((uint64_t)tc->seed ^ 0xBA7C4ull);
+
+    int resume = !strcmp(tc->init_from, "resume");
+    if (!strcmp(tc->init_from, "scratch")) {
+        GPTConfig c = {.vocab_size = V, .block_size = tc->block_size, .n_layer = tc->n_layer, .n_head = tc->n_head,
+                       .n_kv_head = tc->n_kv_head, .n_embd = tc->n_embd, .bias = tc->bias, .dropout = tc->dropout};
+        if (gpt_init(&r->model, &c, (uint64_t)tc->seed) != 0) die("%s", r->model.error);
+        adamw_init(&r->opt, r->model.num_parameters, tc->beta1, tc->beta2, 1e-8f, tc->weight_decay);
+    } else {
+        const char *src = resume ? r->ckpt_path : tc->init_from;
+        uint8_t *blob;
+        size_t blob_len;
+        TrainState ts;
+        int has_ts = 0;
+        if (checkpoint_load(src, &r->model, &blob, &blob_len, &ts, &has_ts, err, sizeof err) != 0) die("%s", err);
+        if (blob_len != r->vocab_len || memcmp(blob, r->vocab_blob, blob_len) != 0)
+            die("%s: its vocabulary differs from %s/vocab.bin (trained on other data?)", src, tc->data_dir);
+        free(blob);
+        GPTConfig *c = &r->model.config;
+        if (c->n_layer != tc->n_layer || c->n_head != tc->n_head || c->n_kv_head != tc->n_kv_head ||
+            c->n_embd != tc->n_embd || c->block_size != tc->block_size || c->bias != tc->bias)
+            fprintf(stderr, "note: model shape taken from %s (n_layer=%d n_head=%d n_kv_head=%d n_embd=%d block_size=%d bias=%d)\n",
+                    src, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->block_size, c->bias);
+        tc->n_layer = c->n_layer, tc->n_head = c->n_head, tc->n_kv_head = c->n_kv_head;
+        tc->n_embd = c->n_embd, tc->block_size = c->block_size, tc->bias = c->bias;
+        c->dropout = tc->dropout;  // dropout is a training choice, not part of the shape
+        adamw_init(&r->opt, r->model.num_parameters, tc->beta1, tc->beta2, 1e-8f, tc->weight_decay);
+        if (resume) {
+            if (!has_ts) die("%s has no training state to resume (written as a model-only checkpoint)", src);
+            memcpy(r->opt.m, ts.adam_m, r->model.num_parameters * sizeof(float));
+            memcpy(r->opt.v, ts.adam_v, r->model.num_parameters * sizeof(float));
+            r->opt.t = ts.adam_t;
+            r->step = ts.step;
+            r->best_val_loss = ts.best_val_loss;
+            r->data_rng = ts.data_rng;
+            r->model.rng_state = ts.model_rng;
+        } else {
+            r->model.rng_state = rng_mix64((uint64_t)tc->seed ^ 0xD1CEull);
+        }
+        if (has_ts) train_state_free(&ts);
+    }
+    if ((size_t)tc->block_size + 1 > r->val.count || (size_t)tc->block_size + 1 > r->train.count)
+        die("block_size %d needs at least %d tokens per split; train has %zu, val has %zu", tc->block_size,
+            tc->block_size + 1, r->train.count, r->val.count);
+    r->model.training = 1;
+
+    path_join(path, sizeof path, tc->out_dir, "log.txt");
+    r->log = fopen(path, "a");
+    if (!r->log) die("cannot open log file '%s': %s", path, strerror(errno));
+    log_line(r, "# run time=%ld n_layer=%d n_head=%d n_kv_head=%d n_embd=%d block_size=%d batch_size=%d dropout=%g "
+                "bias=%d init_from=%s start_step=%d\n",
+             (long)time(NULL), tc->n_layer, tc->n_head, tc->n_kv_head, tc->n_embd, tc->block_size, tc->batch_size,
+             (double)tc->dropout, tc->bias, tc->init_from, r->step);
+}
+
+static void progress(const Run *r, double elapsed, int start) {
+    if (!isatty(STDERR_FILENO)) return;
+    const int width = 30, total = r->tc.max_iters;
+    int done = r->step, filled = total ? (int)((double)done / total * width) : width;
+    double eta = done > start ? elapsed / (done - start) * (total - done) : 0.0;
+    fprintf(stderr, "\r[");
+    for (int i = 0; i < width; i++) fputc(i < filled ? '#' : '.', stderr);
+    fprintf(stderr, "] %d/%d eta %dm%02ds\033[K", done, total, (int)eta / 60, (int)eta % 60);
+    fflush(stderr);
+}
+
+static void clear_progress(void) {
+    if (isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
+}
+
+int cmd_train(int argc, char **argv) {
+    Run r;
+    memset(&r, 0, sizeof r);
+    TrainConfig *tc = &r.tc;
+    train_config_defaults(tc);
+    char err[1024];
+    int rc = train_config_parse(tc, argc, argv, 2, err, sizeof err);
+    int nopts;
+    const Opt *opts = train_config_opts(tc, &nopts);
+    if (rc == 1) {
+        printf("usage: gqa train [CONFIG_FILE] [--key=value ...]\n\n"
+               "Train a GPT on token files from `gqa prepare`. CONFIG_FILE has `key = value` lines with the\n"
+               "keys below; flags override it. Defaults are nanoGPT's CPU recipe (cfg-s).\n\n");
+        opts_print_help(opts, nopts, stdout);
+        return 0;
+    }
+    if (rc != 0) die("%s", err);
+    if (tc->threads > 0) omp_set_num_threads(tc->threads);
+
+    run_setup(&r);
+    GPT *m = &r.model;
+    const int B = tc->batch_size, T = tc->block_size;
+    printf("training configuration:\n");
+    opts_print_values(opts, nopts, stdout);
+    printf("vocab_size = %d, parameters = %zu, threads = %d\n", m->config.vocab_size, m->num_parameters,
+           omp_get_max_threads());
+    if (r.step > 0) printf("resuming from %s at step %d\n", r.ckpt_path, r.step);
+
+    int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
+    // nanoGPT's MFU estimate: 6 N + 12 L NH HS T flops per token (N without wpe)
+    const GPTConfig *c = &m->config;
+    double flops_per_token = 6.0 * (double)(m->num_parameters - m->param_sizes[1]) +
+                             12.0 * c->n_layer * c->n_embd * (double)T;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    const int start = r.step;
+    const double t_start = now_seconds();
+    int exit_code = 0;
+    for (;;) {
+        // evaluate (and checkpoint) every eval_interval steps and at the end
+        int at_end = r.step >= tc->max_iters;
+        if ((r.step % tc->eval_interval == 0 && !(r.step == start && start > 0)) || at_end) {
+            clear_progress();
+            float tl = estimate_loss(m, &r.train, tc, 0x7A41ull, x, y);
+            float vl = estimate_loss(m, &r.val, tc, 0x7A42ull, x, y);
+            printf("step %d: train loss %.4f, val loss %.4f\n", r.step, tl, vl);
+            fflush(stdout);
+            log_line(&r, "eval %d train %.6f val %.6f\n", r.step, tl, vl);
+            if (r.step > start || at_end) {
+                if (vl < r.best_val_loss) {
+                    r.best_val_loss = vl;
+                    if (save_checkpoint(&r, r.best_path, 0, err, sizeof err) != 0) die("%s", err);
+                }
+                if (save_checkpoint(&r, r.ckpt_path, 1, err, sizeof err) != 0) die("%s", err);
+            }
+        }
+        if (at_end) break;
+
+        double t0 = now_seconds();
+        float lr = train_lr(tc, r.step);
+        get_batch(&r.train, B, T, &r.data_rng, x, y);
+        if (gpt_forward(m, x, y, B, T) != 0) die("%s", m->error);
+        gpt_zero_grad(m);
+        gpt_backward(m);
+        float norm = grad_global_norm(m);
+        if (!isfinite(m->mean_loss) || !isfinite(norm)) {
+            clear_progress();
+            fprintf(stderr, "error: %s is %g at step %d; stopping without saving. The last good state is %s.\n"
+                            "Try a lower learning_rate or a smaller grad_clip.\n",
+                    isfinite(m->mean_loss) ? "the gradient norm" : "the loss",
+                    (double)(isfinite(m->mean_loss) ? norm : m->mean_loss), r.step, r.ckpt_path);
+            exit_code = 1;
+            break;
+        }
+        if (tc->grad_clip > 0.0f && norm > tc->grad_clip) grads_scale(m, tc->grad_clip / norm);
+        adamw_step(&r.opt, m, lr);
+        r.step++;
+        double dt = now_seconds() - t0;
+
+        if ((r.step - 1) % tc->log_interval == 0) {
+            clear_progress();
+            double tok_s = B * T / dt;
+            printf("iter %d: loss %.4f, lr %.3e, norm %.4f, time %.2f ms, tok/s %.0f, mfu %.2f%%\n", r.step - 1,
+                   m->mean_loss, lr, norm, dt * 1e3, tok_s, 100.0 * flops_per_token * tok_s / (tc->peak_gflops * 1e9));
+            fflush(stdout);
+            log_line(&r, "iter %d loss %.9g lr %.6e norm %.6f ms %.3f\n", r.step - 1, m->mean_loss, lr, norm, dt * 1e3);
+        }
+        progress(&r, now_seconds() - t_start, start);
+        if (stop_requested) {
+            clear_progress();
+            if (save_checkpoint(&r, r.ckpt_path, 1, err, sizeof err) != 0) die("%s", err);
+            printf("stopped by signal %d after step %d; state saved to %s\n"
+                   "resume with: gqa train ... --out_dir=%s --init_from=resume\n",
+                   (int)stop_requested, r.step, r.ckpt_path, tc->out_dir);
+            break;
+        }
+    }
+    clear_progress();
+    double total = now_seconds() - t_start;
+    if (exit_code == 0)
+        printf("done: %d steps in %.1f s (%.0f tok/s), best val loss %.4f, checkpoints in %s\n", r.step - start, total,
+               (double)(r.step - start) * B * T / (total > 0 ? total : 1), r.best_val_loss, tc->out_dir);
+
+    free(x), free(y);
+    fclose(r.log);
+    free(r.vocab_blob);
+    tokens_free(&r.train);
+    tokens_free(&r.val);
+    tokenizer_free(&r.tok);
+    adamw_free(&r.opt);
+    gpt_free(m);
+    return exit_code;
+}

@@ -1,0 +1,46 @@
+/*
+ * train.h: the face of train/: the training configuration (one struct, one
+ * option table for flags and config files), the LR schedule, and the
+ * `gqa train` subcommand (data loading, AdamW steps, evaluation, logging,
+ * checkpoints and resume).
+ */
+#ifndef GQA_TRAIN_H
+#define GQA_TRAIN_H
+
+#include "../util/opts.h"
+
+typedef struct {
+    // I/O
+    char data_dir[OPT_STR_MAX];   // train.bin, val.bin, vocab.bin from `gqa prepare`
+    char out_dir[OPT_STR_MAX];    // ckpt.bin, best.bin, log.txt
+    char init_from[OPT_STR_MAX];  // scratch | resume | path to a checkpoint (weights only)
+    // model
+    int n_layer, n_head, n_kv_head, n_embd, block_size, bias;
+    float dropout;
+    // optimisation
+    int batch_size, max_iters, warmup_iters, lr_decay_iters, decay_lr;
+    float learning_rate, min_lr, weight_decay, beta1, beta2, grad_clip;
+    // evaluation and logging
+    int eval_interval, eval_iters, log_interval;
+    float peak_gflops;  // for MFU: the machine's sgemm peak
+    // run
+    int seed, threads;
+} TrainConfig;
+
+// nanoGPT's CPU recipe on Tiny Shakespeare (cfg-s), GQA off (n_kv_head = n_head).
+void train_config_defaults(TrainConfig *tc);
+// The option table over tc's fields (n entries in *n). Static storage.
+const Opt *train_config_opts(TrainConfig *tc, int *n);
+// Parse [CONFIG_FILE] [--key=value ...]: file first, then flags override.
+// Returns 0, 1 for --help, -1 with err.
+int train_config_parse(TrainConfig *tc, int argc, char **argv, int start, char *err, size_t errlen);
+// Cross-field checks (warmup <= decay, min_lr <= lr, ...). 0 or -1 with err.
+int train_config_validate(const TrainConfig *tc, char *err, size_t errlen);
+
+// Learning rate at step it: linear warmup, cosine decay to min_lr at
+// lr_decay_iters, then min_lr (nanoGPT's get_lr).
+float train_lr(const TrainConfig *tc, int it);
+
+int cmd_train(int argc, char **argv);
+
+#endif
