@@ -20,30 +20,40 @@ CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 comma := ,
 
-LIB_SRC := util/util.c util/opts.c model/ops.c model/attention.c model/gpt.c model/checkpoint.c model/kvcache.c \
-	data/tokenizer.c data/tokens.c data/prepare.c train/adamw.c train/train.c \
-	infer/infer.c infer/sample.c
+# make MPI=1: data-parallel training over OpenMPI (mpicc), objects in build/mpi.
+ifeq ($(MPI),1)
+CC := mpicc
+BUILD := build/mpi
+DEFS := -DGQA_MPI
+endif
+GQA_BIN ?= gqa
+
+LIB_SRC := util/util.c util/opts.c model/ops.c model/attention.c model/gpt.c model/checkpoint.c model/kvcache.c model/convert.c \
+	data/tokenizer.c data/tokens.c data/prepare.c train/adamw.c train/dist.c train/train.c \
+	infer/infer.c infer/sample.c bench/bench.c bench/mem.c
 TEST_SUITES := test_model test_data test_train test_infer
 TESTS_SH := tests/test_cli.sh tests/test_train.sh
 
 BUILD ?= build/release
+DEFS ?=
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps demo test test-run asan asan-run fixtures clean
-all: gqa
+.PHONY: all deps demo bench valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
+all: $(GQA_BIN)
 
 deps:
 	@sh scripts/install-deps.sh
 
 $(BUILD)/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(STD) $(CFLAGS) $(WARN) $(BLAS_CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
+	$(CC) $(STD) $(CFLAGS) $(DEFS) $(WARN) $(BLAS_CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
 
 $(BUILD)/libgqa.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-gqa: gqa.c $(BUILD)/libgqa.a $(wildcard */*.h)
-	$(CC) $(STD) $(CFLAGS) $(WARN) $(BLAS_CFLAGS) gqa.c $(BUILD)/libgqa.a $(BLAS_LIBS) -lm -o $@
+$(GQA_BIN): gqa.c $(BUILD)/libgqa.a $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(CFLAGS) $(DEFS) $(WARN) $(BLAS_CFLAGS) gqa.c $(BUILD)/libgqa.a $(BLAS_LIBS) -lm -o $@
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libgqa.a
 	@mkdir -p $(dir $@)
@@ -75,6 +85,51 @@ demo: deps
 	sh data/shakespeare_char/prepare.sh
 	./gqa train train/configs/shakespeare_char_cpu.conf --n_kv_head=2 --out_dir=$(DEMO_OUT) --eval_iters=100
 	./gqa sample --ckpt $(DEMO_OUT)/best.bin --prompt "ROMEO:" --max_new_tokens=500
+
+# The cfg-d sweep of DESIGN.md (random weights; ~15 minutes on 2 cores):
+# table on stdout, CSV and plots in docs/bench/. Run it on a quiet machine.
+BENCH_OUT ?= docs/bench
+bench: gqa
+	@mkdir -p $(BENCH_OUT)
+	./gqa bench --n_kv_head=8,4,2,1 --ctx=512,2048,4032 --batch=1,8 --kv_dtype=f32,bf16 --repeats=3 \
+	    --csv=$(BENCH_OUT)/cfg-d.csv | tee $(BENCH_OUT)/cfg-d.md
+	sh scripts/plot_bench.sh $(BENCH_OUT)/cfg-d.csv $(BENCH_OUT)/cfg-d
+	sh scripts/plot_mem.sh $(BENCH_OUT)/kv-cache-70b.png
+
+# libFuzzer harnesses (clang) for the checkpoint reader, the token-file
+# reader and the config parser, each run for FUZZ_SECONDS from the crafted
+# corpus in tests/corpus/ (new finds go to build/fuzz/corpus/).
+FUZZERS := fuzz_checkpoint fuzz_tokens fuzz_config
+FUZZ_SECONDS ?= 60
+fuzz:
+	@sh scripts/install-deps.sh clang libclang-rt-dev libomp-dev
+	@$(MAKE) --no-print-directory fuzz-run BUILD=build/fuzz CC=clang WARN= \
+	    CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
+
+fuzz-run: $(FUZZERS:%=$(BUILD)/%)
+	@set -e; for f in $(FUZZERS); do kind=$${f#fuzz_}; mkdir -p $(BUILD)/corpus/$$kind; \
+	    echo "== $$f ($(FUZZ_SECONDS) s)"; \
+	    if ! ASAN_OPTIONS=detect_leaks=1 $(BUILD)/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -max_len=8192 -timeout=10 -artifact_prefix=$(BUILD)/ $(BUILD)/corpus/$$kind tests/corpus/$$kind \
+	        > $(BUILD)/$$f.log 2>&1; then tail -40 $(BUILD)/$$f.log; echo "$$f FAILED (crash input in $(BUILD)/)"; exit 1; fi; \
+	    grep -E "^stat::(number_of_executed_units|average_exec_per_sec)" $(BUILD)/$$f.log; done
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libgqa.a
+	$(CC) $(STD) $(CFLAGS) -fsanitize=fuzzer $(BLAS_CFLAGS) $< $(BUILD)/libgqa.a $(BLAS_LIBS) -lm -o $@
+
+# memcheck over a short prepare + train + resume + sample (scripts/valgrind.sh),
+# with a binary built for valgrind's CPU (no -march=native: no AVX-512).
+valgrind:
+	@sh scripts/install-deps.sh valgrind
+	@$(MAKE) --no-print-directory GQA_BIN=build/valgrind/gqa BUILD=build/valgrind CFLAGS="-O1 -g" build/valgrind/gqa
+	sh scripts/valgrind.sh build/valgrind/gqa
+
+# MPI: `mpirun -np 2` == one process over 10 steps (tests/test_mpi.sh),
+# with its own binary so ./gqa stays the plain build.
+test-mpi:
+	@sh scripts/install-deps.sh openmpi-bin libopenmpi-dev
+	@$(MAKE) --no-print-directory MPI=1 GQA_BIN=build/mpi/gqa build/mpi/gqa
+	sh tests/test_mpi.sh build/mpi/gqa
 
 # Regenerate the PyTorch reference fixtures (needs python3-torch).
 fixtures:

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench/bench.h"
 #include "data/prepare.h"
+#include "model/convert.h"
 #include "model/gpt.h"
 #include "infer/infer.h"
 #include "train/train.h"
@@ -67,6 +69,9 @@ static const Command commands[] = {
     {"prepare", cmd_prepare, "tokenize a UTF-8 text into train.bin, val.bin and vocab.bin"},
     {"train", cmd_train, "train a model (AdamW, eval, checkpoints, resume)"},
     {"sample", cmd_sample, "generate text from a checkpoint (KV cache, top-k/top-p)"},
+    {"convert", cmd_convert, "change n_kv_head of a checkpoint (mean-pool MHA -> GQA/MQA, or repeat)"},
+    {"bench", cmd_bench, "tokens/sec and memory across n_kv_head, batch and context"},
+    {"mem", cmd_mem, "analytical memory: parameters and KV cache, MHA vs GQA, any size"},
     {"info", cmd_info, "parameter count and KV-cache bytes of a model shape"},
 };
 

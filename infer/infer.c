@@ -17,13 +17,13 @@
 // ----------------------------------------------------------------------------
 // cached forward
 
-int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk) {
+int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDtype kv_dtype) {
     memset(inf, 0, sizeof *inf);
     const GPTConfig *c = &m->config;
     if (max_T > c->block_size) max_T = c->block_size;
     if (max_chunk > max_T) max_chunk = max_T;
     inf->model = m, inf->batch = batch, inf->max_T = max_T, inf->max_chunk = max_chunk;
-    if (kvcache_init(&inf->cache, c, batch, max_T, inf->error, sizeof inf->error) != 0) return -1;
+    if (kvcache_init(&inf->cache, c, batch, max_T, kv_dtype, inf->error, sizeof inf->error) != 0) return -1;
     const size_t N = (size_t)batch * max_chunk, C = c->n_embd;
     const size_t QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (C / c->n_head);
     const int threads = omp_get_max_threads();
@@ -52,10 +52,11 @@ void infer_free(Inference *inf) {
     inf->logits = inf->att_scratch = NULL;
 }
 
-int infer_forward(Inference *inf, const int *tokens, int Tn, int pos0, int all_logits) {
+// The forward over the first B sequences of the batch.
+static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int pos0, int all_logits) {
     GPT *m = inf->model;
     const GPTConfig *c = &m->config;
-    const int B = inf->batch, L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
+    const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
     const int QKV = (NH + 2 * NKV) * (C / NH), N = B * Tn;
     if (Tn < 1 || Tn > inf->max_chunk || pos0 < 0 || pos0 + Tn > inf->max_T) {
         snprintf(inf->error, sizeof inf->error, "positions [%d, %d) do not fit (chunk %d, cache %d)", pos0, pos0 + Tn,
@@ -95,6 +96,21 @@ int infer_forward(Inference *inf, const int *tokens, int Tn, int pos0, int all_l
         layernorm_forward(inf->ln, inf->mean, inf->rstd, inf->tmp, w.lnfw, c->bias ? w.lnfb : NULL, B, C);
         matmul_forward(inf->logits, inf->ln, w.wte, NULL, B, C, V);
     }
+    return 0;
+}
+
+int infer_forward(Inference *inf, const int *tokens, int Tn, int pos0, int all_logits) {
+    return forward_rows(inf, tokens, inf->batch, Tn, pos0, all_logits);
+}
+
+int infer_prefill_shared(Inference *inf, const int *prompt, int n) {
+    for (int start = 0; start < n; start += inf->max_chunk) {
+        int k = n - start < inf->max_chunk ? n - start : inf->max_chunk;
+        if (forward_rows(inf, prompt + start, 1, k, start, 0) != 0) return -1;
+    }
+    kvcache_broadcast(&inf->cache, n);
+    const size_t V = (size_t)inf->model->config.vocab_size;
+    for (int b = 1; b < inf->batch; b++) memcpy(inf->logits + b * V, inf->logits, V * sizeof(float));
     return 0;
 }
 

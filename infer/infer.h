@@ -29,9 +29,10 @@ typedef struct {
     char error[256];
 } Inference;
 
-// Allocate the cache for `batch` sequences of up to max_T (<= block_size)
-// positions, and buffers for up to max_chunk new tokens per call.
-int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk);
+// Allocate the cache (elements of kv_dtype) for `batch` sequences of up to
+// max_T (<= block_size) positions, and buffers for up to max_chunk new
+// tokens per call.
+int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDtype kv_dtype);
 void infer_free(Inference *inf);
 
 // Run tokens (B, Tn) at positions pos0..pos0+Tn-1 (Tn <= max_chunk,
@@ -39,6 +40,12 @@ void infer_free(Inference *inf);
 // to inf->logits (B, V), or of every position (B, Tn, V) when all_logits.
 // Returns 0, or -1 with inf->error (bad token, out of bounds).
 int infer_forward(Inference *inf, const int *tokens, int Tn, int pos0, int all_logits);
+
+// Prefill one prompt of n tokens shared by every sequence of the batch: it
+// runs once (sequence 0, in chunks), then its K/V are copied to the other
+// sequences' caches and its last logits to every row. Equal to running
+// infer_forward on B copies, at 1/B of the cost.
+int infer_prefill_shared(Inference *inf, const int *prompt, int n);
 
 // ----------------------------------------------------------------------------
 // sampling

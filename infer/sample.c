@@ -17,22 +17,10 @@
 #include "infer.h"
 
 typedef struct {
-    char ckpt[OPT_STR_MAX], prompt[OPT_STR_MAX], prompt_file[OPT_STR_MAX];
+    char ckpt[OPT_STR_MAX], prompt[OPT_STR_MAX], prompt_file[OPT_STR_MAX], kv_dtype[OPT_STR_MAX];
     int max_new_tokens, top_k, seed, num_samples, threads;
     float temperature, top_p;
 } SampleConfig;
-
-// Prefill `len` tokens (the same for every sequence) at positions 0..len-1.
-static double prefill(Inference *inf, const int *ctx, int len, int *batch_tokens) {
-    const int B = inf->batch;
-    double t0 = now_seconds();
-    for (int start = 0; start < len; start += inf->max_chunk) {
-        int n = len - start < inf->max_chunk ? len - start : inf->max_chunk;
-        for (int b = 0; b < B; b++) memcpy(batch_tokens + (size_t)b * n, ctx + start, (size_t)n * sizeof(int));
-        if (infer_forward(inf, batch_tokens, n, start, 0) != 0) die("%s", inf->error);
-    }
-    return now_seconds() - t0;
-}
 
 static void emit(const Tokenizer *tok, int id, FILE *f) {
     char buf[4];
@@ -44,6 +32,7 @@ int cmd_sample(int argc, char **argv) {
     SampleConfig sc = {.max_new_tokens = 500, .top_k = 200, .seed = 1337, .num_samples = 1, .threads = 0,
                        .temperature = 0.8f, .top_p = 1.0f};
     strcpy(sc.prompt, "\n");
+    strcpy(sc.kv_dtype, "f32");
     const Opt opts[] = {
         {"ckpt", OPT_STRING, sc.ckpt, 0, 0, "checkpoint to sample from (ckpt.bin or best.bin)"},
         {"prompt", OPT_STRING, sc.prompt, 0, 0, "text to start from"},
@@ -55,6 +44,7 @@ int cmd_sample(int argc, char **argv) {
         {"seed", OPT_INT, &sc.seed, 0, 2147483647, "sampling seed"},
         {"num_samples", OPT_INT, &sc.num_samples, 1, 4096, "sequences, generated together as one batch"},
         {"threads", OPT_INT, &sc.threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)"},
+        {"kv_dtype", OPT_STRING, sc.kv_dtype, 0, 0, "KV cache element type: f32 | bf16 | f16 (half the bytes)"},
     };
     const int nopts = sizeof opts / sizeof opts[0];
     char err[1024];
@@ -67,6 +57,8 @@ int cmd_sample(int argc, char **argv) {
     }
     if (rc != 0) die("%s", err);
     if (!sc.ckpt[0]) die("--ckpt is required (e.g. --ckpt out/ckpt.bin)");
+    KVDtype kv_dtype;
+    if (kv_dtype_parse(sc.kv_dtype, &kv_dtype) != 0) die("option 'kv_dtype': '%s' is not f32, bf16 or f16", sc.kv_dtype);
     if (sc.threads > 0) omp_set_num_threads(sc.threads);
 
     GPT m;
@@ -98,7 +90,7 @@ int cmd_sample(int argc, char **argv) {
     const size_t total = P + (size_t)max_new;
     const int max_T = total < (size_t)block ? (int)total : block;
     Inference inf;
-    if (infer_init(&inf, &m, B, max_T, max_T < 512 ? max_T : 512) != 0) die("%s", inf.error);
+    if (infer_init(&inf, &m, B, max_T, max_T < 512 ? max_T : 512, kv_dtype) != 0) die("%s", inf.error);
     Sampler smp;
     sampler_init(&smp, m.config.vocab_size, sc.temperature, sc.top_k, sc.top_p, (uint64_t)sc.seed);
 
@@ -111,7 +103,9 @@ int cmd_sample(int argc, char **argv) {
         fflush(stdout);
     }
 
-    double t_prefill = prefill(&inf, prompt, (int)P, batch_tokens), t_decode = 0.0;
+    double t_prefill = now_seconds(), t_decode = 0.0;
+    if (infer_prefill_shared(&inf, prompt, (int)P) != 0) die("%s", inf.error);
+    t_prefill = now_seconds() - t_prefill;
     int decode_steps = 0, reprefills = 0;
     size_t len = P;
     for (int i = 0; i < max_new; i++) {
@@ -153,15 +147,15 @@ int cmd_sample(int argc, char **argv) {
     fflush(stdout);
 
     char b1[32], b2[32];
-    fprintf(stderr, "prefill: %zu tokens x %d sequence%s in %.2f ms (%.0f tok/s)\n", P, B, B == 1 ? "" : "s",
-            t_prefill * 1e3, (double)P * B / (t_prefill > 0 ? t_prefill : 1e-9));
+    fprintf(stderr, "prefill: %zu tokens in %.2f ms (%.0f tok/s), shared by %d sequence%s\n", P, t_prefill * 1e3,
+            (double)P / (t_prefill > 0 ? t_prefill : 1e-9), B, B == 1 ? "" : "s");
     if (decode_steps > 0)
         fprintf(stderr, "decode: %d steps x %d sequence%s in %.3f s (%.1f tok/s%s)\n", decode_steps, B,
                 B == 1 ? "" : "s", t_decode, (double)decode_steps * B / (t_decode > 0 ? t_decode : 1e-9),
                 reprefills ? ", including re-prefills past block_size" : "");
-    fprintf(stderr, "kv cache: %s (%zu bytes: n_kv_head %d, %d positions, %d sequence%s)\n",
+    fprintf(stderr, "kv cache: %s (%zu bytes: n_kv_head %d, %d positions, %d sequence%s, %s)\n",
             format_bytes((double)inf.cache.bytes, b1, sizeof b1), inf.cache.bytes, m.config.n_kv_head, max_T, B,
-            B == 1 ? "" : "s");
+            B == 1 ? "" : "s", kv_dtype_name(kv_dtype));
     fprintf(stderr, "peak resident memory: %s\n", format_bytes((double)peak_rss_bytes(), b2, sizeof b2));
 
     free(seqs), free(batch_tokens), free(prompt);

@@ -93,6 +93,15 @@ int checkpoint_load(const char *path, GPT *m, uint8_t **vocab, size_t *vocab_len
     memset(m, 0, sizeof *m);
     if (has_ts) *has_ts = 0;
     if (read_file(path, SIZE_MAX, &buf, &len, err, errlen) != 0) return -1;
+    int rc = checkpoint_parse(path, buf, len, m, vocab, vocab_len, ts, has_ts, err, errlen);
+    free(buf);
+    return rc;
+}
+
+int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, uint8_t **vocab, size_t *vocab_len,
+                     TrainState *ts, int *has_ts, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    if (has_ts) *has_ts = 0;
     int rc = -1;
 #define FAIL(...)                                 \
     do {                                          \
@@ -164,7 +173,6 @@ int checkpoint_load(const char *path, GPT *m, uint8_t **vocab, size_t *vocab_len
     rc = 0;
 #undef FAIL
 done:
-    free(buf);
     return rc;
 }
 

@@ -40,6 +40,11 @@ int checkpoint_save(const char *path, const GPT *m, const void *vocab, size_t vo
 int checkpoint_load(const char *path, GPT *m, uint8_t **vocab, size_t *vocab_len, TrainState *ts, int *has_ts,
                     char *err, size_t errlen);
 
+// checkpoint_load's checks and parsing on bytes already in memory (path only
+// names them in messages). Used by the loader and the fuzzer.
+int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, uint8_t **vocab, size_t *vocab_len,
+                     TrainState *ts, int *has_ts, char *err, size_t errlen);
+
 void train_state_free(TrainState *ts);
 
 #endif

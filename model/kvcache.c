@@ -23,22 +23,112 @@
 
 #include "../util/util.h"
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 // Score block budget per thread (floats): rows per block are chosen so that
 // R x keys stays near this, about 1 MiB, within L2.
 #define SCORE_BUDGET (1 << 18)
 // A key split is worth its merge only with at least this many keys.
 #define MIN_KEYS_PER_SPLIT 256
+// 16-bit caches are converted to float this many keys at a time (in L2).
+#define CONVERT_BLOCK 256
+
+// ----------------------------------------------------------------------------
+// element types
+
+int kv_dtype_parse(const char *name, KVDtype *out) {
+    if (!strcmp(name, "f32")) *out = KV_F32;
+    else if (!strcmp(name, "bf16")) *out = KV_BF16;
+    else if (!strcmp(name, "f16")) *out = KV_F16;
+    else return -1;
+    return 0;
+}
+
+const char *kv_dtype_name(KVDtype d) { return d == KV_F32 ? "f32" : d == KV_BF16 ? "bf16" : "f16"; }
+size_t kv_dtype_bytes(KVDtype d) { return d == KV_F32 ? 4 : 2; }
+
+// IEEE half <-> float without F16C (subnormals, infinities and NaN kept).
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0x1F) bits = sign | 0x7F800000u | (man << 13);
+    else if (exp != 0) bits = sign | ((exp + 112) << 23) | (man << 13);
+    else if (man == 0) bits = sign;
+    else {  // subnormal: normalise
+        int e = -1;
+        do man <<= 1, e++; while (!(man & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3FF) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static uint16_t float_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xFF, man = x & 0x7FFFFF;
+    if (exp == 0xFF) return (uint16_t)(sign | 0x7C00 | (man ? 0x200 : 0));
+    int e = (int)exp - 127 + 15;
+    if (e >= 0x1F) return (uint16_t)(sign | 0x7C00);  // overflow: infinity
+    if (e <= 0) {                                      // subnormal or zero
+        if (e < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - e), half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)e << 10) | (man >> 13), rem = man & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;  // round to nearest even (may carry into exp)
+    return (uint16_t)half;
+}
+
+void kv_to_float(const void *src, KVDtype d, float *dst, size_t n) {
+    if (d == KV_F32) {
+        memcpy(dst, src, n * sizeof(float));
+    } else if (d == KV_BF16) {
+        const uint16_t *s = src;
+        uint32_t *o = (uint32_t *)dst;
+        for (size_t i = 0; i < n; i++) o[i] = (uint32_t)s[i] << 16;
+    } else {
+        const uint16_t *s = src;
+        size_t i = 0;
+#if defined(__F16C__)
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+#endif
+        for (; i < n; i++) dst[i] = half_to_float(s[i]);
+    }
+}
+
+void kv_from_float(const float *src, KVDtype d, void *dst, size_t n) {
+    if (d == KV_F32) {
+        memcpy(dst, src, n * sizeof(float));
+    } else if (d == KV_BF16) {
+        const uint32_t *s = (const uint32_t *)src;
+        uint16_t *o = dst;
+        for (size_t i = 0; i < n; i++) {  // round to nearest even
+            uint32_t x = s[i];
+            o[i] = (x & 0x7F800000u) == 0x7F800000u ? (uint16_t)((x >> 16) | ((x & 0xFFFF) ? 0x40 : 0))
+                                                    : (uint16_t)((x + 0x7FFF + ((x >> 16) & 1)) >> 16);
+        }
+    } else {
+        uint16_t *o = dst;
+        for (size_t i = 0; i < n; i++) o[i] = float_to_half(src[i]);
+    }
+}
 
 size_t kvcache_bytes(const GPTConfig *c, int batch, int max_T, size_t elem_bytes) {
     return 2 * (size_t)c->n_layer * batch * c->n_kv_head * (size_t)max_T * (c->n_embd / c->n_head) * elem_bytes;
 }
 
-int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, char *err, size_t errlen) {
+int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, KVDtype dtype, char *err, size_t errlen) {
     memset(kv, 0, sizeof *kv);
     kv->n_layer = c->n_layer, kv->batch = batch, kv->n_kv_head = c->n_kv_head;
     kv->max_T = max_T, kv->head_size = c->n_embd / c->n_head;
-    double want = 2.0 * c->n_layer * batch * c->n_kv_head * (double)max_T * kv->head_size * sizeof(float);
-    kv->bytes = kvcache_bytes(c, batch, max_T, sizeof(float));
+    kv->dtype = dtype, kv->elem = kv_dtype_bytes(dtype);
+    double want = 2.0 * c->n_layer * batch * c->n_kv_head * (double)max_T * kv->head_size * kv->elem;
+    kv->bytes = kvcache_bytes(c, batch, max_T, kv->elem);
     char b[32];
     if (batch <= 0 || max_T <= 0 || want > (double)SIZE_MAX / 2) {
         snprintf(err, errlen, "KV cache for batch %d x %d positions is too large (%s)", batch, max_T,
@@ -65,14 +155,30 @@ void kvcache_free(KVCache *kv) {
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH) {
     const int NKV = kv->n_kv_head, HS = kv->head_size, QKV = (NH + 2 * NKV) * HS;
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
+    const size_t row_bytes = (size_t)HS * kv->elem;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int g = 0; g < NKV; g++) {
-            float *kc = kvcache_k(kv, l, b, g) + (size_t)pos0 * HS, *vc = kvcache_v(kv, l, b, g) + (size_t)pos0 * HS;
+            char *kc = (char *)kvcache_k(kv, l, b, g) + (size_t)pos0 * row_bytes;
+            char *vc = (char *)kvcache_v(kv, l, b, g) + (size_t)pos0 * row_bytes;
             for (int t = 0; t < Tn; t++) {
                 const float *row = qkv + ((size_t)b * Tn + t) * QKV;
-                memcpy(kc + (size_t)t * HS, row + (NH + g) * HS, HS * sizeof(float));
-                memcpy(vc + (size_t)t * HS, row + (NH + NKV + g) * HS, HS * sizeof(float));
+                kv_from_float(row + (NH + g) * HS, kv->dtype, kc + (size_t)t * row_bytes, (size_t)HS);
+                kv_from_float(row + (NH + NKV + g) * HS, kv->dtype, vc + (size_t)t * row_bytes, (size_t)HS);
+            }
+        }
+    }
+}
+
+void kvcache_broadcast(KVCache *kv, int T) {
+    CHECK(T >= 0 && T <= kv->max_T);
+    const size_t bytes = (size_t)T * kv->head_size * kv->elem;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int l = 0; l < kv->n_layer; l++) {
+        for (int b = 1; b < kv->batch; b++) {
+            for (int g = 0; g < kv->n_kv_head; g++) {
+                memcpy(kvcache_k(kv, l, b, g), kvcache_k(kv, l, 0, g), bytes);
+                memcpy(kvcache_v(kv, l, b, g), kvcache_v(kv, l, 0, g), bytes);
             }
         }
     }
@@ -84,10 +190,10 @@ void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0
 typedef struct {
     int rb, nrb;       // new rows per block, number of blocks
     int nsplit, chunk; // key splits and keys per split
-    size_t per_thread; // Qc + S floats
+    size_t per_thread; // Qc + S (+ a converted key/value block) floats
 } Plan;
 
-static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int threads) {
+static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int threads, int convert) {
     Plan p;
     long rb = SCORE_BUDGET / ((long)group * ctx);
     p.rb = rb < 1 ? 1 : rb > Tn ? Tn : (int)rb;
@@ -100,7 +206,7 @@ static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int th
         if (p.nsplit < 1) p.nsplit = 1;
     }
     p.chunk = (ctx + p.nsplit - 1) / p.nsplit;
-    p.per_thread = (size_t)p.rb * group * HS + (size_t)p.rb * group * p.chunk;
+    p.per_thread = (size_t)p.rb * group * HS + (size_t)p.rb * group * p.chunk + (convert ? (size_t)CONVERT_BLOCK * HS : 0);
     return p;
 }
 
@@ -112,7 +218,7 @@ size_t attention_cached_scratch_floats(const KVCache *kv, int NH, int Tn, int ct
     size_t rows = (size_t)(SCORE_BUDGET / group > 0 ? SCORE_BUDGET / group : 1);
     if (rows > (size_t)Tn) rows = Tn;
     size_t scores = (size_t)group * ctx > SCORE_BUDGET ? (size_t)group * ctx : SCORE_BUDGET;
-    size_t per_thread = rows * group * HS + scores + (size_t)group * ctx;
+    size_t per_thread = rows * group * HS + scores + (size_t)group * ctx + (size_t)CONVERT_BLOCK * HS;
     size_t partials = (size_t)2 * threads * group * (HS + 2);
     return (size_t)threads * per_thread + partials;
 }
@@ -125,7 +231,7 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
     const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
     const int ctx = pos0 + Tn, threads = omp_get_max_threads();
     const float scale = 1.0f / sqrtf((float)HS);
-    const Plan p = make_plan(B, NKV, group, HS, Tn, ctx, threads);
+    const Plan p = make_plan(B, NKV, group, HS, Tn, ctx, threads, kv->dtype != KV_F32);
     const int n_items = B * NKV * p.nrb * p.nsplit;
     // partial results of key splits (decode): per item R x HS outputs, R maxes, R sums
     const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
@@ -152,8 +258,20 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
         for (int t = t0; t < t1; t++)
             memcpy(Qc + (size_t)(t - t0) * group * HS, qkv + ((size_t)b * Tn + t) * QKV + (size_t)g * group * HS,
                    (size_t)group * HS * sizeof(float));
-        const float *K = kvcache_k(kv, l, b, g) + (size_t)k0 * HS, *V = kvcache_v(kv, l, b, g) + (size_t)k0 * HS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Qc, HS, K, HS, 0.0f, S, nk);
+        const size_t row_bytes = (size_t)HS * kv->elem;
+        const char *K = (const char *)kvcache_k(kv, l, b, g) + (size_t)k0 * row_bytes;
+        const char *V = (const char *)kvcache_v(kv, l, b, g) + (size_t)k0 * row_bytes;
+        float *conv = S + (size_t)p.rb * group * p.chunk;  // (CONVERT_BLOCK, HS) for 16-bit caches
+        if (kv->dtype == KV_F32) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Qc, HS, (const float *)K, HS, 0.0f,
+                        S, nk);
+        } else {  // blocks of keys to float, each scored by one sgemm while it sits in L2
+            for (int j0 = 0; j0 < nk; j0 += CONVERT_BLOCK) {
+                int nj = nk - j0 < CONVERT_BLOCK ? nk - j0 : CONVERT_BLOCK;
+                kv_to_float(K + (size_t)j0 * row_bytes, kv->dtype, conv, (size_t)nj * HS);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nj, HS, scale, Qc, HS, conv, HS, 0.0f, S + j0, nk);
+            }
+        }
         for (int r = 0; r < R; r++) {
             const int t = t0 + r / group;
             int vis = pos0 + t + 1 - k0;  // keys [k0, pos0 + t] are visible
@@ -174,11 +292,20 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
                 for (int j = 0; j < vis; j++) row[j] *= inv;
             }
         }
-        if (p.nsplit > 1) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, S, nk, V, HS, 0.0f, Op, HS);
+        // O = P V into Op (key splits) or Qc (no longer needed), then scattered
+        float *O = p.nsplit > 1 ? Op : Qc;
+        if (kv->dtype == KV_F32) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, S, nk, (const float *)V, HS, 0.0f,
+                        O, HS);
         } else {
-            // O = P V, then scatter rows back to (b, t, head)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, S, nk, V, HS, 0.0f, Qc, HS);
+            for (int j0 = 0; j0 < nk; j0 += CONVERT_BLOCK) {
+                int nj = nk - j0 < CONVERT_BLOCK ? nk - j0 : CONVERT_BLOCK;
+                kv_to_float(V + (size_t)j0 * row_bytes, kv->dtype, conv, (size_t)nj * HS);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nj, 1.0f, S + j0, nk, conv, HS,
+                            j0 ? 1.0f : 0.0f, O, HS);
+            }
+        }
+        if (p.nsplit == 1) {
             for (int t = t0; t < t1; t++)
                 memcpy(out + ((size_t)b * Tn + t) * C + (size_t)g * group * HS, Qc + (size_t)(t - t0) * group * HS,
                        (size_t)group * HS * sizeof(float));

@@ -22,30 +22,48 @@
 
 #include "gpt.h"
 
+// Element type of the cache. 16-bit caches halve its bytes; the kernel
+// converts blocks of keys/values to float (in L2) before each sgemm.
+typedef enum { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2 } KVDtype;
+
+// "f32" | "bf16" | "f16" -> dtype; 0, or -1 if the name is unknown.
+int kv_dtype_parse(const char *name, KVDtype *out);
+const char *kv_dtype_name(KVDtype d);
+size_t kv_dtype_bytes(KVDtype d);
+// Convert n numbers between float and a cache element type.
+void kv_to_float(const void *src, KVDtype d, float *dst, size_t n);
+void kv_from_float(const float *src, KVDtype d, void *dst, size_t n);
+
 typedef struct {
     int n_layer, batch, n_kv_head, max_T, head_size;  // L, B, NKV, maxT, HS
-    float *k;      // (L, B, NKV, maxT, HS)
-    float *v;      // (L, B, NKV, maxT, HS)
+    KVDtype dtype;
+    size_t elem;   // bytes per number: 4 or 2
+    void *k;       // (L, B, NKV, maxT, HS) of dtype
+    void *v;       // (L, B, NKV, maxT, HS) of dtype
     size_t bytes;  // of k and v together
 } KVCache;
 
 // Exact cache bytes for a config, batch and length (elem_bytes per number).
 size_t kvcache_bytes(const GPTConfig *c, int batch, int max_T, size_t elem_bytes);
 // Allocate (zeroed). Returns 0, or -1 with err if it does not fit in memory.
-int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, char *err, size_t errlen);
+int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, KVDtype dtype, char *err, size_t errlen);
 void kvcache_free(KVCache *kv);
 
-// Rows (maxT, HS) of KV head g of sequence b in layer l.
-static inline float *kvcache_k(const KVCache *kv, int l, int b, int g) {
-    return kv->k + ((((size_t)l * kv->batch + b) * kv->n_kv_head + g) * kv->max_T) * kv->head_size;
+// Rows (maxT, HS) of KV head g of sequence b in layer l, as raw elements.
+static inline void *kvcache_k(const KVCache *kv, int l, int b, int g) {
+    return (char *)kv->k + ((((size_t)l * kv->batch + b) * kv->n_kv_head + g) * kv->max_T) * kv->head_size * kv->elem;
 }
-static inline float *kvcache_v(const KVCache *kv, int l, int b, int g) {
-    return kv->v + ((((size_t)l * kv->batch + b) * kv->n_kv_head + g) * kv->max_T) * kv->head_size;
+static inline void *kvcache_v(const KVCache *kv, int l, int b, int g) {
+    return (char *)kv->v + ((((size_t)l * kv->batch + b) * kv->n_kv_head + g) * kv->max_T) * kv->head_size * kv->elem;
 }
 
 // Copy the K and V parts of qkv (B, Tn, QKV) for positions pos0..pos0+Tn-1
 // into layer l of the cache.
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH);
+
+// Copy positions [0, T) of sequence 0 to every other sequence, all layers
+// and heads (a prompt prefilled once for a whole batch).
+void kvcache_broadcast(KVCache *kv, int T);
 
 // Floats of scratch attention_cached needs for up to Tn new tokens at a
 // context of up to ctx positions, with `threads` threads.

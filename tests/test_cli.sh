@@ -31,5 +31,45 @@ expect 1 "option 'n_head': 'abc' is not an integer" -- "$GQA" info --n_head abc
 expect 1 "unknown option 'n_kv_heads'" -- "$GQA" info --n_kv_heads 2
 expect 1 "option '--n_embd' needs a value" -- "$GQA" info --n_embd
 
+# gqa mem reproduces the published figures
+expect 0 "| 64 | MHA | 2.62 MB" -- "$GQA" mem --n_layer 80 --n_head 64 --n_kv_head 8 --n_embd 8192 --dtype f16
+expect 0 "| 8 | GQA | 0.33 MB" -- "$GQA" mem --n_layer 80 --n_head 64 --n_kv_head 8 --n_embd 8192 --dtype f16
+expect 0 "17.18 GB (16.00 GiB)" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --block_size 32768 --batch_size 1 --dtype bf16 --n_kv_head 8
+expect 0 "| 8 | GQA | 0.13 MB (131072 B) | 4.29 GB (4.00 GiB) | 4.00x" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --block_size 32768 --batch_size 1 --dtype bf16 --n_kv_head 8
+expect 1 "option 'dtype': 'fp8' is not f32, bf16 or f16" -- "$GQA" mem --dtype fp8
+expect 1 "n_head 32 is not divisible by n_kv_head 5" -- "$GQA" mem --n_kv_head_list 8,5
+
+# gqa bench on a tiny shape: one row per setting, CSV columns, exact KV bytes
+tmpd=$(mktemp -d /tmp/gqa_cli_XXXXXX)
+expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench --vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 32 \
+    --batch_size 2 --train_block_size 8 --n_kv_head 4,2 --ctx 8,16 --batch 1,2 --kv_dtype f32,bf16 --repeats 2 \
+    --decode_tokens 4 --train_steps 1 --threads 1 --csv "$tmpd/b.csv"
+if [ "$(head -1 "$tmpd/b.csv")" = "n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params" ] &&
+    [ "$(wc -l < "$tmpd/b.csv")" -eq 17 ]; then ok; else bad "bench CSV header or row count: $(cat "$tmpd/b.csv")"; fi
+# n_kv_head 2, batch 2, ctx 16, bf16: 2 * 1 layer * 2 heads * 4 dims * 16 positions * 2 sequences * 2 bytes = 1024
+grep -q '^2,2,16,bf16,.*,1024,[0-9]*,[0-9]*$' "$tmpd/b.csv" && ok || bad "bench CSV lacks the exact KV bytes row"
+grep -q '^4,2,16,f32,.*,4096,[0-9]*,[0-9]*$' "$tmpd/b.csv" && ok || bad "bench CSV lacks the f32 MHA row"
+if command -v gnuplot >/dev/null; then
+    sh "$(dirname "$0")/../scripts/plot_bench.sh" "$tmpd/b.csv" "$tmpd/p" > /dev/null 2>&1 && [ -s "$tmpd/p-decode.png" ] &&
+        [ -s "$tmpd/p-memory.png" ] && ok || bad "plot_bench.sh made no PNGs"
+fi
+expect 1 "ctx 40 + decode_tokens 32 exceeds block_size 64" -- "$GQA" bench --block_size 64 --ctx 40
+expect 1 "option 'kv_dtype': 'f32,f8' is not a list" -- "$GQA" bench --kv_dtype f32,f8
+
+# gqa convert: the tiny GQA fixture (4 query heads, 2 KV heads)
+fx=$(dirname "$0")/fixtures
+expect 0 "(n_kv_head 2) -> $tmpd/mqa.bin (n_kv_head 1, mean)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 1 --out "$tmpd/mqa.bin"
+expect 1 "n_kv_head 4 is larger than the source's 2 (use --method repeat to expand)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 4 --out "$tmpd/x.bin"
+expect 1 "n_kv_head 3 must divide n_head 4" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 3 --out "$tmpd/x.bin"
+expect 1 "option 'method': 'median' is not mean" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 1 --out "$tmpd/x.bin" --method median
+[ ! -e "$tmpd/x.bin" ] && ok || bad "a refused conversion wrote a file"
+# expanding by repeat changes nothing: the greedy sample is the golden one
+expect 0 "(n_kv_head 4, repeat)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 4 --out "$tmpd/mha.bin" --method repeat
+"$GQA" sample --ckpt "$tmpd/mha.bin" --temperature 0 --max_new_tokens 200 --prompt "ROMEO:" 2>/dev/null | cmp -s - "$fx/tiny_gqa_greedy.txt" &&
+    ok || bad "the repeat-expanded model's greedy text differs from the golden sample"
+"$GQA" sample --ckpt "$tmpd/mqa.bin" --max_new_tokens 31 2>&1 | grep -q "kv cache: 6.00 KiB (6144 bytes: n_kv_head 1" &&
+    ok || bad "the MQA cache is not 2 x 2 layers x 1 head x 12 x 32 positions x 4 B"
+rm -rf "$tmpd"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

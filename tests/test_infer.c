@@ -52,7 +52,7 @@ START_TEST(test_decode_equals_full_forward) {
 
     // (a) prefill 5 tokens, then decode one at a time
     Inference inf;
-    ck_assert_int_eq(infer_init(&inf, &m, B, T, 8), 0);
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 8, KV_F32), 0);
     int chunk[3 * 8];
     const int P = 5;
     for (int b = 0; b < B; b++) memcpy(chunk + b * P, tok + b * T, P * sizeof(int));
@@ -91,12 +91,106 @@ START_TEST(test_decode_equals_full_forward) {
 }
 END_TEST
 
+// 16-bit caches against the float32 full forward. bf16 keeps 8 significant
+// bits (relative error <= 2^-9 per stored number), f16 11 (2^-12).
+START_TEST(test_decode_16bit_accuracy) {
+    const KVDtype dt = _i == 0 ? KV_BF16 : KV_F16;
+    const double tol = dt == KV_BF16 ? 3e-2 : 4e-3;
+    const int B = 2, T = 20, V = 23;
+    GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
+                   .bias = 1};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    randomize(&m, 55);
+    int tok[2 * 20];
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 7 + 3) % V;
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, B, T), 0);
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 4, dt), 0);
+    ck_assert_uint_eq(inf.cache.bytes, kvcache_bytes(&c, B, T, 4) / 2);  // half of f32
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        int step[2] = {tok[t], tok[T + t]};
+        ck_assert_int_eq(infer_forward(&inf, step, 1, t, 0), 0);
+        for (int b = 0; b < B; b++) {
+            Diff d = diff_tensors(inf.logits + (size_t)b * V, m.acts.logits + ((size_t)b * T + t) * V, V);
+            worst = d.max_abs > worst ? d.max_abs : worst;
+        }
+    }
+    printf("%s KV cache: decode logits max abs error vs float32 forward %.3g (tolerance %.0e)\n", kv_dtype_name(dt),
+           worst, tol);
+    ck_assert_msg(worst <= tol && worst > 0, "%s: max abs error %.3g", kv_dtype_name(dt), worst);
+    infer_free(&inf);
+    gpt_free(&m);
+}
+END_TEST
+
+START_TEST(test_kv_dtype_conversions) {
+    // exact values survive; rounding is to nearest even; specials are kept
+    const float x[] = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f, 5.9604645e-08f, 1e-9f, 3.14159265f,
+                       INFINITY, -INFINITY};
+    const float want_f16[] = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f, 5.9604645e-08f, 0.0f,
+                              3.140625f, INFINITY, -INFINITY};
+    const float want_bf16[] = {0.0f, -0.0f, 1.0f, -2.5f, 65536.0f, 6.1035156e-05f, 5.9604645e-08f, 1.0000000e-09f,
+                               3.140625f, INFINITY, -INFINITY};
+    const size_t n = sizeof x / sizeof x[0];
+    uint16_t h[16];
+    float back[16];
+    kv_from_float(x, KV_F16, h, n);
+    kv_to_float(h, KV_F16, back, n);
+    for (size_t i = 0; i < n; i++) ck_assert_msg(back[i] == want_f16[i], "f16 %g -> %g", x[i], back[i]);
+    kv_from_float(x, KV_BF16, h, n);
+    kv_to_float(h, KV_BF16, back, n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(fabsf(back[i] - want_bf16[i]) <= 0x1p-8f * fabsf(want_bf16[i]) || back[i] == want_bf16[i],
+                      "bf16 %g -> %g", x[i], back[i]);
+    // every finite half survives a round trip through float
+    for (uint32_t u = 0; u < 65536; u++) {
+        uint16_t hv = (uint16_t)u, hb;
+        if ((hv & 0x7C00) == 0x7C00) continue;
+        float f;
+        kv_to_float(&hv, KV_F16, &f, 1);
+        kv_from_float(&f, KV_F16, &hb, 1);
+        ck_assert_msg(hb == hv || (f == 0.0f && (hb & 0x7FFF) == 0), "half 0x%04x -> %g -> 0x%04x", hv, f, hb);
+    }
+    KVDtype d;
+    ck_assert_int_eq(kv_dtype_parse("bf16", &d), 0);
+    ck_assert_int_eq(d, KV_BF16);
+    ck_assert_int_eq(kv_dtype_parse("fp8", &d), -1);
+}
+END_TEST
+
+// a prompt prefilled once and broadcast == the same prompt run for every sequence
+START_TEST(test_prefill_shared_equals_batched) {
+    const int B = 3, P = 11, V = 19;
+    GPTConfig c = {.vocab_size = V, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
+                   .bias = 1};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 2), 0);
+    randomize(&m, 8);
+    int prompt[11], copies[3 * 11], next[3] = {1, 5, 7};
+    for (int i = 0; i < P; i++) prompt[i] = (i * 3 + 1) % V;
+    for (int b = 0; b < B; b++) memcpy(copies + b * P, prompt, sizeof prompt);
+    Inference a, b;
+    ck_assert_int_eq(infer_init(&a, &m, B, 16, 4, KV_F32), 0);
+    ck_assert_int_eq(infer_init(&b, &m, B, 16, 16, KV_F32), 0);
+    ck_assert_int_eq(infer_prefill_shared(&a, prompt, P), 0);  // in chunks of 4
+    ck_assert_int_eq(infer_forward(&b, copies, P, 0, 0), 0);
+    ck_assert_tensor_close("shared prefill logits", a.logits, b.logits, (size_t)B * V, 1e-5);
+    ck_assert_int_eq(infer_forward(&a, next, 1, P, 0), 0);  // sequences diverge here
+    ck_assert_int_eq(infer_forward(&b, next, 1, P, 0), 0);
+    ck_assert_tensor_close("decode after shared prefill", a.logits, b.logits, (size_t)B * V, 1e-5);
+    infer_free(&a), infer_free(&b);
+    gpt_free(&m);
+}
+END_TEST
+
 START_TEST(test_infer_bounds) {
     GPTConfig c = {.vocab_size = 7, .block_size = 8, .n_layer = 1, .n_head = 2, .n_kv_head = 1, .n_embd = 8};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
     Inference inf;
-    ck_assert_int_eq(infer_init(&inf, &m, 1, 8, 4), 0);
+    ck_assert_int_eq(infer_init(&inf, &m, 1, 8, 4, KV_F32), 0);
     int tok[4] = {1, 2, 3, 4};
     ck_assert_int_eq(infer_forward(&inf, tok, 4, 6, 0), -1);  // would write positions 6..9 of 8
     ck_assert_msg(strstr(inf.error, "positions [6, 10) do not fit"), "%s", inf.error);
@@ -116,12 +210,15 @@ END_TEST
 static void attention_reference(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0,
                                 int NH) {
     const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS;
+    const size_t n = (size_t)kv->max_T * HS;
     double *p = malloc_check((size_t)(pos0 + Tn) * sizeof(double));
+    float *K = malloc_check(n * sizeof(float)), *V = malloc_check(n * sizeof(float));
     for (int b = 0; b < B; b++)
         for (int t = 0; t < Tn; t++)
             for (int h = 0; h < NH; h++) {
                 const float *q = qkv + ((size_t)b * Tn + t) * QKV + h * HS;
-                const float *K = kvcache_k(kv, l, b, h / group), *V = kvcache_v(kv, l, b, h / group);
+                kv_to_float(kvcache_k(kv, l, b, h / group), kv->dtype, K, n);  // the values as stored
+                kv_to_float(kvcache_v(kv, l, b, h / group), kv->dtype, V, n);
                 int n = pos0 + t + 1;
                 double mx = -INFINITY, sum = 0;
                 for (int j = 0; j < n; j++) {
@@ -137,19 +234,22 @@ static void attention_reference(float *out, const float *qkv, const KVCache *kv,
                     out[((size_t)b * Tn + t) * NH * HS + h * HS + d] = (float)(o / sum);
                 }
             }
-    free(p);
+    free(p), free(K), free(V);
 }
 
 typedef struct {
     int B, NKV, Tn, pos0, threads;
+    KVDtype dtype;
 } KernelCase;
 
 // decode at long context with B * NKV < threads exercises the key split
 // (up to 5 splits with 5 threads, some of them partly masked)
 static const KernelCase kernel_cases[] = {
-    {1, 8, 1, 40, 2}, {2, 4, 1, 77, 2}, {1, 1, 1, 700, 2}, {1, 2, 1, 1500, 2}, {3, 1, 1, 600, 2},
-    {1, 1, 9, 30, 2}, {2, 2, 33, 0, 2}, {1, 4, 5, 11, 2}, {1, 1, 1, 0, 2},
-    {1, 1, 1, 1999, 5}, {1, 2, 1, 1300, 5}, {2, 1, 1, 1024, 3},
+    {1, 8, 1, 40, 2, KV_F32}, {2, 4, 1, 77, 2, KV_F32}, {1, 1, 1, 700, 2, KV_F32}, {1, 2, 1, 1500, 2, KV_F32}, {3, 1, 1, 600, 2, KV_F32},
+    {1, 1, 9, 30, 2, KV_F32}, {2, 2, 33, 0, 2, KV_F32}, {1, 4, 5, 11, 2, KV_F32}, {1, 1, 1, 0, 2, KV_F32},
+    {1, 1, 1, 1999, 5, KV_F32}, {1, 2, 1, 1300, 5, KV_F32}, {2, 1, 1, 1024, 3, KV_F32},
+    // 16-bit caches: blocks converted to float (more than one block of 256 keys)
+    {1, 1, 1, 700, 2, KV_BF16}, {2, 2, 1, 300, 2, KV_F16}, {1, 4, 9, 600, 2, KV_BF16}, {1, 2, 33, 0, 2, KV_F16},
 };
 
 START_TEST(test_grouped_kernel_vs_reference) {
@@ -161,11 +261,16 @@ START_TEST(test_grouped_kernel_vs_reference) {
     KVCache kv;
     char err[256];
     const int max_T = kc.pos0 + kc.Tn;
-    ck_assert_int_eq(kvcache_init(&kv, &c, kc.B, max_T, err, sizeof err), 0);
-    ck_assert_uint_eq(kv.bytes, 2u * L * kc.B * kc.NKV * max_T * HS * 4);
+    ck_assert_int_eq(kvcache_init(&kv, &c, kc.B, max_T, kc.dtype, err, sizeof err), 0);
+    ck_assert_uint_eq(kv.bytes, 2u * L * kc.B * kc.NKV * max_T * HS * (kc.dtype == KV_F32 ? 4 : 2));
     uint64_t rng = 31 + _i;
-    fill_normal(kv.k, kv.bytes / 8, 1.0f, &rng);
-    fill_normal(kv.v, kv.bytes / 8, 1.0f, &rng);
+    const size_t nel = kv.bytes / 2 / kv.elem;
+    float *fill = malloc_check(nel * sizeof(float));
+    fill_normal(fill, nel, 1.0f, &rng);
+    kv_from_float(fill, kc.dtype, kv.k, nel);
+    fill_normal(fill, nel, 1.0f, &rng);
+    kv_from_float(fill, kc.dtype, kv.v, nel);
+    free(fill);
     const int QKV = (NH + 2 * kc.NKV) * HS;
     size_t nq = (size_t)kc.B * kc.Tn * QKV, nout = (size_t)kc.B * kc.Tn * NH * HS;
     float *qkv = malloc_check(nq * 4), *out = malloc_check(nout * 4), *ref = malloc_check(nout * 4);
@@ -176,7 +281,7 @@ START_TEST(test_grouped_kernel_vs_reference) {
     attention_cached(out, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH, scratch, ns);
     attention_reference(ref, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH);
     char name[96];
-    snprintf(name, sizeof name, "B %d NKV %d Tn %d pos0 %d", kc.B, kc.NKV, kc.Tn, kc.pos0);
+    snprintf(name, sizeof name, "B %d NKV %d Tn %d pos0 %d %s", kc.B, kc.NKV, kc.Tn, kc.pos0, kv_dtype_name(kc.dtype));
     ck_assert_tensor_close(name, out, ref, nout, 2e-5);
     free(qkv), free(out), free(ref), free(scratch);
     kvcache_free(&kv);
@@ -330,6 +435,9 @@ static Suite *infer_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_decode_equals_full_forward, 0, 6);
     tcase_add_test(tc, test_infer_bounds);
+    tcase_add_test(tc, test_prefill_shared_equals_batched);
+    tcase_add_loop_test(tc, test_decode_16bit_accuracy, 0, 2);
+    tcase_add_test(tc, test_kv_dtype_conversions);
     tcase_add_loop_test(tc, test_grouped_kernel_vs_reference, 0, sizeof kernel_cases / sizeof kernel_cases[0]);
     tcase_add_test(tc, test_sampler_candidate_sets);
     tcase_add_test(tc, test_sampler_frequencies);

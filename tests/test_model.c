@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "../model/attention.h"
+#include "../model/convert.h"
+#include "../model/kvcache.h"
 #include "../model/gpt.h"
 #include "../train/adamw.h"
 #include "../util/util.h"
@@ -315,6 +317,87 @@ START_TEST(test_gqa_equals_expanded_mha) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// KV-head conversion (gqa convert)
+
+static void logits_of(GPT *m, const int *tok, int B, int T) { ck_assert_int_eq(gpt_forward(m, tok, NULL, B, T), 0); }
+
+START_TEST(test_convert_mean_lossless_and_round_trip) {
+    // a GQA model (2 KV heads of 4 query heads) -> MHA by repeat: identical
+    // heads within each group, same logits; -> back by mean: the same model
+    GPTConfig c = {.vocab_size = 17, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
+                   .bias = 1};
+    GPT g, mha, back, mqa_a, mqa_b;
+    char err[256];
+    ck_assert_int_eq(gpt_init(&g, &c, 5), 0);
+    randomize_params(&g, 91, 0.2f);
+    ck_assert_int_eq(gpt_convert_kv_heads(&g, &mha, 4, CONVERT_REPEAT, 0, err, sizeof err), 0);
+    ck_assert_int_eq(mha.config.n_kv_head, 4);
+    int tok[2 * 16];
+    for (int i = 0; i < 32; i++) tok[i] = (i * 5 + 2) % 17;
+    logits_of(&g, tok, 2, 16);
+    logits_of(&mha, tok, 2, 16);
+    ck_assert_tensor_close("repeat: MHA vs GQA logits", mha.acts.logits, g.acts.logits, (size_t)2 * 16 * 17, 1e-5);
+    // mean over identical heads is exact: the round trip gives the same bits
+    ck_assert_int_eq(gpt_convert_kv_heads(&mha, &back, 2, CONVERT_MEAN, 0, err, sizeof err), 0);
+    ck_assert_uint_eq(back.num_parameters, g.num_parameters);
+    ck_assert_mem_eq(back.params_memory, g.params_memory, g.num_parameters * sizeof(float));
+    // mean to MQA from the expanded model equals mean to MQA from the GQA one
+    ck_assert_int_eq(gpt_convert_kv_heads(&mha, &mqa_a, 1, CONVERT_MEAN, 0, err, sizeof err), 0);
+    ck_assert_int_eq(gpt_convert_kv_heads(&g, &mqa_b, 1, CONVERT_MEAN, 0, err, sizeof err), 0);
+    ck_assert_tensor_close("MQA by two routes", mqa_a.params_memory, mqa_b.params_memory, mqa_a.num_parameters, 1e-7);
+    // and its KV cache is exactly 1/4 of the MHA one
+    ck_assert_uint_eq(gpt_kv_bytes_per_token(&mqa_a.config, 4) * 4, gpt_kv_bytes_per_token(&mha.config, 4));
+    ck_assert_uint_eq(kvcache_bytes(&mqa_a.config, 3, 16, 4), 2u * 2 * 1 * 8 * 16 * 3 * 4);
+    gpt_free(&g), gpt_free(&mha), gpt_free(&back), gpt_free(&mqa_a), gpt_free(&mqa_b);
+}
+END_TEST
+
+START_TEST(test_convert_methods_and_errors) {
+    GPTConfig c = {.vocab_size = 11, .block_size = 8, .n_layer = 1, .n_head = 6, .n_kv_head = 6, .n_embd = 12,
+                   .bias = 0};
+    GPT m, out;
+    char err[256];
+    ck_assert_int_eq(gpt_init(&m, &c, 3), 0);
+    randomize_params(&m, 4, 0.3f);
+    const int HS = 2, C = 12;
+    // mean to 3 heads: K row d of head j is the mean of source heads 2j, 2j+1
+    ck_assert_int_eq(gpt_convert_kv_heads(&m, &out, 3, CONVERT_MEAN, 0, err, sizeof err), 0);
+    const float *ks = m.params.qkvw + (size_t)6 * HS * C, *kd = out.params.qkvw + (size_t)6 * HS * C;
+    for (int j = 0; j < 3; j++)
+        for (int k = 0; k < HS * C; k++)
+            ck_assert_float_eq_tol(kd[j * HS * C + k], 0.5f * (ks[2 * j * HS * C + k] + ks[(2 * j + 1) * HS * C + k]), 1e-7);
+    // the V rows follow the K rows of the new layout
+    const float *vs = ks + (size_t)6 * HS * C, *vd = kd + (size_t)3 * HS * C;
+    ck_assert_float_eq_tol(vd[0], 0.5f * (vs[0] + vs[HS * C]), 1e-7);
+    gpt_free(&out);
+    // first keeps head 2j
+    ck_assert_int_eq(gpt_convert_kv_heads(&m, &out, 2, CONVERT_FIRST, 0, err, sizeof err), 0);
+    ck_assert_mem_eq(kd = out.params.qkvw + (size_t)6 * HS * C, ks, HS * C * sizeof(float));
+    ck_assert_mem_eq(kd + HS * C, ks + 3 * HS * C, HS * C * sizeof(float));
+    gpt_free(&out);
+    // random re-initialises K and V but keeps Q and everything else
+    ck_assert_int_eq(gpt_convert_kv_heads(&m, &out, 1, CONVERT_RANDOM, 9, err, sizeof err), 0);
+    ck_assert_mem_eq(out.params.qkvw, m.params.qkvw, (size_t)6 * HS * C * sizeof(float));
+    ck_assert_mem_eq(out.params.fcw, m.params.fcw, m.param_sizes[10] * sizeof(float));
+    ck_assert(memcmp(out.params.qkvw + 6 * HS * C, ks, HS * C * sizeof(float)) != 0);
+    gpt_free(&out);
+    // rejections
+    ck_assert_int_eq(gpt_convert_kv_heads(&m, &out, 4, CONVERT_MEAN, 0, err, sizeof err), -1);
+    ck_assert_str_eq(err, "n_kv_head 4 must divide n_head 6");
+    GPT small;
+    ck_assert_int_eq(gpt_convert_kv_heads(&m, &small, 2, CONVERT_MEAN, 0, err, sizeof err), 0);
+    ck_assert_int_eq(gpt_convert_kv_heads(&small, &out, 3, CONVERT_MEAN, 0, err, sizeof err), -1);
+    ck_assert_str_eq(err, "n_kv_head 3 is larger than the source's 2 (use --method repeat to expand)");
+    ck_assert_int_eq(gpt_convert_kv_heads(&small, &out, 3, CONVERT_REPEAT, 0, err, sizeof err), -1);
+    ck_assert_str_eq(err, "--method repeat expands: n_kv_head 3 must be a multiple of the source's 2");
+    ck_assert_int_eq(gpt_convert_kv_heads(&m, &out, 7, CONVERT_MEAN, 0, err, sizeof err), -1);
+    ck_assert_str_eq(err, "n_kv_head 7 must divide n_head 6");
+    gpt_free(&small);
+    gpt_free(&m);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // validation
 
 static void expect_config_error(GPTConfig c, const char *needle) {
@@ -405,6 +488,8 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_bad_configs);
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);
+    tcase_add_test(tc, test_convert_mean_lossless_and_round_trip);
+    tcase_add_test(tc, test_convert_methods_and_errors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/tokens.h"
 #include "../model/checkpoint.h"
 #include "../model/gpt.h"
 #include "../train/adamw.h"
@@ -355,6 +356,70 @@ START_TEST(test_checkpoint_failed_write_keeps_old) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// the crafted corpus (tests/corpus/, also the fuzzers' seeds): every ok-*
+// file loads, every bad-* file is refused with a message naming it
+
+#include <dirent.h>
+
+static int corpus_load(const char *kind, const char *path, char *err, size_t errlen) {
+    if (!strcmp(kind, "checkpoint")) {
+        GPT m;
+        uint8_t *vb;
+        size_t vl;
+        TrainState ts;
+        int has_ts;
+        if (checkpoint_load(path, &m, &vb, &vl, &ts, &has_ts, err, errlen) != 0) return -1;
+        free(vb);
+        if (has_ts) train_state_free(&ts);
+        gpt_free(&m);
+        return 0;
+    }
+    if (!strcmp(kind, "tokens")) {
+        TokenFile tf;
+        if (tokens_read(path, 0, &tf, err, errlen) != 0) return -1;
+        tokens_free(&tf);
+        return 0;
+    }
+    TrainConfig tc;
+    train_config_defaults(&tc);
+    int n;
+    const Opt *opts = train_config_opts(&tc, &n);
+    if (opts_parse_file(opts, n, path, err, errlen) != 0) return -1;
+    return train_config_validate(&tc, err, errlen);
+}
+
+static const char *corpus_kinds[] = {"checkpoint", "tokens", "config"};
+
+START_TEST(test_corpus_replay) {
+    const char *kind = corpus_kinds[_i];
+    char dir[128];
+    snprintf(dir, sizeof dir, "tests/corpus/%s", kind);
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "cannot open %s", dir);
+    int seen_ok = 0, seen_bad = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[512], err[1024] = "";
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        int rc = corpus_load(kind, path, err, sizeof err);
+        if (!strncmp(e->d_name, "ok", 2)) {
+            ck_assert_msg(rc == 0, "%s should load: %s", path, err);
+            seen_ok++;
+        } else {
+            ck_assert_msg(rc == -1, "%s should be refused", path);
+            // one line naming the file (the config checks name the key instead)
+            ck_assert_msg(strchr(err, '\n') == NULL && (strstr(err, e->d_name) || !strcmp(kind, "config")),
+                          "%s: message '%s'", path, err);
+            ck_assert_msg(strlen(err) > 10, "%s: message '%s' says too little", path, err);
+            seen_bad++;
+        }
+    }
+    closedir(d);
+    ck_assert_msg(seen_ok >= 1 && seen_bad >= 8, "%s: %d ok and %d bad files", dir, seen_ok, seen_bad);
+}
+END_TEST
+
 static Suite *train_suite(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
@@ -365,6 +430,7 @@ static Suite *train_suite(void) {
     tcase_add_test(tc, test_checkpoint_roundtrip);
     tcase_add_test(tc, test_checkpoint_damage);
     tcase_add_test(tc, test_checkpoint_failed_write_keeps_old);
+    tcase_add_loop_test(tc, test_corpus_replay, 0, 3);
     suite_add_tcase(s, tc);
     return s;
 }

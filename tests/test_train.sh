@@ -74,6 +74,15 @@ if command -v gnuplot >/dev/null; then
         [ "$(head -c 4 "$tmp/loss.png" | od -An -c | tr -d ' ')" = "211PNG" ] && ok || bad "plot_loss.sh made no PNG"
 fi
 
+# a NaN loss stops the run, exit 1, and the last good checkpoint still samples
+train "$tmp/n" --max_iters 30 > /dev/null 2>&1
+cp "$tmp/n/ckpt.bin" "$tmp/n-before.bin"
+out=$(GQA_FAULT_NAN_AT_STEP=35 train "$tmp/n" --max_iters 40 --init_from resume 2>&1); rc=$?
+[ $rc -eq 1 ] && ok || bad "NaN run exited $rc, want 1"
+case "$out" in *"the loss is nan at step 35; stopping without saving"*) ok ;; *) bad "no NaN message: $(echo "$out" | tail -2)" ;; esac
+cmp -s "$tmp/n/ckpt.bin" "$tmp/n-before.bin" && ok || bad "ckpt.bin changed by the failed run"
+"$GQA" sample --ckpt "$tmp/n/ckpt.bin" --max_new_tokens 5 > /dev/null 2>&1 && ok || bad "the last good checkpoint does not sample"
+
 # errors: missing data, damaged token file, unknown key, resume without a checkpoint
 expect_fail() {
     needle=$1; shift

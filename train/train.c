@@ -25,6 +25,7 @@
 #include "../util/rng.h"
 #include "../util/util.h"
 #include "adamw.h"
+#include "dist.h"
 
 // ----------------------------------------------------------------------------
 // configuration
@@ -143,18 +144,22 @@ static void get_batch(const TokenFile *tf, int B, int T, uint64_t *rng, int *x, 
 
 // Mean loss over eval_iters fixed batches of one split (same batches at
 // every evaluation, so curves are comparable and training RNG is untouched).
-static float estimate_loss(GPT *m, const TokenFile *tf, const TrainConfig *tc, uint64_t split_key, int *x, int *y) {
+// With several ranks each evaluates its shard of every batch.
+static float estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const TrainConfig *tc, uint64_t split_key,
+                           int *x, int *y) {
     int was_training = m->training;
     m->training = 0;
     uint64_t rng = rng_mix64((uint64_t)tc->seed ^ split_key);
+    const int T = tc->block_size, Bl = tc->batch_size / d->world;
+    const size_t shard = (size_t)d->rank * Bl * T;
     double sum = 0.0;
     for (int i = 0; i < tc->eval_iters; i++) {
-        get_batch(tf, tc->batch_size, tc->block_size, &rng, x, y);
-        if (gpt_forward(m, x, y, tc->batch_size, tc->block_size) != 0) die("%s", m->error);
+        get_batch(tf, tc->batch_size, T, &rng, x, y);
+        if (gpt_forward(m, x + shard, y + shard, Bl, T) != 0) die("%s", m->error);
         sum += m->mean_loss;
     }
     m->training = was_training;
-    return (float)(sum / tc->eval_iters);
+    return (float)(dist_sum(d, sum) / d->world / tc->eval_iters);
 }
 
 // ----------------------------------------------------------------------------
@@ -168,6 +173,7 @@ static void on_signal(int sig) { stop_requested = sig; }
 
 typedef struct {
     TrainConfig tc;
+    Dist dist;  // rank 0 alone prints, logs and writes files
     GPT model;
     AdamW opt;
     Tokenizer tok;
@@ -186,6 +192,7 @@ static void path_join(char *out, size_t len, const char *dir, const char *name) 
 }
 
 static int save_checkpoint(Run *r, const char *path, int with_state, char *err, size_t errlen) {
+    if (r->dist.rank != 0) return 0;
     TrainState ts = {.step = r->step, .adam_t = r->opt.t, .best_val_loss = r->best_val_loss,
                      .data_rng = r->data_rng, .model_rng = r->model.rng_state,
                      .adam_m = r->opt.m, .adam_v = r->opt.v};
@@ -218,7 +225,7 @@ static void run_setup(Run *r) {
     tokenizer_write(&r->tok, mf);
     fclose(mf);
 
-    if (make_dirs(tc->out_dir, err, sizeof err) != 0) die("out_dir: %s", err);
+    if (r->dist.rank == 0 && make_dirs(tc->out_dir, err, sizeof err) != 0) die("out_dir: %s", err);
     path_join(r->ckpt_path, sizeof r->ckpt_path, tc->out_dir, "ckpt.bin");
     path_join(r->best_path, sizeof r->best_path, tc->out_dir, "best.bin");
     r->step = 0;
@@ -270,7 +277,7 @@ static void run_setup(Run *r) {
     r->model.training = 1;
 
     path_join(path, sizeof path, tc->out_dir, "log.txt");
-    r->log = fopen(path, "a");
+    r->log = fopen(r->dist.rank == 0 ? path : "/dev/null", "a");
     if (!r->log) die("cannot open log file '%s': %s", path, strerror(errno));
     log_line(r, "# run time=%ld n_layer=%d n_head=%d n_kv_head=%d n_embd=%d block_size=%d batch_size=%d dropout=%g "
                 "bias=%d init_from=%s start_step=%d\n",
@@ -279,7 +286,7 @@ static void run_setup(Run *r) {
 }
 
 static void progress(const Run *r, double elapsed, int start) {
-    if (!isatty(STDERR_FILENO)) return;
+    if (r->dist.rank != 0 || !isatty(STDERR_FILENO)) return;
     const int width = 30, total = r->tc.max_iters;
     int done = r->step, filled = total ? (int)((double)done / total * width) : width;
     double eta = done > start ? elapsed / (done - start) * (total - done) : 0.0;
@@ -296,6 +303,8 @@ static void clear_progress(void) {
 int cmd_train(int argc, char **argv) {
     Run r;
     memset(&r, 0, sizeof r);
+    dist_init(&r.dist, &argc, &argv);
+    if (r.dist.rank != 0 && !freopen("/dev/null", "w", stdout)) die("cannot silence rank %d", r.dist.rank);
     TrainConfig *tc = &r.tc;
     train_config_defaults(tc);
     char err[1024];
@@ -311,14 +320,17 @@ int cmd_train(int argc, char **argv) {
     }
     if (rc != 0) die("%s", err);
     if (tc->threads > 0) omp_set_num_threads(tc->threads);
+    if (tc->batch_size % r.dist.world != 0)
+        die("batch_size %d is the global batch and must be divisible by the %d MPI ranks", tc->batch_size,
+            r.dist.world);
 
     run_setup(&r);
     GPT *m = &r.model;
     const int B = tc->batch_size, T = tc->block_size;
     printf("training configuration:\n");
     opts_print_values(opts, nopts, stdout);
-    printf("vocab_size = %d, parameters = %zu, threads = %d\n", m->config.vocab_size, m->num_parameters,
-           omp_get_max_threads());
+    printf("vocab_size = %d, parameters = %zu, threads = %d, ranks = %d (%d sequences each)\n",
+           m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r.dist.world, B / r.dist.world);
     if (r.step > 0) printf("resuming from %s at step %d\n", r.ckpt_path, r.step);
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
@@ -332,6 +344,9 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    // fault injection for tests: poison one weight before this step's forward
+    const char *nan_env = getenv("GQA_FAULT_NAN_AT_STEP");
+    const int nan_step = nan_env ? atoi(nan_env) : -1;
     const int start = r.step;
     const double t_start = now_seconds();
     int exit_code = 0;
@@ -340,8 +355,8 @@ int cmd_train(int argc, char **argv) {
         int at_end = r.step >= tc->max_iters;
         if ((r.step % tc->eval_interval == 0 && !(r.step == start && start > 0)) || at_end) {
             clear_progress();
-            float tl = estimate_loss(m, &r.train, tc, 0x7A41ull, x, y);
-            float vl = estimate_loss(m, &r.val, tc, 0x7A42ull, x, y);
+            float tl = estimate_loss(m, &r.dist, &r.train, tc, 0x7A41ull, x, y);
+            float vl = estimate_loss(m, &r.dist, &r.val, tc, 0x7A42ull, x, y);
             printf("step %d: train loss %.4f, val loss %.4f\n", r.step, tl, vl);
             fflush(stdout);
             log_line(&r, "eval %d train %.6f val %.6f\n", r.step, tl, vl);
@@ -357,17 +372,23 @@ int cmd_train(int argc, char **argv) {
 
         double t0 = now_seconds();
         float lr = train_lr(tc, r.step);
+        // every rank draws the same global batch and runs its own rows
         get_batch(&r.train, B, T, &r.data_rng, x, y);
-        if (gpt_forward(m, x, y, B, T) != 0) die("%s", m->error);
+        if (r.step == nan_step) m->params.wte[0] = NAN;
+        const size_t shard = (size_t)r.dist.rank * (B / r.dist.world) * T;
+        if (gpt_forward(m, x + shard, y + shard, B / r.dist.world, T) != 0) die("%s", m->error);
         gpt_zero_grad(m);
         gpt_backward(m);
+        dist_mean_floats(&r.dist, m->grads_memory, m->num_parameters);  // the data-parallel step
+        const float loss = (float)(dist_sum(&r.dist, m->mean_loss) / r.dist.world);
         float norm = grad_global_norm(m);
-        if (!isfinite(m->mean_loss) || !isfinite(norm)) {
+        if (!isfinite(loss) || !isfinite(norm)) {
             clear_progress();
-            fprintf(stderr, "error: %s is %g at step %d; stopping without saving. The last good state is %s.\n"
+            float bad_value = isfinite(loss) ? norm : loss;
+            fprintf(stderr, "error: %s is %s at step %d; stopping without saving. The last good state is %s.\n"
                             "Try a lower learning_rate or a smaller grad_clip.\n",
-                    isfinite(m->mean_loss) ? "the gradient norm" : "the loss",
-                    (double)(isfinite(m->mean_loss) ? norm : m->mean_loss), r.step, r.ckpt_path);
+                    isfinite(loss) ? "the gradient norm" : "the loss",
+                    isnan(bad_value) ? "nan" : bad_value > 0 ? "inf" : "-inf", r.step, r.ckpt_path);
             exit_code = 1;
             break;
         }
@@ -380,17 +401,17 @@ int cmd_train(int argc, char **argv) {
             clear_progress();
             double tok_s = B * T / dt;
             printf("iter %d: loss %.4f, lr %.3e, norm %.4f, time %.2f ms, tok/s %.0f, mfu %.2f%%\n", r.step - 1,
-                   m->mean_loss, lr, norm, dt * 1e3, tok_s, 100.0 * flops_per_token * tok_s / (tc->peak_gflops * 1e9));
+                   loss, lr, norm, dt * 1e3, tok_s, 100.0 * flops_per_token * tok_s / (tc->peak_gflops * 1e9));
             fflush(stdout);
-            log_line(&r, "iter %d loss %.9g lr %.6e norm %.6f ms %.3f\n", r.step - 1, m->mean_loss, lr, norm, dt * 1e3);
+            log_line(&r, "iter %d loss %.9g lr %.6e norm %.6f ms %.3f\n", r.step - 1, loss, lr, norm, dt * 1e3);
         }
         progress(&r, now_seconds() - t_start, start);
-        if (stop_requested) {
+        if (dist_max_int(&r.dist, (int)stop_requested)) {  // all ranks stop at the same step
             clear_progress();
             if (save_checkpoint(&r, r.ckpt_path, 1, err, sizeof err) != 0) die("%s", err);
             printf("stopped by signal %d after step %d; state saved to %s\n"
                    "resume with: gqa train ... --out_dir=%s --init_from=resume\n",
-                   (int)stop_requested, r.step, r.ckpt_path, tc->out_dir);
+                   (int)(stop_requested ? stop_requested : SIGTERM), r.step, r.ckpt_path, tc->out_dir);
             break;
         }
     }
@@ -400,6 +421,9 @@ int cmd_train(int argc, char **argv) {
         printf("done: %d steps in %.1f s (%.0f tok/s), best val loss %.4f, checkpoints in %s\n", r.step - start, total,
                (double)(r.step - start) * B * T / (total > 0 ? total : 1), r.best_val_loss, tc->out_dir);
 
+    if (exit_code == 0 && r.dist.world > 1)
+        printf("allreduce: %.2f s of %.1f s (%.1f%%) on rank 0, %d ranks\n", r.dist.allreduce_seconds, total,
+               100.0 * r.dist.allreduce_seconds / (total > 0 ? total : 1), r.dist.world);
     free(x), free(y);
     fclose(r.log);
     free(r.vocab_blob);
@@ -408,5 +432,6 @@ int cmd_train(int argc, char **argv) {
     tokenizer_free(&r.tok);
     adamw_free(&r.opt);
     gpt_free(m);
+    dist_finalize();
     return exit_code;
 }

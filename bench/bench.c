@@ -1,0 +1,360 @@
+/*
+ * bench.c: `gqa bench`, tokens/sec and memory across n_kv_head settings.
+ *
+ * The parent expands the lists (n_kv_head x batch x ctx x kv_dtype) and runs
+ * every measurement in a fresh child process (fork + exec of this binary),
+ * so each peak-resident-memory figure belongs to one setting alone. Children
+ * print one "RESULT ..." line on a pipe; the parent prints a Markdown table
+ * (mean +- stddev over repeats, as llama-bench) and writes CSV.
+ *
+ * Weights are random (seeded); timing does not depend on their values.
+ * Training tok/s: forward + backward + AdamW at (batch_size, train block).
+ * Prefill tok/s: one prompt of ctx tokens (chunks of 512), shared by the
+ * batch: its cache is copied to every sequence, as `gqa sample` does.
+ * Decode tok/s: decode_tokens steps with the cache already filled to ctx
+ * (batch x steps / seconds; the LM head included, sampling not).
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../infer/infer.h"
+#include "../model/gpt.h"
+#include "../model/kvcache.h"
+#include "../train/adamw.h"
+#include "../train/train.h"
+#include "../util/rng.h"
+#include "../util/util.h"
+
+#define MAX_LIST 16
+#define MAX_REPEATS 64
+
+typedef struct {
+    TrainConfig tc;  // shape (n_kv_head unused: see the list), batch_size, dropout, seed, threads
+    int vocab_size, train_block_size, repeats, decode_tokens, train_steps;
+    char n_kv_head[OPT_STR_MAX], ctx[OPT_STR_MAX], batch[OPT_STR_MAX], kv_dtype[OPT_STR_MAX], csv[OPT_STR_MAX];
+    char worker[OPT_STR_MAX];  // internal: "train" or "infer" in a child
+} BenchConfig;
+
+// Parse "8,4,2,1" into ints. Returns the count, or -1 with err.
+static int parse_int_list(const char *key, const char *s, int *out, int max, char *err, size_t errlen) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 1 || v > (1 << 24) || (*end != ',' && *end != '\0')) {
+            snprintf(err, errlen, "option '%s': '%s' is not a comma-separated list of positive integers", key, s);
+            return -1;
+        }
+        if (n == max) {
+            snprintf(err, errlen, "option '%s': more than %d values", key, max);
+            return -1;
+        }
+        out[n++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) snprintf(err, errlen, "option '%s' is empty", key);
+    return n > 0 ? n : -1;
+}
+
+static double mean_of(const double *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    return n ? s / n : 0;
+}
+
+static double sd_of(const double *x, int n) {
+    if (n < 2) return 0;
+    double m = mean_of(x, n), s = 0;
+    for (int i = 0; i < n; i++) s += (x[i] - m) * (x[i] - m);
+    return sqrt(s / (n - 1));
+}
+
+static GPTConfig model_config(const BenchConfig *bc, int n_kv_head) {
+    return (GPTConfig){.vocab_size = bc->vocab_size, .block_size = bc->tc.block_size, .n_layer = bc->tc.n_layer,
+                       .n_head = bc->tc.n_head, .n_kv_head = n_kv_head, .n_embd = bc->tc.n_embd,
+                       .bias = bc->tc.bias, .dropout = bc->tc.dropout};
+}
+
+// ----------------------------------------------------------------------------
+// workers (run in a child process)
+
+static void worker_train(const BenchConfig *bc, int nkv) {
+    GPTConfig c = model_config(bc, nkv);
+    const int B = bc->tc.batch_size, T = bc->train_block_size;
+    if (T > c.block_size) die("train_block_size %d exceeds block_size %d", T, c.block_size);
+    GPT m;
+    if (gpt_init(&m, &c, (uint64_t)bc->tc.seed) != 0) die("%s", m.error);
+    m.training = 1;
+    AdamW opt;
+    adamw_init(&opt, m.num_parameters, 0.9f, 0.99f, 1e-8f, 0.1f);
+    int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
+    uint64_t rng = 1;
+    for (int i = 0; i < B * T; i++) x[i] = (int)(rng_u64(&rng) % c.vocab_size), y[i] = (int)(rng_u64(&rng) % c.vocab_size);
+    double tps[MAX_REPEATS];
+    for (int r = -1; r < bc->repeats; r++) {  // r = -1: warm-up
+        double t0 = now_seconds();
+        for (int s = 0; s < bc->train_steps; s++) {
+            if (gpt_forward(&m, x, y, B, T) != 0) die("%s", m.error);
+            gpt_zero_grad(&m);
+            gpt_backward(&m);
+            adamw_step(&opt, &m, 1e-4f);
+        }
+        if (r >= 0) tps[r] = (double)bc->train_steps * B * T / (now_seconds() - t0);
+    }
+    printf("RESULT train");
+    for (int r = 0; r < bc->repeats; r++) printf(" %.3f", tps[r]);
+    printf("\n");
+    free(x), free(y);
+    adamw_free(&opt);
+    gpt_free(&m);
+}
+
+static void worker_infer(const BenchConfig *bc, int nkv, int B, int ctx, KVDtype dt) {
+    GPTConfig c = model_config(bc, nkv);
+    c.dropout = 0.0f;
+    const int steps = bc->decode_tokens, max_T = ctx + steps;
+    if (max_T > c.block_size) die("ctx %d + decode_tokens %d exceeds block_size %d", ctx, steps, c.block_size);
+    GPT m;
+    if (gpt_init(&m, &c, (uint64_t)bc->tc.seed) != 0) die("%s", m.error);
+    Inference inf;
+    const int chunk = ctx < 512 ? ctx : 512;
+    if (infer_init(&inf, &m, B, max_T, chunk, dt) != 0) die("%s", inf.error);
+    int *tok = malloc_check((size_t)B * chunk * sizeof(int));
+    uint64_t rng = 2;
+    for (int i = 0; i < B * chunk; i++) tok[i] = (int)(rng_u64(&rng) % c.vocab_size);
+    // prefill: one prompt of ctx tokens shared by the batch (as gqa sample
+    // does), so the cache is filled to ctx with real K/V for every sequence
+    int *prompt = malloc_check((size_t)ctx * sizeof(int));
+    for (int i = 0; i < ctx; i++) prompt[i] = (int)(rng_u64(&rng) % c.vocab_size);
+    double t0 = now_seconds();
+    if (infer_prefill_shared(&inf, prompt, ctx) != 0) die("%s", inf.error);
+    double prefill = (double)ctx / (now_seconds() - t0);
+    free(prompt);
+    // decode: steps tokens at positions ctx.., repeated from ctx each time
+    double tps[MAX_REPEATS];
+    for (int r = -1; r < bc->repeats; r++) {
+        t0 = now_seconds();
+        for (int s = 0; s < steps; s++)
+            if (infer_forward(&inf, tok, 1, ctx + s, 0) != 0) die("%s", inf.error);
+        if (r >= 0) tps[r] = (double)B * steps / (now_seconds() - t0);
+    }
+    printf("RESULT infer %.3f %zu", prefill, inf.cache.bytes);
+    for (int r = 0; r < bc->repeats; r++) printf(" %.3f", tps[r]);
+    printf("\n");
+    free(tok);
+    infer_free(&inf);
+    gpt_free(&m);
+}
+
+// ----------------------------------------------------------------------------
+// the parent: one child per measurement
+
+// Run this binary with argv + extra flags; collect its RESULT line into
+// `line` and its peak RSS. Returns 0, or -1 if the child failed.
+static int run_child(int argc, char **argv, const char **extra, int nextra, char *line, size_t len,
+                     size_t *peak_rss) {
+    int fds[2];
+    if (pipe(fds) != 0) die("pipe: %s", strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        char **av = calloc_check((size_t)argc + nextra + 1, sizeof(char *));
+        for (int i = 0; i < argc; i++) av[i] = argv[i];
+        for (int i = 0; i < nextra; i++) av[argc + i] = (char *)extra[i];
+        execv("/proc/self/exe", av);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    line[0] = '\0';
+    char buf[4096];
+    while (fgets(buf, sizeof buf, f))
+        if (!strncmp(buf, "RESULT ", 7)) snprintf(line, len, "%s", buf + 7);
+    fclose(f);
+    int status;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0) die("wait4: %s", strerror(errno));
+    *peak_rss = (size_t)ru.ru_maxrss * 1024;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 && line[0] ? 0 : -1;
+}
+
+static void parse_doubles(const char *s, double *out, int n) {
+    for (int i = 0; i < n; i++) {
+        char *end;
+        out[i] = strtod(s, &end);
+        s = end;
+    }
+}
+
+int cmd_bench(int argc, char **argv) {
+    BenchConfig bc;
+    memset(&bc, 0, sizeof bc);
+    train_config_defaults(&bc.tc);
+    // cfg-d of DESIGN.md
+    bc.vocab_size = 256, bc.tc.n_layer = 6, bc.tc.n_head = 8, bc.tc.n_embd = 512, bc.tc.block_size = 4096;
+    bc.tc.batch_size = 8, bc.train_block_size = 256, bc.tc.bias = 1;
+    bc.repeats = 3, bc.decode_tokens = 32, bc.train_steps = 5;
+    strcpy(bc.n_kv_head, "8,4,2,1");
+    strcpy(bc.ctx, "512,2048,4032");
+    strcpy(bc.batch, "1,8");
+    strcpy(bc.kv_dtype, "f32");
+
+    // the model and run keys of `gqa train`, so its config files work here,
+    // then the bench's own (n_kv_head becomes a list)
+    int ntrain;
+    const Opt *topts = train_config_opts(&bc.tc, &ntrain);
+    Opt opts[64];
+    int n = 0;
+    for (int i = 0; i < ntrain; i++)
+        if (strcmp(topts[i].name, "n_kv_head") != 0) opts[n++] = topts[i];
+    const Opt own[] = {
+        {"n_kv_head", OPT_STRING, bc.n_kv_head, 0, 0, "comma-separated list of KV head counts"},
+        {"ctx", OPT_STRING, bc.ctx, 0, 0, "context lengths for prefill and decode"},
+        {"batch", OPT_STRING, bc.batch, 0, 0, "decode batch sizes"},
+        {"kv_dtype", OPT_STRING, bc.kv_dtype, 0, 0, "KV cache element types: f32, bf16, f16"},
+        {"vocab_size", OPT_INT, &bc.vocab_size, 1, 1 << 24, "vocabulary size (random weights)"},
+        {"train_block_size", OPT_INT, &bc.train_block_size, 0, 1 << 20, "T of the training measurement (0: block_size)"},
+        {"train_steps", OPT_INT, &bc.train_steps, 1, 1e6, "training steps per repeat"},
+        {"decode_tokens", OPT_INT, &bc.decode_tokens, 1, 1e6, "decode steps per repeat"},
+        {"repeats", OPT_INT, &bc.repeats, 1, MAX_REPEATS, "repeats per measurement (mean +- stddev)"},
+        {"csv", OPT_STRING, bc.csv, 0, 0, "also write the rows to this CSV file"},
+        {"_worker", OPT_STRING, bc.worker, 0, 0, "internal: run one measurement (train | infer)"},
+    };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
+
+    char err[1024];
+    const char *pos[1];
+    int npos = 0;
+    int rc = opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, 1, err, sizeof err);
+    if (rc == 1) {
+        printf("usage: gqa bench [CONFIG_FILE] [--key=value ...]\n\n"
+               "Measure training, prefill and decode tokens/sec, KV cache bytes and peak resident memory\n"
+               "for every n_kv_head x batch x ctx x kv_dtype, each in a fresh process, with random weights.\n"
+               "Defaults are cfg-d (vocab 256, 6 layers, 8 heads, n_embd 512, block 4096).\n\n");
+        opts_print_help(opts, n - 1, stdout);  // _worker is internal
+        return 0;
+    }
+    if (rc == 0 && npos == 1 && (rc = opts_parse_file(opts, n, pos[0], err, sizeof err)) == 0)
+        rc = opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, 1, err, sizeof err);
+    if (rc != 0) die("%s", err);
+    if (bc.train_block_size == 0) bc.train_block_size = bc.tc.block_size;
+    if (bc.tc.threads > 0) omp_set_num_threads(bc.tc.threads);
+
+    int kvs[MAX_LIST], ctxs[MAX_LIST], batches[MAX_LIST];
+    int nk = parse_int_list("n_kv_head", bc.n_kv_head, kvs, MAX_LIST, err, sizeof err);
+    int nc = nk < 0 ? -1 : parse_int_list("ctx", bc.ctx, ctxs, MAX_LIST, err, sizeof err);
+    int nb = nc < 0 ? -1 : parse_int_list("batch", bc.batch, batches, MAX_LIST, err, sizeof err);
+    if (nb < 0) die("%s", err);
+    KVDtype dts[MAX_LIST];
+    int nd = 0;
+    {
+        char tmp[OPT_STR_MAX];
+        snprintf(tmp, sizeof tmp, "%s", bc.kv_dtype);
+        for (char *tok = strtok(tmp, ","); tok; tok = strtok(NULL, ",")) {
+            if (nd == MAX_LIST || kv_dtype_parse(tok, &dts[nd]) != 0)
+                die("option 'kv_dtype': '%s' is not a list of f32, bf16, f16", bc.kv_dtype);
+            nd++;
+        }
+        if (nd == 0) die("option 'kv_dtype' is empty");
+    }
+    for (int i = 0; i < nk; i++) {
+        GPTConfig c = model_config(&bc, kvs[i]);
+        if (gpt_config_validate(&c, err, sizeof err) != 0) die("%s", err);
+    }
+    for (int i = 0; i < nc; i++)
+        if (ctxs[i] + bc.decode_tokens > bc.tc.block_size)
+            die("ctx %d + decode_tokens %d exceeds block_size %d", ctxs[i], bc.decode_tokens, bc.tc.block_size);
+
+    // a child: one measurement, then out
+    if (!strcmp(bc.worker, "train")) {
+        worker_train(&bc, kvs[0]);
+        return 0;
+    }
+    if (!strcmp(bc.worker, "infer")) {
+        worker_infer(&bc, kvs[0], batches[0], ctxs[0], dts[0]);
+        return 0;
+    }
+    if (bc.worker[0]) die("option '_worker': '%s' is not train or infer", bc.worker);
+
+    FILE *csv = NULL;
+    if (bc.csv[0]) {
+        csv = fopen(bc.csv, "w");
+        if (!csv) die("cannot write '%s': %s", bc.csv, strerror(errno));
+        fprintf(csv, "n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,"
+                     "decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params\n");
+    }
+    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d; "
+           "%d decode steps; %d repeats; %d threads\n\n",
+           bc.vocab_size, bc.tc.n_layer, bc.tc.n_head, bc.tc.n_embd, bc.tc.block_size, bc.tc.bias, bc.tc.batch_size,
+           bc.train_block_size, bc.decode_tokens, bc.repeats, omp_get_max_threads());
+    printf("| n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s | KV cache | peak RSS | params |\n");
+    printf("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|\n");
+    fflush(stdout);
+    char line[4096], a[32], b[32], s_kv[16], s_b[16], s_c[16];
+    int failures = 0;
+    for (int i = 0; i < nk; i++) {
+        snprintf(s_kv, sizeof s_kv, "%d", kvs[i]);
+        const char *targs[] = {"--_worker=train", "--n_kv_head", s_kv};
+        size_t rss;
+        double train[MAX_REPEATS] = {0};
+        fprintf(stderr, "bench: n_kv_head %d: training ...\n", kvs[i]);
+        if (run_child(argc, argv, targs, 3, line, sizeof line, &rss) != 0) {
+            fprintf(stderr, "bench: training measurement failed for n_kv_head %d\n", kvs[i]);
+            failures++;
+        } else {
+            parse_doubles(line + strlen("train"), train, bc.repeats);
+        }
+        GPTConfig c = model_config(&bc, kvs[i]);
+        size_t params = gpt_num_parameters(&c);
+        for (int j = 0; j < nb; j++) {
+            for (int k = 0; k < nc; k++) {
+              for (int d = 0; d < nd; d++) {
+                const char *dname = kv_dtype_name(dts[d]);
+                snprintf(s_b, sizeof s_b, "%d", batches[j]);
+                snprintf(s_c, sizeof s_c, "%d", ctxs[k]);
+                const char *iargs[] = {"--_worker=infer", "--n_kv_head", s_kv, "--batch", s_b, "--ctx", s_c,
+                                       "--kv_dtype", dname};
+                fprintf(stderr, "bench: n_kv_head %d, batch %d, ctx %d, %s ...\n", kvs[i], batches[j], ctxs[k], dname);
+                if (run_child(argc, argv, iargs, 9, line, sizeof line, &rss) != 0) {
+                    fprintf(stderr, "bench: measurement failed (n_kv_head %d, batch %d, ctx %d)\n", kvs[i],
+                            batches[j], ctxs[k]);
+                    failures++;
+                    continue;
+                }
+                double vals[2 + MAX_REPEATS];
+                parse_doubles(line + strlen("infer"), vals, 2 + bc.repeats);
+                double prefill = vals[0], *dec = vals + 2;
+                // the bytes a cache of exactly ctx positions needs
+                size_t kv_bytes = kvcache_bytes(&c, batches[j], ctxs[k], kv_dtype_bytes(dts[d]));
+                printf("| %d | %d | %d | %s | %.0f ± %.0f | %.0f | %.1f ± %.1f | %s | %s | %zu |\n", kvs[i],
+                       batches[j], ctxs[k], dname, mean_of(train, bc.repeats), sd_of(train, bc.repeats), prefill,
+                       mean_of(dec, bc.repeats), sd_of(dec, bc.repeats), format_bytes((double)kv_bytes, a, sizeof a),
+                       format_bytes((double)rss, b, sizeof b), params);
+                fflush(stdout);
+                if (csv)
+                    fprintf(csv, "%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%.3f,%zu,%zu,%zu\n", kvs[i], batches[j], ctxs[k],
+                            dname, mean_of(train, bc.repeats), sd_of(train, bc.repeats), prefill,
+                            mean_of(dec, bc.repeats), sd_of(dec, bc.repeats), kv_bytes, rss, params);
+              }
+            }
+        }
+    }
+    if (csv && fclose(csv) != 0) die("cannot write '%s': %s", bc.csv, strerror(errno));
+    if (csv) fprintf(stderr, "bench: wrote %s\n", bc.csv);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,152 @@
+/*
+ * convert.c: change a model's number of KV heads (GQA paper, Ainslie et al.
+ * 2023, section 2.1) and `gqa convert`.
+ *
+ * Reducing NKV_src -> G (G divides NKV_src): target KV head j stands for the
+ * r = NKV_src / G source heads j*r .. j*r + r - 1, which are exactly the
+ * heads the query heads of its new group read, so:
+ *   mean    averages their K and V projection rows (and biases),
+ *   first   keeps the first of them,
+ *   random  re-initialises K and V (normal 0.02, biases 0).
+ * Expanding NKV_src -> G (G a multiple of NKV_src), method repeat: target
+ * head j copies source head j / (G / NKV_src); the logits do not change.
+ * Everything but the K and V rows of W_qkv is copied as it is.
+ */
+#include "convert.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/opts.h"
+#include "../util/rng.h"
+#include "../util/util.h"
+#include "checkpoint.h"
+
+int convert_method_parse(const char *name, ConvertMethod *out) {
+    static const char *names[] = {"mean", "first", "random", "repeat"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (ConvertMethod)i;
+            return 0;
+        }
+    return -1;
+}
+
+int gpt_convert_kv_heads(const GPT *src, GPT *dst, int G, ConvertMethod method, uint64_t seed, char *err,
+                         size_t errlen) {
+    const GPTConfig *cs = &src->config;
+    const int NH = cs->n_head, S = cs->n_kv_head, C = cs->n_embd, HS = C / NH, L = cs->n_layer;
+    memset(dst, 0, sizeof *dst);
+    if (G < 1 || G > NH || NH % G != 0) {
+        snprintf(err, errlen, "n_kv_head %d must divide n_head %d", G, NH);
+        return -1;
+    }
+    if (method == CONVERT_REPEAT ? G % S != 0 : S % G != 0) {
+        if (method == CONVERT_REPEAT)
+            snprintf(err, errlen, "--method repeat expands: n_kv_head %d must be a multiple of the source's %d", G, S);
+        else if (G > S)
+            snprintf(err, errlen, "n_kv_head %d is larger than the source's %d (use --method repeat to expand)", G, S);
+        else
+            snprintf(err, errlen, "n_kv_head %d must divide the source's n_kv_head %d", G, S);
+        return -1;
+    }
+    GPTConfig cd = *cs;
+    cd.n_kv_head = G;
+    if (gpt_init(dst, &cd, seed) != 0) {
+        snprintf(err, errlen, "%s", dst->error);
+        return -1;
+    }
+    // all tensors but qkvw/qkvb are the same size: copy them whole
+    const float *sp = src->params_memory;
+    float *dp = dst->params_memory;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        if (i != 4 && i != 5) memcpy(dp, sp, src->param_sizes[i] * sizeof(float));
+        sp += src->param_sizes[i];
+        dp += dst->param_sizes[i];
+    }
+    const int QKVs = (NH + 2 * S) * HS, QKVd = (NH + 2 * G) * HS;
+    uint64_t rng = rng_mix64(seed ^ 0xC0417E27ull);
+    for (int l = 0; l < L; l++) {
+        const float *ws = src->params.qkvw + (size_t)l * QKVs * C, *bs = cs->bias ? src->params.qkvb + (size_t)l * QKVs : NULL;
+        float *wd = dst->params.qkvw + (size_t)l * QKVd * C, *bd = cd.bias ? dst->params.qkvb + (size_t)l * QKVd : NULL;
+        // q rows as they are
+        memcpy(wd, ws, (size_t)NH * HS * C * sizeof(float));
+        if (bd) memcpy(bd, bs, (size_t)NH * HS * sizeof(float));
+        for (int part = 0; part < 2; part++) {  // 0: K rows, 1: V rows
+            const size_t src_base = (size_t)(NH + part * S) * HS, dst_base = (size_t)(NH + part * G) * HS;
+            for (int j = 0; j < G; j++) {
+                for (int d = 0; d < HS; d++) {
+                    float *row = wd + (dst_base + (size_t)j * HS + d) * C;
+                    float *brow = bd ? bd + dst_base + (size_t)j * HS + d : NULL;
+                    if (method == CONVERT_RANDOM) {
+                        for (int k = 0; k < C; k++) row[k] = 0.02f * rng_normal(&rng);
+                        if (brow) *brow = 0.0f;
+                        continue;
+                    }
+                    // the source heads this target head stands for
+                    int first, count;
+                    if (method == CONVERT_REPEAT) first = j / (G / S), count = 1;
+                    else first = j * (S / G), count = method == CONVERT_FIRST ? 1 : S / G;
+                    memset(row, 0, (size_t)C * sizeof(float));
+                    if (brow) *brow = 0.0f;
+                    for (int s = first; s < first + count; s++) {
+                        const float *srow = ws + (src_base + (size_t)s * HS + d) * C;
+                        for (int k = 0; k < C; k++) row[k] += srow[k];
+                        if (brow) *brow += bs[src_base + (size_t)s * HS + d];
+                    }
+                    if (count > 1) {
+                        for (int k = 0; k < C; k++) row[k] /= (float)count;
+                        if (brow) *brow /= (float)count;
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// gqa convert
+
+int cmd_convert(int argc, char **argv) {
+    char in[OPT_STR_MAX] = "", out[OPT_STR_MAX] = "", method_name[OPT_STR_MAX] = "mean";
+    int G = 0, seed = 1337;
+    const Opt opts[] = {
+        {"ckpt", OPT_STRING, in, 0, 0, "source checkpoint (ckpt.bin or best.bin)"},
+        {"n_kv_head", OPT_INT, &G, 1, 1 << 24, "KV heads of the result (required)"},
+        {"out", OPT_STRING, out, 0, 0, "where to write the converted checkpoint (required)"},
+        {"method", OPT_STRING, method_name, 0, 0, "mean | first | random (reduce), repeat (expand)"},
+        {"seed", OPT_INT, &seed, 0, 2147483647, "seed for --method random"},
+    };
+    const int nopts = sizeof opts / sizeof opts[0];
+    char err[1024];
+    int rc = opts_parse_argv(opts, nopts, argc, argv, 2, NULL, NULL, 0, err, sizeof err);
+    if (rc == 1) {
+        printf("usage: gqa convert --ckpt IN --n_kv_head G --out OUT [--method mean|first|random|repeat]\n\n"
+               "Change the number of KV heads of a checkpoint (MHA -> GQA/MQA by mean-pooling, as Ainslie et\n"
+               "al. 2023). The result has no optimizer state: continue with `gqa train --init_from=OUT`.\n\n");
+        opts_print_help(opts, nopts, stdout);
+        return 0;
+    }
+    if (rc != 0) die("%s", err);
+    if (!in[0] || !out[0] || G == 0) die("--ckpt, --n_kv_head and --out are required (see --help)");
+    ConvertMethod method;
+    if (convert_method_parse(method_name, &method) != 0)
+        die("option 'method': '%s' is not mean, first, random or repeat", method_name);
+    GPT src, dst;
+    uint8_t *vocab;
+    size_t vocab_len;
+    if (checkpoint_load(in, &src, &vocab, &vocab_len, NULL, NULL, err, sizeof err) != 0) die("%s", err);
+    if (gpt_convert_kv_heads(&src, &dst, G, method, (uint64_t)seed, err, sizeof err) != 0) die("%s: %s", in, err);
+    if (checkpoint_save(out, &dst, vocab, vocab_len, NULL, err, sizeof err) != 0) die("%s", err);
+    char b1[32], b2[32];
+    printf("converted %s (n_kv_head %d) -> %s (n_kv_head %d, %s): parameters %zu -> %zu, "
+           "KV cache per token %s -> %s\n",
+           in, src.config.n_kv_head, out, G, method_name, src.num_parameters, dst.num_parameters,
+           format_bytes((double)gpt_kv_bytes_per_token(&src.config, 4), b1, sizeof b1),
+           format_bytes((double)gpt_kv_bytes_per_token(&dst.config, 4), b2, sizeof b2));
+    free(vocab);
+    gpt_free(&src);
+    gpt_free(&dst);
+    return 0;
+}

@@ -1,0 +1,59 @@
+#!/bin/sh
+# plot_bench.sh: PNGs from `gqa bench --csv FILE`.
+#
+#   scripts/plot_bench.sh bench.csv OUT_PREFIX
+#
+# writes OUT_PREFIX-decode.png (decode tok/s against context length, one
+# line per n_kv_head x batch x kv_dtype, one panel per batch size) and
+# OUT_PREFIX-memory.png (KV cache bytes, solid, and measured peak resident
+# memory, dashed, against context length). Needs gnuplot (gnuplot-nox).
+set -eu
+[ $# -eq 2 ] || { echo "usage: $0 bench.csv OUT_PREFIX" >&2; exit 2; }
+command -v gnuplot >/dev/null || { echo "error: gnuplot not found (apt-get install gnuplot-nox)" >&2; exit 1; }
+csv=$1 out=$2
+head -1 "$csv" | grep -q '^n_kv_head,batch,ctx,kv_dtype,' || { echo "error: $csv is not a gqa bench CSV" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# one data file per series: ctx decode_tok_s decode_sd kv_bytes rss_bytes
+tail -n +2 "$csv" | awk -F, -v dir="$tmp" '{
+    f = dir "/s_" $1 "_" $2 "_" $4 ".dat"
+    print $3, $8, $9, $10, $11 >> f
+}'
+batches=$(tail -n +2 "$csv" | cut -d, -f2 | sort -n -u)
+nb=$(echo "$batches" | wc -l)
+
+series() {  # series BATCH COLUMN STYLE TITLE_SUFFIX -> gnuplot plot clause
+    b=$1 col=$2 style=$3 suffix=$4 clause="" i=0
+    for f in $(ls "$tmp"/s_*_"$b"_*.dat | sort -t_ -k2,2nr); do
+        base=$(basename "$f" .dat)
+        g=$(echo "$base" | cut -d_ -f2) dt=$(echo "$base" | cut -d_ -f4)
+        i=$((i + 1))
+        sort -n "$f" -o "$f"
+        clause="$clause${clause:+, }'$f' using 1:$col $style lc $i title 'n_kv_head $g $dt$suffix'"
+    done
+    echo "$clause"
+}
+
+{
+    echo "set terminal pngcairo size $((600 * nb)),500 font ',10' noenhanced"
+    echo "set output '$out-decode.png'"
+    echo "set multiplot layout 1,$nb title 'gqa.c decode tokens/sec against context length'"
+    for b in $batches; do
+        echo "set title 'batch $b'; set xlabel 'context length (tokens in the KV cache)'; set ylabel 'decode tok/s'"
+        echo "set grid; set key top right; set logscale x 2; set yrange [0:*]"
+        echo "plot $(series "$b" 2 'with linespoints lw 2 pt 7' '')"
+    done
+    echo "unset multiplot"
+    echo "set output '$out-memory.png'"
+    echo "set multiplot layout 1,$nb title 'KV cache (solid, exact) and peak resident memory (dashed, measured)'"
+    for b in $batches; do
+        echo "set title 'batch $b'; set xlabel 'context length'; set ylabel 'MiB'; set logscale y 2; set yrange [*:*]"
+        echo "plot $(series "$b" '($4/1048576)' 'with linespoints lw 2 pt 7' ' KV'), \\"
+        echo "     $(series "$b" '($5/1048576)' 'with linespoints dt 2 lw 1 pt 6' ' RSS')"
+        echo "unset logscale y"
+    done
+    echo "unset multiplot"
+} > "$tmp/plot.gp"
+gnuplot "$tmp/plot.gp"
+echo "wrote $out-decode.png $out-memory.png"

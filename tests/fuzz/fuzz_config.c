@@ -1,0 +1,26 @@
+/*
+ * fuzz_config.c: libFuzzer harness for the config-file parser with the
+ * option table of `gqa train`, followed by its cross-field validation.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "../../train/train.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/gqa_fuzz_config_%d.conf", (int)getpid());
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    fwrite(data, 1, size, f);
+    fclose(f);
+    TrainConfig tc;
+    train_config_defaults(&tc);
+    int n;
+    const Opt *opts = train_config_opts(&tc, &n);
+    char err[1024];
+    if (opts_parse_file(opts, n, path, err, sizeof err) == 0) train_config_validate(&tc, err, sizeof err);
+    unlink(path);
+    return 0;
+}
