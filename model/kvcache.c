@@ -184,6 +184,19 @@ void kvcache_broadcast(KVCache *kv, int T) {
     }
 }
 
+// S (R, nk; leading dim lds) = scale * Q (R, HS) K^T, K (nk, HS). One query
+// row (MHA decode) goes to sgemv, which streams K without packing it.
+static void scores(int R, int nk, int HS, float scale, const float *Q, const float *K, float *S, int lds) {
+    if (R == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, nk, HS, scale, K, HS, Q, 1, 0.0f, S, 1);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Q, HS, K, HS, 0.0f, S, lds);
+}
+
+// O (R, HS) = P (R, nk; leading dim ldp) V (nk, HS) + beta O.
+static void mix(int R, int nk, int HS, const float *P, int ldp, const float *V, float *O, float beta) {
+    if (R == 1) cblas_sgemv(CblasRowMajor, CblasTrans, nk, HS, 1.0f, V, HS, P, 1, beta, O, 1);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, P, ldp, V, HS, beta, O, HS);
+}
+
 // ----------------------------------------------------------------------------
 // planning: rows per block, key splits, scratch
 
@@ -263,13 +276,12 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
         const char *V = (const char *)kvcache_v(kv, l, b, g) + (size_t)k0 * row_bytes;
         float *conv = S + (size_t)p.rb * group * p.chunk;  // (CONVERT_BLOCK, HS) for 16-bit caches
         if (kv->dtype == KV_F32) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Qc, HS, (const float *)K, HS, 0.0f,
-                        S, nk);
+            scores(R, nk, HS, scale, Qc, (const float *)K, S, nk);
         } else {  // blocks of keys to float, each scored by one sgemm while it sits in L2
             for (int j0 = 0; j0 < nk; j0 += CONVERT_BLOCK) {
                 int nj = nk - j0 < CONVERT_BLOCK ? nk - j0 : CONVERT_BLOCK;
                 kv_to_float(K + (size_t)j0 * row_bytes, kv->dtype, conv, (size_t)nj * HS);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nj, HS, scale, Qc, HS, conv, HS, 0.0f, S + j0, nk);
+                scores(R, nj, HS, scale, Qc, conv, S + j0, nk);
             }
         }
         for (int r = 0; r < R; r++) {
@@ -295,14 +307,12 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
         // O = P V into Op (key splits) or Qc (no longer needed), then scattered
         float *O = p.nsplit > 1 ? Op : Qc;
         if (kv->dtype == KV_F32) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, S, nk, (const float *)V, HS, 0.0f,
-                        O, HS);
+            mix(R, nk, HS, S, nk, (const float *)V, O, 0.0f);
         } else {
             for (int j0 = 0; j0 < nk; j0 += CONVERT_BLOCK) {
                 int nj = nk - j0 < CONVERT_BLOCK ? nk - j0 : CONVERT_BLOCK;
                 kv_to_float(V + (size_t)j0 * row_bytes, kv->dtype, conv, (size_t)nj * HS);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nj, 1.0f, S + j0, nk, conv, HS,
-                            j0 ? 1.0f : 0.0f, O, HS);
+                mix(R, nj, HS, S + j0, nk, conv, O, j0 ? 1.0f : 0.0f);
             }
         }
         if (p.nsplit == 1) {

@@ -101,7 +101,60 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 // ----------------------------------------------------------------------------
 // matmul: out = inp @ w^T + b
 
+// Few rows (decode: one per sequence): stream each weight row once and dot it
+// with every input row while it sits in L1. sgemm would first pack (copy)
+// the whole weight matrix, doubling the memory traffic of a step whose cost
+// is reading the weights.
+#define SKINNY_ROWS 16
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+// out[n * OC + o] = w_row . x_n for n < N <= 4, one pass over the row.
+static inline void dot4(const float *wr, const float *x, int N, int C, float *out, int OC, int o, float bias) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int k = 0;
+    for (; k + 16 <= C; k += 16) {
+        __m512 wv = _mm512_loadu_ps(wr + k);
+        a0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + k), a0);
+        if (N > 1) a1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + C + k), a1);
+        if (N > 2) a2 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + 2 * C + k), a2);
+        if (N > 3) a3 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + 3 * (size_t)C + k), a3);
+    }
+    float r[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                  _mm512_reduce_add_ps(a3)};
+    for (int n = 0; n < N; n++) {
+        for (int kk = k; kk < C; kk++) r[n] += wr[kk] * x[(size_t)n * C + kk];
+        out[(size_t)n * OC + o] = r[n] + bias;
+    }
+}
+#endif
+
+static void matmul_forward_skinny(float *out, const float *inp, const float *w, const float *b, int N, int C,
+                                  int OC) {
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < OC; o++) {
+        const float *wr = w + (size_t)o * C;
+        const float bias = b ? b[o] : 0.0f;
+#if defined(__AVX512F__)
+        // the row stays in L1 while four input rows at a time meet it
+        for (int n0 = 0; n0 < N; n0 += 4)
+            dot4(wr, inp + (size_t)n0 * C, N - n0 < 4 ? N - n0 : 4, C, out + (size_t)n0 * OC, OC, o, bias);
+#else
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            float acc = 0.0f;
+            for (int k = 0; k < C; k++) acc += wr[k] * x[k];
+            out[(size_t)n * OC + o] = acc + bias;
+        }
+#endif
+    }
+}
+
 void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
+    if (N <= SKINNY_ROWS) {
+        matmul_forward_skinny(out, inp, w, b, N, C, OC);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
     if (b) {
 #pragma omp parallel for schedule(static)

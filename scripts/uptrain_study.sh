@@ -12,7 +12,8 @@
 # 4. Measure decode tok/s of each n_kv_head with `gqa bench` (same shape).
 # Writes OUT_DIR/uptrain.csv, uptrain.md, fig5-uptraining.png and
 # fig3-quality-speed.png. Jobs run two at a time with one thread each.
-# Environment: GQA (binary), N (steps, default 1600), JOBS (default 2).
+# Environment: GQA (binary), N (steps, default 1600), JOBS (default 2),
+# EVAL_ITERS (batches per evaluation, default 100).
 set -eu
 root=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
 GQA=${GQA:-$root/gqa}
@@ -27,12 +28,14 @@ data=$root/data/shakespeare_char
 
 # the study's shape: cfg-s scale with 6 heads, so that G can be 3, 2 and 1
 shape="--data_dir $data --n_layer 4 --n_head 6 --n_embd 192 --block_size 64 --batch_size 12 --bias 1 --dropout 0
-       --eval_iters 100 --log_interval 100 --threads 1 --seed 1337"
+       --eval_iters ${EVAL_ITERS:-100} --log_interval 100 --threads 1 --seed 1337 --warmup_iters $((N / 16))"
+shape=$(echo $shape)  # one line: job lines are split on newlines
 up_steps=$((N / 10)) up_every=$((N / 40)) long=$((N + N / 20))
 
 # run jobs from a file, JOBS at a time (each line is a shell command)
 run_jobs() {
-    tr '\n' '\0' < "$1" | xargs -0 -P "$JOBS" -I{} sh -c '{}'
+    tr '\n' '\0' < "$1" | xargs -0 -P "$JOBS" -I{} sh -c '{}' ||
+        { echo "error: a job of $1 failed; see the *.out files in $out" >&2; exit 1; }
 }
 
 echo "uptrain study: N=$N, uptraining $up_steps steps (evals every $up_every), scratch $long steps; in $out"
@@ -55,7 +58,8 @@ run_jobs "$out/jobs2.txt"
 
 # decode speed of each n_kv_head at this shape (one process at a time)
 "$GQA" bench --vocab_size 65 --n_layer 4 --n_head 6 --n_embd 192 --block_size 64 --bias 1 --n_kv_head 6,3,2,1 \
-    --ctx 48 --batch 1 --decode_tokens 16 --repeats 5 --train_steps 1 --threads 1 --csv "$out/speed.csv" > /dev/null
+    --ctx 48 --batch 1 --decode_tokens 16 --repeats 5 --train_steps 1 --train_block_size 64 --threads 1 \
+    --csv "$out/speed.csv" > /dev/null
 
 # ---- collect: val loss at a step from a run's log
 val_at() { awk -v s="$2" '$1 == "eval" && $2 == s { v = $6 } END { print v }' "$1/log.txt"; }
@@ -76,7 +80,7 @@ done
 
 md=$out/uptrain.md
 {
-    echo "Val loss (Tiny Shakespeare, 100 batches) after converting the MHA model (N = $N steps, val $(val_at "$out/mha" $N)) and uptraining for a share of N:"
+    echo "Val loss (Tiny Shakespeare, ${EVAL_ITERS:-100} batches) after converting the MHA model (N = $N steps, val $(val_at "$out/mha" $N)) and uptraining for a share of N:"
     echo
     echo "| n_kv_head | method | 0% | 2.5% | 5% | 10% | scratch N | scratch 1.05N | decode tok/s |"
     echo "|---:|:---|---:|---:|---:|---:|---:|---:|---:|"

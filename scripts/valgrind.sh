@@ -21,5 +21,9 @@ common="--data_dir $tmp/data --out_dir $tmp/out --n_layer 2 --n_head 4 --n_kv_he
 run train $common --max_iters 3
 run train $common --max_iters 5 --init_from resume
 run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --kv_dtype bf16
-run sample --ckpt "$tmp/out/ckpt.bin" --max_new_tokens 5 --prompt "no such char: ~"  || true
+# an error path: exit status 1 from the bad prompt, never valgrind's 99
+echo "valgrind: gqa sample (bad prompt)"
+rc=0
+$VG "$GQA" sample --ckpt "$tmp/out/ckpt.bin" --max_new_tokens 5 --prompt "no such char: ~" > "$tmp/out.txt" 2>&1 || rc=$?
+[ $rc -eq 1 ] || { tail -30 "$tmp/out.txt"; echo "valgrind: bad-prompt run exited $rc, want 1"; exit 1; }
 echo "valgrind: clean (no memory errors, no definite leaks)"

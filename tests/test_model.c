@@ -15,6 +15,7 @@
 #include "../model/attention.h"
 #include "../model/convert.h"
 #include "../model/kvcache.h"
+#include "../model/ops.h"
 #include "../model/gpt.h"
 #include "../train/adamw.h"
 #include "../util/util.h"
@@ -317,6 +318,32 @@ START_TEST(test_gqa_equals_expanded_mha) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// matmul: the few-row path (decode) and the sgemm path against a plain loop
+
+START_TEST(test_matmul_paths) {
+    const int Ns[] = {1, 3, 4, 5, 8, 16, 17, 40}, C = 37, OC = 11;  // C not a multiple of 16: tails
+    uint64_t rng = 3;
+    float w[11 * 37], b[11], x[40 * 37], out[40 * 11], ref[40 * 11];
+    fill_normal(w, sizeof w / 4, 1.0f, &rng);
+    fill_normal(b, 11, 1.0f, &rng);
+    fill_normal(x, sizeof x / 4, 1.0f, &rng);
+    for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++) {
+        const int N = Ns[i];
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) {
+                double acc = b[o];
+                for (int k = 0; k < C; k++) acc += (double)w[o * C + k] * x[n * C + k];
+                ref[n * OC + o] = (float)acc;
+            }
+        matmul_forward(out, x, w, b, N, C, OC);
+        char name[32];
+        snprintf(name, sizeof name, "matmul N=%d", N);
+        ck_assert_tensor_close(name, out, ref, (size_t)N * OC, 1e-4);
+    }
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // KV-head conversion (gqa convert)
 
 static void logits_of(GPT *m, const int *tok, int B, int T) { ck_assert_int_eq(gpt_forward(m, tok, NULL, B, T), 0); }
@@ -488,6 +515,7 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_bad_configs);
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);
+    tcase_add_test(tc, test_matmul_paths);
     tcase_add_test(tc, test_convert_mean_lossless_and_round_trip);
     tcase_add_test(tc, test_convert_methods_and_errors);
     suite_add_tcase(s, tc);
