@@ -184,17 +184,64 @@ void kvcache_broadcast(KVCache *kv, int T) {
     }
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+// Up to this many query rows (a decode step's group) the kernel streams the
+// keys and values itself: each row of K or V is loaded once and meets every
+// query row while it is in registers. sgemm would pack (copy) the whole
+// block first, which cost more than the product at these shapes.
+#define STREAM_ROWS 16
+#endif
+
 // S (R, nk; leading dim lds) = scale * Q (R, HS) K^T, K (nk, HS). One query
 // row (MHA decode) goes to sgemv, which streams K without packing it.
 static void scores(int R, int nk, int HS, float scale, const float *Q, const float *K, float *S, int lds) {
-    if (R == 1) cblas_sgemv(CblasRowMajor, CblasNoTrans, nk, HS, scale, K, HS, Q, 1, 0.0f, S, 1);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Q, HS, K, HS, 0.0f, S, lds);
+    if (R == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, nk, HS, scale, K, HS, Q, 1, 0.0f, S, 1);
+        return;
+    }
+#if defined(__AVX512F__)
+    if (R <= STREAM_ROWS && HS % 16 == 0) {
+        for (int j = 0; j < nk; j++) {
+            const float *k = K + (size_t)j * HS;
+            for (int r = 0; r < R; r++) {
+                const float *q = Q + (size_t)r * HS;
+                __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
+                for (int d = 16; d < HS; d += 16)
+                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), acc);
+                S[(size_t)r * lds + j] = scale * _mm512_reduce_add_ps(acc);
+            }
+        }
+        return;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Q, HS, K, HS, 0.0f, S, lds);
 }
 
 // O (R, HS) = P (R, nk; leading dim ldp) V (nk, HS) + beta O.
 static void mix(int R, int nk, int HS, const float *P, int ldp, const float *V, float *O, float beta) {
-    if (R == 1) cblas_sgemv(CblasRowMajor, CblasTrans, nk, HS, 1.0f, V, HS, P, 1, beta, O, 1);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, P, ldp, V, HS, beta, O, HS);
+    if (R == 1) {
+        cblas_sgemv(CblasRowMajor, CblasTrans, nk, HS, 1.0f, V, HS, P, 1, beta, O, 1);
+        return;
+    }
+#if defined(__AVX512F__)
+    if (R <= STREAM_ROWS && HS % 16 == 0) {
+        if (beta == 0.0f) memset(O, 0, (size_t)R * HS * sizeof(float));
+        for (int j = 0; j < nk; j++) {
+            const float *v = V + (size_t)j * HS;
+            for (int r = 0; r < R; r++) {
+                const float p = P[(size_t)r * ldp + j];
+                if (p == 0.0f) continue;  // masked keys of a prefill block
+                const __m512 pv = _mm512_set1_ps(p);
+                float *o = O + (size_t)r * HS;
+                for (int d = 0; d < HS; d += 16)
+                    _mm512_storeu_ps(o + d, _mm512_fmadd_ps(pv, _mm512_loadu_ps(v + d), _mm512_loadu_ps(o + d)));
+            }
+        }
+        return;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, P, ldp, V, HS, beta, O, HS);
 }
 
 // ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ series() {  # series BATCH COLUMN STYLE TITLE_SUFFIX -> gnuplot plot clause
 }
 
 {
-    echo "set terminal pngcairo size $((600 * nb)),500 font ',10' noenhanced"
+    echo "set terminal pngcairo size $((600 * nb)),560 font ',10' noenhanced"
     echo "set output '$out-decode.png'"
     echo "set multiplot layout 1,$nb title 'gqa.c decode tokens/sec against context length'"
     for b in $batches; do
@@ -49,6 +49,7 @@ series() {  # series BATCH COLUMN STYLE TITLE_SUFFIX -> gnuplot plot clause
     echo "set multiplot layout 1,$nb title 'KV cache (solid, exact) and peak resident memory (dashed, measured)'"
     for b in $batches; do
         echo "set title 'batch $b'; set xlabel 'context length'; set ylabel 'MiB'; set logscale y 2; set yrange [*:*]"
+        echo "set key below maxrows 4 font ',8'"
         echo "plot $(series "$b" '($4/1048576)' 'with linespoints lw 2 pt 7' ' KV'), \\"
         echo "     $(series "$b" '($5/1048576)' 'with linespoints dt 2 lw 1 pt 6' ' RSS')"
         echo "unset logscale y"

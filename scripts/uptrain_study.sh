@@ -121,6 +121,7 @@ set output '$out/fig3-quality-speed.png'
 set title 'Quality against decode speed (cf. GQA paper, Figure 3); uptrained = mean-pooled + 5% of N'
 set xlabel 'decode tok/s (batch 1, context 48, 1 thread)'
 set ylabel 'val loss'
+set offsets graph 0.05, graph 0.3, graph 0.05, graph 0.05
 plot '$out/p-speed.dat' using 1:2:3 with labels point pt 7 offset char 1,0.5 left notitle
 GP
 echo "wrote $csv, $md, $out/fig5-uptraining.png, $out/fig3-quality-speed.png"

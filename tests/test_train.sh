@@ -97,6 +97,10 @@ expect_fail "train.bin" "$GQA" train --data_dir "$tmp/cut" --out_dir "$tmp/e"
 expect_fail "unknown option 'n_kv_heads'" "$GQA" train --n_kv_heads 2
 expect_fail "n_head 4 is not divisible by n_kv_head 3" train "$tmp/e" --n_kv_head 3 --max_iters 1
 expect_fail "ckpt.bin" train "$tmp/nockpt" --init_from resume --max_iters 1
+# absurd sizes: refused by range, or a clear allocation error (never a crash)
+expect_fail "option 'block_size': 1e9 is out of range" "$GQA" train --block_size 1e9
+expect_fail "cannot allocate 131941532" "$GQA" train --data_dir "$tmp/data" --out_dir "$tmp/e" \
+    --n_embd 1048576 --n_head 1 --n_kv_head 1 --n_layer 1000
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
