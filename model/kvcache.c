@@ -5,9 +5,10 @@
  * Work items are (sequence b, KV head g, block of new rows, key split). A
  * block's queries (its rows x the group's heads) are gathered into one
  * contiguous matrix Qc (R x HS), then
- *     S = Qc K^T * scale      one sgemm over the cached keys [k0, k1)
+ *     S = Qc K^T * scale      one pass over the cached keys [k0, k1)
  *     P = causal softmax(S)   row loop
- *     O = P V                 one sgemm over the cached values
+ *     O = P V                 one pass over the cached values
+ * (scores() and mix() pick sgemv, a streaming loop or sgemm by R).
  * With one key split, P is normalised before the second sgemm and O is the
  * output. With several (decode only), each split keeps its row max m, sum l
  * and unnormalised O, and the merge rescales them: out = sum_s e^(m_s - M) O_s

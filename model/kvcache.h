@@ -9,9 +9,10 @@
  *
  * The grouped kernel: for each (sequence, KV head) the group = NH / NKV query
  * vectors of its heads (for every new position) form one matrix, scored
- * against the cached keys in ONE sgemm and mixed with the cached values in
- * ONE sgemm. Each KV head is read once per step per group, never once per
- * query head, and never copied. When there are fewer (sequence, KV head)
+ * against the cached keys in ONE pass and mixed with the cached values in
+ * ONE pass (sgemv for one row, an AVX-512 row-streaming loop for 2-16 rows,
+ * sgemm for prefill blocks). Each KV head is read once per step per group,
+ * never once per query head, and never copied. When there are fewer (sequence, KV head)
  * pairs than threads (MQA at batch 1), the key axis is split across threads
  * and the pieces are merged with an online-softmax rescale.
  */
