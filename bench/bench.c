@@ -79,10 +79,11 @@ static double sd_of(const double *x, int n) {
     return sqrt(s / (n - 1));
 }
 
+// The shape of the training keys, with one n_kv_head of the list.
 static GPTConfig model_config(const BenchConfig *bc, int n_kv_head) {
-    return (GPTConfig){.vocab_size = bc->vocab_size, .block_size = bc->tc.block_size, .n_layer = bc->tc.n_layer,
-                       .n_head = bc->tc.n_head, .n_kv_head = n_kv_head, .n_embd = bc->tc.n_embd,
-                       .bias = bc->tc.bias, .dropout = bc->tc.dropout};
+    GPTConfig c = train_model_config(&bc->tc, bc->vocab_size);
+    c.n_kv_head = n_kv_head;
+    return c;
 }
 
 // ----------------------------------------------------------------------------

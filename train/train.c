@@ -118,6 +118,12 @@ int train_config_validate(const TrainConfig *tc, char *err, size_t errlen) {
     return 0;
 }
 
+GPTConfig train_model_config(const TrainConfig *tc, int vocab_size) {
+    return (GPTConfig){.vocab_size = vocab_size, .block_size = tc->block_size, .n_layer = tc->n_layer,
+                       .n_head = tc->n_head, .n_kv_head = tc->n_kv_head, .n_embd = tc->n_embd, .bias = tc->bias,
+                       .dropout = tc->dropout};
+}
+
 float train_lr(const TrainConfig *tc, int it) {
     if (!tc->decay_lr) return tc->learning_rate;
     if (it < tc->warmup_iters) return tc->learning_rate * (float)(it + 1) / (float)(tc->warmup_iters + 1);
@@ -234,8 +240,7 @@ static void run_setup(Run *r) {
 
     int resume = !strcmp(tc->init_from, "resume");
     if (!strcmp(tc->init_from, "scratch")) {
-        GPTConfig c = {.vocab_size = V, .block_size = tc->block_size, .n_layer = tc->n_layer, .n_head = tc->n_head,
-                       .n_kv_head = tc->n_kv_head, .n_embd = tc->n_embd, .bias = tc->bias, .dropout = tc->dropout};
+        GPTConfig c = train_model_config(tc, V);
         if (gpt_init(&r->model, &c, (uint64_t)tc->seed) != 0) die("%s", r->model.error);
         adamw_init(&r->opt, r->model.num_parameters, tc->beta1, tc->beta2, 1e-8f, tc->weight_decay);
     } else {

@@ -7,6 +7,7 @@
 #ifndef GQA_TRAIN_H
 #define GQA_TRAIN_H
 
+#include "../model/gpt.h"
 #include "../util/opts.h"
 
 typedef struct {
@@ -36,6 +37,10 @@ const Opt *train_config_opts(TrainConfig *tc, int *n);
 int train_config_parse(TrainConfig *tc, int argc, char **argv, int start, char *err, size_t errlen);
 // Cross-field checks (warmup <= decay, min_lr <= lr, ...). 0 or -1 with err.
 int train_config_validate(const TrainConfig *tc, char *err, size_t errlen);
+
+// The model config a training config describes, for a vocabulary of
+// vocab_size (which comes from the data, not from the training config).
+GPTConfig train_model_config(const TrainConfig *tc, int vocab_size);
 
 // Learning rate at step it: linear warmup, cosine decay to min_lr at
 // lr_decay_iters, then min_lr (nanoGPT's get_lr).
