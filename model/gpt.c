@@ -138,6 +138,7 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
                  format_bytes((double)m->num_parameters * sizeof(float), b, sizeof b));
         return -1;
     }
+    advise_huge_pages(m->params_memory, m->num_parameters * sizeof(float));
     gpt_point_params(&m->params, m->params_memory, m->param_sizes);
 
     // GPT-2 / nanoGPT init

@@ -2,21 +2,22 @@
  * kvcache.c: KV cache storage and the grouped cached-attention kernel (see
  * kvcache.h for the contract).
  *
- * Work items are (sequence b, KV head g, block of new rows, key split). A
- * block's queries (its rows x the group's heads) are gathered into one
- * contiguous matrix Qc (R x HS), then
- *     S = Qc K^T * scale      one pass over the cached keys [k0, k1)
- *     P = causal softmax(S)   row loop
- *     O = P V                 one pass over the cached values
- * (scores() and mix() pick sgemv, a streaming loop or sgemm by R).
- * With one key split, P is normalised before the second sgemm and O is the
- * output. With several (decode only), each split keeps its row max m, sum l
- * and unnormalised O, and the merge rescales them: out = sum_s e^(m_s - M) O_s
- * / sum_s e^(m_s - M) l_s, M = max_s m_s.
+ * Work items are (sequence b, KV head g, block of new tokens, key split). An
+ * item's queries (its tokens x the group's heads, R rows) are gathered into
+ * one scaled matrix Q (R, HS), then
+ *     S = Q K^T                one pass over the key tiles [k0, k1)
+ *     P = exp(S - max)         causal, row by row (vectorised exp)
+ *     O = P V                  one pass over the value rows
+ * in register blocks: up to 16 rows meet each key tile (16 keys at one dim)
+ * while it is in a register, and up to 4 rows x 64 dims meet each value row.
+ * 16-bit caches are converted as they are loaded. With one key split, O is
+ * divided by the row sums and is the output. With several (decode only),
+ * each split keeps its row max m, sum l and unnormalised O, and the merge
+ * rescales them: out = sum_s e^(m_s - M) O_s / sum_s e^(m_s - M) l_s,
+ * M = max_s m_s.
  */
 #include "kvcache.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -28,13 +29,8 @@
 #include <immintrin.h>
 #endif
 
-// Score block budget per thread (floats): rows per block are chosen so that
-// R x keys stays near this, about 1 MiB, within L2.
-#define SCORE_BUDGET (1 << 18)
 // A key split is worth its merge only with at least this many keys.
 #define MIN_KEYS_PER_SPLIT 256
-// 16-bit caches are converted to float this many keys at a time (in L2).
-#define CONVERT_BLOCK 256
 
 // ----------------------------------------------------------------------------
 // element types
@@ -144,6 +140,8 @@ int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, KVDtype 
         kvcache_free(kv);
         return -1;
     }
+    advise_huge_pages(kv->k, kv->bytes / 2);
+    advise_huge_pages(kv->v, kv->bytes / 2);
     return 0;
 }
 
@@ -153,6 +151,17 @@ void kvcache_free(KVCache *kv) {
     kv->k = kv->v = NULL;
 }
 
+// ----------------------------------------------------------------------------
+// layout: V rows (maxT, HS) per head; K in tiles of KV_TILE positions, transposed
+
+// Element offset of key (position t, dim d) in one head's K region. Tile i
+// holds positions [i*KV_TILE, i*KV_TILE + w) as HS rows of w numbers, w = KV_TILE except
+// for a last partial tile, so the region is exactly maxT * HS numbers.
+static inline size_t k_offset(int max_T, int HS, int t, int d) {
+    const int tile = t / KV_TILE, w = max_T - tile * KV_TILE < KV_TILE ? max_T - tile * KV_TILE : KV_TILE;
+    return (size_t)tile * KV_TILE * HS + (size_t)d * w + t % KV_TILE;
+}
+
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH) {
     const int NKV = kv->n_kv_head, HS = kv->head_size, QKV = (NH + 2 * NKV) * HS;
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
@@ -160,130 +169,298 @@ void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int g = 0; g < NKV; g++) {
-            char *kc = (char *)kvcache_k(kv, l, b, g) + (size_t)pos0 * row_bytes;
-            char *vc = (char *)kvcache_v(kv, l, b, g) + (size_t)pos0 * row_bytes;
+            char *kc = kvcache_k(kv, l, b, g), *vc = kvcache_v(kv, l, b, g);
             for (int t = 0; t < Tn; t++) {
+                const int pos = pos0 + t;
                 const float *row = qkv + ((size_t)b * Tn + t) * QKV;
-                kv_from_float(row + (NH + g) * HS, kv->dtype, kc + (size_t)t * row_bytes, (size_t)HS);
-                kv_from_float(row + (NH + NKV + g) * HS, kv->dtype, vc + (size_t)t * row_bytes, (size_t)HS);
+                kv_from_float(row + (NH + NKV + g) * HS, kv->dtype, vc + (size_t)pos * row_bytes, (size_t)HS);
+                for (int d = 0; d < HS; d++)  // one column of a key tile
+                    kv_from_float(row + (NH + g) * HS + d, kv->dtype, kc + k_offset(kv->max_T, HS, pos, d) * kv->elem, 1);
             }
         }
     }
+}
+
+void kvcache_read(const KVCache *kv, int l, int b, int g, int t, float *k, float *v) {
+    const int HS = kv->head_size;
+    const char *kc = kvcache_k(kv, l, b, g), *vc = kvcache_v(kv, l, b, g);
+    kv_to_float(vc + (size_t)t * HS * kv->elem, kv->dtype, v, (size_t)HS);
+    for (int d = 0; d < HS; d++) kv_to_float(kc + k_offset(kv->max_T, HS, t, d) * kv->elem, kv->dtype, k + d, 1);
 }
 
 void kvcache_broadcast(KVCache *kv, int T) {
     CHECK(T >= 0 && T <= kv->max_T);
-    const size_t bytes = (size_t)T * kv->head_size * kv->elem;
+    // positions [0, T) are the first T rows of V and the first ceil(T / KV_TILE)
+    // tiles of K (a partial tile's extra columns are overwritten before use)
+    const int Tk = (T + KV_TILE - 1) / KV_TILE * KV_TILE < kv->max_T ? (T + KV_TILE - 1) / KV_TILE * KV_TILE : kv->max_T;
+    const size_t kbytes = (size_t)Tk * kv->head_size * kv->elem, vbytes = (size_t)T * kv->head_size * kv->elem;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int l = 0; l < kv->n_layer; l++) {
         for (int b = 1; b < kv->batch; b++) {
             for (int g = 0; g < kv->n_kv_head; g++) {
-                memcpy(kvcache_k(kv, l, b, g), kvcache_k(kv, l, 0, g), bytes);
-                memcpy(kvcache_v(kv, l, b, g), kvcache_v(kv, l, 0, g), bytes);
+                memcpy(kvcache_k(kv, l, b, g), kvcache_k(kv, l, 0, g), kbytes);
+                memcpy(kvcache_v(kv, l, b, g), kvcache_v(kv, l, 0, g), vbytes);
             }
         }
     }
-}
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-// Up to this many query rows (a decode step's group) the kernel streams the
-// keys and values itself: each row of K or V is loaded once and meets every
-// query row while it is in registers. sgemm would pack (copy) the whole
-// block first, which cost more than the product at these shapes. Not for
-// 16-bit caches: their blocks are converted into L2 first, where sgemm on
-// the converted block measured faster (`stream` = 0).
-#define STREAM_ROWS 16
-#endif
-
-// S (R, nk; leading dim lds) = scale * Q (R, HS) K^T, K (nk, HS). One query
-// row (MHA decode) goes to sgemv, which streams K without packing it.
-static void scores(int R, int nk, int HS, float scale, const float *Q, const float *K, float *S, int lds, int stream) {
-    if (R == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, nk, HS, scale, K, HS, Q, 1, 0.0f, S, 1);
-        return;
-    }
-#if defined(__AVX512F__)
-    if (stream && R <= STREAM_ROWS && HS % 16 == 0) {
-        for (int j = 0; j < nk; j++) {
-            const float *k = K + (size_t)j * HS;
-            for (int r = 0; r < R; r++) {
-                const float *q = Q + (size_t)r * HS;
-                __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(k));
-                for (int d = 16; d < HS; d += 16)
-                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(k + d), acc);
-                S[(size_t)r * lds + j] = scale * _mm512_reduce_add_ps(acc);
-            }
-        }
-        return;
-    }
-#endif
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nk, HS, scale, Q, HS, K, HS, 0.0f, S, lds);
-}
-
-// O (R, HS) = P (R, nk; leading dim ldp) V (nk, HS) + beta O.
-static void mix(int R, int nk, int HS, const float *P, int ldp, const float *V, float *O, float beta, int stream) {
-    if (R == 1) {
-        cblas_sgemv(CblasRowMajor, CblasTrans, nk, HS, 1.0f, V, HS, P, 1, beta, O, 1);
-        return;
-    }
-#if defined(__AVX512F__)
-    if (stream && R <= STREAM_ROWS && HS % 16 == 0) {
-        if (beta == 0.0f) memset(O, 0, (size_t)R * HS * sizeof(float));
-        for (int j = 0; j < nk; j++) {
-            const float *v = V + (size_t)j * HS;
-            for (int r = 0; r < R; r++) {
-                const float p = P[(size_t)r * ldp + j];
-                if (p == 0.0f) continue;  // masked keys of a prefill block
-                const __m512 pv = _mm512_set1_ps(p);
-                float *o = O + (size_t)r * HS;
-                for (int d = 0; d < HS; d += 16)
-                    _mm512_storeu_ps(o + d, _mm512_fmadd_ps(pv, _mm512_loadu_ps(v + d), _mm512_loadu_ps(o + d)));
-            }
-        }
-        return;
-    }
-#endif
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, HS, nk, 1.0f, P, ldp, V, HS, beta, O, HS);
 }
 
 // ----------------------------------------------------------------------------
-// planning: rows per block, key splits, scratch
+// the three steps of one work item, on nr query rows Q (nr, HS; pre-scaled)
+//   qk:      S[r][j] = Q[r] . K[k0 + j]          j < nk (k0 a multiple of KV_TILE)
+//   softmax: S[r][j] = exp(S[r][j] - max), j < vis; 0 for vis <= j < zero_to
+//   pv:      O[r] += sum_j S[r][j] V[k0 + j]
+// S rows have leading dimension lds (a multiple of KV_TILE); qk may write junk in
+// lanes [nk, round_up(nk, KV_TILE)). Kh is the head's K region, V its row k0.
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include "simd.h"
+#ifndef KV_PREFETCH
+#define KV_PREFETCH 2  // key tiles (or value rows x 16) ahead
+#endif
+
+// 16 cache numbers at p as floats (lanes outside m: 0).
+ALWAYS_INLINE __m512 load16(const void *p, KVDtype dt, __mmask16 m) {
+    if (dt == KV_F32) return _mm512_maskz_loadu_ps(m, p);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    if (dt == KV_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+// NR rows against one key tile at a time: NR accumulators of KV_TILE keys, one
+// load of a tile row (KV_TILE keys at one dim) per NR FMAs, no horizontal sums.
+// Few rows use NCH independent chains over d to hide FMA latency.
+ALWAYS_INLINE void qk_rows(const int NR, const KVDtype dt, const float *Q, int HS, const char *Kh, int max_T, int k0,
+                           int nk, float *S, int lds) {
+    enum { MAXR = 16, MAXCH = 4 };
+    const int NCH = NR == 1 ? 4 : NR == 2 ? 2 : 1;
+    const size_t elem = dt == KV_F32 ? 4 : 2;
+    for (int j = 0; j < nk; j += KV_TILE) {
+        const int tile = (k0 + j) / KV_TILE, w = max_T - tile * KV_TILE < KV_TILE ? max_T - tile * KV_TILE : KV_TILE;
+        const __mmask16 m = mask16(w);
+        const char *T = Kh + (size_t)tile * KV_TILE * HS * elem;
+        __m512 acc[MAXR][MAXCH];
+#pragma GCC unroll 16
+        for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+            for (int c = 0; c < NCH; c++) acc[r][c] = _mm512_setzero_ps();
+        int d = 0;
+        for (; d + NCH <= HS; d += NCH) {
+#pragma GCC unroll 4
+            for (int c = 0; c < NCH; c++) {
+                if (KV_PREFETCH)  // the same row of a tile ahead
+                    _mm_prefetch(T + ((size_t)KV_PREFETCH * KV_TILE * HS + (size_t)(d + c) * w) * elem, _MM_HINT_T0);
+                const __m512 kv = load16(T + (size_t)(d + c) * w * elem, dt, m);
+#pragma GCC unroll 16
+                for (int r = 0; r < NR; r++)
+                    acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(Q[(size_t)r * HS + d + c]), kv, acc[r][c]);
+            }
+        }
+        for (; d < HS; d++) {
+            const __m512 kv = load16(T + (size_t)d * w * elem, dt, m);
+#pragma GCC unroll 16
+            for (int r = 0; r < NR; r++)
+                acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(Q[(size_t)r * HS + d]), kv, acc[r][0]);
+        }
+#pragma GCC unroll 16
+        for (int r = 0; r < NR; r++) {
+            __m512 s = acc[r][0];
+#pragma GCC unroll 4
+            for (int c = 1; c < NCH; c++) s = _mm512_add_ps(s, acc[r][c]);
+            _mm512_storeu_ps(S + (size_t)r * lds + j, s);
+        }
+    }
+}
+
+#define QK_CASE(NR, DT) \
+    case NR: qk_rows(NR, DT, Q, HS, Kh, max_T, k0, nk, S, lds); break;
+#define QK_SWITCH(DT)                                                                                             \
+    switch (nr) {                                                                                                 \
+        QK_CASE(1, DT) QK_CASE(2, DT) QK_CASE(3, DT) QK_CASE(4, DT) QK_CASE(5, DT) QK_CASE(6, DT) QK_CASE(7, DT) \
+        QK_CASE(8, DT) QK_CASE(9, DT) QK_CASE(10, DT) QK_CASE(11, DT) QK_CASE(12, DT) QK_CASE(13, DT)            \
+        QK_CASE(14, DT) QK_CASE(15, DT) QK_CASE(16, DT)                                                          \
+    }
+
+// nr <= QK_ROWS rows
+static void qk(int nr, KVDtype dt, const float *Q, int HS, const char *Kh, int max_T, int k0, int nk, float *S,
+               int lds) {
+    if (dt == KV_F32) QK_SWITCH(KV_F32)
+    else if (dt == KV_BF16) QK_SWITCH(KV_BF16)
+    else QK_SWITCH(KV_F16)
+}
+
+static float softmax_row(float *s, int vis, int zero_to, float *sum_out) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < vis; j += 16) {
+        const __mmask16 m = mask16(vis - j);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + j));
+    }
+    const float mx = _mm512_reduce_max_ps(vmax);
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int j = 0; j < vis; j += 16) {
+        const __mmask16 m = mask16(vis - j);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (zero_to > vis) memset(s + vis, 0, (size_t)(zero_to - vis) * sizeof(float));
+    *sum_out = _mm512_reduce_add_ps(vsum);
+    return mx;
+}
+
+// NR <= 4 rows x ND <= 4 vectors of 16 dims from d0 (the last one masked by
+// mlast): O[r][d0..] += sum_j P[r][j] V[j][d0..], one load of each V row
+// per NR x ND FMAs.
+ALWAYS_INLINE void pv_rows(const int NR, const int ND, const KVDtype dt, const float *P, int ldp, const char *V, int HS,
+                           int d0, __mmask16 mlast, int nk, float *O) {
+    const size_t elem = dt == KV_F32 ? 4 : 2;
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < ND; v++)
+            acc[r][v] = _mm512_maskz_loadu_ps(v == ND - 1 ? mlast : 0xFFFF, O + (size_t)r * HS + d0 + 16 * v);
+    for (int j = 0; j < nk; j++) {
+        const char *row = V + ((size_t)j * HS + d0) * elem;
+        if (KV_PREFETCH)
+#pragma GCC unroll 4
+            for (int v = 0; v < ND; v++) _mm_prefetch(row + (KV_PREFETCH * KV_TILE * HS + 16 * v) * elem, _MM_HINT_T0);
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < ND; v++) x[v] = load16(row + 16 * v * elem, dt, v == ND - 1 ? mlast : 0xFFFF);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const __m512 p = _mm512_set1_ps(P[(size_t)r * ldp + j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < ND; v++) acc[r][v] = _mm512_fmadd_ps(p, x[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < ND; v++)
+            _mm512_mask_storeu_ps(O + (size_t)r * HS + d0 + 16 * v, v == ND - 1 ? mlast : 0xFFFF, acc[r][v]);
+}
+
+#define PV_CASE(NR, ND, DT) \
+    case (NR) * 8 + (ND): pv_rows(NR, ND, DT, Pc, ldp, Vc, HS, d0, mlast, nk, Oc); break;
+#define PV_SWITCH(DT)                                                                                   \
+    switch (nr * 8 + nd) {                                                                              \
+        PV_CASE(1, 1, DT) PV_CASE(1, 2, DT) PV_CASE(1, 3, DT) PV_CASE(1, 4, DT) PV_CASE(2, 1, DT)       \
+        PV_CASE(2, 2, DT) PV_CASE(2, 3, DT) PV_CASE(2, 4, DT) PV_CASE(3, 1, DT) PV_CASE(3, 2, DT)       \
+        PV_CASE(3, 3, DT) PV_CASE(3, 4, DT) PV_CASE(4, 1, DT) PV_CASE(4, 2, DT) PV_CASE(4, 3, DT)       \
+        PV_CASE(4, 4, DT)                                                                               \
+    }
+
+// Keys in blocks of PV_KEYS (a block of V stays in L1 while every row chunk
+// of 4 and dim chunk of 64 passes over it). vis[r]: keys row r sees.
+#define PV_KEYS 64
+static void pv(int R, const int *vis, KVDtype dt, const float *P, int ldp, const char *V, int HS, float *O) {
+    const size_t elem = dt == KV_F32 ? 4 : 2;
+    const int nvec = (HS + 15) / 16;
+    const __mmask16 tail = mask16(HS - 16 * (nvec - 1));
+    const int nk_all = vis[R - 1];
+    for (int j0 = 0; j0 < nk_all; j0 += PV_KEYS) {
+        for (int r0 = 0; r0 < R; r0 += 4) {
+            const int nr = R - r0 < 4 ? R - r0 : 4, end = vis[r0 + nr - 1] < j0 + PV_KEYS ? vis[r0 + nr - 1] : j0 + PV_KEYS;
+            if (end <= j0) continue;
+            for (int v0 = 0; v0 < nvec; v0 += 4) {
+                const int nd = nvec - v0 < 4 ? nvec - v0 : 4, d0 = 16 * v0, nk = end - j0;
+                const __mmask16 mlast = v0 + nd == nvec ? tail : 0xFFFF;
+                const float *Pc = P + (size_t)r0 * ldp + j0;
+                const char *Vc = V + (size_t)j0 * HS * elem;
+                float *Oc = O + (size_t)r0 * HS;
+                if (dt == KV_F32) PV_SWITCH(KV_F32)
+                else if (dt == KV_BF16) PV_SWITCH(KV_BF16)
+                else PV_SWITCH(KV_F16)
+            }
+        }
+    }
+}
+
+#else  // portable fallback: the same steps, one number at a time
+
+static inline float kv_elem(const char *p, size_t i, KVDtype dt) {
+    float f;
+    kv_to_float(p + i * kv_dtype_bytes(dt), dt, &f, 1);
+    return f;
+}
+
+static void qk(int nr, KVDtype dt, const float *Q, int HS, const char *Kh, int max_T, int k0, int nk, float *S,
+               int lds) {
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < nk; j++) {
+            float s = 0.0f;
+            for (int d = 0; d < HS; d++) s += Q[(size_t)r * HS + d] * kv_elem(Kh, k_offset(max_T, HS, k0 + j, d), dt);
+            S[(size_t)r * lds + j] = s;
+        }
+}
+
+static float softmax_row(float *s, int vis, int zero_to, float *sum_out) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int j = 0; j < vis; j++) mx = s[j] > mx ? s[j] : mx;
+    for (int j = 0; j < vis; j++) sum += (s[j] = expf(s[j] - mx));
+    for (int j = vis; j < zero_to; j++) s[j] = 0.0f;
+    *sum_out = sum;
+    return mx;
+}
+
+static void pv(int R, const int *vis, KVDtype dt, const float *P, int ldp, const char *V, int HS, float *O) {
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < vis[r]; j++) {
+            const float p = P[(size_t)r * ldp + j];
+            for (int d = 0; d < HS; d++) O[(size_t)r * HS + d] += p * kv_elem(V, (size_t)j * HS + d, dt);
+        }
+}
+#endif
+
+// ----------------------------------------------------------------------------
+// planning: rows per item, key splits, scratch
+
+// Query rows one qk call scores together (its register block).
+#define QK_ROWS 16
 
 typedef struct {
-    int rb, nrb;       // new rows per block, number of blocks
-    int nsplit, chunk; // key splits and keys per split
-    size_t per_thread; // Qc + S (+ a converted key/value block) floats
+    int rb, nrb;        // new tokens per work item, number of token blocks
+    int nsplit, chunk;  // key splits and keys per split (a multiple of KV_TILE)
+    int lds;            // leading dimension of the score block
+    size_t per_thread;  // Q/O (R, HS) + S (R, lds) + vis, 1/sum (R each), in floats
 } Plan;
 
-static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int threads, int convert) {
+// Tokens per item: as many as make QK_ROWS rows (at least one token).
+static int tokens_per_item(int group, int Tn) {
+    int rb = group >= QK_ROWS ? 1 : QK_ROWS / group;
+    return rb < Tn ? rb : Tn;
+}
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int threads) {
     Plan p;
-    long rb = SCORE_BUDGET / ((long)group * ctx);
-    p.rb = rb < 1 ? 1 : rb > Tn ? Tn : (int)rb;
+    p.rb = tokens_per_item(group, Tn);
     p.nrb = (Tn + p.rb - 1) / p.rb;
     p.nsplit = 1;
-    int items = B * NKV * p.nrb;
+    const int items = B * NKV * p.nrb;
     if (Tn == 1 && items < threads) {  // decode with idle threads: split the keys
         int by_threads = (threads + items - 1) / items, by_len = ctx / MIN_KEYS_PER_SPLIT;
         p.nsplit = by_threads < by_len ? by_threads : by_len;
         if (p.nsplit < 1) p.nsplit = 1;
     }
-    p.chunk = (ctx + p.nsplit - 1) / p.nsplit;
-    p.per_thread = (size_t)p.rb * group * HS + (size_t)p.rb * group * p.chunk + (convert ? (size_t)CONVERT_BLOCK * HS : 0);
+    p.chunk = round_up((ctx + p.nsplit - 1) / p.nsplit, KV_TILE);
+    p.lds = p.chunk;
+    const size_t R = (size_t)p.rb * group;
+    p.per_thread = R * HS + R * p.lds + 2 * R;
     return p;
 }
 
 size_t attention_cached_scratch_floats(const KVCache *kv, int NH, int Tn, int ctx, int threads) {
-    // the largest plan over any Tn' <= Tn, ctx' <= ctx: rows per block are
-    // bounded by both the budget and Tn, the score block by the budget or
-    // one block row of group x ctx
+    // the largest plan over any Tn' <= Tn, ctx' <= ctx: rows per item grow
+    // with Tn', the score block with ctx' (one split is the longest)
     const int group = NH / kv->n_kv_head, HS = kv->head_size;
-    size_t rows = (size_t)(SCORE_BUDGET / group > 0 ? SCORE_BUDGET / group : 1);
-    if (rows > (size_t)Tn) rows = Tn;
-    size_t scores = (size_t)group * ctx > SCORE_BUDGET ? (size_t)group * ctx : SCORE_BUDGET;
-    size_t per_thread = rows * group * HS + scores + (size_t)group * ctx + (size_t)CONVERT_BLOCK * HS;
-    size_t partials = (size_t)2 * threads * group * (HS + 2);
-    return (size_t)threads * per_thread + partials;
+    const size_t R = (size_t)tokens_per_item(group, Tn) * group, lds = (size_t)round_up(ctx, KV_TILE);
+    const size_t partials = (size_t)2 * threads * group * (HS + 2);
+    return (size_t)threads * (R * HS + R * lds + 2 * R) + partials;
 }
 
 // ----------------------------------------------------------------------------
@@ -294,7 +471,7 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
     const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
     const int ctx = pos0 + Tn, threads = omp_get_max_threads();
     const float scale = 1.0f / sqrtf((float)HS);
-    const Plan p = make_plan(B, NKV, group, HS, Tn, ctx, threads, kv->dtype != KV_F32);
+    const Plan p = make_plan(B, NKV, group, HS, Tn, ctx, threads);
     const int n_items = B * NKV * p.nrb * p.nsplit;
     // partial results of key splits (decode): per item R x HS outputs, R maxes, R sums
     const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
@@ -306,69 +483,47 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
     for (int it = 0; it < n_items; it++) {
         const int s = it % p.nsplit, rbi = (it / p.nsplit) % p.nrb;
         const int g = (it / p.nsplit / p.nrb) % NKV, b = it / p.nsplit / p.nrb / NKV;
-        float *Qc = scratch + (size_t)omp_get_thread_num() * p.per_thread;  // (R, HS)
-        float *S = Qc + (size_t)p.rb * group * HS;                          // (R, nk)
+        float *Q = scratch + (size_t)omp_get_thread_num() * p.per_thread;  // (R, HS), later O
+        float *S = Q + (size_t)p.rb * group * HS;                           // (R, lds)
         const int t0 = rbi * p.rb, t1 = t0 + p.rb < Tn ? t0 + p.rb : Tn, R = (t1 - t0) * group;
-        const int kend = pos0 + t1;  // keys visible to the block's last row
-        const int k0 = s * p.chunk, k1 = k0 + p.chunk < kend ? k0 + p.chunk : kend, nk = k1 - k0;
+        const int k0 = s * p.chunk, k1 = k0 + p.chunk < ctx ? k0 + p.chunk : ctx;
+        int *vis = (int *)(S + (size_t)p.rb * group * p.lds);                 // (R)
+        float *inv = (float *)(vis + (size_t)p.rb * group);                 // (R)
+        for (int r = 0; r < R; r++) {  // row (t, j) is query head g*group + j at time t; it sees keys [k0, pos0 + t]
+            const int end = pos0 + t0 + r / group + 1;
+            vis[r] = (end < k1 ? end : k1) - k0;
+        }
         float *Op = partials + (size_t)it * partial_stride, *mp = Op + R_split * HS, *lp = mp + R_split;
-        if (nk <= 0) {  // an empty split (only when splitting)
+        if (vis[R - 1] <= 0) {  // an empty split (only when splitting): rows are one token
             for (int r = 0; r < R; r++) mp[r] = -INFINITY, lp[r] = 0.0f;
             memset(Op, 0, (size_t)R * HS * sizeof(float));
             continue;
         }
-        // gather the group's queries: row (t, j) is query head g*group + j at time t
-        for (int t = t0; t < t1; t++)
-            memcpy(Qc + (size_t)(t - t0) * group * HS, qkv + ((size_t)b * Tn + t) * QKV + (size_t)g * group * HS,
-                   (size_t)group * HS * sizeof(float));
-        const size_t row_bytes = (size_t)HS * kv->elem;
-        const char *K = (const char *)kvcache_k(kv, l, b, g) + (size_t)k0 * row_bytes;
-        const char *V = (const char *)kvcache_v(kv, l, b, g) + (size_t)k0 * row_bytes;
-        float *conv = S + (size_t)p.rb * group * p.chunk;  // (CONVERT_BLOCK, HS) for 16-bit caches
-        if (kv->dtype == KV_F32) {
-            scores(R, nk, HS, scale, Qc, (const float *)K, S, nk, 1);
-        } else {  // blocks of keys to float, each scored by one sgemm while it sits in L2
-            for (int j0 = 0; j0 < nk; j0 += CONVERT_BLOCK) {
-                int nj = nk - j0 < CONVERT_BLOCK ? nk - j0 : CONVERT_BLOCK;
-                kv_to_float(K + (size_t)j0 * row_bytes, kv->dtype, conv, (size_t)nj * HS);
-                scores(R, nj, HS, scale, Qc, conv, S + j0, nk, 0);
-            }
+        for (int t = t0; t < t1; t++) {  // gather the group's queries, scaled
+            const float *q = qkv + ((size_t)b * Tn + t) * QKV + (size_t)g * group * HS;
+            float *dst = Q + (size_t)(t - t0) * group * HS;
+            for (int i = 0; i < group * HS; i++) dst[i] = q[i] * scale;
+        }
+        const char *Kh = kvcache_k(kv, l, b, g), *V = (const char *)kvcache_v(kv, l, b, g) + (size_t)k0 * HS * kv->elem;
+        for (int r0 = 0; r0 < R; r0 += QK_ROWS) {
+            const int nr = R - r0 < QK_ROWS ? R - r0 : QK_ROWS;
+            qk(nr, kv->dtype, Q + (size_t)r0 * HS, HS, Kh, kv->max_T, k0, vis[r0 + nr - 1], S + (size_t)r0 * p.lds,
+               p.lds);
         }
         for (int r = 0; r < R; r++) {
-            const int t = t0 + r / group;
-            int vis = pos0 + t + 1 - k0;  // keys [k0, pos0 + t] are visible
-            if (vis > nk) vis = nk;
-            float *row = S + (size_t)r * nk;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int j = 0; j < vis; j++) mx = row[j] > mx ? row[j] : mx;
-            for (int j = 0; j < vis; j++) {
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
-            for (int j = vis > 0 ? vis : 0; j < nk; j++) row[j] = 0.0f;
-            if (p.nsplit > 1) {
-                mp[r] = vis > 0 ? mx : -INFINITY;
-                lp[r] = sum;
-            } else {
-                const float inv = 1.0f / sum;  // vis >= 1 always without splits
-                for (int j = 0; j < vis; j++) row[j] *= inv;
-            }
+            float sum, mx = softmax_row(S + (size_t)r * p.lds, vis[r], vis[R - 1], &sum);
+            if (p.nsplit > 1) mp[r] = mx, lp[r] = sum;
+            inv[r] = 1.0f / sum;  // vis >= 1 without splits
         }
-        // O = P V into Op (key splits) or Qc (no longer needed), then scattered
-        float *O = p.nsplit > 1 ? Op : Qc;
-        if (kv->dtype == KV_F32) {
-            mix(R, nk, HS, S, nk, (const float *)V, O, 0.0f, 1);
-        } else {
-            for (int j0 = 0; j0 < nk; j0 += CONVERT_BLOCK) {
-                int nj = nk - j0 < CONVERT_BLOCK ? nk - j0 : CONVERT_BLOCK;
-                kv_to_float(V + (size_t)j0 * row_bytes, kv->dtype, conv, (size_t)nj * HS);
-                mix(R, nj, HS, S + j0, nk, conv, O, j0 ? 1.0f : 0.0f, 0);
+        float *O = p.nsplit > 1 ? Op : Q;  // the queries are no longer needed
+        memset(O, 0, (size_t)R * HS * sizeof(float));
+        pv(R, vis, kv->dtype, S, p.lds, V, HS, O);
+        if (p.nsplit == 1) {  // normalise and scatter
+            for (int r = 0; r < R; r++) {
+                const int t = t0 + r / group, h = g * group + r % group;
+                float *o = out + ((size_t)b * Tn + t) * C + (size_t)h * HS;
+                for (int d = 0; d < HS; d++) o[d] = O[(size_t)r * HS + d] * inv[r];
             }
-        }
-        if (p.nsplit == 1) {
-            for (int t = t0; t < t1; t++)
-                memcpy(out + ((size_t)b * Tn + t) * C + (size_t)g * group * HS, Qc + (size_t)(t - t0) * group * HS,
-                       (size_t)group * HS * sizeof(float));
         }
     }
     if (p.nsplit == 1) return;

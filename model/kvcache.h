@@ -2,17 +2,20 @@
  * kvcache.h: the inference-time KV cache and the grouped attention kernel
  * that reads it.
  *
- * Cache layout per layer: K and V of shape (B, NKV, maxT, HS), head-major,
- * so one KV head's keys for all positions are contiguous. Its size is
- * 2 * L * B * NKV * maxT * HS * sizeof(float): it shrinks with n_kv_head,
+ * Cache layout per layer: K and V of (B, NKV, maxT, HS), head-major, so one
+ * KV head's numbers for all positions are contiguous. Within a head, V is
+ * row-major (maxT, HS) and K is stored in tiles of KV_TILE = 16 positions, each
+ * tile transposed to (HS, 16): the kernel then scores 16 keys per vector
+ * instruction without horizontal sums. Its size is exactly
+ * 2 * L * B * NKV * maxT * HS * sizeof(elem): it shrinks with n_kv_head,
  * which is the whole point of GQA.
  *
  * The grouped kernel: for each (sequence, KV head) the group = NH / NKV query
- * vectors of its heads (for every new position) form one matrix, scored
- * against the cached keys in ONE pass and mixed with the cached values in
- * ONE pass (sgemv for one row, an AVX-512 row-streaming loop for 2-16 rows,
- * sgemm for prefill blocks). Each KV head is read once per step per group,
- * never once per query head, and never copied. When there are fewer (sequence, KV head)
+ * vectors of its heads (for every new position) form one block of rows,
+ * scored against the cached keys in ONE pass and mixed with the cached
+ * values in ONE pass, register-blocked (AVX-512; a plain C fallback
+ * otherwise). Each KV head is read once per step per group, never once per
+ * query head, and never copied. When there are fewer (sequence, KV head)
  * pairs than threads (MQA at batch 1), the key axis is split across threads
  * and the pieces are merged with an online-softmax rescale.
  */
@@ -24,7 +27,7 @@
 #include "gpt.h"
 
 // Element type of the cache. 16-bit caches halve its bytes; the kernel
-// converts blocks of keys/values to float (in L2) before each sgemm.
+// converts numbers to float as it loads them.
 typedef enum { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2 } KVDtype;
 
 // "f32" | "bf16" | "f16" -> dtype; 0, or -1 if the name is unknown.
@@ -39,7 +42,7 @@ typedef struct {
     int n_layer, batch, n_kv_head, max_T, head_size;  // L, B, NKV, maxT, HS
     KVDtype dtype;
     size_t elem;   // bytes per number: 4 or 2
-    void *k;       // (L, B, NKV, maxT, HS) of dtype
+    void *k;       // (L, B, NKV, maxT, HS) of dtype, per head in transposed tiles of KV_TILE positions
     void *v;       // (L, B, NKV, maxT, HS) of dtype
     size_t bytes;  // of k and v together
 } KVCache;
@@ -50,7 +53,11 @@ size_t kvcache_bytes(const GPTConfig *c, int batch, int max_T, size_t elem_bytes
 int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, KVDtype dtype, char *err, size_t errlen);
 void kvcache_free(KVCache *kv);
 
-// Rows (maxT, HS) of KV head g of sequence b in layer l, as raw elements.
+// Positions per K tile.
+#define KV_TILE 16
+
+// The K and V regions (maxT * HS elements each) of KV head g of sequence b
+// in layer l. Use kvcache_read for one position's numbers.
 static inline void *kvcache_k(const KVCache *kv, int l, int b, int g) {
     return (char *)kv->k + ((((size_t)l * kv->batch + b) * kv->n_kv_head + g) * kv->max_T) * kv->head_size * kv->elem;
 }
@@ -61,6 +68,10 @@ static inline void *kvcache_v(const KVCache *kv, int l, int b, int g) {
 // Copy the K and V parts of qkv (B, Tn, QKV) for positions pos0..pos0+Tn-1
 // into layer l of the cache.
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH);
+
+// Key and value (HS floats each) of position t of KV head g of sequence b in
+// layer l, as stored (16-bit caches rounded).
+void kvcache_read(const KVCache *kv, int l, int b, int g, int t, float *k, float *v);
 
 // Copy positions [0, T) of sequence 0 to every other sequence, all layers
 // and heads (a prompt prefilled once for a whole batch).

@@ -4,6 +4,7 @@
  * static schedule, so results do not depend on timing (determinism).
  */
 #include "ops.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -102,52 +103,130 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 // matmul: out = inp @ w^T + b
 
 // Few rows (decode: one per sequence): stream each weight row once and dot it
-// with every input row while it sits in L1. sgemm would first pack (copy)
-// the whole weight matrix, doubling the memory traffic of a step whose cost
-// is reading the weights.
+// with every input row while it sits in a register. sgemm would first pack
+// (copy) the whole weight matrix, doubling the memory traffic of a step whose
+// cost is reading the weights.
 #define SKINNY_ROWS 16
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
-// out[n * OC + o] = w_row . x_n for n < N <= 4, one pass over the row.
-static inline void dot4(const float *wr, const float *x, int N, int C, float *out, int OC, int o, float bias) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int k = 0;
-    for (; k + 16 <= C; k += 16) {
-        __m512 wv = _mm512_loadu_ps(wr + k);
-        a0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + k), a0);
-        if (N > 1) a1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + C + k), a1);
-        if (N > 2) a2 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + 2 * C + k), a2);
-        if (N > 3) a3 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + 3 * (size_t)C + k), a3);
+#ifndef SKINNY_NB
+#define SKINNY_NB 8
+#endif
+#ifndef SKINNY_PREFETCH
+#define SKINNY_PREFETCH 2  // blocks of weight rows ahead (0: off)
+#endif
+
+// v[i] -> lane i of the result = the sum of v[i]'s lanes, for 16 vectors in
+// 4 levels of pairwise half-swaps (30 permutes and 15 adds instead of 16
+// full horizontal sums). Level k combines vectors whose lanes form groups of
+// width W = 16 >> k: x takes the first half of every group of a then of b,
+// y the second halves, and x + y has groups of W/2 (a's, then b's).
+static const int32_t reduce16_index[4][2][16] __attribute__((aligned(64))) = {
+    {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}, {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
+    {{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27}, {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31}},
+    {{0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29}, {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31}},
+    {{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}, {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}},
+};
+
+ALWAYS_INLINE __m512 reduce16(__m512 *v) {
+#pragma GCC unroll 4
+    for (int level = 0, n = 16; level < 4; level++, n /= 2) {
+        const __m512i px = _mm512_load_si512(reduce16_index[level][0]), py = _mm512_load_si512(reduce16_index[level][1]);
+#pragma GCC unroll 8
+        for (int i = 0; i < n / 2; i++)
+            v[i] = _mm512_add_ps(_mm512_permutex2var_ps(v[2 * i], px, v[2 * i + 1]),
+                                 _mm512_permutex2var_ps(v[2 * i], py, v[2 * i + 1]));
     }
-    float r[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
-                  _mm512_reduce_add_ps(a3)};
-    for (int n = 0; n < N; n++) {
-        for (int kk = k; kk < C; kk++) r[n] += wr[kk] * x[(size_t)n * C + kk];
-        out[(size_t)n * OC + o] = r[n] + bias;
+    return v[0];
+}
+
+ALWAYS_INLINE void skinny_step(const int NB, const int OB, const float *x, const float *w, int C, int o0, int k,
+                               __mmask16 m, int full, __m512 *acc) {
+    __m512 wv[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < OB; j++) {
+        const float *wp = w + (size_t)(o0 + j) * C + k;
+        // the same numbers of the next block of rows (a block's time ahead)
+        if (SKINNY_PREFETCH && NB > 1) _mm_prefetch((const char *)(wp + (size_t)SKINNY_PREFETCH * OB * C), _MM_HINT_T0);
+        wv[j] = full ? _mm512_loadu_ps(wp) : _mm512_maskz_loadu_ps(m, wp);
+    }
+#pragma GCC unroll 16
+    for (int n = 0; n < NB; n++) {
+        __m512 xv = full ? _mm512_loadu_ps(x + (size_t)n * C + k) : _mm512_maskz_loadu_ps(m, x + (size_t)n * C + k);
+        __asm__("" : "+v"(xv));  // keep the row in a register (not one memory operand per FMA)
+#pragma GCC unroll 16
+        for (int j = 0; j < OB; j++) acc[n * OB + j] = _mm512_fmadd_ps(wv[j], xv, acc[n * OB + j]);
+    }
+}
+
+ALWAYS_INLINE void skinny_block(const int NB, const int OB, const float *x, const float *w, const float *b, int C,
+                                int OC, int o0, float *out) {
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= C; k += 16) skinny_step(NB, OB, x, w, C, o0, k, 0xFFFF, 1, acc);
+    if (k < C) skinny_step(NB, OB, x, w, C, o0, k, mask16(C - k), 0, acc);
+    float r[16];
+    _mm512_storeu_ps(r, reduce16(acc));
+    for (int n = 0; n < NB; n++)
+        for (int j = 0; j < OB; j++) out[(size_t)n * OC + o0 + j] = r[n * OB + j] + (b ? b[o0 + j] : 0.0f);
+}
+
+#define SKINNY_CASE(NB, OB) \
+    case NB: skinny_block(NB, OB, x, w, b, C, OC, o, out); break;
+// Rows n0..n0+NB of the product for weight rows [o, o + 16 / NB).
+static void skinny_rows(int NB, const float *x, const float *w, const float *b, int C, int OC, int o, float *out) {
+    switch (NB) {
+        SKINNY_CASE(1, 16) SKINNY_CASE(2, 8) SKINNY_CASE(3, 5) SKINNY_CASE(4, 4)
+        SKINNY_CASE(5, 3) SKINNY_CASE(6, 2) SKINNY_CASE(7, 2) SKINNY_CASE(8, 2)
+    }
+}
+#define SKINNY_TAIL(NB) \
+    case NB: skinny_block(NB, 1, x, w, b, C, OC, o, out); break;
+static void skinny_rows_one(int NB, const float *x, const float *w, const float *b, int C, int OC, int o, float *out) {
+    switch (NB) {
+        SKINNY_TAIL(1) SKINNY_TAIL(2) SKINNY_TAIL(3) SKINNY_TAIL(4) SKINNY_TAIL(5) SKINNY_TAIL(6) SKINNY_TAIL(7)
+        SKINNY_TAIL(8)
     }
 }
 #endif
 
 static void matmul_forward_skinny(float *out, const float *inp, const float *w, const float *b, int N, int C,
                                   int OC) {
+#if defined(__AVX512F__)
+    // input rows in chunks of up to SKINNY_NB; a block of 16 / NB weight rows
+    // is read from memory by the first chunk and from L1 by the next
+    const int NB0 = N < SKINNY_NB ? N : SKINNY_NB, OB = NB0 == 3 ? 5 : 16 / NB0, nblocks = (OC + OB - 1) / OB;
+#pragma omp parallel for schedule(static)
+    for (int ob = 0; ob < nblocks; ob++) {
+        const int o = ob * OB;
+        for (int n0 = 0; n0 < N; n0 += SKINNY_NB) {
+            const int NB = N - n0 < SKINNY_NB ? N - n0 : SKINNY_NB, ob_n = NB == 3 ? 5 : 16 / NB;
+            for (int oo = o; oo < o + OB && oo < OC;) {
+                float *dst = out + (size_t)n0 * OC;
+                if (ob_n <= o + OB - oo && oo + ob_n <= OC) {
+                    skinny_rows(NB, inp + (size_t)n0 * C, w, b, C, OC, oo, dst);
+                    oo += ob_n;
+                } else {  // the last weight rows, or a block narrower than this chunk's
+                    skinny_rows_one(NB, inp + (size_t)n0 * C, w, b, C, OC, oo, dst);
+                    oo += 1;
+                }
+            }
+        }
+    }
+#else
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++) {
         const float *wr = w + (size_t)o * C;
-        const float bias = b ? b[o] : 0.0f;
-#if defined(__AVX512F__)
-        // the row stays in L1 while four input rows at a time meet it
-        for (int n0 = 0; n0 < N; n0 += 4)
-            dot4(wr, inp + (size_t)n0 * C, N - n0 < 4 ? N - n0 : 4, C, out + (size_t)n0 * OC, OC, o, bias);
-#else
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C;
             float acc = 0.0f;
             for (int k = 0; k < C; k++) acc += wr[k] * x[k];
-            out[(size_t)n * OC + o] = acc + bias;
+            out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
         }
-#endif
     }
+#endif
 }
 
 void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
@@ -170,12 +249,17 @@ void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const
     // out = inp w^T  =>  dinp += dout w ; dw += dout^T inp ; db += sum_n dout
     if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (db) {
+    if (db) {  // column sums, a block of 64 columns per task, rows streamed in order
+        const int nblk = (OC + 63) / 64;
 #pragma omp parallel for schedule(static)
-        for (int j = 0; j < OC; j++) {
-            float s = 0.0f;
-            for (int n = 0; n < N; n++) s += dout[(size_t)n * OC + j];
-            db[j] += s;
+        for (int blk = 0; blk < nblk; blk++) {
+            const int j0 = blk * 64, nj = OC - j0 < 64 ? OC - j0 : 64;
+            float s[64] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *row = dout + (size_t)n * OC + j0;
+                for (int j = 0; j < nj; j++) s[j] += row[j];
+            }
+            for (int j = 0; j < nj; j++) db[j0 + j] += s[j];
         }
     }
 }
@@ -185,15 +269,49 @@ void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2 / pi)
 
+// u = sqrt(2/pi) (x + 0.044715 x^3); gelu(x) = x/2 (1 + tanh u)
 void gelu_forward(float *out, const float *inp, size_t n) {
+#if defined(__AVX512F__)
+    const long nv = (long)((n + 15) / 16);
+#pragma omp parallel for schedule(static)
+    for (long v = 0; v < nv; v++) {
+        const size_t i = (size_t)v * 16;
+        const __mmask16 m = mask16((long)(n - i));
+        const __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+        const __m512 u = _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+        const __m512 hx = _mm512_mul_ps(_mm512_set1_ps(0.5f), x);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_fmadd_ps(hx, tanh512(u), hx));
+    }
+#else
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
     }
+#endif
 }
 
+// d gelu / dx = (1 + tanh u) / 2 + x/2 sech^2(u) du/dx, du/dx = sqrt(2/pi) (1 + 3 0.044715 x^2)
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+#if defined(__AVX512F__)
+    const long nv = (long)((n + 15) / 16);
+#pragma omp parallel for schedule(static)
+    for (long v = 0; v < nv; v++) {
+        const size_t i = (size_t)v * 16;
+        const __mmask16 m = mask16((long)(n - i));
+        const __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x2 = _mm512_mul_ps(x, x);
+        const __m512 u = _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE),
+                                       _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), x2), x, x));
+        const __m512 th = tanh512(u), half = _mm512_set1_ps(0.5f);
+        const __m512 sech2 = _mm512_fnmadd_ps(th, th, _mm512_set1_ps(1.0f));
+        const __m512 dudx = _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE),
+                                          _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, _mm512_set1_ps(1.0f)));
+        const __m512 local = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(half, x), sech2), dudx,
+                                             _mm512_fmadd_ps(half, th, half));
+        const __m512 d = _mm512_maskz_loadu_ps(m, dinp + i);
+        _mm512_mask_storeu_ps(dinp + i, m, _mm512_fmadd_ps(local, _mm512_maskz_loadu_ps(m, dout + i), d));
+    }
+#else
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
@@ -203,6 +321,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
         float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += local * dout[i];
     }
+#endif
 }
 
 // ----------------------------------------------------------------------------

@@ -217,9 +217,9 @@ static void attention_reference(float *out, const float *qkv, const KVCache *kv,
         for (int t = 0; t < Tn; t++)
             for (int h = 0; h < NH; h++) {
                 const float *q = qkv + ((size_t)b * Tn + t) * QKV + h * HS;
-                kv_to_float(kvcache_k(kv, l, b, h / group), kv->dtype, K, n);  // the values as stored
-                kv_to_float(kvcache_v(kv, l, b, h / group), kv->dtype, V, n);
                 int n = pos0 + t + 1;
+                for (int j = 0; j < n; j++)  // the values as stored
+                    kvcache_read(kv, l, b, h / group, j, K + (size_t)j * HS, V + (size_t)j * HS);
                 double mx = -INFINITY, sum = 0;
                 for (int j = 0; j < n; j++) {
                     double s = 0;
@@ -240,22 +240,31 @@ static void attention_reference(float *out, const float *qkv, const KVCache *kv,
 typedef struct {
     int B, NKV, Tn, pos0, threads;
     KVDtype dtype;
+    int NH, HS;  // 0: 8 query heads of 16
 } KernelCase;
 
 // decode at long context with B * NKV < threads exercises the key split
 // (up to 5 splits with 5 threads, some of them partly masked)
 static const KernelCase kernel_cases[] = {
-    {1, 8, 1, 40, 2, KV_F32}, {2, 4, 1, 77, 2, KV_F32}, {1, 1, 1, 700, 2, KV_F32}, {1, 2, 1, 1500, 2, KV_F32}, {3, 1, 1, 600, 2, KV_F32},
-    {1, 1, 9, 30, 2, KV_F32}, {2, 2, 33, 0, 2, KV_F32}, {1, 4, 5, 11, 2, KV_F32}, {1, 1, 1, 0, 2, KV_F32},
-    {1, 1, 1, 1999, 5, KV_F32}, {1, 2, 1, 1300, 5, KV_F32}, {2, 1, 1, 1024, 3, KV_F32},
-    // 16-bit caches: blocks converted to float (more than one block of 256 keys)
-    {1, 1, 1, 700, 2, KV_BF16}, {2, 2, 1, 300, 2, KV_F16}, {1, 4, 9, 600, 2, KV_BF16}, {1, 2, 33, 0, 2, KV_F16},
+    {1, 8, 1, 40, 2, KV_F32, 0, 0},    {2, 4, 1, 77, 2, KV_F32, 0, 0},   {1, 1, 1, 700, 2, KV_F32, 0, 0},
+    {1, 2, 1, 1500, 2, KV_F32, 0, 0},  {3, 1, 1, 600, 2, KV_F32, 0, 0},  {1, 1, 9, 30, 2, KV_F32, 0, 0},
+    {2, 2, 33, 0, 2, KV_F32, 0, 0},    {1, 4, 5, 11, 2, KV_F32, 0, 0},   {1, 1, 1, 0, 2, KV_F32, 0, 0},
+    {1, 1, 1, 1999, 5, KV_F32, 0, 0},  {1, 2, 1, 1300, 5, KV_F32, 0, 0}, {2, 1, 1, 1024, 3, KV_F32, 0, 0},
+    // 16-bit caches, converted as loaded
+    {1, 1, 1, 700, 2, KV_BF16, 0, 0},  {2, 2, 1, 300, 2, KV_F16, 0, 0},  {1, 4, 9, 600, 2, KV_BF16, 0, 0},
+    {1, 2, 33, 0, 2, KV_F16, 0, 0},
+    // other shapes: groups of 32 rows (more than one register block), head
+    // sizes with tails (20, 24, 8) or more than 64 dims (80), partial key
+    // tiles (max_T not a multiple of 16)
+    {1, 1, 1, 50, 2, KV_F32, 32, 20}, {2, 1, 3, 40, 2, KV_F32, 32, 20}, {2, 2, 7, 13, 2, KV_BF16, 6, 24},
+    {1, 3, 1, 100, 2, KV_F16, 12, 80}, {1, 3, 6, 29, 2, KV_F32, 12, 80}, {3, 2, 20, 5, 2, KV_F32, 4, 8},
+    {1, 1, 1, 1000, 2, KV_F32, 4, 8},
 };
 
 START_TEST(test_grouped_kernel_vs_reference) {
     const KernelCase kc = kernel_cases[_i];
     omp_set_num_threads(kc.threads);
-    const int NH = 8, HS = 16, L = 2, l = 1;
+    const int NH = kc.NH ? kc.NH : 8, HS = kc.HS ? kc.HS : 16, L = 2, l = 1;
     GPTConfig c = {.vocab_size = 5, .block_size = 2048, .n_layer = L, .n_head = NH, .n_kv_head = kc.NKV,
                    .n_embd = NH * HS};
     KVCache kv;

@@ -321,7 +321,10 @@ END_TEST
 // matmul: the few-row path (decode) and the sgemm path against a plain loop
 
 START_TEST(test_matmul_paths) {
-    const int Ns[] = {1, 3, 4, 5, 8, 16, 17, 40}, C = 37, OC = 11;  // C not a multiple of 16: tails
+    // every row count of the register-blocked path (1..16: blocks of 16 / n
+    // weight rows, chunks of rows), then sgemm; C not a multiple of 16 and
+    // OC not a multiple of any block: tails everywhere
+    const int Ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 40}, C = 37, OC = 11;
     uint64_t rng = 3;
     float w[11 * 37], b[11], x[40 * 37], out[40 * 11], ref[40 * 11];
     fill_normal(w, sizeof w / 4, 1.0f, &rng);
@@ -340,6 +343,28 @@ START_TEST(test_matmul_paths) {
         snprintf(name, sizeof name, "matmul N=%d", N);
         ck_assert_tensor_close(name, out, ref, (size_t)N * OC, 1e-4);
     }
+}
+END_TEST
+
+// GELU (vectorised tanh) against the formula in double, forward and backward,
+// over a range that covers tanh's saturation and a length with a tail
+START_TEST(test_gelu_vs_double) {
+    enum { n = 1003 };
+    static float x[n], y[n], dy[n], dx[n];
+    for (int i = 0; i < n; i++) x[i] = -12.0f + 24.0f * i / (n - 1), dy[i] = 1.0f + 0.001f * i, dx[i] = 0.5f;
+    x[500] = 1e-7f, x[501] = -3e-4f;
+    gelu_forward(y, x, n);
+    gelu_backward(dx, x, dy, n);
+    double max_f = 0, max_b = 0;
+    for (int i = 0; i < n; i++) {
+        const double v = x[i], s = sqrt(2.0 / M_PI), u = s * (v + 0.044715 * v * v * v), th = tanh(u);
+        const double f = 0.5 * v * (1 + th);
+        const double g = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * s * (1 + 3 * 0.044715 * v * v);
+        max_f = fmax(max_f, fabs(y[i] - f) / (1 + fabs(f)));
+        max_b = fmax(max_b, fabs(dx[i] - (0.5 + g * dy[i])) / (1 + fabs(g * dy[i])));
+    }
+    ck_assert_msg(max_f < 1e-6, "gelu forward: max error %g", max_f);
+    ck_assert_msg(max_b < 3e-6, "gelu backward: max error %g", max_b);  // float terms: ~1e-6
 }
 END_TEST
 
@@ -516,6 +541,7 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);
     tcase_add_test(tc, test_matmul_paths);
+    tcase_add_test(tc, test_gelu_vs_double);
     tcase_add_test(tc, test_convert_mean_lossless_and_round_trip);
     tcase_add_test(tc, test_convert_methods_and_errors);
     suite_add_tcase(s, tc);

@@ -90,4 +90,9 @@ const char *format_bytes(double bytes, char *buf, size_t len);
 // Peak resident set size of this process in bytes (getrusage).
 size_t peak_rss_bytes(void);
 
+// Ask for transparent huge pages on the 2 MiB-aligned interior of a large,
+// not yet touched buffer (weights, a KV cache): streaming it then misses the
+// TLB far less. A hint only; nothing changes where THP is off.
+void advise_huge_pages(void *p, size_t bytes);
+
 #endif

@@ -1,0 +1,49 @@
+/*
+ * simd.h: AVX-512 helpers shared by the kernels (ops.c, kvcache.c,
+ * attention.c): a vector e^x and tanh accurate to a few float ulps, for the
+ * softmaxes and GELU whose libm calls (expf, tanhf) otherwise dominate the
+ * elementwise work. Only with AVX-512F; callers keep a plain C path.
+ */
+#ifndef GQA_SIMD_H
+#define GQA_SIMD_H
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+// e^x: x = n ln2 + r, |r| <= ln2/2 (ln2 in two parts, Cody-Waite), e^r by
+// its degree-7 Taylor polynomial (relative error < 1e-7), times 2^n by
+// scalef. Inputs below -100 give ~0 (softmax masks), above 88 infinity.
+ALWAYS_INLINE __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-100.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = e^(-2|x|) <= 1: no overflow; the
+// absolute error stays below ~2e-7 (relative error grows only as tanh -> 0).
+ALWAYS_INLINE __m512 tanh512(__m512 x) {
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    const __m512 ax = _mm512_andnot_ps(sign, x);
+    const __m512 e = exp512(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+    const __m512 t = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), e), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    return _mm512_or_ps(t, _mm512_and_ps(sign, x));
+}
+
+// Lanes [0, n) of a 16-lane vector (n may exceed 16).
+ALWAYS_INLINE __mmask16 mask16(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+#endif
+
+#endif
