@@ -38,7 +38,7 @@ BUILD ?= build/release
 DEFS ?=
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps demo bench valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
+.PHONY: all deps demo bench bench-torch valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
 all: $(GQA_BIN)
 
 deps:
@@ -95,6 +95,16 @@ bench: gqa
 	    --csv=$(BENCH_OUT)/cfg-d.csv | tee $(BENCH_OUT)/cfg-d.md
 	sh scripts/plot_bench.sh $(BENCH_OUT)/cfg-d.csv $(BENCH_OUT)/cfg-d
 	sh scripts/plot_mem.sh $(BENCH_OUT)/kv-cache-70b.png
+
+# gqa.c against PyTorch (scripts/ref_gpt.py bench, OpenMP OpenBLAS, 2 threads)
+# on cfg-s and cfg-m training and cfg-d decode, alternating the two sides 5
+# rounds per row: median tok/s and ratios in docs/perf/vs_torch.{md,csv}.
+# Takes about 20 minutes and must run on a quiet machine (timings collapse
+# when another process holds a core). `QUICK=1 sh scripts/bench_vs_torch.sh`
+# is a seconds-long smoke test of the script on tiny shapes.
+VS_TORCH_OUT ?= docs/perf/vs_torch.csv
+bench-torch: gqa
+	sh scripts/bench_vs_torch.sh $(VS_TORCH_OUT)
 
 # libFuzzer harnesses (clang) for the checkpoint reader, the token-file
 # reader and the config parser, each run for FUZZ_SECONDS from the crafted

@@ -13,9 +13,19 @@
  * batch: its cache is copied to every sequence, as `gqa sample` does.
  * Decode tok/s: decode_tokens steps with the cache already filled to ctx
  * (batch x steps / seconds; the LM head included, sampling not).
+ * --measure picks training and/or inference; what is skipped prints as "-".
+ *
+ * The roofline: a child of its own first measures the machine's sgemm peak
+ * and memory read bandwidth (not the parent, which would then keep OpenBLAS
+ * and OpenMP thread pools, spinning for a while after work, beside every
+ * measurement it forks).
+ * Training is then also given as GFLOP/s (nanoGPT's 6N + 12 L C T FLOPs per
+ * token) and MFU against that peak; decode as GB/s read (all weights plus
+ * the K and V of ctx positions per step) and the fraction of the bandwidth.
  */
 #include "bench.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -38,9 +48,10 @@
 
 typedef struct {
     TrainConfig tc;  // shape (n_kv_head unused: see the list), batch_size, dropout, seed, threads
-    int vocab_size, train_block_size, repeats, decode_tokens, train_steps;
+    int vocab_size, train_block_size, repeats, decode_tokens, train_steps, roofline;
     char n_kv_head[OPT_STR_MAX], ctx[OPT_STR_MAX], batch[OPT_STR_MAX], kv_dtype[OPT_STR_MAX], csv[OPT_STR_MAX];
-    char worker[OPT_STR_MAX];  // internal: "train" or "infer" in a child
+    char measure[OPT_STR_MAX];  // "train,infer", "train" or "infer"
+    char worker[OPT_STR_MAX];   // internal: "train", "infer" or "roofline" in a child
 } BenchConfig;
 
 // Parse "8,4,2,1" into ints. Returns the count, or -1 with err.
@@ -157,6 +168,63 @@ static void worker_infer(const BenchConfig *bc, int nkv, int B, int ctx, KVDtype
     gpt_free(&m);
 }
 
+// The roofline's sizes are fixed and small enough to take well under 2 s.
+#define ROOFLINE_GEMM_N 2048                      // (N, N) = (N, N) @ (N, N): 17.2 GFLOP a call
+#define ROOFLINE_READ_BYTES ((size_t)512 << 20)   // far beyond the L3 (~16 MiB usable here)
+#define ROOFLINE_LANES 64                         // independent partial sums per thread
+
+static volatile float roofline_sink;  // keeps the results of the timed loops alive
+
+// The machine's limits with this process's threads: sgemm GFLOP/s (best of
+// 3) and the read bandwidth of a parallel streaming sum over a buffer much
+// larger than the caches (best of 4 after a warm-up pass).
+static void worker_roofline(void) {
+    const int n = ROOFLINE_GEMM_N;
+    const size_t nn = (size_t)n * n;
+    float *a = malloc_check(3 * nn * sizeof(float)), *b = a + nn, *c = b + nn;
+    for (size_t i = 0; i < 2 * nn; i++) a[i] = 0.01f * (float)(i % 7);
+    memset(c, 0, nn * sizeof(float));
+    // a small call starts the thread pool, so every timed call is a full one
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 256, 256, 256, 1.0f, a, 256, b, 256, 0.0f, c, 256);
+    double gflops = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * (double)nn * n / (now_seconds() - t0) / 1e9;
+        if (g > gflops) gflops = g;
+    }
+    roofline_sink = c[nn - 1];
+    free(a);
+
+    const size_t count = ROOFLINE_READ_BYTES / sizeof(float), blocks = count / ROOFLINE_LANES;
+    float *buf = malloc_check(ROOFLINE_READ_BYTES);
+    advise_huge_pages(buf, ROOFLINE_READ_BYTES);
+    // first touch with the static schedule of the reads: each thread's pages
+    // are its own (one NUMA node here, but the habit costs nothing)
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < blocks; i++)
+        for (int j = 0; j < ROOFLINE_LANES; j++) buf[i * ROOFLINE_LANES + j] = 1.0f;
+    double gbs = 0;
+    for (int r = 0; r < 5; r++) {  // r = 0: warm-up
+        float total = 0.0f;
+        double t0 = now_seconds();
+#pragma omp parallel reduction(+ : total)
+        {
+            // many partial sums, so the adds are not one dependent chain
+            float acc[ROOFLINE_LANES] = {0};
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < blocks; i++)
+                for (int j = 0; j < ROOFLINE_LANES; j++) acc[j] += buf[i * ROOFLINE_LANES + j];
+            for (int j = 0; j < ROOFLINE_LANES; j++) total += acc[j];
+        }
+        double g = (double)ROOFLINE_READ_BYTES / (now_seconds() - t0) / 1e9;
+        roofline_sink = total;
+        if (r > 0 && g > gbs) gbs = g;
+    }
+    free(buf);
+    printf("RESULT roofline %.3f %.3f %d\n", gflops, gbs, omp_get_max_threads());
+}
+
 // ----------------------------------------------------------------------------
 // the parent: one child per measurement
 
@@ -202,6 +270,84 @@ static void parse_doubles(const char *s, double *out, int n) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// one row of the table and the CSV; NAN marks what was not measured
+
+typedef struct {
+    int n_kv_head, batch, ctx;  // batch = ctx = 0: no inference measurement
+    const char *kv_dtype;
+    double train, train_sd, train_gflops, train_mfu;                // tok/s, GFLOP/s, fraction of peak
+    double prefill, decode, decode_sd, decode_gbs, decode_bw_frac;  // tok/s, GB/s, fraction of bandwidth
+    double kv_bytes, rss;
+    size_t params;
+} Row;
+
+// Table cells: "-" for what was not measured.
+static const char *cell_pm(char *buf, size_t len, int prec, double mean, double sd) {
+    if (isnan(mean)) snprintf(buf, len, "-");
+    else snprintf(buf, len, "%.*f ± %.*f", prec, mean, prec, sd);
+    return buf;
+}
+
+static const char *cell_num(char *buf, size_t len, int prec, double v) {
+    if (isnan(v)) snprintf(buf, len, "-");
+    else snprintf(buf, len, "%.*f", prec, v);
+    return buf;
+}
+
+static const char *cell_bytes(char *buf, size_t len, double v) {
+    return isnan(v) ? (snprintf(buf, len, "-"), buf) : format_bytes(v, buf, len);
+}
+
+// "45.1 (22%)": a rate and its fraction of the roofline, when there is one.
+static const char *cell_rate(char *buf, size_t len, double v, double frac) {
+    if (isnan(v)) snprintf(buf, len, "-");
+    else if (isnan(frac)) snprintf(buf, len, "%.1f", v);
+    else snprintf(buf, len, "%.1f (%.0f%%)", v, 100.0 * frac);
+    return buf;
+}
+
+static void print_row(const Row *r) {
+    char c[9][64];
+    if (r->batch) {
+        snprintf(c[0], 64, "%d", r->batch);
+        snprintf(c[1], 64, "%d", r->ctx);
+    } else {
+        strcpy(c[0], "-"), strcpy(c[1], "-");
+    }
+    printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s |\n", r->n_kv_head, c[0], c[1],
+           r->kv_dtype, cell_pm(c[2], 64, 0, r->train, r->train_sd), cell_num(c[3], 64, 0, r->prefill),
+           cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_bytes(c[5], 64, r->kv_bytes),
+           cell_bytes(c[6], 64, r->rss), r->params, cell_rate(c[7], 64, r->train_gflops, r->train_mfu),
+           cell_rate(c[8], 64, r->decode_gbs, r->decode_bw_frac));
+    fflush(stdout);
+}
+
+// CSV fields: empty for what was not measured.
+static void csv_field(FILE *f, const char *fmt, double v) {
+    fputc(',', f);
+    if (!isnan(v)) fprintf(f, fmt, v);
+}
+
+static void csv_row(FILE *f, const Row *r) {
+    fprintf(f, "%d", r->n_kv_head);
+    if (r->batch) fprintf(f, ",%d,%d,%s", r->batch, r->ctx, r->kv_dtype);
+    else fprintf(f, ",,,");
+    csv_field(f, "%.3f", r->train);
+    csv_field(f, "%.3f", r->train_sd);
+    csv_field(f, "%.3f", r->prefill);
+    csv_field(f, "%.3f", r->decode);
+    csv_field(f, "%.3f", r->decode_sd);
+    csv_field(f, "%.0f", r->kv_bytes);
+    csv_field(f, "%.0f", r->rss);
+    fprintf(f, ",%zu", r->params);
+    csv_field(f, "%.3f", r->train_gflops);
+    csv_field(f, "%.4f", r->train_mfu);
+    csv_field(f, "%.3f", r->decode_gbs);
+    csv_field(f, "%.4f", r->decode_bw_frac);
+    fputc('\n', f);
+}
+
 int cmd_bench(int argc, char **argv) {
     BenchConfig bc;
     memset(&bc, 0, sizeof bc);
@@ -209,11 +355,12 @@ int cmd_bench(int argc, char **argv) {
     // cfg-d of DESIGN.md
     bc.vocab_size = 256, bc.tc.n_layer = 6, bc.tc.n_head = 8, bc.tc.n_embd = 512, bc.tc.block_size = 4096;
     bc.tc.batch_size = 8, bc.train_block_size = 256, bc.tc.bias = 1;
-    bc.repeats = 3, bc.decode_tokens = 32, bc.train_steps = 5;
+    bc.repeats = 3, bc.decode_tokens = 32, bc.train_steps = 5, bc.roofline = 1;
     strcpy(bc.n_kv_head, "8,4,2,1");
     strcpy(bc.ctx, "512,2048,4032");
     strcpy(bc.batch, "1,8");
     strcpy(bc.kv_dtype, "f32");
+    strcpy(bc.measure, "train,infer");
 
     // the model and run keys of `gqa train`, so its config files work here,
     // then the bench's own (n_kv_head becomes a list)
@@ -233,8 +380,12 @@ int cmd_bench(int argc, char **argv) {
         {"train_steps", OPT_INT, &bc.train_steps, 1, 1e6, "training steps per repeat"},
         {"decode_tokens", OPT_INT, &bc.decode_tokens, 1, 1e6, "decode steps per repeat"},
         {"repeats", OPT_INT, &bc.repeats, 1, MAX_REPEATS, "repeats per measurement (mean +- stddev)"},
+        {"measure", OPT_STRING, bc.measure, 0, 0,
+         "train, infer or both (comma list); skipped columns are '-' in the table, empty in CSV"},
+        {"roofline", OPT_BOOL, &bc.roofline, 0, 1,
+         "first measure sgemm peak and memory read bandwidth (~1 s) for MFU and % of bandwidth"},
         {"csv", OPT_STRING, bc.csv, 0, 0, "also write the rows to this CSV file"},
-        {"_worker", OPT_STRING, bc.worker, 0, 0, "internal: run one measurement (train | infer)"},
+        {"_worker", OPT_STRING, bc.worker, 0, 0, "internal: run one measurement (train | infer | roofline)"},
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
 
@@ -246,7 +397,15 @@ int cmd_bench(int argc, char **argv) {
         printf("usage: gqa bench [CONFIG_FILE] [--key=value ...]\n\n"
                "Measure training, prefill and decode tokens/sec, KV cache bytes and peak resident memory\n"
                "for every n_kv_head x batch x ctx x kv_dtype, each in a fresh process, with random weights.\n"
-               "Defaults are cfg-d (vocab 256, 6 layers, 8 heads, n_embd 512, block 4096).\n\n");
+               "Defaults are cfg-d (vocab 256, 6 layers, 8 heads, n_embd 512, block 4096).\n"
+               "With --roofline the machine's sgemm peak and memory read bandwidth are measured first;\n"
+               "training is also given in GFLOP/s (6N + 12 L C T per token) with MFU against that peak,\n"
+               "decode in GB/s read (4 bytes per parameter, one row of wpe, plus the K and V of ctx\n"
+               "positions per step) with the fraction of the bandwidth (CSV: train_gflops, train_mfu,\n"
+               "decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not percent, empty\n"
+               "without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit in the caches).\n"
+               "With --measure=train there is one row\n"
+               "per n_kv_head, without batch, ctx or kv_dtype.\n\n");
         opts_print_help(opts, n - 1, stdout);  // _worker is internal
         return 0;
     }
@@ -256,6 +415,17 @@ int cmd_bench(int argc, char **argv) {
     if (bc.train_block_size == 0) bc.train_block_size = bc.tc.block_size;
     if (bc.tc.threads > 0) omp_set_num_threads(bc.tc.threads);
 
+    int do_train = 0, do_infer = 0;
+    {
+        char tmp[OPT_STR_MAX];
+        snprintf(tmp, sizeof tmp, "%s", bc.measure);
+        for (char *tok = strtok(tmp, ","); tok; tok = strtok(NULL, ",")) {
+            if (!strcmp(tok, "train")) do_train = 1;
+            else if (!strcmp(tok, "infer")) do_infer = 1;
+            else die("option 'measure': '%s' is not a list of train, infer", bc.measure);
+        }
+        if (!do_train && !do_infer) die("option 'measure' is empty: give train, infer or train,infer");
+    }
     int kvs[MAX_LIST], ctxs[MAX_LIST], batches[MAX_LIST];
     int nk = parse_int_list("n_kv_head", bc.n_kv_head, kvs, MAX_LIST, err, sizeof err);
     int nc = nk < 0 ? -1 : parse_int_list("ctx", bc.ctx, ctxs, MAX_LIST, err, sizeof err);
@@ -277,7 +447,7 @@ int cmd_bench(int argc, char **argv) {
         GPTConfig c = model_config(&bc, kvs[i]);
         if (gpt_config_validate(&c, err, sizeof err) != 0) die("%s", err);
     }
-    for (int i = 0; i < nc; i++)
+    for (int i = 0; do_infer && i < nc; i++)
         if (ctxs[i] + bc.decode_tokens > bc.tc.block_size)
             die("ctx %d + decode_tokens %d exceeds block_size %d", ctxs[i], bc.decode_tokens, bc.tc.block_size);
 
@@ -290,38 +460,76 @@ int cmd_bench(int argc, char **argv) {
         worker_infer(&bc, kvs[0], batches[0], ctxs[0], dts[0]);
         return 0;
     }
-    if (bc.worker[0]) die("option '_worker': '%s' is not train or infer", bc.worker);
+    if (!strcmp(bc.worker, "roofline")) {
+        worker_roofline();
+        return 0;
+    }
+    if (bc.worker[0]) die("option '_worker': '%s' is not train, infer or roofline", bc.worker);
 
     FILE *csv = NULL;
     if (bc.csv[0]) {
         csv = fopen(bc.csv, "w");
         if (!csv) die("cannot write '%s': %s", bc.csv, strerror(errno));
         fprintf(csv, "n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,"
-                     "decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params\n");
+                     "decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,"
+                     "train_gflops,train_mfu,decode_gbs,decode_bw_frac\n");
     }
     printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d; "
-           "%d decode steps; %d repeats; %d threads\n\n",
+           "%d decode steps; %d repeats; %d threads; measure=%s\n",
            bc.vocab_size, bc.tc.n_layer, bc.tc.n_head, bc.tc.n_embd, bc.tc.block_size, bc.tc.bias, bc.tc.batch_size,
-           bc.train_block_size, bc.decode_tokens, bc.repeats, omp_get_max_threads());
-    printf("| n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s | KV cache | peak RSS | params |\n");
-    printf("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|\n");
-    fflush(stdout);
-    char line[4096], a[32], b[32], s_kv[16], s_b[16], s_c[16];
+           bc.train_block_size, bc.decode_tokens, bc.repeats, omp_get_max_threads(), bc.measure);
+    char line[4096];
+    size_t rss;
     int failures = 0;
-    for (int i = 0; i < nk; i++) {
-        snprintf(s_kv, sizeof s_kv, "%d", kvs[i]);
-        const char *targs[] = {"--_worker=train", "--n_kv_head", s_kv};
-        size_t rss;
-        double train[MAX_REPEATS] = {0};
-        fprintf(stderr, "bench: n_kv_head %d: training ...\n", kvs[i]);
-        if (run_child(argc, argv, targs, 3, line, sizeof line, &rss) != 0) {
-            fprintf(stderr, "bench: training measurement failed for n_kv_head %d\n", kvs[i]);
+    double peak_gflops = NAN, read_gbs = NAN;  // the roofline
+    if (bc.roofline) {
+        fprintf(stderr, "bench: roofline (sgemm %d^3, %zu MiB read) ...\n", ROOFLINE_GEMM_N,
+                ROOFLINE_READ_BYTES >> 20);
+        const char *rargs[] = {"--_worker=roofline"};
+        int threads = 0;
+        if (run_child(argc, argv, rargs, 1, line, sizeof line, &rss) != 0 ||
+            sscanf(line, "roofline %lf %lf %d", &peak_gflops, &read_gbs, &threads) != 3) {
+            fprintf(stderr, "bench: roofline measurement failed\n");
+            peak_gflops = read_gbs = NAN;
             failures++;
         } else {
-            parse_doubles(line + strlen("train"), train, bc.repeats);
+            printf("roofline: sgemm peak %.1f GFLOP/s, memory read %.1f GB/s (measured, %d threads)\n", peak_gflops,
+                   read_gbs, threads);
         }
+    } else {
+        printf("roofline: not measured (--roofline=false): no MFU, no fraction of bandwidth\n");
+    }
+    printf("\n| n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s | KV cache | peak RSS "
+           "| params | train GFLOP/s (MFU) | decode GB/s (of read bw) |\n");
+    printf("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    fflush(stdout);
+    char s_kv[16], s_b[16], s_c[16];
+    for (int i = 0; i < nk; i++) {
         GPTConfig c = model_config(&bc, kvs[i]);
-        size_t params = gpt_num_parameters(&c);
+        Row row = {.n_kv_head = kvs[i], .kv_dtype = "-", .params = gpt_num_parameters(&c)};
+        row.train = row.train_sd = row.train_gflops = row.train_mfu = NAN;
+        row.prefill = row.decode = row.decode_sd = row.decode_gbs = row.decode_bw_frac = NAN;
+        row.kv_bytes = row.rss = NAN;
+        snprintf(s_kv, sizeof s_kv, "%d", kvs[i]);
+        if (do_train) {
+            const char *targs[] = {"--_worker=train", "--n_kv_head", s_kv};
+            fprintf(stderr, "bench: n_kv_head %d: training ...\n", kvs[i]);
+            if (run_child(argc, argv, targs, 3, line, sizeof line, &rss) != 0) {
+                fprintf(stderr, "bench: training measurement failed for n_kv_head %d\n", kvs[i]);
+                failures++;
+            } else {
+                double train[MAX_REPEATS];
+                parse_doubles(line + strlen("train"), train, bc.repeats);
+                row.train = mean_of(train, bc.repeats), row.train_sd = sd_of(train, bc.repeats);
+                row.train_gflops = train_flops_per_token(&c, bc.train_block_size) * row.train / 1e9;
+                row.train_mfu = row.train_gflops / peak_gflops;  // NAN without the roofline
+            }
+        }
+        if (!do_infer) {
+            print_row(&row);
+            if (csv) csv_row(csv, &row);
+            continue;
+        }
         for (int j = 0; j < nb; j++) {
             for (int k = 0; k < nc; k++) {
               for (int d = 0; d < nd; d++) {
@@ -339,18 +547,23 @@ int cmd_bench(int argc, char **argv) {
                 }
                 double vals[2 + MAX_REPEATS];
                 parse_doubles(line + strlen("infer"), vals, 2 + bc.repeats);
-                double prefill = vals[0], *dec = vals + 2;
+                Row r = row;
+                r.batch = batches[j], r.ctx = ctxs[k], r.kv_dtype = dname;
+                r.prefill = vals[0];
+                r.decode = mean_of(vals + 2, bc.repeats), r.decode_sd = sd_of(vals + 2, bc.repeats);
                 // the bytes a cache of exactly ctx positions needs
                 size_t kv_bytes = kvcache_bytes(&c, batches[j], ctxs[k], kv_dtype_bytes(dts[d]));
-                printf("| %d | %d | %d | %s | %.0f ± %.0f | %.0f | %.1f ± %.1f | %s | %s | %zu |\n", kvs[i],
-                       batches[j], ctxs[k], dname, mean_of(train, bc.repeats), sd_of(train, bc.repeats), prefill,
-                       mean_of(dec, bc.repeats), sd_of(dec, bc.repeats), format_bytes((double)kv_bytes, a, sizeof a),
-                       format_bytes((double)rss, b, sizeof b), params);
-                fflush(stdout);
-                if (csv)
-                    fprintf(csv, "%d,%d,%d,%s,%.3f,%.3f,%.3f,%.3f,%.3f,%zu,%zu,%zu\n", kvs[i], batches[j], ctxs[k],
-                            dname, mean_of(train, bc.repeats), sd_of(train, bc.repeats), prefill,
-                            mean_of(dec, bc.repeats), sd_of(dec, bc.repeats), kv_bytes, rss, params);
+                r.kv_bytes = (double)kv_bytes, r.rss = (double)rss;
+                // a decode step reads every weight once (of wpe one row) and
+                // the K and V of ctx positions of every sequence; steps/s =
+                // tok/s / batch
+                size_t sizes[GPT_NUM_PARAM_TENSORS];
+                gpt_param_sizes(&c, sizes);
+                double step_bytes = 4.0 * (double)(r.params - sizes[1] + (size_t)c.n_embd) + (double)kv_bytes;
+                r.decode_gbs = step_bytes * r.decode / batches[j] / 1e9;
+                r.decode_bw_frac = r.decode_gbs / read_gbs;  // NAN without the roofline
+                print_row(&r);
+                if (csv) csv_row(csv, &r);
               }
             }
         }

@@ -10,6 +10,31 @@ steps. tests/test_model.c compares the C model against these files.
 
     /usr/bin/python3 scripts/ref_gpt.py --out_dir tests/fixtures
 
+The bench mode times the same architecture in float32, as the PyTorch side
+of scripts/bench_vs_torch.sh (random weights, GPT-2 init; values do not
+matter for timing):
+
+    LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp \
+        /usr/bin/python3 scripts/ref_gpt.py bench --what train|decode \
+        [--vocab_size V --n_layer L --n_head NH --n_kv_head G --n_embd C \
+         --block_size T --batch_size B --ctx N --steps S --repeats R \
+         --threads 2 --bias 1 --seed 1337]
+
+  train:  optimizer steps at (batch_size, block_size): forward, cross-entropy,
+          backward, AdamW(lr 1e-4, betas (0.9, 0.99), weight_decay 0.1) step,
+          zero_grad(set_to_none=True); 2 untimed warm-up steps, then R repeats
+          of S steps; prints `RESULT train <tok/s per repeat>`.
+  decode: a preallocated K, V cache per layer, (B, G, ctx + S, HS), random up
+          to ctx; S steps of one token per sequence at positions ctx.. (the
+          argmax of the last logits is the next token), under inference_mode;
+          grouped attention without repeating K/V; one untimed repeat, then R
+          from ctx each; prints `RESULT decode <B * S / seconds per repeat>`.
+
+The LD_LIBRARY_PATH matters: Debian's python3-torch calls whatever
+libblas.so.3 resolves to, by default not the OpenMP OpenBLAS (here once the
+slow reference BLAS: a cfg-s step ~1 s instead of ~80 ms). The bench prints
+the BLAS library it found on stderr and warns when it is not that one.
+
 Fixture format (little-endian): b"GQAF", u32 version=1, 10 x i32 (vocab_size,
 block_size, n_layer, n_head, n_kv_head, n_embd, bias, B, T, steps), 5 x f32
 (lr, beta1, beta2, eps, weight_decay), then f32 params[P], i32 inputs[B*T],
@@ -20,6 +45,8 @@ import argparse
 import math
 import os
 import struct
+import sys
+import time
 
 import numpy as np
 import torch
@@ -68,12 +95,51 @@ class Block(nn.Module):
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
 
+class GroupedBlock(Block):
+    """Block with grouped attention that never repeats K/V (the bench's).
+
+    Query heads are grouped by the KV head they read: query head h reads KV
+    head h // group (group = NH // NKV), so the group's queries are stacked
+    as rows of one matmul against its K and V.
+    """
+
+    def attn(self, x):
+        B, T, C = x.shape
+        NH, G, HS = self.NH, self.NKV, self.HS
+        group = NH // G
+        q, k, v = self.c_attn(x).split([NH * HS, G * HS, G * HS], dim=2)
+        q = q.view(B, T, G, group, HS).permute(0, 2, 3, 1, 4).reshape(B, G, group * T, HS)
+        k = k.view(B, T, G, HS).transpose(1, 2)  # (B, G, T, HS)
+        v = v.view(B, T, G, HS).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)).view(B, G, group, T, T) * (1.0 / math.sqrt(HS))
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = att.view(B, G, group * T, T) @ v  # (B, G, group * T, HS)
+        y = y.view(B, G, group, T, HS).permute(0, 3, 1, 2, 4).reshape(B, T, C)
+        return self.c_proj(y)
+
+    def decode(self, x, K, V, pos):
+        """One token per sequence at position pos. x (B, C); K, V (B, G, maxT, HS),
+        filled below pos; the new k, v are written at pos in place."""
+        B, C = x.shape
+        NH, G, HS = self.NH, self.NKV, self.HS
+        q, k, v = self.c_attn(self.ln_1(x)).split([NH * HS, G * HS, G * HS], dim=1)
+        K[:, :, pos] = k.view(B, G, HS)
+        V[:, :, pos] = v.view(B, G, HS)
+        q = q.view(B, G, NH // G, HS)
+        att = (q @ K[:, :, :pos + 1].transpose(-1, -2)) * (1.0 / math.sqrt(HS))  # (B, G, group, pos + 1)
+        y = att.softmax(dim=-1) @ V[:, :, :pos + 1]  # (B, G, group, HS)
+        x = x + self.c_proj(y.reshape(B, C))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
 class GPT(nn.Module):
-    def __init__(self, V, maxT, L, NH, NKV, C, bias):
+    def __init__(self, V, maxT, L, NH, NKV, C, bias, grouped=False):
         super().__init__()
         self.wte = nn.Embedding(V, C)
         self.wpe = nn.Embedding(maxT, C)
-        self.blocks = nn.ModuleList([Block(C, NH, NKV, bias) for _ in range(L)])
+        self.blocks = nn.ModuleList([GroupedBlock(C, NH, NKV, bias) if grouped else Block(C, NH, NKV, bias)
+                                     for _ in range(L)])
         self.ln_f = LayerNorm(C, bias)
 
     def forward(self, idx, targets):
@@ -84,6 +150,14 @@ class GPT(nn.Module):
         logits = self.ln_f(x) @ self.wte.weight.T  # tied LM head
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
         return logits, loss
+
+    def decode(self, tok, pos, caches):
+        """Next tokens (argmax) after tok (B,) at position pos; caches [(K, V)] per layer."""
+        x = self.wte(tok) + self.wpe.weight[pos]
+        for blk, (K, V) in zip(self.blocks, caches):
+            x = blk.decode(x, K, V, pos)
+        logits = self.ln_f(x) @ self.wte.weight.T  # (B, V), tied LM head
+        return logits.argmax(dim=-1)
 
     def tensors(self, bias):
         """Parameters in gqa.c's arena order, per-layer tensors stacked."""
@@ -155,7 +229,134 @@ def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed):
           f"after {steps} AdamW steps {step_losses[-1]:.6f}")
 
 
+# ----------------------------------------------------------------------------
+# bench: float32 timing
+
+def blas_library():
+    """The libblas.so.3 this process has mapped (after a matmul), symlinks resolved."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1] for line in f if "libblas" in line.split()[-1]})
+    except OSError:
+        return "unknown"
+    return ", ".join(libs) or "none mapped"
+
+
+def bench_train(model, args):
+    B, T, V = args.batch_size, args.block_size, args.vocab_size
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+    x = torch.randint(0, V, (B, T))
+    y = torch.randint(0, V, (B, T))
+
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):  # warm-up: allocator, AdamW state
+        step()
+    tps = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        tps.append(args.steps * B * T / (time.perf_counter() - t0))
+    return tps
+
+
+def bench_decode(model, args):
+    B, G, HS, ctx, S = args.batch_size, args.n_kv_head, args.n_embd // args.n_head, args.ctx, args.steps
+    maxT = ctx + S
+    caches = []
+    for _ in range(args.n_layer):
+        K, V = torch.zeros(B, G, maxT, HS), torch.zeros(B, G, maxT, HS)
+        K[:, :, :ctx].normal_()
+        V[:, :, :ctx].normal_()
+        caches.append((K, V))
+    tok0 = torch.randint(0, args.vocab_size, (B,))
+    tps = []
+    for r in range(args.repeats + 1):  # r = 0: warm-up
+        tok = tok0
+        t0 = time.perf_counter()
+        for s in range(S):
+            tok = model.decode(tok, ctx + s, caches)
+        if r > 0:
+            tps.append(B * S / (time.perf_counter() - t0))
+    return tps
+
+
+def bench_main(argv):
+    ap = argparse.ArgumentParser(prog="ref_gpt.py bench", description="Time gqa.c's architecture in PyTorch "
+                                 "(float32), see the module docstring. Prints RESULT <what> <tok/s per repeat>.")
+    ap.add_argument("--what", choices=["train", "decode"], required=True)
+    ap.add_argument("--vocab_size", type=int, default=65)
+    ap.add_argument("--n_layer", type=int, default=4)
+    ap.add_argument("--n_head", type=int, default=4)
+    ap.add_argument("--n_kv_head", type=int, default=0, help="0: n_head (default 0)")
+    ap.add_argument("--n_embd", type=int, default=128)
+    ap.add_argument("--block_size", type=int, default=64, help="wpe rows; T of training (default 64)")
+    ap.add_argument("--batch_size", type=int, default=12)
+    ap.add_argument("--ctx", type=int, default=-1, help="decode: tokens already in the cache (default: "
+                    "block_size - steps)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default 0: 5 train, 32 decode)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bias", type=int, choices=[0, 1], default=1)
+    ap.add_argument("--seed", type=int, default=1337)
+    args = ap.parse_args(argv)
+    if args.n_kv_head == 0:
+        args.n_kv_head = args.n_head
+    if args.steps == 0:
+        args.steps = 5 if args.what == "train" else 32
+    if args.ctx < 0:
+        args.ctx = args.block_size - args.steps
+    for key in ["vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "batch_size", "steps",
+                "repeats", "threads"]:
+        if getattr(args, key) < 1:
+            ap.error(f"--{key} must be >= 1, got {getattr(args, key)}")
+    if args.n_embd % args.n_head:
+        ap.error(f"n_embd {args.n_embd} is not divisible by n_head {args.n_head}")
+    if args.n_kv_head > args.n_head or args.n_head % args.n_kv_head:
+        ap.error(f"n_head {args.n_head} is not divisible by n_kv_head {args.n_kv_head}")
+    if args.what == "decode" and not 0 <= args.ctx <= args.block_size - args.steps:
+        ap.error(f"ctx {args.ctx} + steps {args.steps} exceeds block_size {args.block_size}")
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = GPT(args.vocab_size, args.block_size, args.n_layer, args.n_head, args.n_kv_head, args.n_embd,
+                bool(args.bias), grouped=True)
+    with torch.no_grad():  # GPT-2's init: normal(0, 0.02), biases 0, LayerNorm weights 1
+        for name, p in model.named_parameters():
+            if ".ln_" in f".{name}":
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02)
+    if args.what == "train":
+        tps = bench_train(model, args)
+        shape = f"training at batch {args.batch_size} x {args.block_size}, {args.steps} steps"
+    else:
+        model.eval()
+        with torch.inference_mode():
+            tps = bench_decode(model, args)
+        shape = f"decode batch {args.batch_size} from ctx {args.ctx}, {args.steps} steps"
+    blas = blas_library()
+    print(f"ref_gpt bench: torch {torch.__version__}, {torch.get_num_threads()} threads, BLAS {blas}; "
+          f"vocab_size={args.vocab_size} n_layer={args.n_layer} n_head={args.n_head} n_kv_head={args.n_kv_head} "
+          f"n_embd={args.n_embd} block_size={args.block_size} bias={args.bias}, "
+          f"params={sum(p.numel() for p in model.parameters())}; {shape}, {args.repeats} repeats", file=sys.stderr)
+    if "openblas-openmp" not in blas:
+        print("ref_gpt bench: warning: torch is not using the OpenMP OpenBLAS; run with "
+              "LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp", file=sys.stderr)
+    print(f"RESULT {args.what} " + " ".join(f"{t:.3f}" for t in tps), flush=True)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "bench":
+        bench_main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out_dir", default="tests/fixtures")
     args = ap.parse_args()

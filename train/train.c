@@ -124,6 +124,13 @@ GPTConfig train_model_config(const TrainConfig *tc, int vocab_size) {
                        .dropout = tc->dropout};
 }
 
+double train_flops_per_token(const GPTConfig *c, int T) {
+    size_t sizes[GPT_NUM_PARAM_TENSORS];
+    gpt_param_sizes(c, sizes);
+    // sizes[1] is wpe, (maxT, C): a lookup, no matmul; n_embd = NH * HS
+    return 6.0 * (double)(gpt_num_parameters(c) - sizes[1]) + 12.0 * c->n_layer * c->n_embd * (double)T;
+}
+
 float train_lr(const TrainConfig *tc, int it) {
     if (!tc->decay_lr) return tc->learning_rate;
     if (it < tc->warmup_iters) return tc->learning_rate * (float)(it + 1) / (float)(tc->warmup_iters + 1);
@@ -339,10 +346,7 @@ int cmd_train(int argc, char **argv) {
     if (r.step > 0) printf("resuming from %s at step %d\n", r.ckpt_path, r.step);
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
-    // nanoGPT's MFU estimate: 6 N + 12 L NH HS T flops per token (N without wpe)
-    const GPTConfig *c = &m->config;
-    double flops_per_token = 6.0 * (double)(m->num_parameters - m->param_sizes[1]) +
-                             12.0 * c->n_layer * c->n_embd * (double)T;
+    const double flops_per_token = train_flops_per_token(&m->config, T);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -42,6 +42,11 @@ int train_config_validate(const TrainConfig *tc, char *err, size_t errlen);
 // vocab_size (which comes from the data, not from the training config).
 GPTConfig train_model_config(const TrainConfig *tc, int vocab_size);
 
+// nanoGPT's estimate of training FLOPs per token (forward + backward) at
+// sequence length T: 6 N + 12 L NH HS T, N the parameters without wpe. MFU
+// is this times tok/s over the machine's peak (`gqa train`, `gqa bench`).
+double train_flops_per_token(const GPTConfig *c, int T);
+
 // Learning rate at step it: linear warmup, cosine decay to min_lr at
 // lr_decay_iters, then min_lr (nanoGPT's get_lr).
 float train_lr(const TrainConfig *tc, int it);

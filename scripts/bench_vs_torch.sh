@@ -1,0 +1,168 @@
+#!/bin/sh
+# bench_vs_torch.sh: gqa.c against PyTorch on DESIGN.md's reference configs,
+# training tok/s (cfg-s, cfg-m) and decode tok/s (cfg-d), same shapes.
+#
+#   sh scripts/bench_vs_torch.sh [OUT.csv]    (default docs/perf/vs_torch.csv)
+#
+# Every row is measured ROUNDS times as A B A B ...: A = `gqa bench
+# --measure=train|infer --repeats 1`, B = `scripts/ref_gpt.py bench`, each a
+# fresh process, so drift of the machine hits both sides alike. The Markdown
+# table (median tok/s of each side and the ratio gqa.c / PyTorch) goes to
+# stdout and OUT.md, the rows (with every round's figure) to OUT.csv,
+# progress to stderr. Both sides: float32, biases on, THREADS threads
+# (OMP_NUM_THREADS for gqa.c, --threads for torch, which runs with the OpenMP
+# OpenBLAS through LD_LIBRARY_PATH: Debian's default libblas.so.3 is not it).
+# Training: both warm up untimed, then time train_steps optimizer steps.
+# Decode: 32 steps from a cache filled to ctx (gqa.c fills it by a real
+# prefill, PyTorch with random values; neither is timed).
+#
+# About 20 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
+# Environment: ROUNDS (default 5), THREADS (2), GQA (./gqa), PYTHON
+# (/usr/bin/python3), QUICK=1: a smoke test of this script on tiny shapes, 1
+# round, no roofline, output in /tmp unless OUT.csv is given (a few seconds).
+set -eu
+root=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
+GQA=${GQA:-$root/gqa}
+PYTHON=${PYTHON:-/usr/bin/python3}
+QUICK=${QUICK:-0}
+THREADS=${THREADS:-2}
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-1}
+    csv=${1:-${TMPDIR:-/tmp}/vs_torch_quick.csv}
+else
+    ROUNDS=${ROUNDS:-5}
+    csv=${1:-docs/perf/vs_torch.csv}
+fi
+md=${csv%.csv}.md
+multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+blas_dir=/usr/lib/$multiarch/openblas-openmp
+[ -x "$GQA" ] || { echo "error: $GQA not built (run make)" >&2; exit 1; }
+[ -d "$blas_dir" ] || echo "warning: $blas_dir missing (apt-get install libopenblas0-openmp): PyTorch will use" \
+    "whatever libblas.so.3 is" >&2
+"$PYTHON" -c 'import torch' 2>/dev/null || { echo "error: $PYTHON cannot import torch (apt-get install python3-torch)" >&2; exit 1; }
+mkdir -p "$(dirname "$csv")"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export OMP_NUM_THREADS="$THREADS"
+
+# One config per line; lists (comma-separated) are expanded into rows.
+#   name measure vocab n_layer n_head n_embd block_size batch n_kv_head ctx steps
+# (training: T = block_size, steps = timed optimizer steps; decode: ctx
+# tokens in the cache, steps decode steps)
+if [ "$QUICK" = 1 ]; then
+    cat > "$tmp/configs" <<EOF
+quick-t train 11 1 4 16 16 2 4,2 - 2
+quick-d decode 11 1 4 16 64 1,2 4,1 8 4
+EOF
+else
+    cat > "$tmp/configs" <<EOF
+cfg-s train 65 4 4 128 64 12 4,2,1 - 20
+cfg-m train 65 6 6 384 256 8 6,3,2,1 - 4
+cfg-d decode 256 6 8 512 4096 1,8 8,1 512,4032 32
+EOF
+fi
+: > "$tmp/rows"
+while read -r name what V L NH C T Bs Gs ctxs S; do
+    for G in $(echo "$Gs" | tr , ' '); do
+        for B in $(echo "$Bs" | tr , ' '); do
+            for ctx in $(echo "$ctxs" | tr , ' '); do
+                echo "$name $what $V $L $NH $C $T $B $G $ctx $S" >> "$tmp/rows"
+            done
+        done
+    done
+done < "$tmp/configs"
+nrows=$(wc -l < "$tmp/rows")
+total=$((nrows * ROUNDS * 2))
+
+# median of the numbers on stdin (one per line)
+median() {
+    sort -g | awk '{ x[NR] = $1 } END { if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
+}
+
+# ours NAME WHAT V L NH C T B G CTX S -> tok/s of one gqa bench run
+ours() {
+    shape="--vocab_size $3 --n_layer $4 --n_head $5 --n_embd $6 --block_size $7 --n_kv_head $9 --bias 1"
+    if [ "$2" = train ]; then
+        run="--measure=train --batch_size $8 --train_block_size $7 --train_steps ${11}"
+        col=5  # train_tok_s
+    else
+        run="--measure=infer --batch $8 --ctx ${10} --decode_tokens ${11} --kv_dtype f32"
+        col=8  # decode_tok_s
+    fi
+    # shellcheck disable=SC2086
+    "$GQA" bench $shape $run --repeats 1 --roofline=false --csv "$tmp/ours.csv" < /dev/null > "$tmp/ours.out" 2>&1 ||
+        { cat "$tmp/ours.out" >&2; echo "error: gqa bench failed ($*)" >&2; exit 1; }
+    sed -n 2p "$tmp/ours.csv" | cut -d, -f"$col"
+}
+
+# theirs NAME WHAT V L NH C T B G CTX S -> tok/s of one ref_gpt.py bench run
+theirs() {
+    args="--what $2 --vocab_size $3 --n_layer $4 --n_head $5 --n_embd $6 --block_size $7 --batch_size $8
+          --n_kv_head $9 --steps ${11} --repeats 1 --threads $THREADS --bias 1"
+    [ "$2" = train ] || args="$args --ctx ${10}"
+    # shellcheck disable=SC2086
+    LD_LIBRARY_PATH="$blas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$PYTHON" "$root/scripts/ref_gpt.py" bench $args \
+        < /dev/null > "$tmp/theirs.out" 2> "$tmp/theirs.err" ||
+        { cat "$tmp/theirs.err" >&2; echo "error: ref_gpt.py bench failed ($*)" >&2; exit 1; }
+    grep -q "openblas-openmp" "$tmp/theirs.err" || sed -n '/warning/p' "$tmp/theirs.err" >&2
+    sed -n 's/^RESULT [a-z]* //p' "$tmp/theirs.out"
+}
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$root" diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
+if [ "$QUICK" = 1 ]; then
+    roofline="roofline: not measured (QUICK=1)"
+else  # gqa bench's roofline, with a training run too small to matter
+    roofline=$("$GQA" bench --vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 16 --batch_size 1 \
+        --train_block_size 16 --train_steps 1 --repeats 1 --n_kv_head 4 --measure=train < /dev/null 2>/dev/null | grep '^roofline:' ||
+        echo "roofline: measurement failed")
+fi
+echo "bench_vs_torch: $nrows rows x $ROUNDS rounds x 2 sides = $total measurements" >&2
+
+: > "$tmp/results"
+i=0
+while read -r name what V L NH C T B G ctx S <&3; do
+    : > "$tmp/a"
+    : > "$tmp/b"
+    r=1
+    while [ "$r" -le "$ROUNDS" ]; do
+        for side in gqa torch; do
+            i=$((i + 1))
+            t0=$(date +%s)
+            if [ "$side" = gqa ]; then
+                v=$(ours "$name" "$what" "$V" "$L" "$NH" "$C" "$T" "$B" "$G" "$ctx" "$S")
+                [ -n "$v" ] || exit 1
+                echo "$v" >> "$tmp/a"
+            else
+                v=$(theirs "$name" "$what" "$V" "$L" "$NH" "$C" "$T" "$B" "$G" "$ctx" "$S")
+                [ -n "$v" ] || { echo "error: no RESULT line from ref_gpt.py" >&2; exit 1; }
+                echo "$v" >> "$tmp/b"
+            fi
+            if [ "$what" = train ]; then where="T $T"; else where="ctx $ctx"; fi
+            echo "[$i/$total] $name $what n_kv_head $G batch $B $where round $r: $side $v tok/s ($(($(date +%s) - t0)) s)" >&2
+        done
+        r=$((r + 1))
+    done
+    a=$(median < "$tmp/a") b=$(median < "$tmp/b")
+    echo "$name $what $G $B $T $ctx $S $a $b $(tr '\n' ';' < "$tmp/a" | sed 's/;$//') $(tr '\n' ';' < "$tmp/b" | sed 's/;$//')" >> "$tmp/results"
+done 3< "$tmp/rows"
+
+{
+    echo "config,measure,n_kv_head,batch_size,block_size,ctx,steps,rounds,gqa_tok_s,torch_tok_s,ratio,gqa_rounds,torch_rounds"
+    awk -v R="$ROUNDS" '{ printf "%s,%s,%s,%s,%s,%s,%s,%d,%.3f,%.3f,%.4f,%s,%s\n", $1, $2, $3, $4, $5, ($6 == "-" ? "" : $6),
+        $7, R, $8, $9, $8 / $9, $10, $11 }' "$tmp/results"
+} > "$csv"
+{
+    echo "gqa.c vs PyTorch: median tok/s of $ROUNDS alternating rounds, float32, biases on, $THREADS threads"
+    echo
+    echo "machine: $cpu, $(nproc) cores; torch $torch_version with $blas_dir; gqa.c $commit"
+    echo "$roofline"
+    echo
+    echo "| config | measure | n_kv_head | batch | T / ctx | steps | gqa.c tok/s | PyTorch tok/s | gqa.c / PyTorch |"
+    echo "|:---|:---|---:|---:|---:|---:|---:|---:|---:|"
+    awk '{ printf "| %s | %s | %s | %s | %s | %s | %.1f | %.1f | %.2f |\n", $1, $2, $3, $4, ($2 == "train" ? $5 : $6),
+        $7, $8, $9, $8 / $9 }' "$tmp/results"
+} | tee "$md"
+echo "bench_vs_torch: wrote $csv and $md" >&2
