@@ -328,7 +328,10 @@ ALWAYS_INLINE void pv_rows(const int NR, const int ND, const KVDtype dt, const f
             for (int v = 0; v < ND; v++) _mm_prefetch(row + (KV_PREFETCH * KV_TILE * HS + 16 * v) * elem, _MM_HINT_T0);
         __m512 x[4];
 #pragma GCC unroll 4
-        for (int v = 0; v < ND; v++) x[v] = load16(row + 16 * v * elem, dt, v == ND - 1 ? mlast : 0xFFFF);
+        for (int v = 0; v < ND; v++) {
+            x[v] = load16(row + 16 * v * elem, dt, v == ND - 1 ? mlast : 0xFFFF);
+            __asm__("" : "+v"(x[v]));  // one load per vector, not one memory operand per row's FMA
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
             const __m512 p = _mm512_set1_ps(P[(size_t)r * ldp + j]);
