@@ -30,14 +30,14 @@ static int cmd_info(int argc, char **argv) {
         {"bias", OPT_BOOL, &c.bias, 0, 1, "biases in Linear and LayerNorm"},
     };
     const int nopts = sizeof opts / sizeof opts[0];
+    static const char usage[] =
+        "usage: gqa info [--key=value ...]\n"
+        "\n"
+        "Print the parameter count and KV-cache size of a model shape.\n"
+        "\n";
+    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
+    if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     char err[512];
-    int rc = opts_parse_argv(opts, nopts, argc, argv, 2, NULL, NULL, 0, err, sizeof err);
-    if (rc == 1) {
-        printf("usage: gqa info [--key=value ...]\n\nPrint the parameter count and KV-cache size of a model shape.\n\n");
-        opts_print_help(opts, nopts, stdout);
-        return 0;
-    }
-    if (rc != 0) die("%s", err);
     if (gpt_config_validate(&c, err, sizeof err) != 0) die("%s", err);
 
     size_t params = gpt_num_parameters(&c);

@@ -47,15 +47,15 @@ int cmd_mem(int argc, char **argv) {
         {"csv", OPT_STRING, csv, 0, 0, "write KV bytes per context length (256 .. block_size, x2) to this CSV"},
     };
     const int nopts = sizeof opts / sizeof opts[0];
+    static const char usage[] =
+        "usage: gqa mem --n_layer L --n_head H --n_kv_head G --n_embd C --block_size T --batch_size B "
+        "--dtype f32|bf16|f16\n"
+        "\n"
+        "Analytical memory of parameters and KV cache, MHA vs GQA, for any size.\n"
+        "\n";
+    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
+    if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     char err[512];
-    int rc = opts_parse_argv(opts, nopts, argc, argv, 2, NULL, NULL, 0, err, sizeof err);
-    if (rc == 1) {
-        printf("usage: gqa mem --n_layer L --n_head H --n_kv_head G --n_embd C --block_size T --batch_size B "
-               "--dtype f32|bf16|f16\n\nAnalytical memory of parameters and KV cache, MHA vs GQA, for any size.\n\n");
-        opts_print_help(opts, nopts, stdout);
-        return 0;
-    }
-    if (rc != 0) die("%s", err);
     size_t elem = !strcmp(dtype, "f32") ? 4 : (!strcmp(dtype, "bf16") || !strcmp(dtype, "f16")) ? 2 : 0;
     if (!elem) die("option 'dtype': '%s' is not f32, bf16 or f16", dtype);
     int gs[MAX_G], ng = 0;

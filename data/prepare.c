@@ -76,16 +76,15 @@ int cmd_prepare(int argc, char **argv) {
         {"val_fraction", OPT_FLOAT, &cfg.val_fraction, 0, 1, "share of tokens, from the end, for val.bin; in (0, 1)"},
     };
     const int nopts = sizeof opts / sizeof opts[0];
+    static const char usage[] =
+        "usage: gqa prepare --input FILE --out_dir DIR [--val_fraction 0.1]\n"
+        "\n"
+        "Build a character vocabulary from FILE and write DIR/train.bin (first tokens),\n"
+        "DIR/val.bin (last val_fraction of tokens) and DIR/vocab.bin.\n"
+        "\n";
+    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
+    if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     char err[1024];
-    int rc = opts_parse_argv(opts, nopts, argc, argv, 2, NULL, NULL, 0, err, sizeof err);
-    if (rc == 1) {
-        printf("usage: gqa prepare --input FILE --out_dir DIR [--val_fraction 0.1]\n\n"
-               "Build a character vocabulary from FILE and write DIR/train.bin (first tokens),\n"
-               "DIR/val.bin (last val_fraction of tokens) and DIR/vocab.bin.\n\n");
-        opts_print_help(opts, nopts, stdout);
-        return 0;
-    }
-    if (rc != 0) return prepare_fail("%s", err);
     if (cfg.input[0] == '\0') return prepare_fail("missing --input FILE (the UTF-8 text to tokenize; see --help)");
     if (cfg.out_dir[0] == '\0') return prepare_fail("missing --out_dir DIR (where the token files go; see --help)");
     if (!(cfg.val_fraction > 0.0f && cfg.val_fraction < 1.0f))

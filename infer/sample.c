@@ -47,15 +47,14 @@ int cmd_sample(int argc, char **argv) {
         {"kv_dtype", OPT_STRING, sc.kv_dtype, 0, 0, "KV cache element type: f32 | bf16 | f16 (half the bytes)"},
     };
     const int nopts = sizeof opts / sizeof opts[0];
+    static const char usage[] =
+        "usage: gqa sample --ckpt PATH [--prompt TEXT | --prompt_file FILE] [--key=value ...]\n"
+        "\n"
+        "Generate text from a checkpoint. Text goes to stdout, stats to stderr.\n"
+        "\n";
+    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
+    if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     char err[1024];
-    int rc = opts_parse_argv(opts, nopts, argc, argv, 2, NULL, NULL, 0, err, sizeof err);
-    if (rc == 1) {
-        printf("usage: gqa sample --ckpt PATH [--prompt TEXT | --prompt_file FILE] [--key=value ...]\n\n"
-               "Generate text from a checkpoint. Text goes to stdout, stats to stderr.\n\n");
-        opts_print_help(opts, nopts, stdout);
-        return 0;
-    }
-    if (rc != 0) die("%s", err);
     if (!sc.ckpt[0]) die("--ckpt is required (e.g. --ckpt out/ckpt.bin)");
     KVDtype kv_dtype;
     if (kv_dtype_parse(sc.kv_dtype, &kv_dtype) != 0) die("option 'kv_dtype': '%s' is not f32, bf16 or f16", sc.kv_dtype);

@@ -119,16 +119,15 @@ int cmd_convert(int argc, char **argv) {
         {"seed", OPT_INT, &seed, 0, 2147483647, "seed for --method random"},
     };
     const int nopts = sizeof opts / sizeof opts[0];
+    static const char usage[] =
+        "usage: gqa convert --ckpt IN --n_kv_head G --out OUT [--method mean|first|random|repeat]\n"
+        "\n"
+        "Change the number of KV heads of a checkpoint (MHA -> GQA/MQA by mean-pooling, as Ainslie et\n"
+        "al. 2023). The result has no optimizer state: continue with `gqa train --init_from=OUT`.\n"
+        "\n";
+    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
+    if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     char err[1024];
-    int rc = opts_parse_argv(opts, nopts, argc, argv, 2, NULL, NULL, 0, err, sizeof err);
-    if (rc == 1) {
-        printf("usage: gqa convert --ckpt IN --n_kv_head G --out OUT [--method mean|first|random|repeat]\n\n"
-               "Change the number of KV heads of a checkpoint (MHA -> GQA/MQA by mean-pooling, as Ainslie et\n"
-               "al. 2023). The result has no optimizer state: continue with `gqa train --init_from=OUT`.\n\n");
-        opts_print_help(opts, nopts, stdout);
-        return 0;
-    }
-    if (rc != 0) die("%s", err);
     if (!in[0] || !out[0] || G == 0) die("--ckpt, --n_kv_head and --out are required (see --help)");
     ConvertMethod method;
     if (convert_method_parse(method_name, &method) != 0)

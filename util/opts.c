@@ -2,6 +2,7 @@
  * opts.c: the option table parser of opts.h.
  */
 #include "opts.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -128,6 +129,18 @@ static char *trim(char *s) {
     char *e = s + strlen(s);
     while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
     return s;
+}
+
+int opts_parse_command(const Opt *opts, int n, int argc, char **argv, const char *usage) {
+    char err[1024];
+    int rc = opts_parse_argv(opts, n, argc, argv, 2, NULL, NULL, 0, err, sizeof err);
+    if (rc == 1) {
+        fputs(usage, stdout);
+        opts_print_help(opts, n, stdout);
+    } else if (rc != 0) {
+        error_message("%s", err);
+    }
+    return rc;
 }
 
 int opts_parse_file(const Opt *opts, int n, const char *path, char *err, size_t errlen) {

@@ -34,6 +34,12 @@ int opts_set(const Opt *opts, int n, const char *key, const char *value, char *e
 int opts_parse_argv(const Opt *opts, int n, int argc, char **argv, int start,
                     const char **pos, int *n_pos, int max_pos, char *err, size_t errlen);
 
+// The flags of a subcommand, argv[2..argc) (no positional arguments): 0 when
+// parsed; 1 when --help was given, after printing `usage` and the options
+// to stdout (the command then returns 0); -1 on an error, printed with
+// error_message (the command then returns 1).
+int opts_parse_command(const Opt *opts, int n, int argc, char **argv, const char *usage);
+
 // Parse a config file of "key = value" lines. Returns 0 or -1 with err filled
 // (the message names the file, the line and the key).
 int opts_parse_file(const Opt *opts, int n, const char *path, char *err, size_t errlen);
