@@ -15,9 +15,57 @@
 #include <string.h>
 
 #include "ops.h"
+#include "simd.h"
 
 size_t attention_scratch_floats(int T, int threads) {
     return (size_t)2 * T * T * (size_t)threads;
+}
+
+// row[0, n) = softmax(row[0, n)), row[n, T) = 0 (the masked keys).
+static void causal_softmax_row(float *row, int n, int T) {
+#if defined(__AVX512F__)
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = mask16(n - j);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, row + j));
+    }
+    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 vsum = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = mask16(n - j);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + j), vm)));
+        _mm512_mask_storeu_ps(row + j, m, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = mask16(n - j);
+        _mm512_mask_storeu_ps(row + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + j), inv));
+    }
+#else
+    float mx = row[0], sum = 0.0f;
+    for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    for (int j = 0; j < n; j++) sum += (row[j] = expf(row[j] - mx));
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) row[j] *= inv;
+#endif
+    for (int j = n; j < T; j++) row[j] = 0.0f;
+}
+
+// sum of a[j] b[j], j < n
+static float dot_n(const float *a, const float *b, int n) {
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = mask16(n - j);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+#else
+    float s = 0.0f;
+    for (int j = 0; j < n; j++) s += a[j] * b[j];
+    return s;
+#endif
 }
 
 // Index of element (t, j) of head (b, h)'s attention matrix: the dropout key space.
@@ -40,19 +88,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
             // S = q k^T * scale
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, QKV, k, QKV, 0.0f, P, T);
             // causal softmax, row by row; j > t is masked to exactly 0
-            for (int t = 0; t < T; t++) {
-                float *row = P + (size_t)t * T;
-                float mx = row[0];
-                for (int j = 1; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
-                float sum = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j <= t; j++) row[j] *= inv;
-                for (int j = t + 1; j < T; j++) row[j] = 0.0f;
-            }
+            for (int t = 0; t < T; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
             const float *Pd = P;
             if (p > 0.0f) {  // attention dropout on a private copy; att keeps P
                 float *tmp = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
@@ -103,8 +139,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                     float *dr = dP + (size_t)t * T;
                     if (p > 0.0f)
                         for (int j = 0; j <= t; j++) dr[j] *= dropout_scale(key, att_index(b, h, NH, T, t, j), p);
-                    float dot = 0.0f;
-                    for (int j = 0; j <= t; j++) dot += Pr[j] * dr[j];
+                    const float dot = dot_n(Pr, dr, t + 1);
                     for (int j = 0; j <= t; j++) dr[j] = Pr[j] * (dr[j] - dot) * scale;
                     for (int j = t + 1; j < T; j++) dr[j] = 0.0f;
                 }
