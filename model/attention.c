@@ -21,6 +21,12 @@ size_t attention_scratch_floats(int T, int threads) {
     return (size_t)2 * T * T * (size_t)threads;
 }
 
+// Query rows per causal block: a block of rows [t0, t1) is multiplied with
+// keys [0, t1) only (about 5/8 of the full T x T work at T = 4 blocks).
+#ifndef ATT_ROW_BLOCK
+#define ATT_ROW_BLOCK 64
+#endif
+
 // row[0, n) = softmax(row[0, n)), row[n, T) = 0 (the masked keys).
 static void causal_softmax_row(float *row, int n, int T) {
 #if defined(__AVX512F__)
@@ -85,21 +91,29 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
             const float *k = qkv + (size_t)b * T * QKV + (NH + g) * HS;        // (T, HS) ld QKV
             const float *v = qkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;  // (T, HS) ld QKV
             float *P = att + ((size_t)b * NH + h) * T * T;                     // (T, T)
-            // S = q k^T * scale
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, QKV, k, QKV, 0.0f, P, T);
-            // causal softmax, row by row; j > t is masked to exactly 0
-            for (int t = 0; t < T; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
-            const float *Pd = P;
-            if (p > 0.0f) {  // attention dropout on a private copy; att keeps P
-                float *tmp = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
-                for (int t = 0; t < T; t++)
-                    for (int j = 0; j < T; j++)
-                        tmp[(size_t)t * T + j] = P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
-                Pd = tmp;
+            float *y = out + (size_t)b * T * C + h * HS;                      // (T, HS) ld C
+            float *tmp = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
+            // rows in blocks [t0, t1): a block's queries see keys [0, t1) only,
+            // so the masked upper triangle beyond each block is never computed
+            for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {
+                const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
+                // S = q k^T * scale
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, t1, HS, scale, q + (size_t)t0 * QKV, QKV,
+                            k, QKV, 0.0f, P + (size_t)t0 * T, T);
+                // causal softmax, row by row; j > t is masked to exactly 0
+                for (int t = t0; t < t1; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
+                const float *Pd = P;
+                if (p > 0.0f) {  // attention dropout on a private copy; att keeps P
+                    for (int t = t0; t < t1; t++)
+                        for (int j = 0; j < t1; j++)
+                            tmp[(size_t)t * T + j] =
+                                P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+                    Pd = tmp;
+                }
+                // y_h = Pd v, into head h's columns of out
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, Pd + (size_t)t0 * T, T, v,
+                            QKV, 0.0f, y + (size_t)t0 * C, C);
             }
-            // y_h = Pd v, into head h's columns of out
-            float *y = out + (size_t)b * T * C + h * HS;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, Pd, T, v, QKV, 0.0f, y, C);
         }
     }
 }
@@ -124,28 +138,37 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 float *dq = dqkv + (size_t)b * T * QKV + h * HS;
                 const float *P = att + ((size_t)b * NH + h) * T * T;
                 const float *dy = dout + (size_t)b * T * C + h * HS;  // (T, HS) ld C
-                const float *Pv = P;  // the probabilities that multiplied v
-                if (p > 0.0f) {
-                    for (size_t i = 0; i < (size_t)T * T; i++)
-                        Pd[i] = P[i] * dropout_scale(key, att_index(b, h, NH, T, 0, 0) + i, p);
-                    Pv = Pd;
+                for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {  // the forward's row blocks
+                    const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
+                    const float *Pv = P;  // the probabilities that multiplied v
+                    if (p > 0.0f) {
+                        for (int t = t0; t < t1; t++)
+                            for (int j = 0; j < t1; j++)
+                                Pd[(size_t)t * T + j] =
+                                    P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+                        Pv = Pd;
+                    }
+                    // y = Pv v  =>  dPv = dy v^T ; dV_g += Pv^T dy (summed over the group)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, t1, HS, 1.0f, dy + (size_t)t0 * C, C, v,
+                                QKV, 0.0f, dP + (size_t)t0 * T, T);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, HS, rb, 1.0f, Pv + (size_t)t0 * T, T,
+                                dy + (size_t)t0 * C, C, 1.0f, dv, QKV);
+                    // through the dropout mask, then the softmax: dS = P (dP - rowsum(P dP)) * scale
+                    for (int t = t0; t < t1; t++) {
+                        const float *Pr = P + (size_t)t * T;
+                        float *dr = dP + (size_t)t * T;
+                        if (p > 0.0f)
+                            for (int j = 0; j <= t; j++) dr[j] *= dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+                        const float dot = dot_n(Pr, dr, t + 1);
+                        for (int j = 0; j <= t; j++) dr[j] = Pr[j] * (dr[j] - dot) * scale;
+                        for (int j = t + 1; j < t1; j++) dr[j] = 0.0f;
+                    }
+                    // S = q k^T  =>  dq_h += dS k ; dK_g += dS^T q_h (summed over the group)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, dP + (size_t)t0 * T, T, k,
+                                QKV, 1.0f, dq + (size_t)t0 * QKV, QKV);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, HS, rb, 1.0f, dP + (size_t)t0 * T, T,
+                                q + (size_t)t0 * QKV, QKV, 1.0f, dk, QKV);
                 }
-                // y = Pv v  =>  dPv = dy v^T ; dV_g += Pv^T dy (summed over the group)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dy, C, v, QKV, 0.0f, dP, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, Pv, T, dy, C, 1.0f, dv, QKV);
-                // through the dropout mask, then the softmax: dS = P (dP - rowsum(P dP)) * scale
-                for (int t = 0; t < T; t++) {
-                    const float *Pr = P + (size_t)t * T;
-                    float *dr = dP + (size_t)t * T;
-                    if (p > 0.0f)
-                        for (int j = 0; j <= t; j++) dr[j] *= dropout_scale(key, att_index(b, h, NH, T, t, j), p);
-                    const float dot = dot_n(Pr, dr, t + 1);
-                    for (int j = 0; j <= t; j++) dr[j] = Pr[j] * (dr[j] - dot) * scale;
-                    for (int j = t + 1; j < T; j++) dr[j] = 0.0f;
-                }
-                // S = q k^T  =>  dq_h += dS k ; dK_g += dS^T q_h (summed over the group)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, k, QKV, 1.0f, dq, QKV);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dP, T, q, QKV, 1.0f, dk, QKV);
             }
         }
     }

@@ -191,6 +191,42 @@ START_TEST(test_attention_finite_differences) {
 }
 END_TEST
 
+// A context of several causal row blocks (150 = 64 + 64 + 22 rows, each block
+// multiplied with the keys up to its end only): finite differences of 200
+// sampled qkv entries (queries, keys and values of early and late positions),
+// GQA, without and with attention dropout.
+START_TEST(test_attention_row_blocks_finite_differences) {
+    const int B = 1, T = 150, NH = 4, NKV = 2, HS = 4, QKV = (NH + 2 * NKV) * HS;
+    const float p = _i ? 0.2f : 0.0f;
+    const size_t nqkv = (size_t)B * T * QKV, nout = (size_t)B * T * NH * HS;
+    uint64_t rng = 77 + _i;
+    float *qkv = malloc_check(nqkv * 4), *dqkv = calloc_check(nqkv, 4), *dout = malloc_check(nout * 4);
+    float *out = malloc_check(nout * 4), *att = malloc_check((size_t)B * NH * T * T * 4);
+    float *scratch = malloc_check(attention_scratch_floats(T, omp_get_max_threads()) * 4);
+    fill_normal(qkv, nqkv, 1.0f, &rng);
+    fill_normal(dout, nout, 1.0f, &rng);
+    attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, scratch);
+    const float h = 1e-2f;
+    double worst = 0;
+    for (int s = 0; s < 200; s++) {
+        const size_t i = (size_t)(rng_u64(&rng) % nqkv);
+        float x = qkv[i];
+        qkv[i] = x + h;
+        double fp = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+        qkv[i] = x - h;
+        double fm = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+        qkv[i] = x;
+        double num = (fp - fm) / (2.0 * ((double)(x + h) - (double)x)), err = fabs(num - dqkv[i]);
+        worst = err > worst ? err : worst;
+        ck_assert_msg(err <= 2e-3, "T %d p %.2f: d qkv[%zu] (t %zu) analytic %.6f, numeric %.6f", T, p, i, i / QKV,
+                      dqkv[i], num);
+    }
+    printf("attention row blocks, T %d, dropout %.1f: worst finite-difference error %.1e of 200 entries\n", T, p, worst);
+    free(qkv), free(dqkv), free(dout), free(out), free(att), free(scratch);
+}
+END_TEST
+
 // ----------------------------------------------------------------------------
 // finite differences of the whole model, with dropout on
 
@@ -531,6 +567,7 @@ static Suite *model_suite(void) {
     tc = tcase_create("gradcheck");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_attention_finite_differences, 0, 6);
+    tcase_add_loop_test(tc, test_attention_row_blocks_finite_differences, 0, 2);
     tcase_add_test(tc, test_model_finite_differences_dropout);
     tcase_add_test(tc, test_dropout_only_in_training);
     suite_add_tcase(s, tc);
