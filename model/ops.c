@@ -85,17 +85,25 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
             dx[i] += (w[i] * d[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
         }
     }
-    // dw, db: a reduction over rows, so split over channels instead
+    // dw, db: a reduction over rows, so split over blocks of 64 channels
+    // instead, each streaming the rows in order
+    const int nblk = (C + 63) / 64;
 #pragma omp parallel for schedule(static)
-    for (int i = 0; i < C; i++) {
-        float gw = 0.0f, gb = 0.0f;
+    for (int blk = 0; blk < nblk; blk++) {
+        const int i0 = blk * 64, ni = C - i0 < 64 ? C - i0 : 64;
+        float gw[64] = {0}, gb[64] = {0};
         for (int n = 0; n < N; n++) {
-            float d = dout[(size_t)n * C + i];
-            gw += (inp[(size_t)n * C + i] - mean[n]) * rstd[n] * d;
-            gb += d;
+            const float *d = dout + (size_t)n * C + i0, *x = inp + (size_t)n * C + i0;
+            const float m = mean[n], s = rstd[n];
+            for (int i = 0; i < ni; i++) {
+                gw[i] += (x[i] - m) * s * d[i];
+                gb[i] += d[i];
+            }
         }
-        dw[i] += gw;
-        if (db) db[i] += gb;
+        for (int i = 0; i < ni; i++) {
+            dw[i0 + i] += gw[i];
+            if (db) db[i0 + i] += gb[i];
+        }
     }
 }
 
