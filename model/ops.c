@@ -120,8 +120,15 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 #ifndef SKINNY_NB
 #define SKINNY_NB 8
 #endif
+// With several input rows the FMAs per weight byte leave too few loads in
+// flight to cover DRAM latency: the weights SKINNY_PREFETCH bytes ahead are
+// prefetched into L2 (not L1, whose few miss buffers were the limit: 17-19 ->
+// 24-32 GB/s at 8 rows; the hardware brings them on from L2).
 #ifndef SKINNY_PREFETCH
-#define SKINNY_PREFETCH 2  // blocks of weight rows ahead (0: off)
+#define SKINNY_PREFETCH 32768  // bytes ahead (0: off)
+#endif
+#ifndef SKINNY_HINT
+#define SKINNY_HINT _MM_HINT_T1
 #endif
 
 // v[i] -> lane i of the result = the sum of v[i]'s lanes, for 16 vectors in
@@ -154,8 +161,7 @@ ALWAYS_INLINE void skinny_step(const int NB, const int OB, const float *x, const
 #pragma GCC unroll 16
     for (int j = 0; j < OB; j++) {
         const float *wp = w + (size_t)(o0 + j) * C + k;
-        // the same numbers of the next block of rows (a block's time ahead)
-        if (SKINNY_PREFETCH && NB > 1) _mm_prefetch((const char *)(wp + (size_t)SKINNY_PREFETCH * OB * C), _MM_HINT_T0);
+        if (SKINNY_PREFETCH && NB > 1) _mm_prefetch((const char *)wp + SKINNY_PREFETCH, SKINNY_HINT);
         wv[j] = full ? _mm512_loadu_ps(wp) : _mm512_maskz_loadu_ps(m, wp);
     }
 #pragma GCC unroll 16
