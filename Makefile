@@ -86,7 +86,7 @@ demo: deps
 	./gqa train train/configs/shakespeare_char_cpu.conf --n_kv_head=2 --out_dir=$(DEMO_OUT) --eval_iters=100
 	./gqa sample --ckpt $(DEMO_OUT)/best.bin --prompt "ROMEO:" --max_new_tokens=500
 
-# The cfg-d sweep of DESIGN.md (random weights; ~15 minutes on 2 cores):
+# The cfg-d sweep of DESIGN.md (random weights; ~4 minutes on 2 cores):
 # table on stdout, CSV and plots in docs/bench/. Run it on a quiet machine.
 BENCH_OUT ?= docs/bench
 bench: gqa
