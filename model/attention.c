@@ -29,32 +29,10 @@ size_t attention_scratch_floats(int T, int threads) {
 
 // row[0, n) = softmax(row[0, n)), row[n, T) = 0 (the masked keys).
 static void causal_softmax_row(float *row, int n, int T) {
-#if defined(__AVX512F__)
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int j = 0; j < n; j += 16) {
-        const __mmask16 m = mask16(n - j);
-        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, row + j));
-    }
-    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-    __m512 vsum = _mm512_setzero_ps();
-    for (int j = 0; j < n; j += 16) {
-        const __mmask16 m = mask16(n - j);
-        const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + j), vm)));
-        _mm512_mask_storeu_ps(row + j, m, e);
-        vsum = _mm512_add_ps(vsum, e);
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
-    for (int j = 0; j < n; j += 16) {
-        const __mmask16 m = mask16(n - j);
-        _mm512_mask_storeu_ps(row + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + j), inv));
-    }
-#else
-    float mx = row[0], sum = 0.0f;
-    for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-    for (int j = 0; j < n; j++) sum += (row[j] = expf(row[j] - mx));
+    float sum;
+    softmax_exp_row(row, n, &sum);
     const float inv = 1.0f / sum;
     for (int j = 0; j < n; j++) row[j] *= inv;
-#endif
     for (int j = n; j < T; j++) row[j] = 0.0f;
 }
 
@@ -77,6 +55,16 @@ static float dot_n(const float *a, const float *b, int n) {
 // Index of element (t, j) of head (b, h)'s attention matrix: the dropout key space.
 static inline size_t att_index(int b, int h, int NH, int T, int t, int j) {
     return (((size_t)b * NH + h) * T + t) * T + j;
+}
+
+// Rows [t0, t1), columns [0, t1) of head (b, h)'s P through its dropout mask
+// into dst (T, T): the block the forward multiplied with v. Returns dst.
+static float *dropout_block(float *dst, const float *P, int b, int h, int NH, int T, int t0, int t1, float p,
+                            uint64_t key) {
+    for (int t = t0; t < t1; t++)
+        for (int j = 0; j < t1; j++)
+            dst[(size_t)t * T + j] = P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+    return dst;
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH, int NKV, int HS,
@@ -102,14 +90,8 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                             k, QKV, 0.0f, P + (size_t)t0 * T, T);
                 // causal softmax, row by row; j > t is masked to exactly 0
                 for (int t = t0; t < t1; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
-                const float *Pd = P;
-                if (p > 0.0f) {  // attention dropout on a private copy; att keeps P
-                    for (int t = t0; t < t1; t++)
-                        for (int j = 0; j < t1; j++)
-                            tmp[(size_t)t * T + j] =
-                                P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
-                    Pd = tmp;
-                }
+                // attention dropout on a private copy; att keeps P
+                const float *Pd = p > 0.0f ? dropout_block(tmp, P, b, h, NH, T, t0, t1, p, key) : P;
                 // y_h = Pd v, into head h's columns of out
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, Pd + (size_t)t0 * T, T, v,
                             QKV, 0.0f, y + (size_t)t0 * C, C);
@@ -140,14 +122,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 const float *dy = dout + (size_t)b * T * C + h * HS;  // (T, HS) ld C
                 for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {  // the forward's row blocks
                     const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
-                    const float *Pv = P;  // the probabilities that multiplied v
-                    if (p > 0.0f) {
-                        for (int t = t0; t < t1; t++)
-                            for (int j = 0; j < t1; j++)
-                                Pd[(size_t)t * T + j] =
-                                    P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
-                        Pv = Pd;
-                    }
+                    // the probabilities that multiplied v
+                    const float *Pv = p > 0.0f ? dropout_block(Pd, P, b, h, NH, T, t0, t1, p, key) : P;
                     // y = Pv v  =>  dPv = dy v^T ; dV_g += Pv^T dy (summed over the group)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, t1, HS, 1.0f, dy + (size_t)t0 * C, C, v,
                                 QKV, 0.0f, dP + (size_t)t0 * T, T);

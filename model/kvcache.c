@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "../util/util.h"
+#include "ops.h"
 
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -154,6 +155,8 @@ void kvcache_free(KVCache *kv) {
 // ----------------------------------------------------------------------------
 // layout: V rows (maxT, HS) per head; K in tiles of KV_TILE positions, transposed
 
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
 // Element offset of key (position t, dim d) in one head's K region. Tile i
 // holds positions [i*KV_TILE, i*KV_TILE + w) as HS rows of w numbers, w = KV_TILE except
 // for a last partial tile, so the region is exactly maxT * HS numbers.
@@ -192,7 +195,7 @@ void kvcache_broadcast(KVCache *kv, int T) {
     CHECK(T >= 0 && T <= kv->max_T);
     // positions [0, T) are the first T rows of V and the first ceil(T / KV_TILE)
     // tiles of K (a partial tile's extra columns are overwritten before use)
-    const int Tk = (T + KV_TILE - 1) / KV_TILE * KV_TILE < kv->max_T ? (T + KV_TILE - 1) / KV_TILE * KV_TILE : kv->max_T;
+    const int Tk = round_up(T, KV_TILE) < kv->max_T ? round_up(T, KV_TILE) : kv->max_T;
     const size_t kbytes = (size_t)Tk * kv->head_size * kv->elem, vbytes = (size_t)T * kv->head_size * kv->elem;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int l = 0; l < kv->n_layer; l++) {
@@ -208,7 +211,8 @@ void kvcache_broadcast(KVCache *kv, int T) {
 // ----------------------------------------------------------------------------
 // the three steps of one work item, on nr query rows Q (nr, HS; pre-scaled)
 //   qk:      S[r][j] = Q[r] . K[k0 + j]          j < nk (k0 a multiple of KV_TILE)
-//   softmax: S[r][j] = exp(S[r][j] - max), j < vis; 0 for vis <= j < zero_to
+//   softmax: S[r][j] = exp(S[r][j] - max), j < vis (softmax_exp_row, ops.h);
+//            0 for the keys other rows of the item still see
 //   pv:      O[r] += sum_j S[r][j] V[k0 + j]
 // S rows have leading dimension lds (a multiple of KV_TILE); qk may write junk in
 // lanes [nk, round_up(nk, KV_TILE)). Kh is the head's K region, V its row k0.
@@ -292,26 +296,6 @@ static void qk(int nr, KVDtype dt, const float *Q, int HS, const char *Kh, int m
     if (dt == KV_F32) QK_SWITCH(KV_F32)
     else if (dt == KV_BF16) QK_SWITCH(KV_BF16)
     else QK_SWITCH(KV_F16)
-}
-
-static float softmax_row(float *s, int vis, int zero_to, float *sum_out) {
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int j = 0; j < vis; j += 16) {
-        const __mmask16 m = mask16(vis - j);
-        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + j));
-    }
-    const float mx = _mm512_reduce_max_ps(vmax);
-    const __m512 vm = _mm512_set1_ps(mx);
-    __m512 vsum = _mm512_setzero_ps();
-    for (int j = 0; j < vis; j += 16) {
-        const __mmask16 m = mask16(vis - j);
-        const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm)));
-        _mm512_mask_storeu_ps(s + j, m, e);
-        vsum = _mm512_add_ps(vsum, e);
-    }
-    if (zero_to > vis) memset(s + vis, 0, (size_t)(zero_to - vis) * sizeof(float));
-    *sum_out = _mm512_reduce_add_ps(vsum);
-    return mx;
 }
 
 // NR <= 4 rows x ND <= 4 vectors of 16 dims from d0 (the last one masked by
@@ -405,15 +389,6 @@ static void qk(int nr, KVDtype dt, const float *Q, int HS, const char *Kh, int m
         }
 }
 
-static float softmax_row(float *s, int vis, int zero_to, float *sum_out) {
-    float mx = -INFINITY, sum = 0.0f;
-    for (int j = 0; j < vis; j++) mx = s[j] > mx ? s[j] : mx;
-    for (int j = 0; j < vis; j++) sum += (s[j] = expf(s[j] - mx));
-    for (int j = vis; j < zero_to; j++) s[j] = 0.0f;
-    *sum_out = sum;
-    return mx;
-}
-
 static void pv(int R, const int *vis, KVDtype dt, const float *P, int ldp, const char *V, int HS, float *O) {
     for (int r = 0; r < R; r++)
         for (int j = 0; j < vis[r]; j++) {
@@ -431,9 +406,8 @@ static void pv(int R, const int *vis, KVDtype dt, const float *P, int ldp, const
 
 typedef struct {
     int rb, nrb;        // new tokens per work item, number of token blocks
-    int nsplit, chunk;  // key splits and keys per split (a multiple of KV_TILE)
-    int lds;            // leading dimension of the score block
-    size_t per_thread;  // Q/O (R, HS) + S (R, lds) + vis, 1/sum (R each), in floats
+    int nsplit, chunk;  // key splits and keys per split (a multiple of KV_TILE; the score rows' stride)
+    size_t per_thread;  // Q/O (R, HS) + S (R, chunk) + vis, 1/sum (R each), in floats
 } Plan;
 
 // Tokens per item: as many as make QK_ROWS rows (at least one token).
@@ -441,8 +415,6 @@ static int tokens_per_item(int group, int Tn) {
     int rb = group >= QK_ROWS ? 1 : QK_ROWS / group;
     return rb < Tn ? rb : Tn;
 }
-
-static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int threads) {
     Plan p;
@@ -456,9 +428,8 @@ static Plan make_plan(int B, int NKV, int group, int HS, int Tn, int ctx, int th
         if (p.nsplit < 1) p.nsplit = 1;
     }
     p.chunk = round_up((ctx + p.nsplit - 1) / p.nsplit, KV_TILE);
-    p.lds = p.chunk;
     const size_t R = (size_t)p.rb * group;
-    p.per_thread = R * HS + R * p.lds + 2 * R;
+    p.per_thread = R * HS + R * p.chunk + 2 * R;
     return p;
 }
 
@@ -492,10 +463,10 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
         const int s = it % p.nsplit, rbi = (it / p.nsplit) % p.nrb;
         const int g = (it / p.nsplit / p.nrb) % NKV, b = it / p.nsplit / p.nrb / NKV;
         float *Q = scratch + (size_t)omp_get_thread_num() * p.per_thread;  // (R, HS), later O
-        float *S = Q + (size_t)p.rb * group * HS;                           // (R, lds)
+        float *S = Q + (size_t)p.rb * group * HS;                           // (R, chunk)
         const int t0 = rbi * p.rb, t1 = t0 + p.rb < Tn ? t0 + p.rb : Tn, R = (t1 - t0) * group;
         const int k0 = s * p.chunk, k1 = k0 + p.chunk < ctx ? k0 + p.chunk : ctx;
-        int *vis = (int *)(S + (size_t)p.rb * group * p.lds);                 // (R)
+        int *vis = (int *)(S + (size_t)p.rb * group * p.chunk);               // (R)
         float *inv = (float *)(vis + (size_t)p.rb * group);                 // (R)
         for (int r = 0; r < R; r++) {  // row (t, j) is query head g*group + j at time t; it sees keys [k0, pos0 + t]
             const int end = pos0 + t0 + r / group + 1;
@@ -515,17 +486,18 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
         const char *Kh = kvcache_k(kv, l, b, g), *V = (const char *)kvcache_v(kv, l, b, g) + (size_t)k0 * HS * kv->elem;
         for (int r0 = 0; r0 < R; r0 += QK_ROWS) {
             const int nr = R - r0 < QK_ROWS ? R - r0 : QK_ROWS;
-            qk(nr, kv->dtype, Q + (size_t)r0 * HS, HS, Kh, kv->max_T, k0, vis[r0 + nr - 1], S + (size_t)r0 * p.lds,
-               p.lds);
+            qk(nr, kv->dtype, Q + (size_t)r0 * HS, HS, Kh, kv->max_T, k0, vis[r0 + nr - 1], S + (size_t)r0 * p.chunk,
+               p.chunk);
         }
-        for (int r = 0; r < R; r++) {
-            float sum, mx = softmax_row(S + (size_t)r * p.lds, vis[r], vis[R - 1], &sum);
+        for (int r = 0; r < R; r++) {  // unnormalised; keys [vis[r], vis[R - 1]) masked to 0 for pv
+            float *row = S + (size_t)r * p.chunk, sum, mx = softmax_exp_row(row, vis[r], &sum);
+            memset(row + vis[r], 0, (size_t)(vis[R - 1] - vis[r]) * sizeof(float));
             if (p.nsplit > 1) mp[r] = mx, lp[r] = sum;
             inv[r] = 1.0f / sum;  // vis >= 1 without splits
         }
         float *O = p.nsplit > 1 ? Op : Q;  // the queries are no longer needed
         memset(O, 0, (size_t)R * HS * sizeof(float));
-        pv(R, vis, kv->dtype, S, p.lds, V, HS, O);
+        pv(R, vis, kv->dtype, S, p.chunk, V, HS, O);
         if (p.nsplit == 1) {  // normalise and scatter
             for (int r = 0; r < R; r++) {
                 const int t = t0 + r / group, h = g * group + r % group;

@@ -187,6 +187,9 @@ ALWAYS_INLINE void skinny_block(const int NB, const int OB, const float *x, cons
         for (int j = 0; j < OB; j++) out[(size_t)n * OC + o0 + j] = r[n * OB + j] + (b ? b[o0 + j] : 0.0f);
 }
 
+// Weight rows per block for NB input rows: NB x OB <= 16 accumulators.
+static int skinny_ob(int nb) { return nb == 3 ? 5 : 16 / nb; }
+
 #define SKINNY_CASE(NB, OB) \
     case NB: skinny_block(NB, OB, x, w, b, C, OC, o, out); break;
 // Rows n0..n0+NB of the product for weight rows [o, o + 16 / NB).
@@ -211,12 +214,12 @@ static void matmul_forward_skinny(float *out, const float *inp, const float *w, 
 #if defined(__AVX512F__)
     // input rows in chunks of up to SKINNY_NB; a block of 16 / NB weight rows
     // is read from memory by the first chunk and from L1 by the next
-    const int NB0 = N < SKINNY_NB ? N : SKINNY_NB, OB = NB0 == 3 ? 5 : 16 / NB0, nblocks = (OC + OB - 1) / OB;
+    const int OB = skinny_ob(N < SKINNY_NB ? N : SKINNY_NB), nblocks = (OC + OB - 1) / OB;
 #pragma omp parallel for schedule(static)
     for (int ob = 0; ob < nblocks; ob++) {
         const int o = ob * OB;
         for (int n0 = 0; n0 < N; n0 += SKINNY_NB) {
-            const int NB = N - n0 < SKINNY_NB ? N - n0 : SKINNY_NB, ob_n = NB == 3 ? 5 : 16 / NB;
+            const int NB = N - n0 < SKINNY_NB ? N - n0 : SKINNY_NB, ob_n = skinny_ob(NB);
             for (int oo = o; oo < o + OB && oo < OC;) {
                 float *dst = out + (size_t)n0 * OC;
                 if (ob_n <= o + OB - oo && oo + ob_n <= OC) {
@@ -336,6 +339,35 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
         dinp[i] += local * dout[i];
     }
 #endif
+}
+
+// ----------------------------------------------------------------------------
+// softmax
+
+float softmax_exp_row(float *s, int n, float *sum) {
+#if defined(__AVX512F__)
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = mask16(n - j);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + j));
+    }
+    const float mx = _mm512_reduce_max_ps(vmax);
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = mask16(n - j);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vm)));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    *sum = _mm512_reduce_add_ps(vsum);
+#else
+    float mx = s[0], total = 0.0f;
+    for (int j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    for (int j = 0; j < n; j++) total += (s[j] = expf(s[j] - mx));
+    *sum = total;
+#endif
+    return mx;
 }
 
 // ----------------------------------------------------------------------------

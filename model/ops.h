@@ -47,6 +47,11 @@ void dropout_backward(float *dx, size_t n, float p, uint64_t key);
 // out = a + b, elementwise
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 
+// s[0, n) = exp(s[j] - max) in place, n >= 1 (an unnormalised softmax row:
+// attention's, training and decode). Returns the max; *sum = the sum of the
+// exponentials.
+float softmax_exp_row(float *s, int n, float *sum);
+
 // probs (N,V) = softmax(logits); losses (N) = -log probs[target].
 void crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets, int N, int V);
 // dlogits (N,V) = (probs - onehot(target)) * dloss; may alias probs (in place).

@@ -155,6 +155,18 @@ static double attn_objective(const float *qkv, const float *dout, float *out, fl
     return f;
 }
 
+// Central difference of attn_objective in qkv[i] (restored afterwards).
+static double attn_numeric_grad(float *qkv, size_t i, const float *dout, float *out, float *att, int B, int T,
+                                int NH, int NKV, int HS, float p, float *scratch) {
+    const float h = 1e-2f, x = qkv[i];
+    qkv[i] = x + h;
+    double fp = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+    qkv[i] = x - h;
+    double fm = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+    qkv[i] = x;
+    return (fp - fm) / (2.0 * ((double)(x + h) - (double)x));
+}
+
 static const int fd_nkv[] = {4, 2, 1};
 
 START_TEST(test_attention_finite_differences) {
@@ -170,15 +182,8 @@ START_TEST(test_attention_finite_differences) {
     fill_normal(dout, nout, 1.0f, &rng);
     attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
     attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, scratch);
-    const float h = 1e-2f;
     for (size_t i = 0; i < nqkv; i++) {
-        float x = qkv[i];
-        qkv[i] = x + h;
-        double fp = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-        qkv[i] = x - h;
-        double fm = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-        qkv[i] = x;
-        double num = (fp - fm) / (2.0 * ((double)(x + h) - (double)x));
+        double num = attn_numeric_grad(qkv, i, dout, out, att, B, T, NH, NKV, HS, p, scratch);
         double err = fabs(num - dqkv[i]);
         ck_assert_msg(err <= 1e-3, "n_kv_head %d p %.2f: d qkv[%zu] analytic %.6f, numeric %.6f", NKV, p, i,
                       dqkv[i], num);
@@ -207,17 +212,11 @@ START_TEST(test_attention_row_blocks_finite_differences) {
     fill_normal(dout, nout, 1.0f, &rng);
     attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
     attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, scratch);
-    const float h = 1e-2f;
     double worst = 0;
     for (int s = 0; s < 200; s++) {
         const size_t i = (size_t)(rng_u64(&rng) % nqkv);
-        float x = qkv[i];
-        qkv[i] = x + h;
-        double fp = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-        qkv[i] = x - h;
-        double fm = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-        qkv[i] = x;
-        double num = (fp - fm) / (2.0 * ((double)(x + h) - (double)x)), err = fabs(num - dqkv[i]);
+        double num = attn_numeric_grad(qkv, i, dout, out, att, B, T, NH, NKV, HS, p, scratch);
+        double err = fabs(num - dqkv[i]);
         worst = err > worst ? err : worst;
         ck_assert_msg(err <= 2e-3, "T %d p %.2f: d qkv[%zu] (t %zu) analytic %.6f, numeric %.6f", T, p, i, i / QKV,
                       dqkv[i], num);
