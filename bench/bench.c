@@ -112,13 +112,12 @@ static void worker_train(const BenchConfig *bc, int nkv) {
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
     uint64_t rng = 1;
     for (int i = 0; i < B * T; i++) x[i] = (int)(rng_u64(&rng) % c.vocab_size), y[i] = (int)(rng_u64(&rng) % c.vocab_size);
+    const int shards = bc->tc.shards > 0 ? bc->tc.shards : gpt_auto_shards(B);
     double tps[MAX_REPEATS];
     for (int r = -1; r < bc->repeats; r++) {  // r = -1: warm-up
         double t0 = now_seconds();
         for (int s = 0; s < bc->train_steps; s++) {
-            if (gpt_forward(&m, x, y, B, T) != 0) die("%s", m.error);
-            gpt_zero_grad(&m);
-            gpt_backward(&m);
+            if (gpt_forward_backward(&m, x, y, B, T, shards) != 0) die("%s", m.error);
             adamw_step(&opt, &m, 1e-4f);
         }
         if (r >= 0) tps[r] = (double)bc->train_steps * B * T / (now_seconds() - t0);

@@ -52,7 +52,8 @@ static float dot_n(const float *a, const float *b, int n) {
 #endif
 }
 
-// Index of element (t, j) of head (b, h)'s attention matrix: the dropout key space.
+// Index of element (t, j) of head (b, h)'s attention matrix, without the
+// caller's offset i0: the dropout key space.
 static inline size_t att_index(int b, int h, int NH, int T, int t, int j) {
     return (((size_t)b * NH + h) * T + t) * T + j;
 }
@@ -60,15 +61,15 @@ static inline size_t att_index(int b, int h, int NH, int T, int t, int j) {
 // Rows [t0, t1), columns [0, t1) of head (b, h)'s P through its dropout mask
 // into dst (T, T): the block the forward multiplied with v. Returns dst.
 static float *dropout_block(float *dst, const float *P, int b, int h, int NH, int T, int t0, int t1, float p,
-                            uint64_t key) {
+                            uint64_t key, size_t i0) {
     for (int t = t0; t < t1; t++)
         for (int j = 0; j < t1; j++)
-            dst[(size_t)t * T + j] = P[(size_t)t * T + j] * dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+            dst[(size_t)t * T + j] = P[(size_t)t * T + j] * dropout_scale(key, i0 + att_index(b, h, NH, T, t, j), p);
     return dst;
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH, int NKV, int HS,
-                       float p, uint64_t key, float *scratch) {
+                       float p, uint64_t key, size_t i0, float *scratch) {
     const int group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel for collapse(2) schedule(static)
@@ -91,7 +92,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                 // causal softmax, row by row; j > t is masked to exactly 0
                 for (int t = t0; t < t1; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
                 // attention dropout on a private copy; att keeps P
-                const float *Pd = p > 0.0f ? dropout_block(tmp, P, b, h, NH, T, t0, t1, p, key) : P;
+                const float *Pd = p > 0.0f ? dropout_block(tmp, P, b, h, NH, T, t0, t1, p, key, i0) : P;
                 // y_h = Pd v, into head h's columns of out
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, Pd + (size_t)t0 * T, T, v,
                             QKV, 0.0f, y + (size_t)t0 * C, C);
@@ -101,7 +102,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
-                        int NH, int NKV, int HS, float p, uint64_t key, float *scratch) {
+                        int NH, int NKV, int HS, float p, uint64_t key, size_t i0, float *scratch) {
     const int group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
     const float scale = 1.0f / sqrtf((float)HS);
     // One task per (batch, KV head): the group's query heads run in this task,
@@ -123,7 +124,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {  // the forward's row blocks
                     const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
                     // the probabilities that multiplied v
-                    const float *Pv = p > 0.0f ? dropout_block(Pd, P, b, h, NH, T, t0, t1, p, key) : P;
+                    const float *Pv = p > 0.0f ? dropout_block(Pd, P, b, h, NH, T, t0, t1, p, key, i0) : P;
                     // y = Pv v  =>  dPv = dy v^T ; dV_g += Pv^T dy (summed over the group)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, t1, HS, 1.0f, dy + (size_t)t0 * C, C, v,
                                 QKV, 0.0f, dP + (size_t)t0 * T, T);
@@ -134,7 +135,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         const float *Pr = P + (size_t)t * T;
                         float *dr = dP + (size_t)t * T;
                         if (p > 0.0f)
-                            for (int j = 0; j <= t; j++) dr[j] *= dropout_scale(key, att_index(b, h, NH, T, t, j), p);
+                            for (int j = 0; j <= t; j++) dr[j] *= dropout_scale(key, i0 + att_index(b, h, NH, T, t, j), p);
                         const float dot = dot_n(Pr, dr, t + 1);
                         for (int j = 0; j <= t; j++) dr[j] = Pr[j] * (dr[j] - dot) * scale;
                         for (int j = t + 1; j < t1; j++) dr[j] = 0.0f;

@@ -20,13 +20,14 @@ size_t attention_scratch_floats(int T, int threads);
 // out (B,T,NH*HS) = softmax(q k^T / sqrt(HS), causal) v, per query head.
 // att (B,NH,T,T) receives the softmax probabilities (before dropout; upper
 // triangle zero) for the backward pass. With dropout p > 0 the probabilities
-// are dropped with the counter-based mask keyed by `key` (see ops.h).
+// are dropped with the counter-based mask keyed by `key` (see ops.h): entry
+// (b, h, t, j) draws index i0 + ((b NH + h) T + t) T + j.
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH, int NKV, int HS,
-                       float p, uint64_t key, float *scratch);
+                       float p, uint64_t key, size_t i0, float *scratch);
 
 // dqkv (B,T,QKV) += gradients of q, k and v. dK and dV of KV head g are the
 // SUM over the `group` query heads that read it: that sum is the GQA gradient.
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
-                        int NH, int NKV, int HS, float p, uint64_t key, float *scratch);
+                        int NH, int NKV, int HS, float p, uint64_t key, size_t i0, float *scratch);
 
 #endif

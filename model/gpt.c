@@ -7,6 +7,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,8 @@ void gpt_free(GPT *m) {
     free(m->grads_memory);
     free(m->acts_memory);
     free(m->scratch);
+    for (int i = 0; i < m->n_shards; i++) gpt_free(&m->shards[i]);  // their params_memory is NULL
+    free(m->shards);
     memset(m, 0, sizeof *m);
 }
 
@@ -300,7 +303,9 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     float *att_scratch = m->scratch + BTc * (11 * (size_t)C + QKV);
 
     encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
-    dropout_forward(a.encoded, (size_t)N * C, p, site_key(m, L, 0));
+    // dropout mask indices of this shard's rows in the whole batch
+    const size_t i0C = (size_t)m->batch_offset * T * C, i0att = (size_t)m->batch_offset * NH * T * T;
+    dropout_forward(a.encoded, (size_t)N * C, p, site_key(m, L, 0), i0C);
     for (int l = 0; l < L; l++) {
         const float *residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTc * C;
         float *ln1 = a.ln1 + l * BTc * C, *ln1_mean = a.ln1_mean + l * BTc, *ln1_rstd = a.ln1_rstd + l * BTc;
@@ -312,15 +317,15 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
         matmul_forward(qkv, ln1, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N, C, QKV);
-        attention_forward(atty, att, qkv, B, T, NH, NKV, HS, p, site_key(m, l, 1), att_scratch);
+        attention_forward(atty, att, qkv, B, T, NH, NKV, HS, p, site_key(m, l, 1), i0att, att_scratch);
         matmul_forward(tmp, atty, w.attprojw + (size_t)l * C * C, c->bias ? w.attprojb + l * C : NULL, N, C, C);
-        dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 2));
+        dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 2), i0C);
         residual_forward(residual2, residual, tmp, (size_t)N * C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, w.ln2w + l * C, c->bias ? w.ln2b + l * C : NULL, N, C);
         matmul_forward(fch, ln2, w.fcw + (size_t)l * 4 * C * C, c->bias ? w.fcb + (size_t)l * 4 * C : NULL, N, C, 4 * C);
         gelu_forward(fch_gelu, fch, (size_t)N * 4 * C);
         matmul_forward(tmp, fch_gelu, w.fcprojw + (size_t)l * C * 4 * C, c->bias ? w.fcprojb + l * C : NULL, N, 4 * C, C);
-        dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 3));
+        dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 3), i0C);
         residual_forward(residual3, residual2, tmp, (size_t)N * C);
     }
     const float *xL = a.residual3 + (size_t)(L - 1) * BTc * C;
@@ -357,6 +362,7 @@ void gpt_backward(GPT *m) {
     const int B = m->B, T = m->T, HS = C / NH, QKV = (NH + 2 * NKV) * HS, N = B * T;
     const size_t BTc = m->acts_BT, nC = (size_t)N * C, n4C = nC * 4;
     const float p = (m->training && c->dropout > 0.0f) ? c->dropout : 0.0f;
+    const size_t i0C = (size_t)m->batch_offset * T * C, i0att = (size_t)m->batch_offset * NH * T * T;
 
     ParameterTensors w = m->params, g = m->grads;
     ActivationTensors a = m->acts;
@@ -368,7 +374,6 @@ void gpt_backward(GPT *m) {
     float *dlogits = a.probs;  // in place
     crossentropy_backward(dlogits, a.probs, m->targets, 1.0f / N, N, V);
     // logits = lnf wte^T ; lnf = LNf(xL)
-    memset(dC1, 0, nC * sizeof(float));
     matmul_backward(dC1, g.wte, NULL, dlogits, a.lnf, w.wte, N, C, V);
     memset(dresidual, 0, nC * sizeof(float));
     const float *xL = a.residual3 + (size_t)(L - 1) * BTc * C;
@@ -387,17 +392,14 @@ void gpt_backward(GPT *m) {
         const float *dproj = dresidual;
         if (p > 0.0f) {
             memcpy(dC1, dresidual, nC * sizeof(float));
-            dropout_backward(dC1, nC, p, site_key(m, l, 3));
+            dropout_backward(dC1, nC, p, site_key(m, l, 3), i0C);
             dproj = dC1;
         }
-        memset(d4C1, 0, n4C * sizeof(float));
         matmul_backward(d4C1, g.fcprojw + (size_t)l * C * 4 * C, c->bias ? g.fcprojb + l * C : NULL, dproj, fch_gelu,
                         w.fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
         // fch_gelu = gelu(fch)
-        memset(d4C2, 0, n4C * sizeof(float));
         gelu_backward(d4C2, fch, d4C1, n4C);
         // fch = ln2 fcw^T + fcb
-        memset(dC2, 0, nC * sizeof(float));
         matmul_backward(dC2, g.fcw + (size_t)l * 4 * C * C, c->bias ? g.fcb + (size_t)l * 4 * C : NULL, d4C2, ln2,
                         w.fcw + (size_t)l * 4 * C * C, N, C, 4 * C);
         // ln2 = LN2(residual2); dresidual becomes d residual2 (identity path + LN path)
@@ -408,17 +410,15 @@ void gpt_backward(GPT *m) {
         dproj = dresidual;
         if (p > 0.0f) {
             memcpy(dC1, dresidual, nC * sizeof(float));
-            dropout_backward(dC1, nC, p, site_key(m, l, 2));
+            dropout_backward(dC1, nC, p, site_key(m, l, 2), i0C);
             dproj = dC1;
         }
-        memset(dC2, 0, nC * sizeof(float));
         matmul_backward(dC2, g.attprojw + (size_t)l * C * C, c->bias ? g.attprojb + l * C : NULL, dproj, atty,
                         w.attprojw + (size_t)l * C * C, N, C, C);
         // atty = attention(qkv): dK, dV summed over each KV head's group
         memset(dqkv, 0, (size_t)N * QKV * sizeof(float));
-        attention_backward(dqkv, dC2, qkv, att, B, T, NH, NKV, HS, p, site_key(m, l, 1), att_scratch);
+        attention_backward(dqkv, dC2, qkv, att, B, T, NH, NKV, HS, p, site_key(m, l, 1), i0att, att_scratch);
         // qkv = ln1 qkvw^T + qkvb
-        memset(dC1, 0, nC * sizeof(float));
         matmul_backward(dC1, g.qkvw + (size_t)l * QKV * C, c->bias ? g.qkvb + (size_t)l * QKV : NULL, dqkv, ln1,
                         w.qkvw + (size_t)l * QKV * C, N, C, QKV);
         // ln1 = LN1(residual); dresidual becomes d residual
@@ -426,6 +426,118 @@ void gpt_backward(GPT *m) {
                            ln1_mean, ln1_rstd, N, C);
     }
     // encoded = drop(wte[tok] + wpe[t])
-    dropout_backward(dresidual, nC, p, site_key(m, L, 0));
+    dropout_backward(dresidual, nC, p, site_key(m, L, 0), i0C);
     encoder_backward(g.wte, g.wpe, dresidual, m->inputs, B, T, C);
+}
+
+// ----------------------------------------------------------------------------
+// training pass, optionally sharded over threads
+
+// Make m->shards hold at least n - 1 replicas of m: same config, parameters
+// borrowed (params_memory stays NULL, so gpt_free leaves them alone).
+static int ensure_shards(GPT *m, int n) {
+    if (m->n_shards >= n - 1) return 0;
+    GPT *s = realloc(m->shards, (size_t)(n - 1) * sizeof *s);
+    if (!s) {
+        snprintf(m->error, sizeof m->error, "cannot allocate %d training shards", n);
+        return -1;
+    }
+    m->shards = s;
+    for (int i = m->n_shards; i < n - 1; i++) {
+        GPT *r = &s[i];
+        memset(r, 0, sizeof *r);
+        r->config = m->config;
+        memcpy(r->param_sizes, m->param_sizes, sizeof r->param_sizes);
+        r->num_parameters = m->num_parameters;
+        r->mean_loss = -1.0f;
+    }
+    m->n_shards = n - 1;
+    return 0;
+}
+
+int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T, int shards) {
+    enum { MAX_SHARDS = 64 };
+    if (shards > B) shards = B;
+    if (shards > MAX_SHARDS) shards = MAX_SHARDS;
+    if (shards <= 1) {
+        if (gpt_forward(m, inputs, targets, B, T) != 0) return -1;
+        gpt_zero_grad(m);
+        gpt_backward(m);
+        return 0;
+    }
+    if (!targets) {
+        snprintf(m->error, sizeof m->error, "a training pass needs targets");
+        return -1;
+    }
+    // whole-batch checks first, so that messages name positions in the batch
+    if (T <= 0 || (size_t)B * T > (size_t)INT_MAX / 4) {
+        snprintf(m->error, sizeof m->error, "time T=%d must be positive and B*T=%zu not too large", T, (size_t)B * T);
+        return -1;
+    }
+    if (gpt_validate_tokens(&m->config, inputs, (size_t)B * T, m->error, sizeof m->error) != 0) return -1;
+    if (gpt_validate_tokens(&m->config, targets, (size_t)B * T, m->error + 7, sizeof m->error - 7) != 0) {
+        memcpy(m->error, "target ", 7);
+        return -1;
+    }
+    if (ensure_shards(m, shards) != 0) return -1;
+    if (!m->grads_memory) gpt_zero_grad(m);
+
+    // Shard s runs sequences [b0[s], b0[s+1]). Every shard starts from m's RNG
+    // state, so each draws the dropout key m draws: the masks of one unsharded
+    // pass. The kernels' own parallel regions nest inside, so they run on one
+    // thread (and OpenBLAS's OpenMP build runs single-threaded in a region).
+    int b0[MAX_SHARDS + 1], rc[MAX_SHARDS];
+    for (int s = 0; s <= shards; s++) b0[s] = (int)((long)B * s / shards);
+    const uint64_t rng_state = m->rng_state;
+    omp_set_max_active_levels(1);
+#pragma omp parallel for num_threads(shards) schedule(static, 1)
+    for (int s = 0; s < shards; s++) {
+        GPT *r = s == 0 ? m : &m->shards[s - 1];
+        r->params = m->params;
+        r->training = m->training;
+        r->rng_state = rng_state;
+        r->batch_offset = b0[s];
+        rc[s] = gpt_forward(r, inputs + (size_t)b0[s] * T, targets + (size_t)b0[s] * T, b0[s + 1] - b0[s], T);
+        if (rc[s] == 0) {
+            gpt_zero_grad(r);
+            gpt_backward(r);
+        }
+    }
+    m->batch_offset = 0;
+    for (int s = 0; s < shards; s++) {
+        if (rc[s] != 0) {
+            if (s > 0) memcpy(m->error, m->shards[s - 1].error, sizeof m->error);
+            return -1;
+        }
+    }
+    // each shard holds the gradient of its own mean loss: weight it by its rows
+    float wgt[MAX_SHARDS];
+    const float *gs[MAX_SHARDS];
+    double loss = 0.0;
+    for (int s = 0; s < shards; s++) {
+        const GPT *r = s == 0 ? m : &m->shards[s - 1];
+        wgt[s] = (float)(b0[s + 1] - b0[s]) / (float)B;
+        gs[s] = r->grads_memory;
+        loss += (double)r->mean_loss * (b0[s + 1] - b0[s]) / B;
+    }
+    m->mean_loss = (float)loss;
+    float *g = m->grads_memory;
+    const size_t np = m->num_parameters;
+#pragma omp parallel
+    {  // shard by shard, each a vector axpy; equal static splits: no barriers needed
+#pragma omp for schedule(static) nowait
+        for (size_t i = 0; i < np; i++) g[i] *= wgt[0];
+        for (int s = 1; s < shards; s++) {
+            const float *gr = gs[s], ws = wgt[s];
+#pragma omp for schedule(static) nowait
+            for (size_t i = 0; i < np; i++) g[i] += gr[i] * ws;
+        }
+    }
+    return 0;
+}
+
+int gpt_auto_shards(int B) {
+    const int n = omp_get_max_threads();
+    if (n <= 1 || openblas_get_parallel() != OPENBLAS_OPENMP) return 1;
+    return B % n == 0 || B >= 4 * n ? n : 1;
 }

@@ -263,8 +263,8 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
 
 void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                      const float *w, int N, int C, int OC) {
-    // out = inp w^T  =>  dinp += dout w ; dw += dout^T inp ; db += sum_n dout
-    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    // out = inp w^T  =>  dinp = dout w ; dw += dout^T inp ; db += sum_n dout
+    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 0.0f, dinp, C);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
     if (db) {  // column sums, a block of 64 columns per task, rows streamed in order
         const int nblk = (OC + 63) / 64;
@@ -325,8 +325,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
                                           _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, _mm512_set1_ps(1.0f)));
         const __m512 local = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(half, x), sech2), dudx,
                                              _mm512_fmadd_ps(half, th, half));
-        const __m512 d = _mm512_maskz_loadu_ps(m, dinp + i);
-        _mm512_mask_storeu_ps(dinp + i, m, _mm512_fmadd_ps(local, _mm512_maskz_loadu_ps(m, dout + i), d));
+        _mm512_mask_storeu_ps(dinp + i, m, _mm512_mul_ps(local, _mm512_maskz_loadu_ps(m, dout + i)));
     }
 #else
 #pragma omp parallel for schedule(static)
@@ -336,7 +335,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
         float th = tanhf(u);
         float sech2 = 1.0f - th * th;
         float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] += local * dout[i];
+        dinp[i] = local * dout[i];
     }
 #endif
 }
@@ -373,14 +372,14 @@ float softmax_exp_row(float *s, int n, float *sum) {
 // ----------------------------------------------------------------------------
 // dropout and residual
 
-void dropout_forward(float *x, size_t n, float p, uint64_t key) {
+void dropout_forward(float *x, size_t n, float p, uint64_t key, size_t i0) {
     if (p <= 0.0f) return;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) x[i] *= dropout_scale(key, i, p);
+    for (size_t i = 0; i < n; i++) x[i] *= dropout_scale(key, i0 + i, p);
 }
 
-void dropout_backward(float *dx, size_t n, float p, uint64_t key) {
-    dropout_forward(dx, n, p, key);  // the mask is its own derivative
+void dropout_backward(float *dx, size_t n, float p, uint64_t key, size_t i0) {
+    dropout_forward(dx, n, p, key, i0);  // the mask is its own derivative
 }
 
 void residual_forward(float *out, const float *a, const float *b, size_t n) {

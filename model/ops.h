@@ -30,19 +30,23 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 
 // out (N,OC) = inp (N,C) @ w^T (OC,C) + b (OC); b may be NULL.
 void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
-// dinp (N,C) +=, dw (OC,C) +=, db (OC) += (db may be NULL; dinp may be NULL to skip)
+// dinp (N,C) = (overwritten), dw (OC,C) +=, db (OC) += (db may be NULL; dinp
+// may be NULL to skip)
 void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                      const float *w, int N, int C, int OC);
 
 // tanh-approximate GELU, as GPT-2 and nn.GELU(approximate='tanh')
 void gelu_forward(float *out, const float *inp, size_t n);
+// dinp = gelu'(inp) * dout (overwritten)
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
-// Inverted dropout with a counter-based mask: element i is kept (and scaled
-// by 1/(1-p)) iff rng_hash_uniform(key, i) >= p. In place. p == 0 is a no-op.
-void dropout_forward(float *x, size_t n, float p, uint64_t key);
-// dx *= mask / (1-p), in place, with the same key as the forward.
-void dropout_backward(float *dx, size_t n, float p, uint64_t key);
+// Inverted dropout with a counter-based mask: element i of x is kept (and
+// scaled by 1/(1-p)) iff rng_hash_uniform(key, i0 + i) >= p. In place. p == 0
+// is a no-op. i0 places x in a larger tensor (a shard of a batch draws the
+// masks the whole batch would).
+void dropout_forward(float *x, size_t n, float p, uint64_t key, size_t i0);
+// dx *= mask / (1-p), in place, with the same key and i0 as the forward.
+void dropout_backward(float *dx, size_t n, float p, uint64_t key, size_t i0);
 
 // out = a + b, elementwise
 void residual_forward(float *out, const float *a, const float *b, size_t n);

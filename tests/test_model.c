@@ -149,7 +149,7 @@ END_TEST
 // round-off and O(h^2) ~ 1e-4 from truncation, hence the tolerance of 1e-3.
 static double attn_objective(const float *qkv, const float *dout, float *out, float *att, int B, int T, int NH,
                              int NKV, int HS, float p, float *scratch) {
-    attention_forward(out, att, qkv, B, T, NH, NKV, HS, p, 1234, scratch);
+    attention_forward(out, att, qkv, B, T, NH, NKV, HS, p, 1234, 0, scratch);
     double f = 0;
     for (size_t i = 0; i < (size_t)B * T * NH * HS; i++) f += (double)out[i] * dout[i];
     return f;
@@ -181,7 +181,7 @@ START_TEST(test_attention_finite_differences) {
     fill_normal(qkv, nqkv, 1.0f, &rng);
     fill_normal(dout, nout, 1.0f, &rng);
     attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, scratch);
+    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, 0, scratch);
     for (size_t i = 0; i < nqkv; i++) {
         double num = attn_numeric_grad(qkv, i, dout, out, att, B, T, NH, NKV, HS, p, scratch);
         double err = fabs(num - dqkv[i]);
@@ -211,7 +211,7 @@ START_TEST(test_attention_row_blocks_finite_differences) {
     fill_normal(qkv, nqkv, 1.0f, &rng);
     fill_normal(dout, nout, 1.0f, &rng);
     attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, scratch);
+    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, 0, scratch);
     double worst = 0;
     for (int s = 0; s < 200; s++) {
         const size_t i = (size_t)(rng_u64(&rng) % nqkv);
@@ -302,6 +302,61 @@ START_TEST(test_dropout_only_in_training) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// invariant: a training pass sharded over threads == one pass over the batch
+
+static const int shard_counts[] = {2, 3, 5, 8};  // 8 > B: clamped to 5
+
+START_TEST(test_sharded_pass_equals_one_pass) {
+    const int shards = shard_counts[_i];
+    // T = 70 crosses a causal row block; dropout on, so every mask must match
+    GPTConfig c = {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
+                   .bias = 1, .dropout = 0.2f};
+    GPT one, sh;
+    ck_assert_int_eq(gpt_init(&one, &c, 3), 0);
+    ck_assert_int_eq(gpt_init(&sh, &c, 3), 0);
+    randomize_params(&one, 4, 0.2f);
+    randomize_params(&sh, 4, 0.2f);
+    one.training = sh.training = 1;
+    enum { B = 5, T = 70 };
+    int in[B * T], tg[B * T];
+    uint64_t rng = 9;
+    for (int step = 0; step < 2; step++) {  // the second step reuses the shards
+        for (int i = 0; i < B * T; i++) in[i] = (int)(rng_u64(&rng) % 11), tg[i] = (int)(rng_u64(&rng) % 11);
+        ck_assert_int_eq(gpt_forward_backward(&one, in, tg, B, T, 1), 0);
+        ck_assert_int_eq(gpt_forward_backward(&sh, in, tg, B, T, shards), 0);
+        ck_assert_uint_eq(one.rng_state, sh.rng_state);  // one dropout key drawn per pass
+        ck_assert_msg(fabsf(one.mean_loss - sh.mean_loss) <= 1e-5f * fabsf(one.mean_loss), "loss %.7f vs %.7f",
+                      one.mean_loss, sh.mean_loss);
+        double worst = 0.0, gmax = 0.0;
+        size_t at = 0;
+        for (size_t i = 0; i < one.num_parameters; i++) {
+            double d = fabs((double)one.grads_memory[i] - sh.grads_memory[i]);
+            if (d > worst) worst = d, at = i;
+            if (fabs(one.grads_memory[i]) > gmax) gmax = fabs(one.grads_memory[i]);
+        }
+        ck_assert_msg(gmax > 1e-3 && worst <= 1e-5 * gmax, "step %d, %d shards: gradient %zu differs by %.3g (max |g| %.3g)",
+                      step, shards, at, worst, gmax);
+        // a step of SGD, so the next pass sees new weights
+        for (size_t i = 0; i < one.num_parameters; i++) {
+            one.params_memory[i] -= 0.1f * one.grads_memory[i];
+            sh.params_memory[i] -= 0.1f * one.grads_memory[i];
+        }
+    }
+    // errors name positions in the whole batch, and leave the model usable
+    in[4 * T + 3] = 11;
+    ck_assert_int_eq(gpt_forward_backward(&sh, in, tg, B, T, shards), -1);
+    ck_assert_str_eq(sh.error, "token id 11 at position 283 is out of range [0, vocab_size=11)");
+    in[4 * T + 3] = 0;
+    tg[3 * T] = -2;
+    ck_assert_int_eq(gpt_forward_backward(&sh, in, tg, B, T, shards), -1);
+    ck_assert_str_eq(sh.error, "target token id -2 at position 210 is out of range [0, vocab_size=11)");
+    ck_assert_int_eq(gpt_forward_backward(&sh, in, NULL, B, T, shards), -1);
+    gpt_free(&one);
+    gpt_free(&sh);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // invariant: GQA == MHA with each KV head repeated over its group
 
 // Expand a GQA model's K/V projection rows (and biases) to one per query head.
@@ -386,7 +441,7 @@ END_TEST
 START_TEST(test_gelu_vs_double) {
     enum { n = 1003 };
     static float x[n], y[n], dy[n], dx[n];
-    for (int i = 0; i < n; i++) x[i] = -12.0f + 24.0f * i / (n - 1), dy[i] = 1.0f + 0.001f * i, dx[i] = 0.5f;
+    for (int i = 0; i < n; i++) x[i] = -12.0f + 24.0f * i / (n - 1), dy[i] = 1.0f + 0.001f * i, dx[i] = 0.5f;  // overwritten
     x[500] = 1e-7f, x[501] = -3e-4f;
     gelu_forward(y, x, n);
     gelu_backward(dx, x, dy, n);
@@ -396,7 +451,7 @@ START_TEST(test_gelu_vs_double) {
         const double f = 0.5 * v * (1 + th);
         const double g = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * s * (1 + 3 * 0.044715 * v * v);
         max_f = fmax(max_f, fabs(y[i] - f) / (1 + fabs(f)));
-        max_b = fmax(max_b, fabs(dx[i] - (0.5 + g * dy[i])) / (1 + fabs(g * dy[i])));
+        max_b = fmax(max_b, fabs(dx[i] - g * dy[i]) / (1 + fabs(g * dy[i])));
     }
     ck_assert_msg(max_f < 1e-6, "gelu forward: max error %g", max_f);
     ck_assert_msg(max_b < 3e-6, "gelu backward: max error %g", max_b);  // float terms: ~1e-6
@@ -573,6 +628,7 @@ static Suite *model_suite(void) {
     tc = tcase_create("invariants");
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, test_gqa_equals_expanded_mha, 0, 2);
+    tcase_add_loop_test(tc, test_sharded_pass_equals_one_pass, 0, 4);
     tcase_add_test(tc, test_bad_configs);
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);

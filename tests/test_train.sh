@@ -34,6 +34,16 @@ if [ "$(losses "$tmp/a")" = "$(losses "$tmp/b")" ]; then ok; else bad "same seed
 train "$tmp/c" --max_iters 20 --seed 8 > /dev/null 2>&1
 if [ "$(losses "$tmp/a")" != "$(losses "$tmp/c")" ]; then ok; else bad "another seed gave the same losses"; fi
 
+# shards: 2 threads split the batch of 4 by default; one threaded pass
+# (--shards 1) differs only in the order of float sums, dropout masks included
+grep -q 'shards = 2$' "$tmp/a.out" && ok || bad "default run not sharded: $(grep shards "$tmp/a.out")"
+train "$tmp/d" --max_iters 20 --shards 1 > "$tmp/d.out" 2>&1 || bad "train --shards 1 failed: $(tail -3 "$tmp/d.out")"
+grep -q 'shards = 1$' "$tmp/d.out" && ok || bad "--shards 1 not honoured: $(grep shards "$tmp/d.out")"
+worst=$(paste "$(losses "$tmp/a" > "$tmp/la"; echo "$tmp/la")" "$(losses "$tmp/d" > "$tmp/ld"; echo "$tmp/ld")" |
+    awk '{ d = $4 - $8; if (d < 0) d = -d; if (d > w) w = d } END { if (NR != 20) print "rows " NR; else print w + 0 }')
+echo "shards 2 vs 1: worst loss difference over 20 steps $worst"
+awk -v w="$worst" 'BEGIN { exit !(w != "" && w < 1e-3) }' && ok || bad "--shards 1 vs sharded losses differ by $worst"
+
 # resume: 10 steps, then resume to 20 == 20 straight
 train "$tmp/r" --max_iters 10 > /dev/null 2>&1 || bad "train r (10 steps) failed"
 train "$tmp/r" --max_iters 20 --init_from resume > "$tmp/r.out" 2>&1 || bad "resume failed: $(tail -3 "$tmp/r.out")"

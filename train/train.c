@@ -43,7 +43,7 @@ void train_config_defaults(TrainConfig *tc) {
     tc->beta1 = 0.9f, tc->beta2 = 0.99f, tc->grad_clip = 1.0f;
     tc->eval_interval = 250, tc->eval_iters = 200, tc->log_interval = 10;
     tc->peak_gflops = 200.0f;
-    tc->seed = 1337, tc->threads = 0;
+    tc->seed = 1337, tc->threads = 0, tc->shards = 0;
 }
 
 const Opt *train_config_opts(TrainConfig *tc, int *n) {
@@ -76,6 +76,9 @@ const Opt *train_config_opts(TrainConfig *tc, int *n) {
         {"peak_gflops", OPT_FLOAT, &tc->peak_gflops, 1e-3, 1e9, "sgemm peak of this machine, for MFU"},
         {"seed", OPT_INT, &tc->seed, 0, 2147483647, "random seed (weights, batches, dropout)"},
         {"threads", OPT_INT, &tc->threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)"},
+        {"shards", OPT_INT, &tc->shards, 0, 64,
+         "threads that each train a slice of the batch (0: auto, the threads when the batch splits evenly; "
+         "1: one pass with every kernel threaded)"},
     };
     *n = (int)(sizeof table / sizeof table[0]);
     memcpy(opts, table, sizeof table);
@@ -341,8 +344,9 @@ int cmd_train(int argc, char **argv) {
     const int B = tc->batch_size, T = tc->block_size;
     printf("training configuration:\n");
     opts_print_values(opts, nopts, stdout);
-    printf("vocab_size = %d, parameters = %zu, threads = %d, ranks = %d (%d sequences each)\n",
-           m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r.dist.world, B / r.dist.world);
+    const int shards = tc->shards > 0 ? tc->shards : gpt_auto_shards(B / r.dist.world);
+    printf("vocab_size = %d, parameters = %zu, threads = %d, ranks = %d (%d sequences each), shards = %d\n",
+           m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r.dist.world, B / r.dist.world, shards);
     if (r.step > 0) printf("resuming from %s at step %d\n", r.ckpt_path, r.step);
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
@@ -385,9 +389,7 @@ int cmd_train(int argc, char **argv) {
         get_batch(&r.train, B, T, &r.data_rng, x, y);
         if (r.step == nan_step) m->params.wte[0] = NAN;
         const size_t shard = (size_t)r.dist.rank * (B / r.dist.world) * T;
-        if (gpt_forward(m, x + shard, y + shard, B / r.dist.world, T) != 0) die("%s", m->error);
-        gpt_zero_grad(m);
-        gpt_backward(m);
+        if (gpt_forward_backward(m, x + shard, y + shard, B / r.dist.world, T, shards) != 0) die("%s", m->error);
         dist_mean_floats(&r.dist, m->grads_memory, m->num_parameters);  // the data-parallel step
         const float loss = (float)(dist_sum(&r.dist, m->mean_loss) / r.dist.world);
         float norm = grad_global_norm(m);

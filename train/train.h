@@ -26,6 +26,7 @@ typedef struct {
     float peak_gflops;  // for MFU: the machine's sgemm peak
     // run
     int seed, threads;
+    int shards;  // gpt_forward_backward's thread shards; 0: gpt_auto_shards
 } TrainConfig;
 
 // nanoGPT's CPU recipe on Tiny Shakespeare (cfg-s), GQA off (n_kv_head = n_head).
