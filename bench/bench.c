@@ -112,7 +112,7 @@ static void worker_train(const BenchConfig *bc, int nkv) {
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
     uint64_t rng = 1;
     for (int i = 0; i < B * T; i++) x[i] = (int)(rng_u64(&rng) % c.vocab_size), y[i] = (int)(rng_u64(&rng) % c.vocab_size);
-    const int shards = bc->tc.shards > 0 ? bc->tc.shards : gpt_auto_shards(B);
+    const int shards = train_shards(&bc->tc, B);
     double tps[MAX_REPEATS];
     for (int r = -1; r < bc->repeats; r++) {  // r = -1: warm-up
         double t0 = now_seconds();
@@ -473,10 +473,10 @@ int cmd_bench(int argc, char **argv) {
                      "decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,"
                      "train_gflops,train_mfu,decode_gbs,decode_bw_frac\n");
     }
-    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d; "
-           "%d decode steps; %d repeats; %d threads; measure=%s\n",
+    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d "
+           "(%d shards); %d decode steps; %d repeats; %d threads; measure=%s\n",
            bc.vocab_size, bc.tc.n_layer, bc.tc.n_head, bc.tc.n_embd, bc.tc.block_size, bc.tc.bias, bc.tc.batch_size,
-           bc.train_block_size, bc.decode_tokens, bc.repeats, omp_get_max_threads(), bc.measure);
+           bc.train_block_size, train_shards(&bc.tc, bc.tc.batch_size), bc.decode_tokens, bc.repeats, omp_get_max_threads(), bc.measure);
     char line[4096];
     size_t rss;
     int failures = 0;

@@ -455,19 +455,23 @@ static int ensure_shards(GPT *m, int n) {
     return 0;
 }
 
-int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T, int shards) {
+// The forward (and with backward = 1 the backward) of (B, T) with targets,
+// over `shards` threads: gpt_forward_backward and gpt_loss.
+static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, int T, int shards, int backward) {
     enum { MAX_SHARDS = 64 };
+    if (!targets) {
+        snprintf(m->error, sizeof m->error, "a loss needs targets");
+        return -1;
+    }
     if (shards > B) shards = B;
     if (shards > MAX_SHARDS) shards = MAX_SHARDS;
     if (shards <= 1) {
         if (gpt_forward(m, inputs, targets, B, T) != 0) return -1;
-        gpt_zero_grad(m);
-        gpt_backward(m);
+        if (backward) {
+            gpt_zero_grad(m);
+            gpt_backward(m);
+        }
         return 0;
-    }
-    if (!targets) {
-        snprintf(m->error, sizeof m->error, "a training pass needs targets");
-        return -1;
     }
     // whole-batch checks first, so that messages name positions in the batch
     if (T <= 0 || (size_t)B * T > (size_t)INT_MAX / 4) {
@@ -480,7 +484,6 @@ int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, i
         return -1;
     }
     if (ensure_shards(m, shards) != 0) return -1;
-    if (!m->grads_memory) gpt_zero_grad(m);
 
     // Shard s runs sequences [b0[s], b0[s+1]). Every shard starts from m's RNG
     // state, so each draws the dropout key m draws: the masks of one unsharded
@@ -498,19 +501,18 @@ int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, i
         r->rng_state = rng_state;
         r->batch_offset = b0[s];
         rc[s] = gpt_forward(r, inputs + (size_t)b0[s] * T, targets + (size_t)b0[s] * T, b0[s + 1] - b0[s], T);
-        if (rc[s] == 0) {
+        if (rc[s] == 0 && backward) {
             gpt_zero_grad(r);
             gpt_backward(r);
         }
     }
-    m->batch_offset = 0;
     for (int s = 0; s < shards; s++) {
         if (rc[s] != 0) {
             if (s > 0) memcpy(m->error, m->shards[s - 1].error, sizeof m->error);
             return -1;
         }
     }
-    // each shard holds the gradient of its own mean loss: weight it by its rows
+    // each shard holds its own mean loss (and its gradient): weight by rows
     float wgt[MAX_SHARDS];
     const float *gs[MAX_SHARDS];
     double loss = 0.0;
@@ -521,6 +523,7 @@ int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, i
         loss += (double)r->mean_loss * (b0[s + 1] - b0[s]) / B;
     }
     m->mean_loss = (float)loss;
+    if (!backward) return 0;
     float *g = m->grads_memory;
     const size_t np = m->num_parameters;
 #pragma omp parallel
@@ -534,6 +537,14 @@ int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, i
         }
     }
     return 0;
+}
+
+int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T, int shards) {
+    return sharded_pass(m, inputs, targets, B, T, shards, 1);
+}
+
+int gpt_loss(GPT *m, const int *inputs, const int *targets, int B, int T, int shards) {
+    return sharded_pass(m, inputs, targets, B, T, shards, 0);
 }
 
 int gpt_auto_shards(int B) {

@@ -153,6 +153,9 @@ void gpt_backward(GPT *m);
 // the unsharded pass, so only the order of float sums differs. Afterwards
 // m's activations hold shard 0's sequences only. Returns 0 or -1 (m->error).
 int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T, int shards);
+// The forward half of it: m->mean_loss of (B, T) with targets, sharded the
+// same way (evaluation; m's activations stay sized for one shard).
+int gpt_loss(GPT *m, const int *inputs, const int *targets, int B, int T, int shards);
 // Shards for gpt_forward_backward of a batch of B: the OpenMP threads when B
 // splits evenly over them (or B >= 4 x threads, where the uneven split costs
 // little), else 1. Measured faster than threaded kernels from cfg-s (1.3-1.6x)

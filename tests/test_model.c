@@ -342,7 +342,13 @@ START_TEST(test_sharded_pass_equals_one_pass) {
             sh.params_memory[i] -= 0.1f * one.grads_memory[i];
         }
     }
-    // errors name positions in the whole batch, and leave the model usable
+    // evaluation: the forward alone, sharded, gives the one-pass loss
+    one.training = sh.training = 0;
+    ck_assert_int_eq(gpt_loss(&one, in, tg, B, T, 1), 0);
+    ck_assert_int_eq(gpt_loss(&sh, in, tg, B, T, shards), 0);
+    ck_assert_msg(fabsf(one.mean_loss - sh.mean_loss) <= 1e-5f * fabsf(one.mean_loss), "eval loss %.7f vs %.7f",
+                  one.mean_loss, sh.mean_loss);
+    // errors name positions in the whole batch
     in[4 * T + 3] = 11;
     ck_assert_int_eq(gpt_forward_backward(&sh, in, tg, B, T, shards), -1);
     ck_assert_str_eq(sh.error, "token id 11 at position 283 is out of range [0, vocab_size=11)");
@@ -351,6 +357,7 @@ START_TEST(test_sharded_pass_equals_one_pass) {
     ck_assert_int_eq(gpt_forward_backward(&sh, in, tg, B, T, shards), -1);
     ck_assert_str_eq(sh.error, "target token id -2 at position 210 is out of range [0, vocab_size=11)");
     ck_assert_int_eq(gpt_forward_backward(&sh, in, NULL, B, T, shards), -1);
+    ck_assert_str_eq(sh.error, "a loss needs targets");
     gpt_free(&one);
     gpt_free(&sh);
 }

@@ -127,6 +127,8 @@ GPTConfig train_model_config(const TrainConfig *tc, int vocab_size) {
                        .dropout = tc->dropout};
 }
 
+int train_shards(const TrainConfig *tc, int B) { return tc->shards > 0 ? tc->shards : gpt_auto_shards(B); }
+
 double train_flops_per_token(const GPTConfig *c, int T) {
     size_t sizes[GPT_NUM_PARAM_TENSORS];
     gpt_param_sizes(c, sizes);
@@ -162,7 +164,7 @@ static void get_batch(const TokenFile *tf, int B, int T, uint64_t *rng, int *x, 
 // every evaluation, so curves are comparable and training RNG is untouched).
 // With several ranks each evaluates its shard of every batch.
 static float estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const TrainConfig *tc, uint64_t split_key,
-                           int *x, int *y) {
+                           int shards, int *x, int *y) {
     int was_training = m->training;
     m->training = 0;
     uint64_t rng = rng_mix64((uint64_t)tc->seed ^ split_key);
@@ -171,7 +173,7 @@ static float estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const Tra
     double sum = 0.0;
     for (int i = 0; i < tc->eval_iters; i++) {
         get_batch(tf, tc->batch_size, T, &rng, x, y);
-        if (gpt_forward(m, x + shard, y + shard, Bl, T) != 0) die("%s", m->error);
+        if (gpt_loss(m, x + shard, y + shard, Bl, T, shards) != 0) die("%s", m->error);
         sum += m->mean_loss;
     }
     m->training = was_training;
@@ -344,7 +346,7 @@ int cmd_train(int argc, char **argv) {
     const int B = tc->batch_size, T = tc->block_size;
     printf("training configuration:\n");
     opts_print_values(opts, nopts, stdout);
-    const int shards = tc->shards > 0 ? tc->shards : gpt_auto_shards(B / r.dist.world);
+    const int shards = train_shards(tc, B / r.dist.world);
     printf("vocab_size = %d, parameters = %zu, threads = %d, ranks = %d (%d sequences each), shards = %d\n",
            m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r.dist.world, B / r.dist.world, shards);
     if (r.step > 0) printf("resuming from %s at step %d\n", r.ckpt_path, r.step);
@@ -368,8 +370,8 @@ int cmd_train(int argc, char **argv) {
         int at_end = r.step >= tc->max_iters;
         if ((r.step % tc->eval_interval == 0 && !(r.step == start && start > 0)) || at_end) {
             clear_progress();
-            float tl = estimate_loss(m, &r.dist, &r.train, tc, 0x7A41ull, x, y);
-            float vl = estimate_loss(m, &r.dist, &r.val, tc, 0x7A42ull, x, y);
+            float tl = estimate_loss(m, &r.dist, &r.train, tc, 0x7A41ull, shards, x, y);
+            float vl = estimate_loss(m, &r.dist, &r.val, tc, 0x7A42ull, shards, x, y);
             printf("step %d: train loss %.4f, val loss %.4f\n", r.step, tl, vl);
             fflush(stdout);
             log_line(&r, "eval %d train %.6f val %.6f\n", r.step, tl, vl);

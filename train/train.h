@@ -48,6 +48,10 @@ GPTConfig train_model_config(const TrainConfig *tc, int vocab_size);
 // is this times tok/s over the machine's peak (`gqa train`, `gqa bench`).
 double train_flops_per_token(const GPTConfig *c, int T);
 
+// Thread shards of a training pass over B sequences (gpt_forward_backward):
+// tc->shards, or gpt_auto_shards(B) when it is 0.
+int train_shards(const TrainConfig *tc, int B);
+
 // Learning rate at step it: linear warmup, cosine decay to min_lr at
 // lr_decay_iters, then min_lr (nanoGPT's get_lr).
 float train_lr(const TrainConfig *tc, int it);
