@@ -492,6 +492,7 @@ static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, in
     int b0[MAX_SHARDS + 1], rc[MAX_SHARDS];
     for (int s = 0; s <= shards; s++) b0[s] = (int)((long)B * s / shards);
     const uint64_t rng_state = m->rng_state;
+    const int base = m->batch_offset;  // where this batch starts in a larger one (MPI)
     omp_set_max_active_levels(1);
 #pragma omp parallel for num_threads(shards) schedule(static, 1)
     for (int s = 0; s < shards; s++) {
@@ -499,7 +500,7 @@ static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, in
         r->params = m->params;
         r->training = m->training;
         r->rng_state = rng_state;
-        r->batch_offset = b0[s];
+        r->batch_offset = base + b0[s];
         rc[s] = gpt_forward(r, inputs + (size_t)b0[s] * T, targets + (size_t)b0[s] * T, b0[s + 1] - b0[s], T);
         if (rc[s] == 0 && backward) {
             gpt_zero_grad(r);

@@ -105,7 +105,10 @@ typedef struct GPT {
     int training;
     uint64_t rng_state;    // advances once per training forward
     uint64_t dropout_key;  // the masks of the last forward; backward regenerates them
-    int batch_offset;      // first sequence of this shard in its whole batch (mask indices); 0 unsharded
+    // Where this model's sequences start in the whole batch, for the dropout
+    // mask indices: an MPI rank sets rank x its batch; 0 for one process.
+    // gpt_forward_backward adds each thread shard's own start to it.
+    int batch_offset;
     // gpt_forward_backward's thread shards 1..n_shards: parameters shared,
     // their own activations and gradients (shard 0 is the model itself)
     struct GPT *shards;

@@ -342,6 +342,21 @@ START_TEST(test_sharded_pass_equals_one_pass) {
             sh.params_memory[i] -= 0.1f * one.grads_memory[i];
         }
     }
+    // a batch split over processes (MPI): the tail at its batch_offset, itself
+    // sharded, draws the whole batch's masks, so head + tail = one pass
+    const uint64_t st = one.rng_state;
+    ck_assert_int_eq(gpt_loss(&one, in, tg, B, T, 1), 0);  // training: dropout on
+    const double full = one.mean_loss;
+    sh.rng_state = st;
+    ck_assert_int_eq(gpt_loss(&sh, in, tg, 2, T, 1), 0);
+    double parts = 2.0 * sh.mean_loss;
+    sh.rng_state = st;
+    sh.batch_offset = 2;
+    ck_assert_int_eq(gpt_loss(&sh, in + 2 * T, tg + 2 * T, 3, T, shards), 0);
+    ck_assert_int_eq(sh.batch_offset, 2);
+    sh.batch_offset = 0;
+    parts += 3.0 * sh.mean_loss;
+    ck_assert_msg(fabs(full - parts / B) <= 1e-5 * full, "split batch: %.7f vs %.7f", full, parts / B);
     // evaluation: the forward alone, sharded, gives the one-pass loss
     one.training = sh.training = 0;
     ck_assert_int_eq(gpt_loss(&one, in, tg, B, T, 1), 0);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_mpi.sh: data-parallel training over MPI equals one process. With the
 # same seed and global batch, `mpirun -np 2` for 10 steps logs the same
-# losses as `-np 1` to 1e-5 (dropout 0: masks are drawn per rank's rows),
+# losses as `-np 1` to 1e-5 (dropout on: each rank's rows draw the masks one
+# process would, through the model's batch_offset),
 # rank 0 alone writes the checkpoint, and resuming it with another number
 # of ranks continues. Usage: sh tests/test_mpi.sh build/mpi/gqa
 GQA=${1:-build/mpi/gqa}
@@ -18,7 +19,7 @@ head -c 60000 ../shared/data/tinyshakespeare.txt > "$tmp/small.txt" 2>/dev/null 
     head -c 60000 data/shakespeare_char/input.txt > "$tmp/small.txt"
 "$GQA" prepare --input "$tmp/small.txt" --out_dir "$tmp/data" > /dev/null || bad "prepare failed"
 common="--data_dir $tmp/data --n_layer 2 --n_head 4 --n_kv_head 2 --n_embd 32 --block_size 32 --batch_size 8
-    --dropout 0 --learning_rate 3e-3 --warmup_iters 2 --lr_decay_iters 10 --eval_interval 5 --eval_iters 2
+    --dropout 0.1 --learning_rate 3e-3 --warmup_iters 2 --lr_decay_iters 10 --eval_interval 5 --eval_iters 2
     --log_interval 1 --seed 3"
 $MPIRUN -np 1 "$GQA" train --out_dir "$tmp/np1" $common --max_iters 10 > "$tmp/np1.out" 2>&1 || bad "np 1 failed: $(tail -3 "$tmp/np1.out")"
 $MPIRUN -np 2 "$GQA" train --out_dir "$tmp/np2" $common --max_iters 10 > "$tmp/np2.out" 2>&1 || bad "np 2 failed: $(tail -3 "$tmp/np2.out")"

@@ -347,6 +347,7 @@ int cmd_train(int argc, char **argv) {
     printf("training configuration:\n");
     opts_print_values(opts, nopts, stdout);
     const int shards = train_shards(tc, B / r.dist.world);
+    m->batch_offset = r.dist.rank * (B / r.dist.world);  // this rank's rows draw the one-process dropout masks
     printf("vocab_size = %d, parameters = %zu, threads = %d, ranks = %d (%d sequences each), shards = %d\n",
            m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r.dist.world, B / r.dist.world, shards);
     if (r.step > 0) printf("resuming from %s at step %d\n", r.ckpt_path, r.step);
