@@ -47,10 +47,14 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
+        // the row sums as vector reductions (partial sums in lanes; without
+        // `simd`, C's order rules keep them one scalar add chain)
         float m = 0.0f;
+#pragma omp simd reduction(+ : m)
         for (int i = 0; i < C; i++) m += x[i];
         m /= C;
         float v = 0.0f;
+#pragma omp simd reduction(+ : v)
         for (int i = 0; i < C; i++) {
             float d = x[i] - m;
             v += d * d;
@@ -73,6 +77,7 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
         float m = mean[n], s = rstd[n];
         // norm = (x - m) * s; dnorm = w * dout
         float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
         for (int i = 0; i < C; i++) {
             float dn = w[i] * d[i];
             dnorm_mean += dn;
@@ -251,14 +256,14 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
         matmul_forward_skinny(out, inp, w, b, N, C, OC);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
+    // with a bias, out starts as the bias and sgemm adds to it (beta 1): one
+    // pass over out before the product instead of OpenBLAS zeroing it (beta 0)
+    // and a second pass adding the bias after
     if (b) {
 #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            float *o = out + (size_t)n * OC;
-            for (int j = 0; j < OC; j++) o[j] += b[j];
-        }
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, (size_t)OC * sizeof(float));
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
 }
 
 void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
