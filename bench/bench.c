@@ -476,7 +476,8 @@ int cmd_bench(int argc, char **argv) {
     printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d "
            "(%d shards); %d decode steps; %d repeats; %d threads; measure=%s\n",
            bc.vocab_size, bc.tc.n_layer, bc.tc.n_head, bc.tc.n_embd, bc.tc.block_size, bc.tc.bias, bc.tc.batch_size,
-           bc.train_block_size, train_shards(&bc.tc, bc.tc.batch_size), bc.decode_tokens, bc.repeats, omp_get_max_threads(), bc.measure);
+           bc.train_block_size, train_shards(&bc.tc, bc.tc.batch_size), bc.decode_tokens, bc.repeats,
+           omp_get_max_threads(), bc.measure);
     char line[4096];
     size_t rss;
     int failures = 0;

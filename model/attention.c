@@ -135,7 +135,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         const float *Pr = P + (size_t)t * T;
                         float *dr = dP + (size_t)t * T;
                         if (p > 0.0f)
-                            for (int j = 0; j <= t; j++) dr[j] *= dropout_scale(key, i0 + att_index(b, h, NH, T, t, j), p);
+                            for (int j = 0; j <= t; j++)
+                                dr[j] *= dropout_scale(key, i0 + att_index(b, h, NH, T, t, j), p);
                         const float dot = dot_n(Pr, dr, t + 1);
                         for (int j = 0; j <= t; j++) dr[j] = Pr[j] * (dr[j] - dot) * scale;
                         for (int j = t + 1; j < t1; j++) dr[j] = 0.0f;

@@ -334,8 +334,8 @@ START_TEST(test_sharded_pass_equals_one_pass) {
             if (d > worst) worst = d, at = i;
             if (fabs(one.grads_memory[i]) > gmax) gmax = fabs(one.grads_memory[i]);
         }
-        ck_assert_msg(gmax > 1e-3 && worst <= 1e-5 * gmax, "step %d, %d shards: gradient %zu differs by %.3g (max |g| %.3g)",
-                      step, shards, at, worst, gmax);
+        ck_assert_msg(gmax > 1e-3 && worst <= 1e-5 * gmax,
+                      "step %d, %d shards: gradient %zu differs by %.3g (max |g| %.3g)", step, shards, at, worst, gmax);
         // a step of SGD, so the next pass sees new weights
         for (size_t i = 0; i < one.num_parameters; i++) {
             one.params_memory[i] -= 0.1f * one.grads_memory[i];
@@ -463,7 +463,8 @@ END_TEST
 START_TEST(test_gelu_vs_double) {
     enum { n = 1003 };
     static float x[n], y[n], dy[n], dx[n];
-    for (int i = 0; i < n; i++) x[i] = -12.0f + 24.0f * i / (n - 1), dy[i] = 1.0f + 0.001f * i, dx[i] = 0.5f;  // overwritten
+    // dx starts at 0.5: the backward must overwrite it, not add to it
+    for (int i = 0; i < n; i++) x[i] = -12.0f + 24.0f * i / (n - 1), dy[i] = 1.0f + 0.001f * i, dx[i] = 0.5f;
     x[500] = 1e-7f, x[501] = -3e-4f;
     gelu_forward(y, x, n);
     gelu_backward(dx, x, dy, n);
