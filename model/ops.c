@@ -399,14 +399,9 @@ void crossentropy_forward(float *probs, float *losses, const float *logits, cons
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * V;
-        float *p = probs + (size_t)n * V;
-        float mx = l[0];
-        for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-        float sum = 0.0f;
-        for (int i = 0; i < V; i++) {
-            p[i] = expf(l[i] - mx);
-            sum += p[i];
-        }
+        float *p = probs + (size_t)n * V, sum;
+        memcpy(p, l, (size_t)V * sizeof(float));
+        const float mx = softmax_exp_row(p, V, &sum);
         for (int i = 0; i < V; i++) p[i] /= sum;
         // log p[t] computed from the logits, not log(p[t]), so it never hits log(0)
         losses[n] = -(l[targets[n]] - mx - logf(sum));
