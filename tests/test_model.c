@@ -458,6 +458,47 @@ START_TEST(test_matmul_paths) {
 }
 END_TEST
 
+// The backward's products against double loops: dinp overwritten, dw and db
+// accumulated onto what they held; shapes from tiny to past 512 in each dim.
+static const int mmb_shapes[][3] = {{37, 13, 11}, {384, 128, 192}, {45, 70, 33}, {600, 20, 9}, {40, 530, 7},
+                                    {30, 16, 600}};  // N, C, OC
+START_TEST(test_matmul_backward_vs_double) {
+    const int N = mmb_shapes[_i][0], C = mmb_shapes[_i][1], OC = mmb_shapes[_i][2];
+    uint64_t rng = 11 + (uint64_t)_i;
+    float *w = malloc((size_t)OC * C * 4), *x = malloc((size_t)N * C * 4), *dout = malloc((size_t)N * OC * 4);
+    float *dinp = malloc((size_t)N * C * 4), *dw = malloc((size_t)OC * C * 4), *db = malloc((size_t)OC * 4);
+    float *rinp = malloc((size_t)N * C * 4), *rw = malloc((size_t)OC * C * 4), *rb = malloc((size_t)OC * 4);
+    fill_normal(w, (size_t)OC * C, 1.0f, &rng);
+    fill_normal(x, (size_t)N * C, 1.0f, &rng);
+    fill_normal(dout, (size_t)N * OC, 1.0f, &rng);
+    fill_normal(dinp, (size_t)N * C, 1.0f, &rng);  // garbage: must be overwritten
+    fill_normal(dw, (size_t)OC * C, 1.0f, &rng);   // must be added to
+    fill_normal(db, OC, 1.0f, &rng);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            double acc = 0;
+            for (int o = 0; o < OC; o++) acc += (double)dout[(size_t)n * OC + o] * w[(size_t)o * C + c];
+            rinp[(size_t)n * C + c] = (float)acc;
+        }
+    for (int o = 0; o < OC; o++) {
+        double sb = db[o];
+        for (int n = 0; n < N; n++) sb += dout[(size_t)n * OC + o];
+        rb[o] = (float)sb;
+        for (int c = 0; c < C; c++) {
+            double acc = dw[(size_t)o * C + c];
+            for (int n = 0; n < N; n++) acc += (double)dout[(size_t)n * OC + o] * x[(size_t)n * C + c];
+            rw[(size_t)o * C + c] = (float)acc;
+        }
+    }
+    matmul_backward(dinp, dw, db, dout, x, w, N, C, OC);
+    // float sums of up to 600 products of N(0,1) numbers: ~1e-5 relative
+    ck_assert_tensor_close("dinp", dinp, rinp, (size_t)N * C, 1e-3);
+    ck_assert_tensor_close("dw", dw, rw, (size_t)OC * C, 1e-3);
+    ck_assert_tensor_close("db", db, rb, OC, 1e-3);
+    free(w), free(x), free(dout), free(dinp), free(dw), free(db), free(rinp), free(rw), free(rb);
+}
+END_TEST
+
 // GELU (vectorised tanh) against the formula in double, forward and backward,
 // over a range that covers tanh's saturation and a length with a tail
 START_TEST(test_gelu_vs_double) {
@@ -656,6 +697,7 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);
     tcase_add_test(tc, test_matmul_paths);
+    tcase_add_loop_test(tc, test_matmul_backward_vs_double, 0, 6);
     tcase_add_test(tc, test_gelu_vs_double);
     tcase_add_test(tc, test_convert_mean_lossless_and_round_trip);
     tcase_add_test(tc, test_convert_methods_and_errors);
