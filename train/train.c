@@ -127,7 +127,10 @@ GPTConfig train_model_config(const TrainConfig *tc, int vocab_size) {
                        .dropout = tc->dropout};
 }
 
-int train_shards(const TrainConfig *tc, int B) { return tc->shards > 0 ? tc->shards : gpt_auto_shards(B); }
+int train_shards(const TrainConfig *tc, int B) {
+    const int s = tc->shards > 0 ? tc->shards : gpt_auto_shards(B);
+    return s < B ? s : B;  // as gpt_forward_backward would clamp it
+}
 
 double train_flops_per_token(const GPTConfig *c, int T) {
     size_t sizes[GPT_NUM_PARAM_TENSORS];

@@ -49,7 +49,7 @@ GPTConfig train_model_config(const TrainConfig *tc, int vocab_size);
 double train_flops_per_token(const GPTConfig *c, int T);
 
 // Thread shards of a training pass over B sequences (gpt_forward_backward):
-// tc->shards, or gpt_auto_shards(B) when it is 0.
+// tc->shards, or gpt_auto_shards(B) when it is 0; at most B.
 int train_shards(const TrainConfig *tc, int B);
 
 // Learning rate at step it: linear warmup, cosine decay to min_lr at
