@@ -79,7 +79,7 @@ asan-run: $(TEST_SUITES:%=$(BUILD)/tests/%)
 	    OMP_NUM_THREADS=2 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests/$$t; done
 
 # The main job: deps, build, Tiny Shakespeare, train cfg-s with GQA
-# (n_kv_head 2 of 4 query heads, ~3 minutes on 2 cores), then sample.
+# (n_kv_head 2 of 4 query heads, ~1.5 minutes on 2 cores), then sample.
 DEMO_OUT ?= out-demo-gqa
 demo: deps
 	@$(MAKE) --no-print-directory gqa
@@ -87,7 +87,7 @@ demo: deps
 	./gqa train train/configs/shakespeare_char_cpu.conf --n_kv_head=2 --out_dir=$(DEMO_OUT) --eval_iters=100
 	./gqa sample --ckpt $(DEMO_OUT)/best.bin --prompt "ROMEO:" --max_new_tokens=500
 
-# The cfg-d sweep of DESIGN.md (random weights; ~4 minutes on 2 cores):
+# The cfg-d sweep of DESIGN.md (random weights; ~3.5 minutes on 2 cores):
 # table on stdout, CSV and plots in docs/bench/. Run it on a quiet machine.
 BENCH_OUT ?= docs/bench
 bench: gqa
