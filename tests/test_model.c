@@ -144,55 +144,73 @@ END_TEST
 // ----------------------------------------------------------------------------
 // finite differences of the attention kernel
 
+// One finite-difference check of the attention kernel: its shape, random qkv
+// and dout, the forward's buffers, and the analytic gradient dqkv.
+typedef struct {
+    int B, T, NH, NKV, HS;
+    float p;
+    size_t nqkv;
+    float *qkv, *dqkv, *dout, *out, *att, *scratch;
+} AttnFD;
+
 // f(qkv) = sum(out * dout), accumulated in double so that round-off stays
 // ~1e-6: with h = 1e-2 the central difference then has error ~1e-4 from
 // round-off and O(h^2) ~ 1e-4 from truncation, hence the tolerance of 1e-3.
-static double attn_objective(const float *qkv, const float *dout, float *out, float *att, int B, int T, int NH,
-                             int NKV, int HS, float p, float *scratch) {
-    attention_forward(out, att, qkv, B, T, NH, NKV, HS, p, 1234, 0, scratch);
-    double f = 0;
-    for (size_t i = 0; i < (size_t)B * T * NH * HS; i++) f += (double)out[i] * dout[i];
-    return f;
+static double attn_objective(AttnFD *f) {
+    attention_forward(f->out, f->att, f->qkv, f->B, f->T, f->NH, f->NKV, f->HS, f->p, 1234, 0, f->scratch);
+    double sum = 0;
+    for (size_t i = 0; i < (size_t)f->B * f->T * f->NH * f->HS; i++) sum += (double)f->out[i] * f->dout[i];
+    return sum;
 }
 
 // Central difference of attn_objective in qkv[i] (restored afterwards).
-static double attn_numeric_grad(float *qkv, size_t i, const float *dout, float *out, float *att, int B, int T,
-                                int NH, int NKV, int HS, float p, float *scratch) {
-    const float h = 1e-2f, x = qkv[i];
-    qkv[i] = x + h;
-    double fp = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-    qkv[i] = x - h;
-    double fm = attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-    qkv[i] = x;
+static double attn_numeric_grad(AttnFD *f, size_t i) {
+    const float h = 1e-2f, x = f->qkv[i];
+    f->qkv[i] = x + h;
+    double fp = attn_objective(f);
+    f->qkv[i] = x - h;
+    double fm = attn_objective(f);
+    f->qkv[i] = x;
     return (fp - fm) / (2.0 * ((double)(x + h) - (double)x));
+}
+
+// Allocate, draw qkv and dout from *rng, run the forward and the backward.
+static void attn_fd_init(AttnFD *f, int B, int T, int NH, int NKV, int HS, float p, uint64_t *rng) {
+    *f = (AttnFD){.B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS, .p = p};
+    f->nqkv = (size_t)B * T * (NH + 2 * NKV) * HS;
+    const size_t nout = (size_t)B * T * NH * HS;
+    f->qkv = malloc_check(f->nqkv * 4), f->dqkv = calloc_check(f->nqkv, 4), f->dout = malloc_check(nout * 4);
+    f->out = malloc_check(nout * 4), f->att = malloc_check((size_t)B * NH * T * T * 4);
+    f->scratch = malloc_check(attention_scratch_floats(T, omp_get_max_threads()) * 4);
+    fill_normal(f->qkv, f->nqkv, 1.0f, rng);
+    fill_normal(f->dout, nout, 1.0f, rng);
+    attn_objective(f);
+    attention_backward(f->dqkv, f->dout, f->qkv, f->att, B, T, NH, NKV, HS, p, 1234, 0, f->scratch);
+}
+
+static void attn_fd_free(AttnFD *f) {
+    free(f->qkv), free(f->dqkv), free(f->dout), free(f->out), free(f->att), free(f->scratch);
 }
 
 static const int fd_nkv[] = {4, 2, 1};
 
 START_TEST(test_attention_finite_differences) {
-    const int B = 2, T = 5, NH = 4, HS = 3, NKV = fd_nkv[_i % 3];
+    const int NKV = fd_nkv[_i % 3];
     const float p = _i < 3 ? 0.0f : 0.25f;
-    const int QKV = (NH + 2 * NKV) * HS;
-    const size_t nqkv = (size_t)B * T * QKV, nout = (size_t)B * T * NH * HS;
     uint64_t rng = 42 + _i;
-    float *qkv = malloc_check(nqkv * 4), *dqkv = calloc_check(nqkv, 4), *dout = malloc_check(nout * 4);
-    float *out = malloc_check(nout * 4), *att = malloc_check((size_t)B * NH * T * T * 4);
-    float *scratch = malloc_check(attention_scratch_floats(T, omp_get_max_threads()) * 4);
-    fill_normal(qkv, nqkv, 1.0f, &rng);
-    fill_normal(dout, nout, 1.0f, &rng);
-    attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, 0, scratch);
-    for (size_t i = 0; i < nqkv; i++) {
-        double num = attn_numeric_grad(qkv, i, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-        double err = fabs(num - dqkv[i]);
+    AttnFD f;
+    attn_fd_init(&f, 2, 5, 4, NKV, 3, p, &rng);
+    for (size_t i = 0; i < f.nqkv; i++) {
+        double num = attn_numeric_grad(&f, i);
+        double err = fabs(num - f.dqkv[i]);
         ck_assert_msg(err <= 1e-3, "n_kv_head %d p %.2f: d qkv[%zu] analytic %.6f, numeric %.6f", NKV, p, i,
-                      dqkv[i], num);
+                      f.dqkv[i], num);
     }
     // the gradient must be non-trivial for the test to mean anything
     double norm = 0;
-    for (size_t i = 0; i < nqkv; i++) norm += (double)dqkv[i] * dqkv[i];
+    for (size_t i = 0; i < f.nqkv; i++) norm += (double)f.dqkv[i] * f.dqkv[i];
     ck_assert(norm > 1.0);
-    free(qkv), free(dqkv), free(dout), free(out), free(att), free(scratch);
+    attn_fd_free(&f);
 }
 END_TEST
 
@@ -201,28 +219,22 @@ END_TEST
 // sampled qkv entries (queries, keys and values of early and late positions),
 // GQA, without and with attention dropout.
 START_TEST(test_attention_row_blocks_finite_differences) {
-    const int B = 1, T = 150, NH = 4, NKV = 2, HS = 4, QKV = (NH + 2 * NKV) * HS;
+    const int T = 150, NH = 4, NKV = 2, HS = 4, QKV = (NH + 2 * NKV) * HS;
     const float p = _i ? 0.2f : 0.0f;
-    const size_t nqkv = (size_t)B * T * QKV, nout = (size_t)B * T * NH * HS;
     uint64_t rng = 77 + _i;
-    float *qkv = malloc_check(nqkv * 4), *dqkv = calloc_check(nqkv, 4), *dout = malloc_check(nout * 4);
-    float *out = malloc_check(nout * 4), *att = malloc_check((size_t)B * NH * T * T * 4);
-    float *scratch = malloc_check(attention_scratch_floats(T, omp_get_max_threads()) * 4);
-    fill_normal(qkv, nqkv, 1.0f, &rng);
-    fill_normal(dout, nout, 1.0f, &rng);
-    attn_objective(qkv, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-    attention_backward(dqkv, dout, qkv, att, B, T, NH, NKV, HS, p, 1234, 0, scratch);
+    AttnFD f;
+    attn_fd_init(&f, 1, T, NH, NKV, HS, p, &rng);
     double worst = 0;
     for (int s = 0; s < 200; s++) {
-        const size_t i = (size_t)(rng_u64(&rng) % nqkv);
-        double num = attn_numeric_grad(qkv, i, dout, out, att, B, T, NH, NKV, HS, p, scratch);
-        double err = fabs(num - dqkv[i]);
+        const size_t i = (size_t)(rng_u64(&rng) % f.nqkv);
+        double num = attn_numeric_grad(&f, i);
+        double err = fabs(num - f.dqkv[i]);
         worst = err > worst ? err : worst;
         ck_assert_msg(err <= 2e-3, "T %d p %.2f: d qkv[%zu] (t %zu) analytic %.6f, numeric %.6f", T, p, i, i / QKV,
-                      dqkv[i], num);
+                      f.dqkv[i], num);
     }
     printf("attention row blocks, T %d, dropout %.1f: worst finite-difference error %.1e of 200 entries\n", T, p, worst);
-    free(qkv), free(dqkv), free(dout), free(out), free(att), free(scratch);
+    attn_fd_free(&f);
 }
 END_TEST
 
