@@ -266,6 +266,14 @@ static uint64_t site_key(const GPT *m, int l, int s) {
     return rng_mix64(m->dropout_key + (uint64_t)(l * 4 + s) * 0x632BE59BD9B4E019ull);
 }
 
+// Where this model's (B, T) rows start in the dropout index space of the
+// whole batch (see batch_offset): in the (N, C) tensors and in attention's
+// (B, NH, T, T) probabilities. The forward and the backward must agree.
+static void dropout_offsets(const GPT *m, int T, size_t *i0C, size_t *i0att) {
+    *i0C = (size_t)m->batch_offset * T * m->config.n_embd;
+    *i0att = (size_t)m->batch_offset * m->config.n_head * T * T;
+}
+
 int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     const GPTConfig *c = &m->config;
     if (B <= 0 || T <= 0) {
@@ -303,8 +311,8 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     float *att_scratch = m->scratch + BTc * (11 * (size_t)C + QKV);
 
     encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
-    // dropout mask indices of this shard's rows in the whole batch
-    const size_t i0C = (size_t)m->batch_offset * T * C, i0att = (size_t)m->batch_offset * NH * T * T;
+    size_t i0C, i0att;
+    dropout_offsets(m, T, &i0C, &i0att);
     dropout_forward(a.encoded, (size_t)N * C, p, site_key(m, L, 0), i0C);
     for (int l = 0; l < L; l++) {
         const float *residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTc * C;
@@ -362,7 +370,8 @@ void gpt_backward(GPT *m) {
     const int B = m->B, T = m->T, HS = C / NH, QKV = (NH + 2 * NKV) * HS, N = B * T;
     const size_t BTc = m->acts_BT, nC = (size_t)N * C, n4C = nC * 4;
     const float p = (m->training && c->dropout > 0.0f) ? c->dropout : 0.0f;
-    const size_t i0C = (size_t)m->batch_offset * T * C, i0att = (size_t)m->batch_offset * NH * T * T;
+    size_t i0C, i0att;
+    dropout_offsets(m, T, &i0C, &i0att);
 
     ParameterTensors w = m->params, g = m->grads;
     ActivationTensors a = m->acts;
