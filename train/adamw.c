@@ -30,7 +30,10 @@ void adamw_step(AdamW *opt, GPT *model, float lr) {
     CHECK(opt->n == model->num_parameters && model->grads_memory != NULL);
     opt->t++;
     const float b1 = opt->beta1, b2 = opt->beta2, eps = opt->eps;
-    const float bc1 = 1.0f - powf(b1, (float)opt->t), bc2 = 1.0f - powf(b2, (float)opt->t);
+    // PyTorch's arrangement: step = lr / bc1 and denom = sqrt(v) / sqrt(bc2) + eps,
+    // one square root and one division per number (the division by sqrt(bc2)
+    // taken as a product with its inverse)
+    const float step = lr / (1.0f - powf(b1, (float)opt->t)), inv_bc2s = 1.0f / sqrtf(1.0f - powf(b2, (float)opt->t));
     const float *grads = model->grads_memory;
     float *params = model->params_memory, *ms = opt->m, *vs = opt->v;
     // one parallel region for all tensors (a fork/join each cost more than a
@@ -40,16 +43,15 @@ void adamw_step(AdamW *opt, GPT *model, float lr) {
         size_t off = 0;
         for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
             const size_t n = model->param_sizes[i];
-            const float wd = gpt_param_decays(i) ? opt->weight_decay : 0.0f;
+            const float decay = 1.0f - lr * (gpt_param_decays(i) ? opt->weight_decay : 0.0f);
             float *p = params + off, *m = ms + off, *v = vs + off;
             const float *g = grads + off;
 #pragma omp for schedule(static) nowait
             for (size_t j = 0; j < n; j++) {
                 m[j] = b1 * m[j] + (1.0f - b1) * g[j];
                 v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
-                float mhat = m[j] / bc1, vhat = v[j] / bc2;
-                // decoupled decay: p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
-                p[j] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p[j]);
+                // decoupled decay: p = p (1 - lr wd) - lr mhat / (sqrt(vhat) + eps)
+                p[j] = p[j] * decay - step * m[j] / (sqrtf(v[j]) * inv_bc2s + eps);
             }
             off += n;
         }
