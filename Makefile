@@ -87,12 +87,14 @@ demo: deps
 	./gqa train train/configs/shakespeare_char_cpu.conf --n_kv_head=2 --out_dir=$(DEMO_OUT) --eval_iters=100
 	./gqa sample --ckpt $(DEMO_OUT)/best.bin --prompt "ROMEO:" --max_new_tokens=500
 
-# The cfg-d sweep of DESIGN.md (random weights; ~3.5 minutes on 2 cores):
+# The cfg-d sweep of DESIGN.md (random weights; ~9 minutes on 2 cores):
 # table on stdout, CSV and plots in docs/bench/. Run it on a quiet machine.
+# Three rounds, each over every setting in turn, so a slow spell of the
+# machine falls on all settings alike; speed-ups are ratios of medians.
 BENCH_OUT ?= docs/bench
 bench: gqa
 	@mkdir -p $(BENCH_OUT)
-	./gqa bench --n_kv_head=8,4,2,1 --ctx=512,2048,4032 --batch=1,8 --kv_dtype=f32,bf16 --repeats=3 \
+	./gqa bench --n_kv_head=8,4,2,1 --ctx=512,2048,4032 --batch=1,8 --kv_dtype=f32,bf16 --rounds=3 --repeats=2 \
 	    --csv=$(BENCH_OUT)/cfg-d.csv | tee $(BENCH_OUT)/cfg-d.md
 	sh scripts/plot_bench.sh $(BENCH_OUT)/cfg-d.csv $(BENCH_OUT)/cfg-d
 	sh scripts/plot_mem.sh $(BENCH_OUT)/kv-cache-70b.png

@@ -45,10 +45,11 @@
 
 #define MAX_LIST 16
 #define MAX_REPEATS 64
+#define MAX_ROUNDS 16
 
 typedef struct {
     TrainConfig tc;  // shape (n_kv_head unused: see the list), batch_size, dropout, seed, threads
-    int vocab_size, train_block_size, repeats, decode_tokens, train_steps, roofline;
+    int vocab_size, train_block_size, repeats, rounds, decode_tokens, train_steps, roofline;
     char n_kv_head[OPT_STR_MAX], ctx[OPT_STR_MAX], batch[OPT_STR_MAX], kv_dtype[OPT_STR_MAX], csv[OPT_STR_MAX];
     char measure[OPT_STR_MAX];  // "train,infer", "train" or "infer"
     char worker[OPT_STR_MAX];   // internal: "train", "infer" or "roofline" in a child
@@ -88,6 +89,18 @@ static double sd_of(const double *x, int n) {
     double m = mean_of(x, n), s = 0;
     for (int i = 0; i < n; i++) s += (x[i] - m) * (x[i] - m);
     return sqrt(s / (n - 1));
+}
+
+// The median (sorts x).
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median_of(double *x, int n) {
+    if (n == 0) return NAN;
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
 // The shape of the training keys, with one n_kv_head of the list.
@@ -269,14 +282,64 @@ static void parse_doubles(const char *s, double *out, int n) {
     }
 }
 
+// One measurement: training at one n_kv_head (batch 0), or inference at one
+// (n_kv_head, batch, ctx, kv_dtype). Its rounds pool their timings here.
+typedef struct {
+    int kv, batch, ctx;  // kv: index into the n_kv_head list
+    KVDtype dt;
+    double *tok;  // train or decode tok/s: repeats per round, rounds x repeats
+    int ntok;
+    double prefill[MAX_ROUNDS];  // one per round
+    int nprefill;
+    size_t rss;  // the largest peak RSS of its rounds
+    int failed;  // a round failed: no more rounds, no row (training: "-")
+} Job;
+
+// Round `round` of one job in a child process of its own.
+static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int kv, int round, int *failures) {
+    char s_kv[16], s_b[16], s_c[16], line[4096], what[128];
+    size_t rss;
+    snprintf(s_kv, sizeof s_kv, "%d", kv);
+    snprintf(s_b, sizeof s_b, "%d", jb->batch);
+    snprintf(s_c, sizeof s_c, "%d", jb->ctx);
+    const char *targs[] = {"--_worker=train", "--n_kv_head", s_kv};
+    const char *iargs[] = {"--_worker=infer", "--n_kv_head", s_kv, "--batch", s_b, "--ctx", s_c,
+                           "--kv_dtype", kv_dtype_name(jb->dt)};
+    if (jb->batch) snprintf(what, sizeof what, "n_kv_head %d, batch %d, ctx %d, %s", kv, jb->batch, jb->ctx,
+                            kv_dtype_name(jb->dt));
+    else snprintf(what, sizeof what, "n_kv_head %d: training", kv);
+    if (bc->rounds > 1) fprintf(stderr, "bench: round %d/%d: %s ...\n", round + 1, bc->rounds, what);
+    else fprintf(stderr, "bench: %s ...\n", what);
+    const int ok = jb->batch ? run_child(argc, argv, iargs, 9, line, sizeof line, &rss) == 0
+                             : run_child(argc, argv, targs, 3, line, sizeof line, &rss) == 0;
+    if (!ok) {
+        fprintf(stderr, "bench: measurement failed (%s)\n", what);
+        jb->failed = 1;
+        (*failures)++;
+        return;
+    }
+    if (rss > jb->rss) jb->rss = rss;
+    if (jb->batch) {
+        double vals[2 + MAX_REPEATS];
+        parse_doubles(line + strlen("infer"), vals, 2 + bc->repeats);
+        jb->prefill[jb->nprefill++] = vals[0];
+        memcpy(jb->tok + jb->ntok, vals + 2, (size_t)bc->repeats * sizeof(double));
+    } else {
+        parse_doubles(line + strlen("train"), jb->tok + jb->ntok, bc->repeats);
+    }
+    jb->ntok += bc->repeats;
+}
+
 // ----------------------------------------------------------------------------
 // one row of the table and the CSV; NAN marks what was not measured
 
 typedef struct {
     int n_kv_head, batch, ctx;  // batch = ctx = 0: no inference measurement
     const char *kv_dtype;
-    double train, train_sd, train_gflops, train_mfu;                // tok/s, GFLOP/s, fraction of peak
-    double prefill, decode, decode_sd, decode_gbs, decode_bw_frac;  // tok/s, GB/s, fraction of bandwidth
+    double train, train_sd, train_median, train_gflops, train_mfu;  // tok/s, GFLOP/s, fraction of peak
+    double prefill, decode, decode_sd, decode_median;                // tok/s
+    double decode_x;                    // median decode tok/s over that of the list's first n_kv_head
+    double decode_gbs, decode_bw_frac;  // GB/s, fraction of bandwidth
     double kv_bytes, rss;
     size_t params;
 } Row;
@@ -307,18 +370,18 @@ static const char *cell_rate(char *buf, size_t len, double v, double frac) {
 }
 
 static void print_row(const Row *r) {
-    char c[9][64];
+    char c[10][64];
     if (r->batch) {
         snprintf(c[0], 64, "%d", r->batch);
         snprintf(c[1], 64, "%d", r->ctx);
     } else {
         strcpy(c[0], "-"), strcpy(c[1], "-");
     }
-    printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s |\n", r->n_kv_head, c[0], c[1],
+    printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s |\n", r->n_kv_head, c[0], c[1],
            r->kv_dtype, cell_pm(c[2], 64, 0, r->train, r->train_sd), cell_num(c[3], 64, 0, r->prefill),
-           cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_bytes(c[5], 64, r->kv_bytes),
-           cell_bytes(c[6], 64, r->rss), r->params, cell_rate(c[7], 64, r->train_gflops, r->train_mfu),
-           cell_rate(c[8], 64, r->decode_gbs, r->decode_bw_frac));
+           cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_num(c[9], 64, 2, r->decode_x),
+           cell_bytes(c[5], 64, r->kv_bytes), cell_bytes(c[6], 64, r->rss), r->params,
+           cell_rate(c[7], 64, r->train_gflops, r->train_mfu), cell_rate(c[8], 64, r->decode_gbs, r->decode_bw_frac));
     fflush(stdout);
 }
 
@@ -344,6 +407,9 @@ static void csv_row(FILE *f, const Row *r) {
     csv_field(f, "%.4f", r->train_mfu);
     csv_field(f, "%.3f", r->decode_gbs);
     csv_field(f, "%.4f", r->decode_bw_frac);
+    csv_field(f, "%.3f", r->train_median);
+    csv_field(f, "%.3f", r->decode_median);
+    csv_field(f, "%.4f", r->decode_x);
     fputc('\n', f);
 }
 
@@ -354,7 +420,7 @@ int cmd_bench(int argc, char **argv) {
     // cfg-d of DESIGN.md
     bc.vocab_size = 256, bc.tc.n_layer = 6, bc.tc.n_head = 8, bc.tc.n_embd = 512, bc.tc.block_size = 4096;
     bc.tc.batch_size = 8, bc.train_block_size = 256, bc.tc.bias = 1;
-    bc.repeats = 3, bc.decode_tokens = 32, bc.train_steps = 5, bc.roofline = 1;
+    bc.repeats = 3, bc.rounds = 1, bc.decode_tokens = 32, bc.train_steps = 5, bc.roofline = 1;
     strcpy(bc.n_kv_head, "8,4,2,1");
     strcpy(bc.ctx, "512,2048,4032");
     strcpy(bc.batch, "1,8");
@@ -378,7 +444,9 @@ int cmd_bench(int argc, char **argv) {
         {"train_block_size", OPT_INT, &bc.train_block_size, 0, 1 << 20, "T of the training measurement (0: block_size)"},
         {"train_steps", OPT_INT, &bc.train_steps, 1, 1e6, "training steps per repeat"},
         {"decode_tokens", OPT_INT, &bc.decode_tokens, 1, 1e6, "decode steps per repeat"},
-        {"repeats", OPT_INT, &bc.repeats, 1, MAX_REPEATS, "repeats per measurement (mean +- stddev)"},
+        {"repeats", OPT_INT, &bc.repeats, 1, MAX_REPEATS, "timed repeats in each measuring process"},
+        {"rounds", OPT_INT, &bc.rounds, 1, MAX_ROUNDS,
+         "processes per measurement, run round-robin over the settings (tok/s pooled over rounds x repeats)"},
         {"measure", OPT_STRING, bc.measure, 0, 0,
          "train, infer or both (comma list); skipped columns are '-' in the table, empty in CSV"},
         {"roofline", OPT_BOOL, &bc.roofline, 0, 1,
@@ -403,8 +471,12 @@ int cmd_bench(int argc, char **argv) {
                "positions per step) with the fraction of the bandwidth (CSV: train_gflops, train_mfu,\n"
                "decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not percent, empty\n"
                "without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit in the caches).\n"
-               "With --measure=train there is one row\n"
-               "per n_kv_head, without batch, ctx or kv_dtype.\n\n");
+               "With --measure=train there is one row per n_kv_head, without batch, ctx or kv_dtype.\n"
+               "With --rounds R every measurement runs in R processes, round-robin over the settings (all\n"
+               "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"
+               "tok/s are then mean +- stddev over rounds x repeats. The column 'decode x n_kv_head G' is\n"
+               "the median decode tok/s over that of the list's first n_kv_head G at the same batch, ctx\n"
+               "and kv_dtype (CSV: decode_speedup, with train_tok_s_median and decode_tok_s_median).\n\n");
         opts_print_help(opts, n - 1, stdout);  // _worker is internal
         return 0;
     }
@@ -471,13 +543,14 @@ int cmd_bench(int argc, char **argv) {
         if (!csv) die("cannot write '%s': %s", bc.csv, strerror(errno));
         fprintf(csv, "n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,"
                      "decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,"
-                     "train_gflops,train_mfu,decode_gbs,decode_bw_frac\n");
+                     "train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,"
+                     "decode_speedup\n");
     }
     printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d "
-           "(%d shards); %d decode steps; %d repeats; %d threads; measure=%s\n",
+           "(%d shards); %d decode steps; %d repeats x %d rounds; %d threads; measure=%s\n",
            bc.vocab_size, bc.tc.n_layer, bc.tc.n_head, bc.tc.n_embd, bc.tc.block_size, bc.tc.bias, bc.tc.batch_size,
            bc.train_block_size, train_shards(&bc.tc, bc.tc.batch_size), bc.decode_tokens, bc.repeats,
-           omp_get_max_threads(), bc.measure);
+           bc.rounds, omp_get_max_threads(), bc.measure);
     char line[4096];
     size_t rss;
     int failures = 0;
@@ -499,75 +572,70 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("roofline: not measured (--roofline=false): no MFU, no fraction of bandwidth\n");
     }
-    printf("\n| n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s | KV cache | peak RSS "
-           "| params | train GFLOP/s (MFU) | decode GB/s (of read bw) |\n");
-    printf("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    printf("\n| n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s | decode x n_kv_head %d "
+           "| KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (of read bw) |\n", kvs[0]);
+    printf("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     fflush(stdout);
-    char s_kv[16], s_b[16], s_c[16];
+
+    // The jobs in table order: per n_kv_head its training run, then its
+    // inference runs (batch x ctx x kv_dtype). Round r runs every job once;
+    // the last round prints each row as soon as its job is done.
+    const int per_kv = do_train + (do_infer ? nb * nc * nd : 0), njobs = nk * per_kv;
+    Job *jobs = calloc_check((size_t)njobs, sizeof(Job));
     for (int i = 0; i < nk; i++) {
-        GPTConfig c = model_config(&bc, kvs[i]);
-        Row row = {.n_kv_head = kvs[i], .kv_dtype = "-", .params = gpt_num_parameters(&c)};
-        row.train = row.train_sd = row.train_gflops = row.train_mfu = NAN;
-        row.prefill = row.decode = row.decode_sd = row.decode_gbs = row.decode_bw_frac = NAN;
-        row.kv_bytes = row.rss = NAN;
-        snprintf(s_kv, sizeof s_kv, "%d", kvs[i]);
-        if (do_train) {
-            const char *targs[] = {"--_worker=train", "--n_kv_head", s_kv};
-            fprintf(stderr, "bench: n_kv_head %d: training ...\n", kvs[i]);
-            if (run_child(argc, argv, targs, 3, line, sizeof line, &rss) != 0) {
-                fprintf(stderr, "bench: training measurement failed for n_kv_head %d\n", kvs[i]);
-                failures++;
-            } else {
-                double train[MAX_REPEATS];
-                parse_doubles(line + strlen("train"), train, bc.repeats);
-                row.train = mean_of(train, bc.repeats), row.train_sd = sd_of(train, bc.repeats);
-                row.train_gflops = train_flops_per_token(&c, bc.train_block_size) * row.train / 1e9;
-                row.train_mfu = row.train_gflops / peak_gflops;  // NAN without the roofline
+        Job *jb = jobs + (size_t)i * per_kv;
+        if (do_train) jb++->kv = i;
+        for (int j = 0; do_infer && j < nb; j++)
+            for (int k = 0; k < nc; k++)
+                for (int d = 0; d < nd; d++, jb++) jb->kv = i, jb->batch = batches[j], jb->ctx = ctxs[k], jb->dt = dts[d];
+    }
+    for (int i = 0; i < njobs; i++) jobs[i].tok = calloc_check((size_t)bc.rounds * bc.repeats, sizeof(double));
+    for (int round = 0; round < bc.rounds; round++) {
+        const int last = round == bc.rounds - 1;
+        for (int ji = 0; ji < njobs; ji++) {
+            Job *jb = jobs + ji;
+            const int kv = kvs[jb->kv];
+            if (!jb->failed) run_job(&bc, argc, argv, jb, kv, round, &failures);
+            if (!last || (jb->batch && jb->failed) || (!jb->batch && do_infer)) continue;
+            // the row: an inference job with its n_kv_head's training figures,
+            // or (training only) the training job alone
+            GPTConfig c = model_config(&bc, kv);
+            Row r = {.n_kv_head = kv, .kv_dtype = "-", .params = gpt_num_parameters(&c)};
+            r.train = r.train_sd = r.train_median = r.train_gflops = r.train_mfu = NAN;
+            r.prefill = r.decode = r.decode_sd = r.decode_median = r.decode_x = r.decode_gbs = r.decode_bw_frac = NAN;
+            r.kv_bytes = r.rss = NAN;
+            const Job *tj = do_train ? jobs + (size_t)jb->kv * per_kv : NULL;
+            if (tj && !tj->failed) {
+                r.train = mean_of(tj->tok, tj->ntok), r.train_sd = sd_of(tj->tok, tj->ntok);
+                r.train_median = median_of(tj->tok, tj->ntok);
+                r.train_gflops = train_flops_per_token(&c, bc.train_block_size) * r.train / 1e9;
+                r.train_mfu = r.train_gflops / peak_gflops;  // NAN without the roofline
             }
-        }
-        if (!do_infer) {
-            print_row(&row);
-            if (csv) csv_row(csv, &row);
-            continue;
-        }
-        for (int j = 0; j < nb; j++) {
-            for (int k = 0; k < nc; k++) {
-              for (int d = 0; d < nd; d++) {
-                const char *dname = kv_dtype_name(dts[d]);
-                snprintf(s_b, sizeof s_b, "%d", batches[j]);
-                snprintf(s_c, sizeof s_c, "%d", ctxs[k]);
-                const char *iargs[] = {"--_worker=infer", "--n_kv_head", s_kv, "--batch", s_b, "--ctx", s_c,
-                                       "--kv_dtype", dname};
-                fprintf(stderr, "bench: n_kv_head %d, batch %d, ctx %d, %s ...\n", kvs[i], batches[j], ctxs[k], dname);
-                if (run_child(argc, argv, iargs, 9, line, sizeof line, &rss) != 0) {
-                    fprintf(stderr, "bench: measurement failed (n_kv_head %d, batch %d, ctx %d)\n", kvs[i],
-                            batches[j], ctxs[k]);
-                    failures++;
-                    continue;
-                }
-                double vals[2 + MAX_REPEATS];
-                parse_doubles(line + strlen("infer"), vals, 2 + bc.repeats);
-                Row r = row;
-                r.batch = batches[j], r.ctx = ctxs[k], r.kv_dtype = dname;
-                r.prefill = vals[0];
-                r.decode = mean_of(vals + 2, bc.repeats), r.decode_sd = sd_of(vals + 2, bc.repeats);
+            if (jb->batch) {
+                r.batch = jb->batch, r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt);
+                r.prefill = median_of(jb->prefill, jb->nprefill);
+                r.decode = mean_of(jb->tok, jb->ntok), r.decode_sd = sd_of(jb->tok, jb->ntok);
+                r.decode_median = median_of(jb->tok, jb->ntok);
+                const Job *ref = jobs + (ji - jb->kv * per_kv);  // the same setting at kvs[0]
+                if (!ref->failed) r.decode_x = r.decode_median / median_of(ref->tok, ref->ntok);
                 // the bytes a cache of exactly ctx positions needs
-                size_t kv_bytes = kvcache_bytes(&c, batches[j], ctxs[k], kv_dtype_bytes(dts[d]));
-                r.kv_bytes = (double)kv_bytes, r.rss = (double)rss;
+                const size_t kv_bytes = kvcache_bytes(&c, jb->batch, jb->ctx, kv_dtype_bytes(jb->dt));
+                r.kv_bytes = (double)kv_bytes, r.rss = (double)jb->rss;
                 // a decode step reads every weight once (of wpe one row) and
                 // the K and V of ctx positions of every sequence; steps/s =
                 // tok/s / batch
                 size_t sizes[GPT_NUM_PARAM_TENSORS];
                 gpt_param_sizes(&c, sizes);
                 double step_bytes = 4.0 * (double)(r.params - sizes[1] + (size_t)c.n_embd) + (double)kv_bytes;
-                r.decode_gbs = step_bytes * r.decode / batches[j] / 1e9;
+                r.decode_gbs = step_bytes * r.decode / jb->batch / 1e9;
                 r.decode_bw_frac = r.decode_gbs / read_gbs;  // NAN without the roofline
-                print_row(&r);
-                if (csv) csv_row(csv, &r);
-              }
             }
+            print_row(&r);
+            if (csv) csv_row(csv, &r);
         }
     }
+    for (int i = 0; i < njobs; i++) free(jobs[i].tok);
+    free(jobs);
     if (csv && fclose(csv) != 0) die("cannot write '%s': %s", bc.csv, strerror(errno));
     if (csv) fprintf(stderr, "bench: wrote %s\n", bc.csv);
     return failures ? 1 : 0;
