@@ -5,7 +5,9 @@
  * every measurement in a fresh child process (fork + exec of this binary),
  * so each peak-resident-memory figure belongs to one setting alone. Children
  * print one "RESULT ..." line on a pipe; the parent prints a Markdown table
- * (mean +- stddev over repeats, as llama-bench) and writes CSV.
+ * (mean +- stddev over repeats, as llama-bench) and writes CSV. With --rounds
+ * every measurement runs in several children, round-robin over the settings,
+ * and the speed-up column compares medians of the pooled timings.
  *
  * Weights are random (seeded); timing does not depend on their values.
  * Training tok/s: forward + backward + AdamW at (batch_size, train block).
