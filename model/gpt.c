@@ -464,6 +464,17 @@ static int ensure_shards(GPT *m, int n) {
     return 0;
 }
 
+// The forward of (B, T) with targets and, with backward = 1, the gradient
+// of its mean loss (overwritten): one shard's, or the whole unsharded pass.
+static int one_pass(GPT *m, const int *inputs, const int *targets, int B, int T, int backward) {
+    if (gpt_forward(m, inputs, targets, B, T) != 0) return -1;
+    if (backward) {
+        gpt_zero_grad(m);
+        gpt_backward(m);
+    }
+    return 0;
+}
+
 // The forward (and with backward = 1 the backward) of (B, T) with targets,
 // over `shards` threads: gpt_forward_backward and gpt_loss.
 static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, int T, int shards, int backward) {
@@ -474,14 +485,7 @@ static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, in
     }
     if (shards > B) shards = B;
     if (shards > MAX_SHARDS) shards = MAX_SHARDS;
-    if (shards <= 1) {
-        if (gpt_forward(m, inputs, targets, B, T) != 0) return -1;
-        if (backward) {
-            gpt_zero_grad(m);
-            gpt_backward(m);
-        }
-        return 0;
-    }
+    if (shards <= 1) return one_pass(m, inputs, targets, B, T, backward);
     // whole-batch checks first, so that messages name positions in the batch
     if (T <= 0 || (size_t)B * T > (size_t)INT_MAX / 4) {
         snprintf(m->error, sizeof m->error, "time T=%d must be positive and B*T=%zu not too large", T, (size_t)B * T);
@@ -510,11 +514,7 @@ static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, in
         r->training = m->training;
         r->rng_state = rng_state;
         r->batch_offset = base + b0[s];
-        rc[s] = gpt_forward(r, inputs + (size_t)b0[s] * T, targets + (size_t)b0[s] * T, b0[s + 1] - b0[s], T);
-        if (rc[s] == 0 && backward) {
-            gpt_zero_grad(r);
-            gpt_backward(r);
-        }
+        rc[s] = one_pass(r, inputs + (size_t)b0[s] * T, targets + (size_t)b0[s] * T, b0[s + 1] - b0[s], T, backward);
     }
     for (int s = 0; s < shards; s++) {
         if (rc[s] != 0) {
