@@ -268,10 +268,10 @@ ALWAYS_INLINE void qk_rows(const int NR, const KVDtype dt, const float *Q, int H
         for (; d + NCH <= HS; d += NCH) {
 #pragma GCC unroll 4
             for (int c = 0; c < NCH; c++) {
-                if (KV_PREFETCH) _mm_prefetch(T + (size_t)(d + c) * w * elem + KV_PREFETCH, KV_HINT);
-                if (KV_PREFETCH_FAR && NR >= KV_FAR_ROWS)
-                    _mm_prefetch(T + (size_t)(d + c) * w * elem + KV_PREFETCH_FAR, _MM_HINT_T1);
-                const __m512 kv = load16(T + (size_t)(d + c) * w * elem, dt, m);
+                const char *row = T + (size_t)(d + c) * w * elem;  // the tile's keys at dim d + c
+                if (KV_PREFETCH) _mm_prefetch(row + KV_PREFETCH, KV_HINT);
+                if (KV_PREFETCH_FAR && NR >= KV_FAR_ROWS) _mm_prefetch(row + KV_PREFETCH_FAR, _MM_HINT_T1);
+                const __m512 kv = load16(row, dt, m);
 #pragma GCC unroll 16
                 for (int r = 0; r < NR; r++)
                     acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(Q[(size_t)r * HS + d + c]), kv, acc[r][c]);
