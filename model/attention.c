@@ -3,9 +3,15 @@
  *
  * Per (batch, query head) the scores are one sgemm over strided views of
  * qkv, the causal softmax is a row loop, and the output is a second sgemm
- * written straight into its head's columns of `out`. The loops over heads run
- * on OpenMP threads; with the OpenMP build of OpenBLAS each sgemm inside a
- * parallel region runs single-threaded, so threads never multiply.
+ * written straight into its head's columns of `out`. The loops over (batch,
+ * KV head) run on OpenMP threads; with the OpenMP build of OpenBLAS each sgemm
+ * inside a parallel region runs single-threaded, so threads never multiply.
+ *
+ * The two products with a transposed operand, q k^T (forward) and dy v^T
+ * (backward), multiply by a copy of k (or v) transposed once per KV head
+ * instead: OpenBLAS sends an (N, T) product of these sizes through its packing
+ * path, while (N, N) ones take its unpacked small-matrix kernel (T = 64,
+ * HS = 32: 3.3 vs 2.35 us per head, and the copy costs ~0.6 us per KV head).
  */
 #include "attention.h"
 
@@ -17,14 +23,25 @@
 #include "ops.h"
 #include "simd.h"
 
-size_t attention_scratch_floats(int T, int threads) {
-    return (size_t)2 * T * T * (size_t)threads;
+// Per thread: two (T, T) matrices and one (HS, T) transposed K or V.
+static size_t scratch_per_thread(int T, int HS) { return (size_t)2 * T * T + (size_t)HS * T; }
+
+size_t attention_scratch_floats(int T, int HS, int threads) { return scratch_per_thread(T, HS) * (size_t)threads; }
+
+// dst (HS, T) = the transpose of src (T, HS) with leading dimension ld.
+static void transpose_head(float *dst, const float *src, int T, int HS, int ld) {
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < HS; d++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
 }
 
 // Query rows per causal block: a block of rows [t0, t1) is multiplied with
-// keys [0, t1) only (about 5/8 of the full T x T work at T = 4 blocks).
+// keys [0, t1) only: (n + 1) / 2n of the full T x T work in n blocks, 17/32
+// at T = 256 and 5/8 at T = 64. Blocks this small pay because every product
+// of a block now takes OpenBLAS's small-matrix kernel (attention forward +
+// backward at T = 64, HS = 32 per shard: 470 -> 350 us; at T = 256, HS = 64:
+// 10.0 -> 8.8 ms; blocks of 32 and 64 lay between).
 #ifndef ATT_ROW_BLOCK
-#define ATT_ROW_BLOCK 64
+#define ATT_ROW_BLOCK 16
 #endif
 
 // row[0, n) = softmax(row[0, n)), row[n, T) = 0 (the masked keys).
@@ -72,30 +89,33 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                        float p, uint64_t key, size_t i0, float *scratch) {
     const int group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
     const float scale = 1.0f / sqrtf((float)HS);
+    // one task per (batch, KV head); its group's query heads share kT
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const int g = h / group;  // the KV head this query head reads
-            const float *q = qkv + (size_t)b * T * QKV + h * HS;               // (T, HS) ld QKV
-            const float *k = qkv + (size_t)b * T * QKV + (NH + g) * HS;        // (T, HS) ld QKV
+        for (int g = 0; g < NKV; g++) {
+            float *tmp = scratch + (size_t)omp_get_thread_num() * scratch_per_thread(T, HS);  // (T, T)
+            float *kT = tmp + (size_t)2 * T * T;                                                 // (HS, T)
             const float *v = qkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;  // (T, HS) ld QKV
-            float *P = att + ((size_t)b * NH + h) * T * T;                     // (T, T)
-            float *y = out + (size_t)b * T * C + h * HS;                      // (T, HS) ld C
-            float *tmp = scratch + (size_t)omp_get_thread_num() * 2 * T * T;
-            // rows in blocks [t0, t1): a block's queries see keys [0, t1) only,
-            // so the masked upper triangle beyond each block is never computed
-            for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {
-                const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
-                // S = q k^T * scale
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, t1, HS, scale, q + (size_t)t0 * QKV, QKV,
-                            k, QKV, 0.0f, P + (size_t)t0 * T, T);
-                // causal softmax, row by row; j > t is masked to exactly 0
-                for (int t = t0; t < t1; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
-                // attention dropout on a private copy; att keeps P
-                const float *Pd = p > 0.0f ? dropout_block(tmp, P, b, h, NH, T, t0, t1, p, key, i0) : P;
-                // y_h = Pd v, into head h's columns of out
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, Pd + (size_t)t0 * T, T, v,
-                            QKV, 0.0f, y + (size_t)t0 * C, C);
+            transpose_head(kT, qkv + (size_t)b * T * QKV + (NH + g) * HS, T, HS, QKV);
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const float *q = qkv + (size_t)b * T * QKV + h * HS;  // (T, HS) ld QKV
+                float *P = att + ((size_t)b * NH + h) * T * T;        // (T, T)
+                float *y = out + (size_t)b * T * C + h * HS;          // (T, HS) ld C
+                // rows in blocks [t0, t1): a block's queries see keys [0, t1) only,
+                // so the masked upper triangle beyond each block is never computed
+                for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {
+                    const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
+                    // S = q k^T * scale
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, t1, HS, scale, q + (size_t)t0 * QKV, QKV,
+                                kT, T, 0.0f, P + (size_t)t0 * T, T);
+                    // causal softmax, row by row; j > t is masked to exactly 0
+                    for (int t = t0; t < t1; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
+                    // attention dropout on a private copy; att keeps P
+                    const float *Pd = p > 0.0f ? dropout_block(tmp, P, b, h, NH, T, t0, t1, p, key, i0) : P;
+                    // y_h = Pd v, into head h's columns of out
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, Pd + (size_t)t0 * T, T,
+                                v, QKV, 0.0f, y + (size_t)t0 * C, C);
+                }
             }
         }
     }
@@ -110,12 +130,14 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int g = 0; g < NKV; g++) {
-            float *dP = scratch + (size_t)omp_get_thread_num() * 2 * T * T;  // (T, T)
-            float *Pd = dP + (size_t)T * T;                                   // (T, T)
+            float *dP = scratch + (size_t)omp_get_thread_num() * scratch_per_thread(T, HS);  // (T, T)
+            float *Pd = dP + (size_t)T * T;                                                   // (T, T)
+            float *vT = Pd + (size_t)T * T;                                                   // (HS, T)
             const float *k = qkv + (size_t)b * T * QKV + (NH + g) * HS;
             const float *v = qkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;
             float *dk = dqkv + (size_t)b * T * QKV + (NH + g) * HS;
             float *dv = dqkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;
+            transpose_head(vT, v, T, HS, QKV);
             for (int h = g * group; h < (g + 1) * group; h++) {
                 const float *q = qkv + (size_t)b * T * QKV + h * HS;
                 float *dq = dqkv + (size_t)b * T * QKV + h * HS;
@@ -126,8 +148,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                     // the probabilities that multiplied v
                     const float *Pv = p > 0.0f ? dropout_block(Pd, P, b, h, NH, T, t0, t1, p, key, i0) : P;
                     // y = Pv v  =>  dPv = dy v^T ; dV_g += Pv^T dy (summed over the group)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, t1, HS, 1.0f, dy + (size_t)t0 * C, C, v,
-                                QKV, 0.0f, dP + (size_t)t0 * T, T);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, t1, HS, 1.0f, dy + (size_t)t0 * C, C, vT,
+                                T, 0.0f, dP + (size_t)t0 * T, T);
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, HS, rb, 1.0f, Pv + (size_t)t0 * T, T,
                                 dy + (size_t)t0 * C, C, 1.0f, dv, QKV);
                     // through the dropout mask, then the softmax: dS = P (dP - rowsum(P dP)) * scale

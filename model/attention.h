@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Floats of scratch the attention kernels need for (T, threads).
-size_t attention_scratch_floats(int T, int threads);
+// Floats of scratch the attention kernels need for (T, HS, threads).
+size_t attention_scratch_floats(int T, int HS, int threads);
 
 // out (B,T,NH*HS) = softmax(q k^T / sqrt(HS), causal) v, per query head.
 // att (B,NH,T,T) receives the softmax probabilities (before dropout; upper

@@ -174,10 +174,10 @@ void gpt_free(GPT *m) {
 // activations
 
 // Backward scratch layout: dresidual, dC1, dC2 (BT, C); d4C1, d4C2 (BT, 4C);
-// dqkv (BT, QKV); then attention scratch (2 T T per thread).
+// dqkv (BT, QKV); then attention scratch (2 T T + HS T per thread).
 static size_t scratch_floats(const GPTConfig *c, size_t BT, int T, int threads) {
     size_t C = c->n_embd, QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (C / c->n_head);
-    return BT * (3 * C + 8 * C + QKV) + attention_scratch_floats(T, threads);
+    return BT * (3 * C + 8 * C + QKV) + attention_scratch_floats(T, (int)(C / c->n_head), threads);
 }
 
 static void act_sizes(const GPTConfig *c, size_t BT, size_t BTT, size_t s[GPT_NUM_ACT_TENSORS]) {

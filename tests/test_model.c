@@ -181,7 +181,7 @@ static void attn_fd_init(AttnFD *f, int B, int T, int NH, int NKV, int HS, float
     const size_t nout = (size_t)B * T * NH * HS;
     f->qkv = malloc_check(f->nqkv * 4), f->dqkv = calloc_check(f->nqkv, 4), f->dout = malloc_check(nout * 4);
     f->out = malloc_check(nout * 4), f->att = malloc_check((size_t)B * NH * T * T * 4);
-    f->scratch = malloc_check(attention_scratch_floats(T, omp_get_max_threads()) * 4);
+    f->scratch = malloc_check(attention_scratch_floats(T, HS, omp_get_max_threads()) * 4);
     fill_normal(f->qkv, f->nqkv, 1.0f, rng);
     fill_normal(f->dout, nout, 1.0f, rng);
     attn_objective(f);
