@@ -331,7 +331,7 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
         residual_forward(residual2, residual, tmp, (size_t)N * C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, w.ln2w + l * C, c->bias ? w.ln2b + l * C : NULL, N, C);
         matmul_forward(fch, ln2, w.fcw + (size_t)l * 4 * C * C, c->bias ? w.fcb + (size_t)l * 4 * C : NULL, N, C, 4 * C);
-        gelu_forward(fch_gelu, fch, (size_t)N * 4 * C);
+        gelu_forward_train(fch_gelu, fch, fch, (size_t)N * 4 * C);  // fch becomes gelu'(fch)
         matmul_forward(tmp, fch_gelu, w.fcprojw + (size_t)l * C * 4 * C, c->bias ? w.fcprojb + l * C : NULL, N, 4 * C, C);
         dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 3), i0C);
         residual_forward(residual3, residual2, tmp, (size_t)N * C);
@@ -406,8 +406,8 @@ void gpt_backward(GPT *m) {
         }
         matmul_backward(d4C1, g.fcprojw + (size_t)l * C * 4 * C, c->bias ? g.fcprojb + l * C : NULL, dproj, fch_gelu,
                         w.fcprojw + (size_t)l * C * 4 * C, N, 4 * C, C);
-        // fch_gelu = gelu(fch)
-        gelu_backward(d4C2, fch, d4C1, n4C);
+        // fch_gelu = gelu(fch), and the forward left gelu'(fch) in fch
+        gelu_backward_local(d4C2, fch, d4C1, n4C);
         // fch = ln2 fcw^T + fcb
         matmul_backward(dC2, g.fcw + (size_t)l * 4 * C * C, c->bias ? g.fcb + (size_t)l * 4 * C : NULL, d4C2, ln2,
                         w.fcw + (size_t)l * 4 * C * C, N, C, 4 * C);

@@ -70,7 +70,7 @@ typedef struct {
     float *ln2;        // (L, B, T, C)
     float *ln2_mean;   // (L, B, T)
     float *ln2_rstd;   // (L, B, T)
-    float *fch;        // (L, B, T, 4C)
+    float *fch;        // (L, B, T, 4C): the fc output, then (after the GELU) its derivative gelu'(fch)
     float *fch_gelu;   // (L, B, T, 4C)
     float *residual3;  // (L, B, T, C)  x + attn + mlp
     float *lnf;        // (B, T, C)

@@ -291,58 +291,49 @@ void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2 / pi)
 
-// u = sqrt(2/pi) (x + 0.044715 x^3); gelu(x) = x/2 (1 + tanh u)
-void gelu_forward(float *out, const float *inp, size_t n) {
+// u = sqrt(2/pi) (x + 0.044715 x^3); gelu(x) = x/2 (1 + tanh u). With dlocal,
+// also dlocal = gelu'(x) = (1 + tanh u) / 2 + x/2 sech^2(u) du/dx, with
+// du/dx = sqrt(2/pi) (1 + 3 0.044715 x^2): one tanh serves both, and the
+// backward is a product. dlocal may be inp (in place).
+static void gelu_forward_kernel(float *out, float *dlocal, const float *inp, size_t n) {
 #if defined(__AVX512F__)
     const long nv = (long)((n + 15) / 16);
 #pragma omp parallel for schedule(static)
     for (long v = 0; v < nv; v++) {
         const size_t i = (size_t)v * 16;
         const __mmask16 m = mask16((long)(n - i));
-        const __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+        const __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x2 = _mm512_mul_ps(x, x), x3 = _mm512_mul_ps(x2, x);
         const __m512 u = _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
-        const __m512 hx = _mm512_mul_ps(_mm512_set1_ps(0.5f), x);
-        _mm512_mask_storeu_ps(out + i, m, _mm512_fmadd_ps(hx, tanh512(u), hx));
+        const __m512 th = tanh512(u), half = _mm512_set1_ps(0.5f), hx = _mm512_mul_ps(half, x);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_fmadd_ps(hx, th, hx));
+        if (dlocal) {
+            const __m512 sech2 = _mm512_fnmadd_ps(th, th, _mm512_set1_ps(1.0f));
+            const __m512 dudx = _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE),
+                                              _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, _mm512_set1_ps(1.0f)));
+            _mm512_mask_storeu_ps(dlocal + i, m,
+                                  _mm512_fmadd_ps(_mm512_mul_ps(hx, sech2), dudx, _mm512_fmadd_ps(half, th, half)));
+        }
     }
 #else
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+        const float x = inp[i], th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+        out[i] = 0.5f * x * (1.0f + th);
+        if (dlocal)
+            dlocal[i] = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
     }
 #endif
 }
 
-// d gelu / dx = (1 + tanh u) / 2 + x/2 sech^2(u) du/dx, du/dx = sqrt(2/pi) (1 + 3 0.044715 x^2)
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-#if defined(__AVX512F__)
-    const long nv = (long)((n + 15) / 16);
-#pragma omp parallel for schedule(static)
-    for (long v = 0; v < nv; v++) {
-        const size_t i = (size_t)v * 16;
-        const __mmask16 m = mask16((long)(n - i));
-        const __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x2 = _mm512_mul_ps(x, x);
-        const __m512 u = _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE),
-                                       _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), x2), x, x));
-        const __m512 th = tanh512(u), half = _mm512_set1_ps(0.5f);
-        const __m512 sech2 = _mm512_fnmadd_ps(th, th, _mm512_set1_ps(1.0f));
-        const __m512 dudx = _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE),
-                                          _mm512_fmadd_ps(_mm512_set1_ps(3.0f * 0.044715f), x2, _mm512_set1_ps(1.0f)));
-        const __m512 local = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(half, x), sech2), dudx,
-                                             _mm512_fmadd_ps(half, th, half));
-        _mm512_mask_storeu_ps(dinp + i, m, _mm512_mul_ps(local, _mm512_maskz_loadu_ps(m, dout + i)));
-    }
-#else
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        float th = tanhf(u);
-        float sech2 = 1.0f - th * th;
-        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] = local * dout[i];
-    }
-#endif
+void gelu_forward(float *out, const float *inp, size_t n) { gelu_forward_kernel(out, NULL, inp, n); }
+
+void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n) {
+    gelu_forward_kernel(out, dlocal, inp, n);
+}
+
+void gelu_backward_local(float *dinp, const float *dlocal, const float *dout, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) dinp[i] = dlocal[i] * dout[i];
 }
 
 // ----------------------------------------------------------------------------
