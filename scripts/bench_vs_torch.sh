@@ -112,13 +112,19 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$root" diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
-if [ "$QUICK" = 1 ]; then
-    roofline="roofline: not measured (QUICK=1)"
-else  # gqa bench's roofline, with a training run too small to matter
-    roofline=$("$GQA" bench --vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 16 --batch_size 1 \
-        --train_block_size 16 --train_steps 1 --repeats 1 --n_kv_head 4 --measure=train < /dev/null 2>/dev/null | grep '^roofline:' ||
-        echo "roofline: measurement failed")
-fi
+# gqa bench's roofline line, with a training run too small to matter. It is
+# measured at the start and again at the end: the shared host's bandwidth can
+# move by half within a run, and the two readings bracket what the rows met.
+roofline_now() {
+    if [ "$QUICK" = 1 ]; then
+        echo "roofline: not measured (QUICK=1)"
+        return
+    fi
+    "$GQA" bench --vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 16 --batch_size 1 \
+        --train_block_size 16 --train_steps 1 --repeats 1 --n_kv_head 4 --measure=train < /dev/null 2>/dev/null |
+        grep '^roofline:' || echo "roofline: measurement failed"
+}
+roofline=$(roofline_now)
 echo "bench_vs_torch: $nrows rows x $ROUNDS rounds x 2 sides = $total measurements" >&2
 
 : > "$tmp/results"
@@ -148,6 +154,7 @@ while read -r name what V L NH C T B G ctx S <&3; do
     a=$(median < "$tmp/a") b=$(median < "$tmp/b")
     echo "$name $what $G $B $T $ctx $S $a $b $(tr '\n' ';' < "$tmp/a" | sed 's/;$//') $(tr '\n' ';' < "$tmp/b" | sed 's/;$//')" >> "$tmp/results"
 done 3< "$tmp/rows"
+roofline_end=$(roofline_now | sed 's/^roofline: /roofline at the end of the run: /')
 
 {
     echo "config,measure,n_kv_head,batch_size,block_size,ctx,steps,rounds,gqa_tok_s,torch_tok_s,ratio,gqa_rounds,torch_rounds"
@@ -159,6 +166,7 @@ done 3< "$tmp/rows"
     echo
     echo "machine: $cpu, $(nproc) cores; torch $torch_version with $blas_dir; gqa.c $commit"
     echo "$roofline"
+    echo "$roofline_end"
     echo
     echo "| config | measure | n_kv_head | batch | T / ctx | steps | gqa.c tok/s | PyTorch tok/s | gqa.c / PyTorch |"
     echo "|:---|:---|---:|---:|---:|---:|---:|---:|---:|"
