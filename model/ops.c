@@ -291,11 +291,11 @@ void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2 / pi)
 
-// u = sqrt(2/pi) (x + 0.044715 x^3); gelu(x) = x/2 (1 + tanh u). With dlocal,
-// also dlocal = gelu'(x) = (1 + tanh u) / 2 + x/2 sech^2(u) du/dx, with
-// du/dx = sqrt(2/pi) (1 + 3 0.044715 x^2): one tanh serves both, and the
-// backward is a product. dlocal may be inp (in place).
-static void gelu_forward_kernel(float *out, float *dlocal, const float *inp, size_t n) {
+// u = sqrt(2/pi) (x + 0.044715 x^3); gelu(x) = x/2 (1 + tanh u). Unless dlocal
+// is NULL (gelu_forward), also dlocal = gelu'(x) = (1 + tanh u) / 2 +
+// x/2 sech^2(u) du/dx, du/dx = sqrt(2/pi) (1 + 3 0.044715 x^2): one tanh
+// serves both, and the backward is a product. dlocal may be inp (in place).
+void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n) {
 #if defined(__AVX512F__)
     const long nv = (long)((n + 15) / 16);
 #pragma omp parallel for schedule(static)
@@ -325,11 +325,7 @@ static void gelu_forward_kernel(float *out, float *dlocal, const float *inp, siz
 #endif
 }
 
-void gelu_forward(float *out, const float *inp, size_t n) { gelu_forward_kernel(out, NULL, inp, n); }
-
-void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n) {
-    gelu_forward_kernel(out, dlocal, inp, n);
-}
+void gelu_forward(float *out, const float *inp, size_t n) { gelu_forward_train(out, NULL, inp, n); }
 
 void gelu_backward_local(float *dinp, const float *dlocal, const float *dout, size_t n) {
 #pragma omp parallel for simd schedule(static)

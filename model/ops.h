@@ -38,8 +38,9 @@ void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const
 // tanh-approximate GELU, as GPT-2 and nn.GELU(approximate='tanh')
 void gelu_forward(float *out, const float *inp, size_t n);
 // Training forward: out = gelu(inp) (gelu_forward's values) and dlocal =
-// gelu'(inp), from one tanh; dlocal may be inp itself (in place). The
-// backward is then a product, dinp = dlocal * dout (overwritten).
+// gelu'(inp), from one tanh; dlocal may be inp itself (in place), or NULL for
+// the values alone (gelu_forward). The backward is then a product, dinp =
+// dlocal * dout (overwritten).
 void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n);
 void gelu_backward_local(float *dinp, const float *dlocal, const float *dout, size_t n);
 
