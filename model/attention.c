@@ -38,8 +38,9 @@ static void transpose_head(float *dst, const float *src, int T, int HS, int ld) 
 // keys [0, t1) only: (n + 1) / 2n of the full T x T work in n blocks, 17/32
 // at T = 256 and 5/8 at T = 64. Blocks this small pay because every product
 // of a block now takes OpenBLAS's small-matrix kernel (attention forward +
-// backward at T = 64, HS = 32 per shard: 470 -> 350 us; at T = 256, HS = 64:
-// 10.0 -> 8.8 ms; blocks of 32 and 64 lay between).
+// backward of one shard's layer, one thread, over several runs: T = 64,
+// HS = 32: 476-613 -> 348-465 us; T = 256, HS = 64: 9.7-11.3 -> 8.5-10.3 ms;
+// blocks of 32 and 64 lay between).
 #ifndef ATT_ROW_BLOCK
 #define ATT_ROW_BLOCK 16
 #endif
