@@ -15,7 +15,10 @@
  * batch: its cache is copied to every sequence, as `gqa sample` does.
  * Decode tok/s: decode_tokens steps with the cache already filled to ctx
  * (batch x steps / seconds; the LM head included, sampling not).
- * --measure picks training and/or inference; what is skipped prints as "-".
+ * GEMM-only tok/s: the training step's linear-layer sgemm calls alone (see
+ * worker_gemm), the most a step made of them could reach.
+ * --measure picks any of training, GEMM-only and inference; what is skipped
+ * prints as "-".
  *
  * The roofline: a child of its own first measures the machine's sgemm peak
  * and memory read bandwidth (not the parent, which would then keep OpenBLAS
@@ -40,6 +43,7 @@
 #include "../infer/infer.h"
 #include "../model/gpt.h"
 #include "../model/kvcache.h"
+#include "../model/ops.h"
 #include "../train/adamw.h"
 #include "../train/train.h"
 #include "../util/rng.h"
@@ -53,8 +57,8 @@ typedef struct {
     TrainConfig tc;  // shape (n_kv_head unused: see the list), batch_size, dropout, seed, threads
     int vocab_size, train_block_size, repeats, rounds, decode_tokens, train_steps, roofline;
     char n_kv_head[OPT_STR_MAX], ctx[OPT_STR_MAX], batch[OPT_STR_MAX], kv_dtype[OPT_STR_MAX], csv[OPT_STR_MAX];
-    char measure[OPT_STR_MAX];  // "train,infer", "train" or "infer"
-    char worker[OPT_STR_MAX];   // internal: "train", "infer" or "roofline" in a child
+    char measure[OPT_STR_MAX];  // a comma list of train, gemm, infer
+    char worker[OPT_STR_MAX];   // internal: "train", "gemm", "infer" or "roofline" in a child
 } BenchConfig;
 
 // Parse "8,4,2,1" into ints. Returns the count, or -1 with err.
@@ -115,12 +119,19 @@ static GPTConfig model_config(const BenchConfig *bc, int n_kv_head) {
 // ----------------------------------------------------------------------------
 // workers (run in a child process)
 
-static void worker_train(const BenchConfig *bc, int nkv) {
+// The model of a training measurement, with random weights.
+static void train_model(GPT *m, const BenchConfig *bc, int nkv) {
     GPTConfig c = model_config(bc, nkv);
+    if (bc->train_block_size > c.block_size)
+        die("train_block_size %d exceeds block_size %d", bc->train_block_size, c.block_size);
+    if (gpt_init(m, &c, (uint64_t)bc->tc.seed) != 0) die("%s", m->error);
+}
+
+static void worker_train(const BenchConfig *bc, int nkv) {
     const int B = bc->tc.batch_size, T = bc->train_block_size;
-    if (T > c.block_size) die("train_block_size %d exceeds block_size %d", T, c.block_size);
     GPT m;
-    if (gpt_init(&m, &c, (uint64_t)bc->tc.seed) != 0) die("%s", m.error);
+    train_model(&m, bc, nkv);
+    const GPTConfig c = m.config;
     m.training = 1;
     AdamW opt;
     adamw_init(&opt, m.num_parameters, 0.9f, 0.99f, 1e-8f, 0.1f);
@@ -142,6 +153,70 @@ static void worker_train(const BenchConfig *bc, int nkv) {
     printf("\n");
     free(x), free(y);
     adamw_free(&opt);
+    gpt_free(&m);
+}
+
+// The training step's linear-layer products and nothing else, as the step
+// calls them: each shard on a thread of its own, per layer qkv, attention
+// projection, fc and fc projection, then the tied LM head, forward and
+// backward (input gradient and weight gradient), on buffers of the step's
+// shapes and the model's weights, without biases; the shards join once a
+// step, as the training pass does. Attention, LayerNorm, GELU, the loss and
+// AdamW cost nothing here, so its tok/s is the most a step made of these
+// OpenBLAS calls could reach: the GEMM-only floor of the training figure.
+static void worker_gemm(const BenchConfig *bc, int nkv) {
+    const int B = bc->tc.batch_size, T = bc->train_block_size;
+    GPT m;
+    train_model(&m, bc, nkv);
+    const GPTConfig c = m.config;
+    const int L = c.n_layer, C = c.n_embd, V = c.vocab_size, QKV = (c.n_head + 2 * c.n_kv_head) * (C / c.n_head);
+    const int shards = train_shards(&bc->tc, B);
+    enum { NLIN = 4 };
+    const int in[NLIN] = {C, C, C, 4 * C}, out[NLIN] = {QKV, C, 4 * C, C};
+    double tps[MAX_REPEATS], t0 = 0.0;
+    omp_set_max_active_levels(1);  // the kernels run single-threaded inside, as in the training pass
+#pragma omp parallel num_threads(shards)
+    {
+        const int s = omp_get_thread_num(), N = (B * (s + 1) / shards - B * s / shards) * T;
+        // every layer's inputs and outputs kept, as the step keeps its activations
+        size_t layer = 0;
+        for (int j = 0; j < NLIN; j++) layer += (size_t)N * (in[j] + out[j]);
+        float *act = calloc_check((size_t)L * layer + (size_t)N * (C + V + 4 * C), sizeof(float));
+        float *lnf = act + (size_t)L * layer, *logits = lnf + (size_t)N * C, *dinp = logits + (size_t)N * V;
+        float *grads_memory = calloc_check(m.num_parameters, sizeof(float));
+        ParameterTensors w = m.params, g;
+        gpt_point_params(&g, grads_memory, m.param_sizes);
+        const float *wl[NLIN] = {w.qkvw, w.attprojw, w.fcw, w.fcprojw};
+        float *gl[NLIN] = {g.qkvw, g.attprojw, g.fcw, g.fcprojw};
+        for (int r = -1; r < bc->repeats; r++) {  // r = -1: warm-up
+#pragma omp barrier
+#pragma omp master
+            t0 = now_seconds();
+            for (int step = 0; step < bc->train_steps; step++) {
+                float *a = act;
+                for (int l = 0; l < L; l++)
+                    for (int j = 0; j < NLIN; a += (size_t)N * (in[j] + out[j]), j++)
+                        matmul_forward(a + (size_t)N * in[j], a, wl[j] + (size_t)l * out[j] * in[j], NULL, N, in[j],
+                                       out[j]);
+                matmul_forward(logits, lnf, w.wte, NULL, N, C, V);
+                matmul_backward(dinp, g.wte, NULL, logits, lnf, w.wte, N, C, V);
+                for (int l = L - 1; l >= 0; l--)
+                    for (int j = NLIN - 1; j >= 0; j--) {
+                        a -= (size_t)N * (in[j] + out[j]);
+                        const size_t o = (size_t)l * out[j] * in[j];
+                        matmul_backward(dinp, gl[j] + o, NULL, a + (size_t)N * in[j], a, wl[j] + o, N, in[j], out[j]);
+                    }
+#pragma omp barrier
+            }
+#pragma omp master
+            if (r >= 0) tps[r] = (double)bc->train_steps * B * T / (now_seconds() - t0);
+        }
+        free(grads_memory);
+        free(act);
+    }
+    printf("RESULT gemm");
+    for (int r = 0; r < bc->repeats; r++) printf(" %.3f", tps[r]);
+    printf("\n");
     gpt_free(&m);
 }
 
@@ -284,12 +359,13 @@ static void parse_doubles(const char *s, double *out, int n) {
     }
 }
 
-// One measurement: training at one n_kv_head (batch 0), or inference at one
-// (n_kv_head, batch, ctx, kv_dtype). Its rounds pool their timings here.
+// One measurement: training or its GEMM-only floor (gemm = 1) at one
+// n_kv_head (batch 0 for both), or inference at one (n_kv_head, batch, ctx,
+// kv_dtype). Its rounds pool their timings here.
 typedef struct {
-    int kv, batch, ctx;  // kv: index into the n_kv_head list
+    int kv, gemm, batch, ctx;  // kv: index into the n_kv_head list
     KVDtype dt;
-    double *tok;  // train or decode tok/s: repeats per round, rounds x repeats
+    double *tok;  // train, gemm or decode tok/s: repeats per round, rounds x repeats
     int ntok;
     double prefill[MAX_ROUNDS];  // one per round
     int nprefill;
@@ -304,12 +380,12 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int k
     snprintf(s_kv, sizeof s_kv, "%d", kv);
     snprintf(s_b, sizeof s_b, "%d", jb->batch);
     snprintf(s_c, sizeof s_c, "%d", jb->ctx);
-    const char *targs[] = {"--_worker=train", "--n_kv_head", s_kv};
+    const char *targs[] = {jb->gemm ? "--_worker=gemm" : "--_worker=train", "--n_kv_head", s_kv};
     const char *iargs[] = {"--_worker=infer", "--n_kv_head", s_kv, "--batch", s_b, "--ctx", s_c,
                            "--kv_dtype", kv_dtype_name(jb->dt)};
     if (jb->batch) snprintf(what, sizeof what, "n_kv_head %d, batch %d, ctx %d, %s", kv, jb->batch, jb->ctx,
                             kv_dtype_name(jb->dt));
-    else snprintf(what, sizeof what, "n_kv_head %d: training", kv);
+    else snprintf(what, sizeof what, "n_kv_head %d: %s", kv, jb->gemm ? "training's GEMMs alone" : "training");
     if (bc->rounds > 1) fprintf(stderr, "bench: round %d/%d: %s ...\n", round + 1, bc->rounds, what);
     else fprintf(stderr, "bench: %s ...\n", what);
     const int ok = jb->batch ? run_child(argc, argv, iargs, 9, line, sizeof line, &rss) == 0
@@ -327,7 +403,7 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int k
         jb->prefill[jb->nprefill++] = vals[0];
         memcpy(jb->tok + jb->ntok, vals + 2, (size_t)bc->repeats * sizeof(double));
     } else {
-        parse_doubles(line + strlen("train"), jb->tok + jb->ntok, bc->repeats);
+        parse_doubles(line + strlen(jb->gemm ? "gemm" : "train"), jb->tok + jb->ntok, bc->repeats);
     }
     jb->ntok += bc->repeats;
 }
@@ -344,6 +420,7 @@ typedef struct {
     double decode_gbs, decode_bw_frac;  // GB/s, fraction of bandwidth
     double kv_bytes, rss;
     size_t params;
+    double gemm, train_gemm_frac;  // median GEMM-only tok/s; median train tok/s over it
 } Row;
 
 // Table cells: "-" for what was not measured.
@@ -372,18 +449,19 @@ static const char *cell_rate(char *buf, size_t len, double v, double frac) {
 }
 
 static void print_row(const Row *r) {
-    char c[10][64];
+    char c[11][64];
     if (r->batch) {
         snprintf(c[0], 64, "%d", r->batch);
         snprintf(c[1], 64, "%d", r->ctx);
     } else {
         strcpy(c[0], "-"), strcpy(c[1], "-");
     }
-    printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s |\n", r->n_kv_head, c[0], c[1],
+    printf("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s | %s |\n", r->n_kv_head, c[0], c[1],
            r->kv_dtype, cell_pm(c[2], 64, 0, r->train, r->train_sd), cell_num(c[3], 64, 0, r->prefill),
            cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_num(c[9], 64, 2, r->decode_x),
            cell_bytes(c[5], 64, r->kv_bytes), cell_bytes(c[6], 64, r->rss), r->params,
-           cell_rate(c[7], 64, r->train_gflops, r->train_mfu), cell_rate(c[8], 64, r->decode_gbs, r->decode_bw_frac));
+           cell_rate(c[7], 64, r->train_gflops, r->train_mfu), cell_rate(c[8], 64, r->decode_gbs, r->decode_bw_frac),
+           cell_rate(c[10], 64, r->gemm, r->train_gemm_frac));
     fflush(stdout);
 }
 
@@ -412,6 +490,8 @@ static void csv_row(FILE *f, const Row *r) {
     csv_field(f, "%.3f", r->train_median);
     csv_field(f, "%.3f", r->decode_median);
     csv_field(f, "%.4f", r->decode_x);
+    csv_field(f, "%.3f", r->gemm);
+    csv_field(f, "%.4f", r->train_gemm_frac);
     fputc('\n', f);
 }
 
@@ -450,11 +530,12 @@ int cmd_bench(int argc, char **argv) {
         {"rounds", OPT_INT, &bc.rounds, 1, MAX_ROUNDS,
          "processes per measurement, run round-robin over the settings (tok/s pooled over rounds x repeats)"},
         {"measure", OPT_STRING, bc.measure, 0, 0,
-         "train, infer or both (comma list); skipped columns are '-' in the table, empty in CSV"},
+         "comma list of train, gemm (training's linear-layer GEMMs alone), infer; skipped columns are '-' "
+         "in the table, empty in CSV"},
         {"roofline", OPT_BOOL, &bc.roofline, 0, 1,
          "first measure sgemm peak and memory read bandwidth (~1 s) for MFU and % of bandwidth"},
         {"csv", OPT_STRING, bc.csv, 0, 0, "also write the rows to this CSV file"},
-        {"_worker", OPT_STRING, bc.worker, 0, 0, "internal: run one measurement (train | infer | roofline)"},
+        {"_worker", OPT_STRING, bc.worker, 0, 0, "internal: run one measurement (train | gemm | infer | roofline)"},
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
 
@@ -478,7 +559,11 @@ int cmd_bench(int argc, char **argv) {
                "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"
                "tok/s are then mean +- stddev over rounds x repeats. The column 'decode x n_kv_head G' is\n"
                "the median decode tok/s over that of the list's first n_kv_head G at the same batch, ctx\n"
-               "and kv_dtype (CSV: decode_speedup, with train_tok_s_median and decode_tok_s_median).\n\n");
+               "and kv_dtype (CSV: decode_speedup, with train_tok_s_median and decode_tok_s_median).\n"
+               "--measure=gemm times the training step's linear-layer products alone (each shard's sgemm\n"
+               "calls, forward and backward, nothing else): the most a step of those calls could reach.\n"
+               "Its column gives that tok/s and, with train, the median training tok/s as a percentage of\n"
+               "it (CSV: gemm_tok_s_median, train_gemm_frac, a fraction).\n\n");
         opts_print_help(opts, n - 1, stdout);  // _worker is internal
         return 0;
     }
@@ -488,16 +573,17 @@ int cmd_bench(int argc, char **argv) {
     if (bc.train_block_size == 0) bc.train_block_size = bc.tc.block_size;
     if (bc.tc.threads > 0) omp_set_num_threads(bc.tc.threads);
 
-    int do_train = 0, do_infer = 0;
+    int do_train = 0, do_gemm = 0, do_infer = 0;
     {
         char tmp[OPT_STR_MAX];
         snprintf(tmp, sizeof tmp, "%s", bc.measure);
         for (char *tok = strtok(tmp, ","); tok; tok = strtok(NULL, ",")) {
             if (!strcmp(tok, "train")) do_train = 1;
+            else if (!strcmp(tok, "gemm")) do_gemm = 1;
             else if (!strcmp(tok, "infer")) do_infer = 1;
-            else die("option 'measure': '%s' is not a list of train, infer", bc.measure);
+            else die("option 'measure': '%s' is not a list of train, gemm, infer", bc.measure);
         }
-        if (!do_train && !do_infer) die("option 'measure' is empty: give train, infer or train,infer");
+        if (!do_train && !do_gemm && !do_infer) die("option 'measure' is empty: give train, gemm, infer or a list");
     }
     int kvs[MAX_LIST], ctxs[MAX_LIST], batches[MAX_LIST];
     int nk = parse_int_list("n_kv_head", bc.n_kv_head, kvs, MAX_LIST, err, sizeof err);
@@ -529,6 +615,10 @@ int cmd_bench(int argc, char **argv) {
         worker_train(&bc, kvs[0]);
         return 0;
     }
+    if (!strcmp(bc.worker, "gemm")) {
+        worker_gemm(&bc, kvs[0]);
+        return 0;
+    }
     if (!strcmp(bc.worker, "infer")) {
         worker_infer(&bc, kvs[0], batches[0], ctxs[0], dts[0]);
         return 0;
@@ -537,7 +627,7 @@ int cmd_bench(int argc, char **argv) {
         worker_roofline();
         return 0;
     }
-    if (bc.worker[0]) die("option '_worker': '%s' is not train, infer or roofline", bc.worker);
+    if (bc.worker[0]) die("option '_worker': '%s' is not train, gemm, infer or roofline", bc.worker);
 
     FILE *csv = NULL;
     if (bc.csv[0]) {
@@ -546,7 +636,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(csv, "n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,"
                      "decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,"
                      "train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,"
-                     "decode_speedup\n");
+                     "decode_speedup,gemm_tok_s_median,train_gemm_frac\n");
     }
     printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d "
            "(%d shards); %d decode steps; %d repeats x %d rounds; %d threads; measure=%s\n",
@@ -575,18 +665,21 @@ int cmd_bench(int argc, char **argv) {
         printf("roofline: not measured (--roofline=false): no MFU, no fraction of bandwidth\n");
     }
     printf("\n| n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s | decode x n_kv_head %d "
-           "| KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (of read bw) |\n", kvs[0]);
-    printf("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+           "| KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (of read bw) | GEMM-only tok/s (train of it) "
+           "|\n", kvs[0]);
+    printf("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     fflush(stdout);
 
-    // The jobs in table order: per n_kv_head its training run, then its
-    // inference runs (batch x ctx x kv_dtype). Round r runs every job once;
-    // the last round prints each row as soon as its job is done.
-    const int per_kv = do_train + (do_infer ? nb * nc * nd : 0), njobs = nk * per_kv;
+    // The jobs in table order: per n_kv_head its training run, its GEMM-only
+    // run, then its inference runs (batch x ctx x kv_dtype). Round r runs
+    // every job once; the last round prints each row as soon as its job is done.
+    const int n_own = do_train + do_gemm;  // the jobs without batch at the head of each group
+    const int per_kv = n_own + (do_infer ? nb * nc * nd : 0), njobs = nk * per_kv;
     Job *jobs = calloc_check((size_t)njobs, sizeof(Job));
     for (int i = 0; i < nk; i++) {
         Job *jb = jobs + (size_t)i * per_kv;
         if (do_train) jb++->kv = i;
+        if (do_gemm) jb->kv = i, jb++->gemm = 1;
         for (int j = 0; do_infer && j < nb; j++)
             for (int k = 0; k < nc; k++)
                 for (int d = 0; d < nd; d++, jb++) jb->kv = i, jb->batch = batches[j], jb->ctx = ctxs[k], jb->dt = dts[d];
@@ -598,20 +691,26 @@ int cmd_bench(int argc, char **argv) {
             Job *jb = jobs + ji;
             const int kv = kvs[jb->kv];
             if (!jb->failed) run_job(&bc, argc, argv, jb, kv, round, &failures);
-            if (!last || (jb->batch && jb->failed) || (!jb->batch && do_infer)) continue;
             // the row: an inference job with its n_kv_head's training figures,
-            // or (training only) the training job alone
+            // or without inference that n_kv_head's last job without batch
+            const int row = jb->batch ? !jb->failed : !do_infer && ji % per_kv == n_own - 1;
+            if (!last || !row) continue;
             GPTConfig c = model_config(&bc, kv);
             Row r = {.n_kv_head = kv, .kv_dtype = "-", .params = gpt_num_parameters(&c)};
             r.train = r.train_sd = r.train_median = r.train_gflops = r.train_mfu = NAN;
             r.prefill = r.decode = r.decode_sd = r.decode_median = r.decode_x = r.decode_gbs = r.decode_bw_frac = NAN;
-            r.kv_bytes = r.rss = NAN;
+            r.kv_bytes = r.rss = r.gemm = r.train_gemm_frac = NAN;
             const Job *tj = do_train ? jobs + (size_t)jb->kv * per_kv : NULL;
+            const Job *gj = do_gemm ? jobs + (size_t)jb->kv * per_kv + do_train : NULL;
             if (tj && !tj->failed) {
                 r.train = mean_of(tj->tok, tj->ntok), r.train_sd = sd_of(tj->tok, tj->ntok);
                 r.train_median = median_of(tj->tok, tj->ntok);
                 r.train_gflops = train_flops_per_token(&c, bc.train_block_size) * r.train / 1e9;
                 r.train_mfu = r.train_gflops / peak_gflops;  // NAN without the roofline
+            }
+            if (gj && !gj->failed) {
+                r.gemm = median_of(gj->tok, gj->ntok);
+                r.train_gemm_frac = r.train_median / r.gemm;  // NAN without train
             }
             if (jb->batch) {
                 r.batch = jb->batch, r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt);

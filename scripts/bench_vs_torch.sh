@@ -12,7 +12,11 @@
 # progress to stderr. Both sides: float32, biases on, THREADS threads
 # (OMP_NUM_THREADS for gqa.c, --threads for torch, which runs with the OpenMP
 # OpenBLAS through LD_LIBRARY_PATH: Debian's default libblas.so.3 is not it).
-# Training: both warm up untimed, then time train_steps optimizer steps.
+# Training: both warm up untimed, then time train_steps optimizer steps. The
+# gqa.c side of a training row also times the step's linear-layer GEMMs
+# alone (`gqa bench --measure=gemm`, in a process of its own right after the
+# training one): the most a step made of those OpenBLAS calls could reach, and
+# what both sides' tok/s are given as a fraction of.
 # Decode: 32 steps from a cache filled to ctx (gqa.c fills it by a real
 # prefill, PyTorch with random values; neither is timed).
 #
@@ -79,12 +83,13 @@ median() {
     sort -g | awk '{ x[NR] = $1 } END { if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
 }
 
-# ours NAME WHAT V L NH C T B G CTX S -> tok/s of one gqa bench run
+# ours NAME WHAT V L NH C T B G CTX S -> tok/s of one gqa bench run (training:
+# "tok/s GEMM-only-tok/s")
 ours() {
     shape="--vocab_size $3 --n_layer $4 --n_head $5 --n_embd $6 --block_size $7 --n_kv_head $9 --bias 1"
     if [ "$2" = train ]; then
-        run="--measure=train --batch_size $8 --train_block_size $7 --train_steps ${11}"
-        col=5  # train_tok_s
+        run="--measure=train,gemm --batch_size $8 --train_block_size $7 --train_steps ${11}"
+        col=5,20  # train_tok_s, gemm_tok_s_median
     else
         run="--measure=infer --batch $8 --ctx ${10} --decode_tokens ${11} --kv_dtype f32"
         col=8  # decode_tok_s
@@ -92,7 +97,7 @@ ours() {
     # shellcheck disable=SC2086
     "$GQA" bench $shape $run --repeats 1 --roofline=false --csv "$tmp/ours.csv" < /dev/null > "$tmp/ours.out" 2>&1 ||
         { cat "$tmp/ours.out" >&2; echo "error: gqa bench failed ($*)" >&2; exit 1; }
-    sed -n 2p "$tmp/ours.csv" | cut -d, -f"$col"
+    sed -n 2p "$tmp/ours.csv" | cut -d, -f"$col" | tr , ' '
 }
 
 # theirs NAME WHAT V L NH C T B G CTX S -> tok/s of one ref_gpt.py bench run
@@ -132,6 +137,7 @@ i=0
 while read -r name what V L NH C T B G ctx S <&3; do
     : > "$tmp/a"
     : > "$tmp/b"
+    : > "$tmp/f"
     r=1
     while [ "$r" -le "$ROUNDS" ]; do
         for side in gqa torch; do
@@ -140,6 +146,10 @@ while read -r name what V L NH C T B G ctx S <&3; do
             if [ "$side" = gqa ]; then
                 v=$(ours "$name" "$what" "$V" "$L" "$NH" "$C" "$T" "$B" "$G" "$ctx" "$S")
                 [ -n "$v" ] || exit 1
+                if [ "$what" = train ]; then
+                    f=${v#* } v=${v%% *}
+                    echo "$f" >> "$tmp/f"
+                fi
                 echo "$v" >> "$tmp/a"
             else
                 v=$(theirs "$name" "$what" "$V" "$L" "$NH" "$C" "$T" "$B" "$G" "$ctx" "$S")
@@ -147,19 +157,22 @@ while read -r name what V L NH C T B G ctx S <&3; do
                 echo "$v" >> "$tmp/b"
             fi
             if [ "$what" = train ]; then where="T $T"; else where="ctx $ctx"; fi
+            if [ "$side" = gqa ] && [ "$what" = train ]; then v="$v (GEMM-only $f)"; fi
             echo "[$i/$total] $name $what n_kv_head $G batch $B $where round $r: $side $v tok/s ($(($(date +%s) - t0)) s)" >&2
         done
         r=$((r + 1))
     done
-    a=$(median < "$tmp/a") b=$(median < "$tmp/b")
-    echo "$name $what $G $B $T $ctx $S $a $b $(tr '\n' ';' < "$tmp/a" | sed 's/;$//') $(tr '\n' ';' < "$tmp/b" | sed 's/;$//')" >> "$tmp/results"
+    a=$(median < "$tmp/a") b=$(median < "$tmp/b") f=-
+    [ -s "$tmp/f" ] && f=$(median < "$tmp/f")
+    rounds() { if [ -s "$1" ]; then tr '\n' ';' < "$1" | sed 's/;$//'; else echo -; fi; }
+    echo "$name $what $G $B $T $ctx $S $a $b $(rounds "$tmp/a") $(rounds "$tmp/b") $f $(rounds "$tmp/f")" >> "$tmp/results"
 done 3< "$tmp/rows"
 roofline_end=$(roofline_now | sed 's/^roofline: /roofline at the end of the run: /')
 
 {
-    echo "config,measure,n_kv_head,batch_size,block_size,ctx,steps,rounds,gqa_tok_s,torch_tok_s,ratio,gqa_rounds,torch_rounds"
-    awk -v R="$ROUNDS" '{ printf "%s,%s,%s,%s,%s,%s,%s,%d,%.3f,%.3f,%.4f,%s,%s\n", $1, $2, $3, $4, $5, ($6 == "-" ? "" : $6),
-        $7, R, $8, $9, $8 / $9, $10, $11 }' "$tmp/results"
+    echo "config,measure,n_kv_head,batch_size,block_size,ctx,steps,rounds,gqa_tok_s,torch_tok_s,ratio,gqa_rounds,torch_rounds,gemm_tok_s,gemm_rounds"
+    awk -v R="$ROUNDS" '{ printf "%s,%s,%s,%s,%s,%s,%s,%d,%.3f,%.3f,%.4f,%s,%s,%s,%s\n", $1, $2, $3, $4, $5, ($6 == "-" ? "" : $6),
+        $7, R, $8, $9, $8 / $9, $10, $11, ($12 == "-" ? "" : sprintf("%.3f", $12)), ($13 == "-" ? "" : $13) }' "$tmp/results"
 } > "$csv"
 {
     echo "gqa.c vs PyTorch: median tok/s of $ROUNDS alternating rounds, float32, biases on, $THREADS threads"
@@ -168,9 +181,11 @@ roofline_end=$(roofline_now | sed 's/^roofline: /roofline at the end of the run:
     echo "$roofline"
     echo "$roofline_end"
     echo
-    echo "| config | measure | n_kv_head | batch | T / ctx | steps | gqa.c tok/s | PyTorch tok/s | gqa.c / PyTorch |"
-    echo "|:---|:---|---:|---:|---:|---:|---:|---:|---:|"
-    awk '{ printf "| %s | %s | %s | %s | %s | %s | %.1f | %.1f | %.2f |\n", $1, $2, $3, $4, ($2 == "train" ? $5 : $6),
-        $7, $8, $9, $8 / $9 }' "$tmp/results"
+    echo "| config | measure | n_kv_head | batch | T / ctx | steps | gqa.c tok/s | PyTorch tok/s | gqa.c / PyTorch" \
+        "| GEMM-only tok/s | gqa.c / GEMM-only | PyTorch / GEMM-only |"
+    echo "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk '{ if ($12 == "-") g = "| - | - | -"; else g = sprintf("| %.1f | %.2f | %.2f", $12, $8 / $12, $9 / $12)
+           printf "| %s | %s | %s | %s | %s | %s | %.1f | %.1f | %.2f %s |\n", $1, $2, $3, $4, ($2 == "train" ? $5 : $6),
+               $7, $8, $9, $8 / $9, g }' "$tmp/results"
 } | tee "$md"
 echo "bench_vs_torch: wrote $csv and $md" >&2

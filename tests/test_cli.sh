@@ -44,7 +44,7 @@ expect 1 "n_head 32 is not divisible by n_kv_head 5" -- "$GQA" mem --n_kv_head_l
 tmpd=$(mktemp -d /tmp/gqa_cli_XXXXXX)
 tiny="--vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 32 --batch_size 2 --train_block_size 8
     --decode_tokens 4 --train_steps 1 --threads 1"
-header="n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,decode_speedup"
+header="n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,decode_speedup,gemm_tok_s_median,train_gemm_frac"
 # shellcheck disable=SC2086
 expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch 1,2 --kv_dtype f32,bf16 \
     --repeats 2 --roofline=false --csv "$tmpd/b.csv"
@@ -53,24 +53,24 @@ if [ "$(head -1 "$tmpd/b.csv")" = "$header" ] &&
 # n_kv_head 2, batch 2, ctx 16, bf16: 2 * 1 layer * 2 heads * 4 dims * 16 positions * 2 sequences * 2 bytes = 1024;
 # the roofline's fractions (the second field of each pair) are empty without it; the speed-up of the list's
 # first n_kv_head (4) is 1
-grep -q '^2,2,16,bf16,.*,1024,[0-9]*,3728,[0-9.]*,,[0-9.]*,,[0-9.]*,[0-9.]*,[0-9.]*$' "$tmpd/b.csv" && ok ||
+grep -q '^2,2,16,bf16,.*,1024,[0-9]*,3728,[0-9.]*,,[0-9.]*,,[0-9.]*,[0-9.]*,[0-9.]*,,$' "$tmpd/b.csv" && ok ||
     bad "bench CSV lacks the exact KV bytes row"
-grep -q '^4,2,16,f32,.*,4096,[0-9]*,4000,[0-9.]*,,[0-9.]*,,[0-9.]*,[0-9.]*,1\.0000$' "$tmpd/b.csv" && ok ||
+grep -q '^4,2,16,f32,.*,4096,[0-9]*,4000,[0-9.]*,,[0-9.]*,,[0-9.]*,[0-9.]*,1\.0000,,$' "$tmpd/b.csv" && ok ||
     bad "bench CSV lacks the f32 MHA row"
 # --measure: training alone is one row per n_kv_head (no decode shape, so a ctx beyond block_size is no error) ...
 # shellcheck disable=SC2086
 expect 0 "| 4 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 4,1 --ctx 40 --measure=train --roofline=false --csv "$tmpd/t.csv"
 if [ "$(head -1 "$tmpd/t.csv")" = "$header" ] && [ "$(wc -l < "$tmpd/t.csv")" -eq 3 ] &&
-    grep -q '^4,,,,[0-9.]*,[0-9.]*,,,,,,4000,[0-9.]*,,,,[0-9.]*,,$' "$tmpd/t.csv" &&
-    grep -q '^1,,,,[0-9.]*,[0-9.]*,,,,,,3592,[0-9.]*,,,,[0-9.]*,,$' "$tmpd/t.csv"; then ok; else bad "bench --measure=train CSV: $(cat "$tmpd/t.csv")"; fi
+    grep -q '^4,,,,[0-9.]*,[0-9.]*,,,,,,4000,[0-9.]*,,,,[0-9.]*,,,,$' "$tmpd/t.csv" &&
+    grep -q '^1,,,,[0-9.]*,[0-9.]*,,,,,,3592,[0-9.]*,,,,[0-9.]*,,,,$' "$tmpd/t.csv"; then ok; else bad "bench --measure=train CSV: $(cat "$tmpd/t.csv")"; fi
 # ... and decode alone leaves the training columns empty
 # shellcheck disable=SC2086
 expect 0 "| 2 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch 1 --measure=infer --roofline=false --csv "$tmpd/i.csv"
-grep -q '^2,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,,,[0-9.]*,,,[0-9.]*,1\.0000$' "$tmpd/i.csv" && ok || bad "bench --measure=infer CSV: $(cat "$tmpd/i.csv")"
+grep -q '^2,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,,,[0-9.]*,,,[0-9.]*,1\.0000,,$' "$tmpd/i.csv" && ok || bad "bench --measure=infer CSV: $(cat "$tmpd/i.csv")"
 # the roofline (fixed sizes, ~1 s): its line, then MFU and the fraction of bandwidth in both table and CSV
 # shellcheck disable=SC2086
 expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch 1 --repeats 1 --csv "$tmpd/r.csv"
-grep -q '^2,1,8,f32,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,[0-9.]*,0\.[0-9]*,[0-9.]*,0\.[0-9]*,[0-9.]*,[0-9.]*,1\.0000$' "$tmpd/r.csv" &&
+grep -q '^2,1,8,f32,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,[0-9.]*,0\.[0-9]*,[0-9.]*,0\.[0-9]*,[0-9.]*,[0-9.]*,1\.0000,,$' "$tmpd/r.csv" &&
     ok || bad "bench CSV with the roofline lacks train_mfu or decode_bw_frac: $(cat "$tmpd/r.csv")"
 # --rounds: every setting in R processes, round-robin (every setting's round 1 before any round 2), and
 # decode_speedup is the ratio of the pooled medians to those of the list's first n_kv_head
@@ -86,7 +86,20 @@ awk -F, 'NR > 1 { med[$1 "," $2] = $18; x[$1 "," $2] = $19; n++ }
                            if (x[k] < want - 1e-3 * want || x[k] > want + 1e-3 * want) bad = 1 }
           exit bad }' "$tmpd/rr.csv" && grep -q "repeats x 2 rounds" "$tmpd/rr.out" && ok ||
     bad "bench --rounds CSV speed-ups: $(cat "$tmpd/rr.csv")"
-expect 1 "option 'measure': 'train,decode' is not a list of train, infer" -- "$GQA" bench --measure train,decode
+# gemm: the training step's linear-layer products alone, its median and (with train) train's median over it
+# shellcheck disable=SC2086
+expect 0 "| 2 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 4,2 --measure=train,gemm --repeats 2 --roofline=false \
+    --csv "$tmpd/g.csv"
+if [ "$(wc -l < "$tmpd/g.csv")" -eq 3 ] && grep -q '^2,,,,[0-9.]*,[0-9.]*,,,,,,3728,[0-9.]*,,,,[0-9.]*,,,[0-9.]*,[0-9.]*$' "$tmpd/g.csv" &&
+    awk -F, 'NR > 1 && !($20 > 0 && $21 > 0 && ($21 - $17 / $20) ^ 2 < 1e-6 * $21 ^ 2) { bad = 1 } END { exit bad }' \
+        "$tmpd/g.csv"; then ok; else bad "bench --measure=train,gemm CSV: $(cat "$tmpd/g.csv")"; fi
+# ... and beside decode alone there is no training to put over it
+# shellcheck disable=SC2086
+expect 0 "| 1 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 1 --ctx 8 --batch 1 --measure=infer,gemm --roofline=false \
+    --csv "$tmpd/gi.csv"
+grep -q '^1,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,[0-9]*,[0-9]*,[0-9]*,,,[0-9.]*,,,[0-9.]*,1\.0000,[0-9.]*,$' "$tmpd/gi.csv" && ok ||
+    bad "bench --measure=infer,gemm CSV: $(cat "$tmpd/gi.csv")"
+expect 1 "option 'measure': 'train,decode' is not a list of train, gemm, infer" -- "$GQA" bench --measure train,decode
 if command -v gnuplot >/dev/null; then
     sh "$(dirname "$0")/../scripts/plot_bench.sh" "$tmpd/b.csv" "$tmpd/p" > /dev/null 2>&1 && [ -s "$tmpd/p-decode.png" ] &&
         [ -s "$tmpd/p-memory.png" ] && ok || bad "plot_bench.sh made no PNGs"
