@@ -20,7 +20,7 @@
 # Decode: 32 steps from a cache filled to ctx (gqa.c fills it by a real
 # prefill, PyTorch with random values; neither is timed).
 #
-# About 10 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
+# About 12 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
 # Environment: ROUNDS (default 5), THREADS (2), GQA (./gqa), PYTHON
 # (/usr/bin/python3), QUICK=1: a smoke test of this script on tiny shapes, 1
 # round, no roofline, output in /tmp unless OUT.csv is given (a few seconds).
