@@ -554,7 +554,7 @@ int cmd_bench(int argc, char **argv) {
                "positions per step) with the fraction of the bandwidth (CSV: train_gflops, train_mfu,\n"
                "decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not percent, empty\n"
                "without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit in the caches).\n"
-               "With --measure=train there is one row per n_kv_head, without batch, ctx or kv_dtype.\n"
+               "Without infer in --measure there is one row per n_kv_head, without batch, ctx or kv_dtype.\n"
                "With --rounds R every measurement runs in R processes, round-robin over the settings (all\n"
                "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"
                "tok/s are then mean +- stddev over rounds x repeats. The column 'decode x n_kv_head G' is\n"
