@@ -27,6 +27,8 @@
  * Training is then also given as GFLOP/s (nanoGPT's 6N + 12 L C T FLOPs per
  * token) and MFU against that peak; decode as GB/s read (all weights plus
  * the K and V of ctx positions per step) and the fraction of the bandwidth.
+ * A second child measures the roofline again after the last row, so the
+ * output brackets what the rows met on a host whose bandwidth drifts.
  */
 #include "bench.h"
 
@@ -408,6 +410,25 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int k
     jb->ntok += bc->repeats;
 }
 
+// The roofline in a child: prints "LABEL: sgemm peak ..." and sets the two
+// figures, or NAN and returns 1 if the measurement failed.
+static int roofline(int argc, char **argv, const char *label, double *gflops, double *gbs) {
+    char line[4096];
+    size_t rss;
+    int threads = 0;
+    const char *rargs[] = {"--_worker=roofline"};
+    fprintf(stderr, "bench: %s (sgemm %d^3, %zu MiB read) ...\n", label, ROOFLINE_GEMM_N, ROOFLINE_READ_BYTES >> 20);
+    if (run_child(argc, argv, rargs, 1, line, sizeof line, &rss) != 0 ||
+        sscanf(line, "roofline %lf %lf %d", gflops, gbs, &threads) != 3) {
+        fprintf(stderr, "bench: roofline measurement failed\n");
+        *gflops = *gbs = NAN;
+        return 1;
+    }
+    printf("%s: sgemm peak %.1f GFLOP/s, memory read %.1f GB/s (measured, %d threads)\n", label, *gflops, *gbs,
+           threads);
+    return 0;
+}
+
 // ----------------------------------------------------------------------------
 // one row of the table and the CSV; NAN marks what was not measured
 
@@ -553,7 +574,8 @@ int cmd_bench(int argc, char **argv) {
                "decode in GB/s read (4 bytes per parameter, one row of wpe, plus the K and V of ctx\n"
                "positions per step) with the fraction of the bandwidth (CSV: train_gflops, train_mfu,\n"
                "decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not percent, empty\n"
-               "without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit in the caches).\n"
+               "without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit in the caches);\n"
+               "after the table a second reading is printed as 'roofline at the end'.\n"
                "Without infer in --measure there is one row per n_kv_head, without batch, ctx or kv_dtype.\n"
                "With --rounds R every measurement runs in R processes, round-robin over the settings (all\n"
                "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"
@@ -643,24 +665,10 @@ int cmd_bench(int argc, char **argv) {
            bc.vocab_size, bc.tc.n_layer, bc.tc.n_head, bc.tc.n_embd, bc.tc.block_size, bc.tc.bias, bc.tc.batch_size,
            bc.train_block_size, train_shards(&bc.tc, bc.tc.batch_size), bc.decode_tokens, bc.repeats,
            bc.rounds, omp_get_max_threads(), bc.measure);
-    char line[4096];
-    size_t rss;
     int failures = 0;
     double peak_gflops = NAN, read_gbs = NAN;  // the roofline
     if (bc.roofline) {
-        fprintf(stderr, "bench: roofline (sgemm %d^3, %zu MiB read) ...\n", ROOFLINE_GEMM_N,
-                ROOFLINE_READ_BYTES >> 20);
-        const char *rargs[] = {"--_worker=roofline"};
-        int threads = 0;
-        if (run_child(argc, argv, rargs, 1, line, sizeof line, &rss) != 0 ||
-            sscanf(line, "roofline %lf %lf %d", &peak_gflops, &read_gbs, &threads) != 3) {
-            fprintf(stderr, "bench: roofline measurement failed\n");
-            peak_gflops = read_gbs = NAN;
-            failures++;
-        } else {
-            printf("roofline: sgemm peak %.1f GFLOP/s, memory read %.1f GB/s (measured, %d threads)\n", peak_gflops,
-                   read_gbs, threads);
-        }
+        failures += roofline(argc, argv, "roofline", &peak_gflops, &read_gbs);
     } else {
         printf("roofline: not measured (--roofline=false): no MFU, no fraction of bandwidth\n");
     }
@@ -737,6 +745,11 @@ int cmd_bench(int argc, char **argv) {
     }
     for (int i = 0; i < njobs; i++) free(jobs[i].tok);
     free(jobs);
+    if (bc.roofline) {  // a shared host's bandwidth can move by half within a long run
+        double g, b;
+        printf("\n");
+        failures += roofline(argc, argv, "roofline at the end (the percentages above are of the first)", &g, &b);
+    }
     if (csv && fclose(csv) != 0) die("cannot write '%s': %s", bc.csv, strerror(errno));
     if (csv) fprintf(stderr, "bench: wrote %s\n", bc.csv);
     return failures ? 1 : 0;

@@ -67,9 +67,12 @@ if [ "$(head -1 "$tmpd/t.csv")" = "$header" ] && [ "$(wc -l < "$tmpd/t.csv")" -e
 # shellcheck disable=SC2086
 expect 0 "| 2 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch 1 --measure=infer --roofline=false --csv "$tmpd/i.csv"
 grep -q '^2,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,,,[0-9.]*,,,[0-9.]*,1\.0000,,$' "$tmpd/i.csv" && ok || bad "bench --measure=infer CSV: $(cat "$tmpd/i.csv")"
-# the roofline (fixed sizes, ~1 s): its line, then MFU and the fraction of bandwidth in both table and CSV
+# the roofline (fixed sizes, ~1 s): its line, then MFU and the fraction of bandwidth in both table and CSV,
+# and a second reading at the end of the run
 # shellcheck disable=SC2086
 expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch 1 --repeats 1 --csv "$tmpd/r.csv"
+case "$out" in *"roofline at the end (the percentages above are of the first): sgemm peak "*) ok ;;
+    *) bad "bench prints no roofline at the end: $out" ;; esac
 grep -q '^2,1,8,f32,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,[0-9.]*,0\.[0-9]*,[0-9.]*,0\.[0-9]*,[0-9.]*,[0-9.]*,1\.0000,,$' "$tmpd/r.csv" &&
     ok || bad "bench CSV with the roofline lacks train_mfu or decode_bw_frac: $(cat "$tmpd/r.csv")"
 # --rounds: every setting in R processes, round-robin (every setting's round 1 before any round 2), and
