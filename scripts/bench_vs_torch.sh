@@ -11,7 +11,12 @@
 # stdout and OUT.md, the rows (with every round's figure) to OUT.csv,
 # progress to stderr. Both sides: float32, biases on, THREADS threads
 # (OMP_NUM_THREADS for gqa.c, --threads for torch, which runs with the OpenMP
-# OpenBLAS through LD_LIBRARY_PATH: Debian's default libblas.so.3 is not it).
+# OpenBLAS through LD_LIBRARY_PATH: Debian's default libblas.so.3 is not it),
+# and OMP_WAIT_POLICY=ACTIVE: PyTorch runs hundreds of small parallel regions
+# a step, and when its OpenMP worker sleeps between them (as libgomp's default
+# lets it, in some processes and not others) it runs at ~0.7x (cfg-s GQA-2:
+# 10.7-13.2k tok/s with PASSIVE, 16.3-17.5k with ACTIVE; gqa.c 29.8-32.8k under
+# all three). ACTIVE gives PyTorch its fast mode in every round.
 # Training: both warm up untimed, then time train_steps optimizer steps. The
 # gqa.c side of a training row also times the step's linear-layer GEMMs
 # alone (`gqa bench --measure=gemm`, in a process of its own right after the
@@ -21,7 +26,8 @@
 # prefill, PyTorch with random values; neither is timed).
 #
 # About 12 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
-# Environment: ROUNDS (default 5), THREADS (2), GQA (./gqa), PYTHON
+# Environment: ROUNDS (default 5), THREADS (2), OMP_WAIT_POLICY (ACTIVE; unset
+# it with OMP_WAIT_POLICY= for libgomp's default), GQA (./gqa), PYTHON
 # (/usr/bin/python3), QUICK=1: a smoke test of this script on tiny shapes, 1
 # round, no roofline, output in /tmp unless OUT.csv is given (a few seconds).
 set -eu
@@ -48,6 +54,8 @@ mkdir -p "$(dirname "$csv")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS="$THREADS"
+OMP_WAIT_POLICY=${OMP_WAIT_POLICY-ACTIVE}
+if [ -n "$OMP_WAIT_POLICY" ]; then export OMP_WAIT_POLICY; else unset OMP_WAIT_POLICY; fi
 
 # One config per line; lists (comma-separated) are expanded into rows.
 #   name measure vocab n_layer n_head n_embd block_size batch n_kv_head ctx steps
@@ -177,7 +185,7 @@ roofline_end=$(roofline_now | sed 's/^roofline: /roofline at the end of the run:
 {
     echo "gqa.c vs PyTorch: median tok/s of $ROUNDS alternating rounds, float32, biases on, $THREADS threads"
     echo
-    echo "machine: $cpu, $(nproc) cores; torch $torch_version with $blas_dir; gqa.c $commit"
+    echo "machine: $cpu, $(nproc) cores; torch $torch_version with $blas_dir; gqa.c $commit; OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-default}"
     echo "$roofline"
     echo "$roofline_end"
     echo
