@@ -12,11 +12,12 @@
 # progress to stderr. Both sides: float32, biases on, THREADS threads
 # (OMP_NUM_THREADS for gqa.c, --threads for torch, which runs with the OpenMP
 # OpenBLAS through LD_LIBRARY_PATH: Debian's default libblas.so.3 is not it),
-# and OMP_WAIT_POLICY=ACTIVE: PyTorch runs hundreds of small parallel regions
-# a step, and when its OpenMP worker sleeps between them (as libgomp's default
-# lets it, in some processes and not others) it runs at ~0.7x (cfg-s GQA-2:
-# 10.7-13.2k tok/s with PASSIVE, 16.3-17.5k with ACTIVE; gqa.c 29.8-32.8k under
-# all three). ACTIVE gives PyTorch its fast mode in every round.
+# and OMP_WAIT_POLICY=ACTIVE. With libgomp's default policy PyTorch's cfg-s
+# processes fall into a slow and a fast cluster; PASSIVE (OpenMP workers
+# sleep between parallel regions) reproduces the slow one and ACTIVE (they
+# spin) the fast one: GQA-2 at 10.7-13.2k tok/s vs 16.3-17.5k, 6 processes
+# each, while gqa.c made 29.8-32.8k under all three. ACTIVE gives PyTorch its
+# fast mode in every round.
 # Training: both warm up untimed, then time train_steps optimizer steps. The
 # gqa.c side of a training row also times the step's linear-layer GEMMs
 # alone (`gqa bench --measure=gemm`, in a process of its own right after the
