@@ -16,8 +16,9 @@
 # processes fall into a slow and a fast cluster; PASSIVE (OpenMP workers
 # sleep between parallel regions) reproduces the slow one and ACTIVE (they
 # spin) the fast one: GQA-2 at 10.7-13.2k tok/s vs 16.3-17.5k, 6 processes
-# each, while gqa.c made 29.8-32.8k under all three. ACTIVE gives PyTorch its
-# fast mode in every round.
+# each, while gqa.c made 29.8-32.8k under all three. So both sides run with
+# ACTIVE, PyTorch's faster setting; the shared host still moves single rounds
+# (a PyTorch cfg-s round of 12.1k in the first run with it).
 # Training: both warm up untimed, then time train_steps optimizer steps. The
 # gqa.c side of a training row also times the step's linear-layer GEMMs
 # alone (`gqa bench --measure=gemm`, in a process of its own right after the
