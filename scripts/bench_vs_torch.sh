@@ -93,6 +93,11 @@ median() {
     sort -g | awk '{ x[NR] = $1 } END { if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
 }
 
+# every round's figure in FILE, ';'-separated, or - if there are none
+rounds() {
+    if [ -s "$1" ]; then tr '\n' ';' < "$1" | sed 's/;$//'; else echo -; fi
+}
+
 # ours NAME WHAT V L NH C T B G CTX S -> tok/s of one gqa bench run (training:
 # "tok/s GEMM-only-tok/s")
 ours() {
@@ -174,7 +179,6 @@ while read -r name what V L NH C T B G ctx S <&3; do
     done
     a=$(median < "$tmp/a") b=$(median < "$tmp/b") f=-
     [ -s "$tmp/f" ] && f=$(median < "$tmp/f")
-    rounds() { if [ -s "$1" ]; then tr '\n' ';' < "$1" | sed 's/;$//'; else echo -; fi; }
     echo "$name $what $G $B $T $ctx $S $a $b $(rounds "$tmp/a") $(rounds "$tmp/b") $f $(rounds "$tmp/f")" >> "$tmp/results"
 done 3< "$tmp/rows"
 roofline_end=$(roofline_now | sed 's/^roofline: /roofline at the end of the run: /')
