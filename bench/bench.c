@@ -171,7 +171,7 @@ static void worker_gemm(const BenchConfig *bc, int nkv) {
     GPT m;
     train_model(&m, bc, nkv);
     const GPTConfig c = m.config;
-    const int L = c.n_layer, C = c.n_embd, V = c.vocab_size, QKV = (c.n_head + 2 * c.n_kv_head) * (C / c.n_head);
+    const int L = c.n_layer, C = c.n_embd, V = c.vocab_size, QKV = (int)gpt_qkv_width(&c);
     const int shards = train_shards(&bc->tc, B);
     enum { NLIN = 4 };
     const int in[NLIN] = {C, C, C, 4 * C}, out[NLIN] = {QKV, C, 4 * C, C};

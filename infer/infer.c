@@ -25,7 +25,7 @@ int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDt
     inf->model = m, inf->batch = batch, inf->max_T = max_T, inf->max_chunk = max_chunk;
     if (kvcache_init(&inf->cache, c, batch, max_T, kv_dtype, inf->error, sizeof inf->error) != 0) return -1;
     const size_t N = (size_t)batch * max_chunk, C = c->n_embd;
-    const size_t QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (C / c->n_head);
+    const size_t QKV = gpt_qkv_width(c);
     const int threads = omp_get_max_threads();
     inf->att_scratch_floats = attention_cached_scratch_floats(&inf->cache, c->n_head, max_chunk, max_T, threads);
     size_t sizes[] = {N * C, N * C, N, N, N * QKV, N * C, N * C, N * 4 * C, N * c->vocab_size, inf->att_scratch_floats};

@@ -71,7 +71,7 @@ int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen) {
 
 void gpt_param_sizes(const GPTConfig *c, size_t s[GPT_NUM_PARAM_TENSORS]) {
     size_t V = c->vocab_size, maxT = c->block_size, L = c->n_layer, C = c->n_embd;
-    size_t HS = C / c->n_head, QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * HS;
+    size_t QKV = gpt_qkv_width(c);
     size_t bias = c->bias ? 1 : 0;
     s[0] = V * C;             // wte
     s[1] = maxT * C;          // wpe
@@ -176,13 +176,13 @@ void gpt_free(GPT *m) {
 // Backward scratch layout: dresidual, dC1, dC2 (BT, C); d4C1, d4C2 (BT, 4C);
 // dqkv (BT, QKV); then attention scratch (2 T T + HS T per thread).
 static size_t scratch_floats(const GPTConfig *c, size_t BT, int T, int threads) {
-    size_t C = c->n_embd, QKV = ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (C / c->n_head);
+    size_t C = c->n_embd, QKV = gpt_qkv_width(c);
     return BT * (3 * C + 8 * C + QKV) + attention_scratch_floats(T, (int)(C / c->n_head), threads);
 }
 
 static void act_sizes(const GPTConfig *c, size_t BT, size_t BTT, size_t s[GPT_NUM_ACT_TENSORS]) {
     size_t L = c->n_layer, C = c->n_embd, V = c->vocab_size, NH = c->n_head;
-    size_t QKV = (NH + 2 * (size_t)c->n_kv_head) * (C / NH);
+    size_t QKV = gpt_qkv_width(c);
     size_t sizes[GPT_NUM_ACT_TENSORS] = {
         BT * C,                                  // encoded
         L * BT * C, L * BT, L * BT,              // ln1, ln1_mean, ln1_rstd

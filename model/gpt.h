@@ -132,6 +132,12 @@ int gpt_param_decays(int tensor_index);
 // Point a ParameterTensors at an arena laid out as gpt_param_sizes.
 void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]);
 
+// Width of a row of the fused q/k/v projection, QKV = (NH + 2 NKV) HS: the
+// query heads, then the key heads, then the value heads.
+static inline size_t gpt_qkv_width(const GPTConfig *c) {
+    return ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (size_t)(c->n_embd / c->n_head);
+}
+
 // KV-cache bytes per token of one sequence: 2 * L * NKV * HS * elem_bytes.
 size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes);
 
