@@ -15,7 +15,7 @@
  * batch: its cache is copied to every sequence, as `gqa sample` does.
  * Decode tok/s: decode_tokens steps with the cache already filled to ctx
  * (batch x steps / seconds; the LM head included, sampling not).
- * GEMM-only tok/s: the training step's linear-layer sgemm calls alone (see
+ * GEMM-only tok/s: the training step's linear-layer gemm() calls alone (see
  * worker_gemm), the most a step made of them could reach.
  * --measure picks any of training, GEMM-only and inference; what is skipped
  * prints as "-".
@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "../infer/infer.h"
+#include "../model/gemm.h"
 #include "../model/gpt.h"
 #include "../model/kvcache.h"
 #include "../model/ops.h"
@@ -61,6 +62,7 @@ typedef struct {
     char n_kv_head[OPT_STR_MAX], ctx[OPT_STR_MAX], batch[OPT_STR_MAX], kv_dtype[OPT_STR_MAX], csv[OPT_STR_MAX];
     char measure[OPT_STR_MAX];  // a comma list of train, gemm, infer
     char worker[OPT_STR_MAX];   // internal: "train", "gemm", "infer" or "roofline" in a child
+    char gemm[OPT_STR_MAX];     // the linear layers' backend: ours, openblas, alternate (gemm.h)
 } BenchConfig;
 
 // Parse "8,4,2,1" into ints. Returns the count, or -1 with err.
@@ -141,15 +143,27 @@ static void worker_train(const BenchConfig *bc, int nkv) {
     uint64_t rng = 1;
     for (int i = 0; i < B * T; i++) x[i] = (int)(rng_u64(&rng) % c.vocab_size), y[i] = (int)(rng_u64(&rng) % c.vocab_size);
     const int shards = train_shards(&bc->tc, B);
-    double tps[MAX_REPEATS];
+    // --gemm=alternate: even steps on our GEMM, odd ones on OpenBLAS's, so
+    // that both see the same state of a noisy machine; their forward+backward
+    // times are summed apart (the warm-up's too)
+    const int alternate = !strcmp(bc->gemm, "alternate");
+    double tps[MAX_REPEATS], fb[2] = {0, 0};
+    int nfb[2] = {0, 0};
     for (int r = -1; r < bc->repeats; r++) {  // r = -1: warm-up
         double t0 = now_seconds();
         for (int s = 0; s < bc->train_steps; s++) {
+            if (alternate) gemm_use_openblas(s & 1);
+            const double f0 = now_seconds();
             if (gpt_forward_backward(&m, x, y, B, T, shards) != 0) die("%s", m.error);
+            fb[s & 1] += now_seconds() - f0, nfb[s & 1]++;
             adamw_step(&opt, &m, 1e-4f);
         }
         if (r >= 0) tps[r] = (double)bc->train_steps * B * T / (now_seconds() - t0);
     }
+    if (alternate && nfb[0] && nfb[1])
+        fprintf(stderr, "gemm alternate, n_kv_head %d: forward+backward %.3f ms a step with ours, %.3f with "
+                        "OpenBLAS: ours/OpenBLAS %.4f (%d + %d steps)\n",
+                nkv, 1e3 * fb[0] / nfb[0], 1e3 * fb[1] / nfb[1], (fb[0] / nfb[0]) / (fb[1] / nfb[1]), nfb[0], nfb[1]);
     printf("RESULT train");
     for (int r = 0; r < bc->repeats; r++) printf(" %.3f", tps[r]);
     printf("\n");
@@ -165,7 +179,7 @@ static void worker_train(const BenchConfig *bc, int nkv) {
 // shapes and the model's weights, without biases; the shards join once a
 // step, as the training pass does. Attention, LayerNorm, GELU, the loss and
 // AdamW cost nothing here, so its tok/s is the most a step made of these
-// OpenBLAS calls could reach: the GEMM-only floor of the training figure.
+// gemm() calls could reach: the GEMM-only floor of the training figure.
 static void worker_gemm(const BenchConfig *bc, int nkv) {
     const int B = bc->tc.batch_size, T = bc->train_block_size;
     GPT m;
@@ -529,6 +543,7 @@ int cmd_bench(int argc, char **argv) {
     strcpy(bc.batch, "1,8");
     strcpy(bc.kv_dtype, "f32");
     strcpy(bc.measure, "train,infer");
+    strcpy(bc.gemm, "ours");
 
     // the model and run keys of `gqa train`, so its config files work here,
     // then the bench's own (n_kv_head becomes a list)
@@ -556,6 +571,9 @@ int cmd_bench(int argc, char **argv) {
         {"roofline", OPT_BOOL, &bc.roofline, 0, 1,
          "first measure sgemm peak and memory read bandwidth (~1 s) for MFU and % of bandwidth"},
         {"csv", OPT_STRING, bc.csv, 0, 0, "also write the rows to this CSV file"},
+        {"gemm", OPT_STRING, bc.gemm, 0, 0,
+         "the linear layers' matrix products: ours, openblas, or alternate (training alternates the two step "
+         "by step and prints their forward+backward times to stderr; the rest uses ours)"},
         {"_worker", OPT_STRING, bc.worker, 0, 0, "internal: run one measurement (train | gemm | infer | roofline)"},
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
@@ -582,7 +600,7 @@ int cmd_bench(int argc, char **argv) {
                "tok/s are then mean +- stddev over rounds x repeats. The column 'decode x n_kv_head G' is\n"
                "the median decode tok/s over that of the list's first n_kv_head G at the same batch, ctx\n"
                "and kv_dtype (CSV: decode_speedup, with train_tok_s_median and decode_tok_s_median).\n"
-               "--measure=gemm times the training step's linear-layer products alone (each shard's sgemm\n"
+               "--measure=gemm times the training step's linear-layer products alone (each shard's gemm()\n"
                "calls, forward and backward, nothing else): the most a step of those calls could reach.\n"
                "Its column gives that tok/s and, with train, the median training tok/s as a percentage of\n"
                "it (CSV: gemm_tok_s_median, train_gemm_frac, a fraction).\n\n");
@@ -595,6 +613,9 @@ int cmd_bench(int argc, char **argv) {
     if (bc.train_block_size == 0) bc.train_block_size = bc.tc.block_size;
     if (bc.tc.threads > 0) omp_set_num_threads(bc.tc.threads);
 
+    if (strcmp(bc.gemm, "ours") && strcmp(bc.gemm, "openblas") && strcmp(bc.gemm, "alternate"))
+        die("option 'gemm': '%s' is not ours, openblas or alternate", bc.gemm);
+    gemm_use_openblas(!strcmp(bc.gemm, "openblas"));
     int do_train = 0, do_gemm = 0, do_infer = 0;
     {
         char tmp[OPT_STR_MAX];

@@ -4,9 +4,9 @@
  * static schedule, so results do not depend on timing (determinism).
  */
 #include "ops.h"
+#include "gemm.h"
 #include "simd.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -256,21 +256,14 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
         matmul_forward_skinny(out, inp, w, b, N, C, OC);
         return;
     }
-    // with a bias, out starts as the bias and sgemm adds to it (beta 1): one
-    // pass over out before the product instead of OpenBLAS zeroing it (beta 0)
-    // and a second pass adding the bias after
-    if (b) {
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, (size_t)OC * sizeof(float));
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+    gemm(N, OC, C, inp, C, 1, w, 1, C, b, 0, out, OC);  // B = w^T: w read with its strides swapped
 }
 
 void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                      const float *w, int N, int C, int OC) {
     // out = inp w^T  =>  dinp = dout w ; dw += dout^T inp ; db += sum_n dout
-    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 0.0f, dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dinp) gemm(N, C, OC, dout, OC, 1, w, C, 1, NULL, 0, dinp, C);
+    gemm(OC, C, N, dout, 1, OC, inp, C, 1, NULL, 1, dw, C);  // A = dout^T
     if (db) {  // column sums, a block of 64 columns per task, rows streamed in order
         const int nblk = (OC + 63) / 64;
 #pragma omp parallel for schedule(static)

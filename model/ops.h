@@ -6,7 +6,8 @@
  * Conventions (as llm.c): N = B*T rows; activations are row-major (N, C);
  * a Linear weight is (OC, C) as in PyTorch, so out = inp @ w^T + b.
  * Backward functions ACCUMULATE (+=) into their gradient outputs.
- * Matmuls go to OpenBLAS; elementwise loops run over OpenMP threads.
+ * Matmuls go to gemm.h (our AVX-512 kernel, or OpenBLAS) above 16 rows and
+ * to a weight-streaming kernel below; elementwise loops run over OpenMP threads.
  * No kernel allocates memory.
  */
 #ifndef GQA_OPS_H

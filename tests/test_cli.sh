@@ -103,6 +103,12 @@ expect 0 "| 1 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 1 --ctx 8 -
 grep -q '^1,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,[0-9]*,[0-9]*,[0-9]*,,,[0-9.]*,,,[0-9.]*,1\.0000,[0-9.]*,$' "$tmpd/gi.csv" && ok ||
     bad "bench --measure=infer,gemm CSV: $(cat "$tmpd/gi.csv")"
 expect 1 "option 'measure': 'train,decode' is not a list of train, gemm, infer" -- "$GQA" bench --measure train,decode
+# --gemm: the linear layers' backend; alternate times both, step by step, in one process
+# shellcheck disable=SC2086
+expect 0 "ours/OpenBLAS" -- "$GQA" bench $tiny --n_kv_head 2 --measure=train --train_steps 2 --roofline=false --gemm=alternate
+# shellcheck disable=SC2086
+expect 0 "| 2 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 2 --measure=train --roofline=false --gemm=openblas
+expect 1 "option 'gemm': 'mkl' is not ours, openblas or alternate" -- "$GQA" bench --gemm mkl
 if command -v gnuplot >/dev/null; then
     sh "$(dirname "$0")/../scripts/plot_bench.sh" "$tmpd/b.csv" "$tmpd/p" > /dev/null 2>&1 && [ -s "$tmpd/p-decode.png" ] &&
         [ -s "$tmpd/p-memory.png" ] && ok || bad "plot_bench.sh made no PNGs"

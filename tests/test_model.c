@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../model/attention.h"
+#include "../model/gemm.h"
 #include "../model/convert.h"
 #include "../model/kvcache.h"
 #include "../model/ops.h"
@@ -511,6 +512,72 @@ START_TEST(test_matmul_backward_vs_double) {
 }
 END_TEST
 
+// gemm (gemm.h) against a double loop, with both backends: every layout of
+// A and B (normal or a transposed view), bias or not, overwrite or
+// accumulate, on shapes with row tails (M % 6), column tails (N % 64, N % 16,
+// N < 16) and K past one block of 256; called outside a parallel region (the
+// column panels split over threads) and inside one (each thread its own
+// product, as the training shards do).
+static const int gemm_shapes[][3] = {{1, 1, 1}, {5, 17, 3}, {6, 64, 256}, {13, 65, 257}, {384, 128, 128},
+                                     {7, 130, 600}, {50, 15, 33}};  // M, N, K
+START_TEST(test_gemm_vs_double) {
+    const int M = gemm_shapes[_i][0], N = gemm_shapes[_i][1], K = gemm_shapes[_i][2], ldc = N + 3;
+    uint64_t rng = 500 + (uint64_t)_i;
+    float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *bias = malloc((size_t)N * 4);
+    float *C0 = malloc((size_t)M * ldc * 4), *C = malloc((size_t)M * ldc * 4), *ref = malloc((size_t)M * N * 4);
+    float *got = malloc((size_t)M * N * 4);
+    fill_normal(A, (size_t)M * K, 1.0f, &rng);
+    fill_normal(B, (size_t)K * N, 1.0f, &rng);
+    fill_normal(bias, N, 1.0f, &rng);
+    fill_normal(C0, (size_t)M * ldc, 1.0f, &rng);
+    for (int backend = 0; backend < 2; backend++) {
+        const int old = gemm_use_openblas(backend);
+        for (int layout = 0; layout < 16; layout++) {
+            const int ta = layout & 1, tb = (layout >> 1) & 1, with_bias = (layout >> 2) & 1, acc = (layout >> 3) & 1;
+            // the same numbers, stored as A (M, K) or as A^T (K, M); B likewise
+            const long ars = ta ? 1 : K, aps = ta ? M : 1, brs = tb ? 1 : N, bcs = tb ? K : 1;
+            float *a = malloc((size_t)M * K * 4), *b = malloc((size_t)K * N * 4);
+            for (int i = 0; i < M; i++)
+                for (int p = 0; p < K; p++) a[i * ars + p * aps] = A[(size_t)i * K + p];
+            for (int p = 0; p < K; p++)
+                for (int j = 0; j < N; j++) b[p * brs + j * bcs] = B[(size_t)p * N + j];
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double sum = (acc ? C0[(size_t)i * ldc + j] : 0.0) + (with_bias ? bias[j] : 0.0);
+                    for (int p = 0; p < K; p++) sum += (double)A[(size_t)i * K + p] * B[(size_t)p * N + j];
+                    ref[(size_t)i * N + j] = (float)sum;
+                }
+            for (int region = 0; region < 2; region++) {
+                memcpy(C, C0, (size_t)M * ldc * 4);
+                if (region) {
+#pragma omp parallel num_threads(2)
+                    {  // thread t computes rows [t M / 2, (t + 1) M / 2)
+                        const int t = omp_get_thread_num(), i0 = M * t / 2, i1 = M * (t + 1) / 2;
+                        gemm(i1 - i0, N, K, a + i0 * ars, ars, aps, b, brs, bcs, with_bias ? bias : NULL, acc,
+                             C + (size_t)i0 * ldc, ldc);
+                    }
+                } else {
+                    gemm(M, N, K, a, ars, aps, b, brs, bcs, with_bias ? bias : NULL, acc, C, ldc);
+                }
+                for (int i = 0; i < M; i++) {
+                    memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * 4);
+                    for (int j = N; j < ldc; j++)  // past N, C is never written
+                        ck_assert_msg(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j], "gemm wrote C[%d][%d]", i, j);
+                }
+                char name[96];
+                snprintf(name, sizeof name, "gemm %s %dx%dx%d ta %d tb %d bias %d acc %d region %d",
+                         backend ? "openblas" : "ours", M, N, K, ta, tb, with_bias, acc, region);
+                // float sums of up to 600 products of N(0,1) numbers: ~1e-5 relative
+                ck_assert_tensor_close(name, got, ref, (size_t)M * N, 2e-3);
+            }
+            free(a), free(b);
+        }
+        gemm_use_openblas(old);
+    }
+    free(A), free(B), free(bias), free(C0), free(C), free(ref), free(got);
+}
+END_TEST
+
 // GELU (vectorised tanh) against the formula in double, over a range that
 // covers tanh's saturation and a length with a vector tail: the training
 // forward's values and derivative (written over its input, as gpt_forward
@@ -715,6 +782,7 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_kv_bytes_and_params);
     tcase_add_test(tc, test_matmul_paths);
     tcase_add_loop_test(tc, test_matmul_backward_vs_double, 0, 6);
+    tcase_add_loop_test(tc, test_gemm_vs_double, 0, sizeof gemm_shapes / sizeof gemm_shapes[0]);
     tcase_add_test(tc, test_gelu_vs_double);
     tcase_add_test(tc, test_convert_mean_lossless_and_round_trip);
     tcase_add_test(tc, test_convert_methods_and_errors);
