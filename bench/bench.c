@@ -145,7 +145,8 @@ static void worker_train(const BenchConfig *bc, int nkv) {
     const int shards = train_shards(&bc->tc, B);
     // --gemm=alternate: even steps on our GEMM, odd ones on OpenBLAS's, so
     // that both see the same state of a noisy machine; their forward+backward
-    // times are summed apart (the warm-up's too)
+    // times are summed apart (not the warm-up's: its first step pays for
+    // first touches of the activations)
     const int alternate = !strcmp(bc->gemm, "alternate");
     double tps[MAX_REPEATS], fb[2] = {0, 0};
     int nfb[2] = {0, 0};
@@ -155,7 +156,7 @@ static void worker_train(const BenchConfig *bc, int nkv) {
             if (alternate) gemm_use_openblas(s & 1);
             const double f0 = now_seconds();
             if (gpt_forward_backward(&m, x, y, B, T, shards) != 0) die("%s", m.error);
-            fb[s & 1] += now_seconds() - f0, nfb[s & 1]++;
+            if (r >= 0) fb[s & 1] += now_seconds() - f0, nfb[s & 1]++;
             adamw_step(&opt, &m, 1e-4f);
         }
         if (r >= 0) tps[r] = (double)bc->train_steps * B * T / (now_seconds() - t0);

@@ -7,8 +7,9 @@
  * that the step has pushed out of L2. OpenBLAS packs both operands on every
  * call; this kernel packs only B, 64 columns at a time, reads A where it
  * lies, and adds the bias as it stores C. Timed in the step, alternating the
- * two backends step by step in one process: forward + backward 2-4% faster
- * on cfg-s, 3-5% on cfg-m (README, Performance).
+ * two backends step by step in one process (gqa bench --gemm=alternate):
+ * forward + backward 3-6% faster on cfg-s, 0-2% on cfg-m (README,
+ * Performance).
  *
  * The attention's small per-head products stay with OpenBLAS (attention.c).
  */
