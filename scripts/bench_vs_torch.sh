@@ -22,7 +22,7 @@
 # Training: both warm up untimed, then time train_steps optimizer steps. The
 # gqa.c side of a training row also times the step's linear-layer GEMMs
 # alone (`gqa bench --measure=gemm`, in a process of its own right after the
-# training one): the most a step made of those OpenBLAS calls could reach, and
+# training one): the most a step made of those gemm() calls could reach, and
 # what both sides' tok/s are given as a fraction of.
 # Decode: 32 steps from a cache filled to ctx (gqa.c fills it by a real
 # prefill, PyTorch with random values; neither is timed).
