@@ -26,8 +26,14 @@
 # what both sides' tok/s are given as a fraction of.
 # Decode: 32 steps from a cache filled to ctx (gqa.c fills it by a real
 # prefill, PyTorch with random values; neither is timed).
+# The roofline: every gqa.c round measures it first (`gqa bench`'s own, in a
+# child, seconds before the row), and the row's MFU (training) or fraction of
+# the read bandwidth (decode) is the median over the rounds of each round's
+# figure against its own reading. A shared host's bandwidth has moved from
+# 30 to 55 GB/s within one run, so a single reading for the whole run made
+# the decode rows' fraction depend on when it was taken.
 #
-# About 12 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
+# About 16 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
 # Environment: ROUNDS (default 5), THREADS (2), OMP_WAIT_POLICY (ACTIVE; unset
 # it with OMP_WAIT_POLICY= for libgomp's default), GQA (./gqa), PYTHON
 # (/usr/bin/python3), QUICK=1: a smoke test of this script on tiny shapes, 1
@@ -98,21 +104,25 @@ rounds() {
     if [ -s "$1" ]; then tr '\n' ';' < "$1" | sed 's/;$//'; else echo -; fi
 }
 
-# ours NAME WHAT V L NH C T B G CTX S -> tok/s of one gqa bench run (training:
-# "tok/s GEMM-only-tok/s")
+# ours NAME WHAT V L NH C T B G CTX S -> "tok/s fraction" of one gqa bench
+# run (training: "tok/s fraction GEMM-only-tok/s"). The fraction is of the
+# roofline gqa bench measured seconds before the row in the same run: MFU in
+# training, the fraction of the read bandwidth in decode (- with QUICK=1).
 ours() {
     shape="--vocab_size $3 --n_layer $4 --n_head $5 --n_embd $6 --block_size $7 --n_kv_head $9 --bias 1"
     if [ "$2" = train ]; then
         run="--measure=train,gemm --batch_size $8 --train_block_size $7 --train_steps ${11}"
-        col=5,20  # train_tok_s, gemm_tok_s_median
+        col=5,14,20  # train_tok_s, train_mfu, gemm_tok_s_median
     else
         run="--measure=infer --batch $8 --ctx ${10} --decode_tokens ${11} --kv_dtype f32"
-        col=8  # decode_tok_s
+        col=8,16  # decode_tok_s, decode_bw_frac
     fi
+    roof=true
+    [ "$QUICK" = 1 ] && roof=false
     # shellcheck disable=SC2086
-    "$GQA" bench $shape $run --repeats 1 --roofline=false --csv "$tmp/ours.csv" < /dev/null > "$tmp/ours.out" 2>&1 ||
+    "$GQA" bench $shape $run --repeats 1 --roofline=$roof --csv "$tmp/ours.csv" < /dev/null > "$tmp/ours.out" 2>&1 ||
         { cat "$tmp/ours.out" >&2; echo "error: gqa bench failed ($*)" >&2; exit 1; }
-    sed -n 2p "$tmp/ours.csv" | cut -d, -f"$col" | tr , ' '
+    sed -n 2p "$tmp/ours.csv" | cut -d, -f"$col" | awk -F, '{ printf "%s %s %s\n", $1, ($2 == "" ? "-" : $2), $3 }'
 }
 
 # theirs NAME WHAT V L NH C T B G CTX S -> tok/s of one ref_gpt.py bench run
@@ -132,9 +142,8 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$root" diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
-# gqa bench's roofline line, with a training run too small to matter. It is
-# measured at the start and again at the end: the shared host's bandwidth can
-# move by half within a run, and the two readings bracket what the rows met.
+# gqa bench's roofline line, with a training run too small to matter, at the
+# start and again at the end of the run: how far the host moved meanwhile.
 roofline_now() {
     if [ "$QUICK" = 1 ]; then
         echo "roofline: not measured (QUICK=1)"
@@ -153,18 +162,18 @@ while read -r name what V L NH C T B G ctx S <&3; do
     : > "$tmp/a"
     : > "$tmp/b"
     : > "$tmp/f"
+    : > "$tmp/m"
     r=1
     while [ "$r" -le "$ROUNDS" ]; do
         for side in gqa torch; do
             i=$((i + 1))
             t0=$(date +%s)
             if [ "$side" = gqa ]; then
-                v=$(ours "$name" "$what" "$V" "$L" "$NH" "$C" "$T" "$B" "$G" "$ctx" "$S")
-                [ -n "$v" ] || exit 1
-                if [ "$what" = train ]; then
-                    f=${v#* } v=${v%% *}
-                    echo "$f" >> "$tmp/f"
-                fi
+                out=$(ours "$name" "$what" "$V" "$L" "$NH" "$C" "$T" "$B" "$G" "$ctx" "$S")
+                [ -n "$out" ] || exit 1
+                v=$(echo "$out" | cut -d' ' -f1) m=$(echo "$out" | cut -d' ' -f2) f=$(echo "$out" | cut -d' ' -f3)
+                [ "$what" = train ] && echo "$f" >> "$tmp/f"
+                [ "$m" = - ] || echo "$m" >> "$tmp/m"
                 echo "$v" >> "$tmp/a"
             else
                 v=$(theirs "$name" "$what" "$V" "$L" "$NH" "$C" "$T" "$B" "$G" "$ctx" "$S")
@@ -172,21 +181,26 @@ while read -r name what V L NH C T B G ctx S <&3; do
                 echo "$v" >> "$tmp/b"
             fi
             if [ "$what" = train ]; then where="T $T"; else where="ctx $ctx"; fi
-            if [ "$side" = gqa ] && [ "$what" = train ]; then v="$v (GEMM-only $f)"; fi
-            echo "[$i/$total] $name $what n_kv_head $G batch $B $where round $r: $side $v tok/s ($(($(date +%s) - t0)) s)" >&2
+            v="$v tok/s"
+            if [ "$side" = gqa ] && [ "$what" = train ]; then v="$v (GEMM-only $f, MFU $m)"; fi
+            if [ "$side" = gqa ] && [ "$what" = decode ]; then v="$v (of the read bandwidth: $m)"; fi
+            echo "[$i/$total] $name $what n_kv_head $G batch $B $where round $r: $side $v ($(($(date +%s) - t0)) s)" >&2
         done
         r=$((r + 1))
     done
-    a=$(median < "$tmp/a") b=$(median < "$tmp/b") f=-
+    a=$(median < "$tmp/a") b=$(median < "$tmp/b") f=- m=-
     [ -s "$tmp/f" ] && f=$(median < "$tmp/f")
-    echo "$name $what $G $B $T $ctx $S $a $b $(rounds "$tmp/a") $(rounds "$tmp/b") $f $(rounds "$tmp/f")" >> "$tmp/results"
+    [ -s "$tmp/m" ] && m=$(median < "$tmp/m")
+    echo "$name $what $G $B $T $ctx $S $a $b $(rounds "$tmp/a") $(rounds "$tmp/b") $f $(rounds "$tmp/f") $m" \
+        "$(rounds "$tmp/m")" >> "$tmp/results"
 done 3< "$tmp/rows"
 roofline_end=$(roofline_now | sed 's/^roofline: /roofline at the end of the run: /')
 
 {
-    echo "config,measure,n_kv_head,batch_size,block_size,ctx,steps,rounds,gqa_tok_s,torch_tok_s,ratio,gqa_rounds,torch_rounds,gemm_tok_s,gemm_rounds"
-    awk -v R="$ROUNDS" '{ printf "%s,%s,%s,%s,%s,%s,%s,%d,%.3f,%.3f,%.4f,%s,%s,%s,%s\n", $1, $2, $3, $4, $5, ($6 == "-" ? "" : $6),
-        $7, R, $8, $9, $8 / $9, $10, $11, ($12 == "-" ? "" : sprintf("%.3f", $12)), ($13 == "-" ? "" : $13) }' "$tmp/results"
+    echo "config,measure,n_kv_head,batch_size,block_size,ctx,steps,rounds,gqa_tok_s,torch_tok_s,ratio,gqa_rounds,torch_rounds,gemm_tok_s,gemm_rounds,roofline_frac,roofline_frac_rounds"
+    awk -v R="$ROUNDS" '{ printf "%s,%s,%s,%s,%s,%s,%s,%d,%.3f,%.3f,%.4f,%s,%s,%s,%s,%s,%s\n", $1, $2, $3, $4, $5, ($6 == "-" ? "" : $6),
+        $7, R, $8, $9, $8 / $9, $10, $11, ($12 == "-" ? "" : sprintf("%.3f", $12)), ($13 == "-" ? "" : $13),
+        ($14 == "-" ? "" : sprintf("%.4f", $14)), ($15 == "-" ? "" : $15) }' "$tmp/results"
 } > "$csv"
 {
     echo "gqa.c vs PyTorch: median tok/s of $ROUNDS alternating rounds, float32, biases on, $THREADS threads"
@@ -196,10 +210,11 @@ roofline_end=$(roofline_now | sed 's/^roofline: /roofline at the end of the run:
     echo "$roofline_end"
     echo
     echo "| config | measure | n_kv_head | batch | T / ctx | steps | gqa.c tok/s | PyTorch tok/s | gqa.c / PyTorch" \
-        "| GEMM-only tok/s | gqa.c / GEMM-only | PyTorch / GEMM-only |"
-    echo "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| GEMM-only tok/s | gqa.c / GEMM-only | PyTorch / GEMM-only | gqa.c of roofline |"
+    echo "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk '{ if ($12 == "-") g = "| - | - | -"; else g = sprintf("| %.1f | %.2f | %.2f", $12, $8 / $12, $9 / $12)
-           printf "| %s | %s | %s | %s | %s | %s | %.1f | %.1f | %.2f %s |\n", $1, $2, $3, $4, ($2 == "train" ? $5 : $6),
-               $7, $8, $9, $8 / $9, g }' "$tmp/results"
+           if ($14 == "-") m = "-"; else m = sprintf("%.0f%% %s", 100 * $14, ($2 == "train" ? "MFU" : "of read bw"))
+           printf "| %s | %s | %s | %s | %s | %s | %.1f | %.1f | %.2f %s | %s |\n", $1, $2, $3, $4,
+               ($2 == "train" ? $5 : $6), $7, $8, $9, $8 / $9, g, m }' "$tmp/results"
 } | tee "$md"
 echo "bench_vs_torch: wrote $csv and $md" >&2

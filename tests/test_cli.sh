@@ -73,6 +73,10 @@ grep -q '^2,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,,,[0-9.]*,,,[0-9.]
 expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch 1 --repeats 1 --csv "$tmpd/r.csv"
 case "$out" in *"roofline at the end (the percentages above are of the first): sgemm peak "*) ok ;;
     *) bad "bench prints no roofline at the end: $out" ;; esac
+# the peak is the faster of the two sgemm backends it names
+echo "$out" | sed -n 's/^roofline: sgemm peak \([0-9.]*\) GFLOP\/s (gqa.c gemm \([0-9.]*\), OpenBLAS \([0-9.]*\)).*/\1 \2 \3/p' |
+    awk 'NF == 3 && $1 > 0 && $1 == ($2 > $3 ? $2 : $3) { found = 1 } END { exit !found }' &&
+    ok || bad "the roofline's sgemm peak is not the faster of gqa.c's gemm and OpenBLAS: $out"
 grep -q '^2,1,8,f32,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,[0-9.]*,0\.[0-9]*,[0-9.]*,0\.[0-9]*,[0-9.]*,[0-9.]*,1\.0000,,$' "$tmpd/r.csv" &&
     ok || bad "bench CSV with the roofline lacks train_mfu or decode_bw_frac: $(cat "$tmpd/r.csv")"
 # --rounds: every setting in R processes, round-robin (every setting's round 1 before any round 2), and
