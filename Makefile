@@ -102,7 +102,7 @@ bench: gqa
 # gqa.c against PyTorch (scripts/ref_gpt.py bench, OpenMP OpenBLAS, 2 threads)
 # on cfg-s and cfg-m training and cfg-d decode, alternating the two sides 5
 # rounds per row: median tok/s and ratios in docs/perf/vs_torch.{md,csv}.
-# Takes about 12 minutes and must run on a quiet machine (timings collapse
+# Takes 11-13 minutes and must run on a quiet machine (timings collapse
 # when another process holds a core). `QUICK=1 sh scripts/bench_vs_torch.sh`
 # is a seconds-long smoke test of the script on tiny shapes.
 VS_TORCH_OUT ?= docs/perf/vs_torch.csv

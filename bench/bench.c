@@ -22,9 +22,8 @@
  *
  * The roofline: a child of its own first measures the machine's sgemm peak
  * (the faster of OpenBLAS and our gemm()) and memory read bandwidth (not the
- * parent, which would then keep OpenBLAS
- * and OpenMP thread pools, spinning for a while after work, beside every
- * measurement it forks).
+ * parent, which would then keep OpenBLAS and OpenMP thread pools, spinning
+ * for a while after work, beside every measurement it forks).
  * Training is then also given as GFLOP/s (nanoGPT's 6N + 12 L C T FLOPs per
  * token) and MFU against that peak; decode as GB/s read (all weights plus
  * the K and V of ctx positions per step) and the fraction of the bandwidth.
@@ -287,7 +286,7 @@ static volatile float roofline_sink;  // keeps the results of the timed loops al
 static double roofline_sgemm(int openblas, const float *a, const float *b, float *c, int n) {
     const double flops = 2.0 * (double)n * n * n;
     double best = 0;
-    for (int r = 0; r < 4; r++) {  // r = 0: warm-up (starts the thread pool, packs nothing twice)
+    for (int r = 0; r < 4; r++) {  // r = 0: warm-up (starts the thread pool, first touches)
         double t0 = now_seconds();
         if (openblas)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
@@ -312,8 +311,9 @@ static double roofline_read(const float *buf, size_t blocks, int prefetch) {
 #pragma omp for schedule(static)
         for (size_t i = 0; i < blocks; i++) {
             const float *p = buf + i * ROOFLINE_LANES;
-            if (prefetch)
-                for (int j = 0; j < ROOFLINE_LANES; j += 16) __builtin_prefetch((const char *)(p + j) + ROOFLINE_PREFETCH, 0, 0);
+            if (prefetch)  // one cache line (16 floats) at a time; 0, 0: read, no temporal locality
+                for (int j = 0; j < ROOFLINE_LANES; j += 16)
+                    __builtin_prefetch((const char *)(p + j) + ROOFLINE_PREFETCH, 0, 0);
             for (int j = 0; j < ROOFLINE_LANES; j++) acc[j] += p[j];
         }
         for (int j = 0; j < ROOFLINE_LANES; j++) total += acc[j];

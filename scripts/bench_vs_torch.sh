@@ -33,7 +33,7 @@
 # 30 to 55 GB/s within one run, so a single reading for the whole run made
 # the decode rows' fraction depend on when it was taken.
 #
-# About 16 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
+# About 11-13 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
 # Environment: ROUNDS (default 5), THREADS (2), OMP_WAIT_POLICY (ACTIVE; unset
 # it with OMP_WAIT_POLICY= for libgomp's default), GQA (./gqa), PYTHON
 # (/usr/bin/python3), QUICK=1: a smoke test of this script on tiny shapes, 1
