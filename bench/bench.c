@@ -282,23 +282,6 @@ static void worker_infer(const BenchConfig *bc, int nkv, int B, int ctx, KVDtype
 
 static volatile float roofline_sink;  // keeps the results of the timed loops alive
 
-// GFLOP/s of the best of 3 timed (n, n, n) products, OpenBLAS's or gemm()'s.
-static double roofline_sgemm(int openblas, const float *a, const float *b, float *c, int n) {
-    const double flops = 2.0 * (double)n * n * n;
-    double best = 0;
-    for (int r = 0; r < 4; r++) {  // r = 0: warm-up (starts the thread pool, first touches)
-        double t0 = now_seconds();
-        if (openblas)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        else
-            gemm(n, n, n, a, n, 1, b, n, 1, NULL, 0, c, n);
-        double g = flops / (now_seconds() - t0) / 1e9;
-        if (r > 0 && g > best) best = g;
-    }
-    roofline_sink = c[(size_t)n * n - 1];
-    return best;
-}
-
 // GB/s of one parallel streaming sum over buf; with prefetch, each 256-byte
 // block also asks for the one ROOFLINE_PREFETCH bytes ahead, non-temporally.
 static double roofline_read(const float *buf, size_t blocks, int prefetch) {
@@ -330,13 +313,8 @@ static double roofline_read(const float *buf, size_t blocks, int prefetch) {
 // sums (plain, and with a prefetch ahead), alternated, over a buffer much
 // larger than the caches, after a warm-up pass.
 static void worker_roofline(void) {
-    const int n = ROOFLINE_GEMM_N;
-    const size_t nn = (size_t)n * n;
-    float *a = malloc_check(3 * nn * sizeof(float)), *b = a + nn, *c = b + nn;
-    for (size_t i = 0; i < 2 * nn; i++) a[i] = 0.01f * (float)(i % 7);
-    memset(c, 0, nn * sizeof(float));
-    const double openblas = roofline_sgemm(1, a, b, c, n), ours = roofline_sgemm(0, a, b, c, n);
-    free(a);
+    double ours, openblas;
+    const double gflops = gemm_peak(ROOFLINE_GEMM_N, &ours, &openblas);
 
     const size_t count = ROOFLINE_READ_BYTES / sizeof(float), blocks = count / ROOFLINE_LANES;
     float *buf = malloc_check(ROOFLINE_READ_BYTES);  // (a prefetch past its end does not fault)
@@ -352,8 +330,7 @@ static void worker_roofline(void) {
         if (r > 0 && g > gbs) gbs = g;
     }
     free(buf);
-    printf("RESULT roofline %.3f %.3f %d %.3f %.3f\n", ours > openblas ? ours : openblas, gbs, omp_get_max_threads(),
-           ours, openblas);
+    printf("RESULT roofline %.3f %.3f %d %.3f %.3f\n", gflops, gbs, omp_get_max_threads(), ours, openblas);
 }
 
 // ----------------------------------------------------------------------------

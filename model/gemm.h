@@ -31,4 +31,9 @@ void gemm(int M, int N, int K, const float *A, long ars, long aps, const float *
 // outside parallel work. Returns the previous setting.
 int gemm_use_openblas(int on);
 
+// The machine's sgemm peak with this process's threads: GFLOP/s of the best
+// of 3 timed (n, n, n) products after a warm-up, on our kernel (*ours) and
+// on OpenBLAS (*openblas); returns the faster. Call outside parallel work.
+double gemm_peak(int n, double *ours, double *openblas);
+
 #endif

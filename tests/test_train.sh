@@ -34,6 +34,15 @@ if [ "$(losses "$tmp/a")" = "$(losses "$tmp/b")" ]; then ok; else bad "same seed
 train "$tmp/c" --max_iters 20 --seed 8 > /dev/null 2>&1
 if [ "$(losses "$tmp/a")" != "$(losses "$tmp/c")" ]; then ok; else bad "another seed gave the same losses"; fi
 
+# MFU: by default against an sgemm peak measured at the start (the faster of
+# the two backends it names); --peak_gflops given, nothing is measured
+sed -n 's/^mfu: against a measured sgemm peak of \([0-9.]*\) GFLOP\/s (512^3: gqa.c gemm \([0-9.]*\), OpenBLAS \([0-9.]*\);.*/\1 \2 \3/p' \
+    "$tmp/a.out" | awk 'NF == 3 && $1 > 0 && $1 == ($2 > $3 ? $2 : $3) { f = 1 } END { exit !f }' &&
+    ok || bad "no measured sgemm peak for MFU: $(grep -i mfu "$tmp/a.out" | head -2)"
+train "$tmp/p" --max_iters 1 --peak_gflops 100 > "$tmp/p.out" 2>&1 || bad "train --peak_gflops failed"
+grep -q '^iter 0: .*mfu [0-9.]*%$' "$tmp/p.out" && ! grep -q '^mfu: ' "$tmp/p.out" && ok ||
+    bad "--peak_gflops 100: $(grep -i mfu "$tmp/p.out" | head -2)"
+
 # shards: 2 threads split the batch of 4 by default; one threaded pass
 # (--shards 1) differs only in the order of float sums, dropout masks included
 grep -q 'shards = 2$' "$tmp/a.out" && ok || bad "default run not sharded: $(grep shards "$tmp/a.out")"

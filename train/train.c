@@ -21,11 +21,19 @@
 #include "../data/tokenizer.h"
 #include "../data/tokens.h"
 #include "../model/checkpoint.h"
+#include "../model/gemm.h"
 #include "../model/gpt.h"
 #include "../util/rng.h"
 #include "../util/util.h"
 #include "adamw.h"
 #include "dist.h"
+
+// The size of the product that measures the sgemm peak for MFU when
+// --peak_gflops is 0: small enough to take milliseconds (and seconds under
+// valgrind); the L2 holds its panels, so it reads a little above the 2048^3
+// of `gqa bench`'s roofline and the MFU a little below.
+#define TRAIN_PEAK_N 512
+#define TRAIN_PEAK_N_STR "512"
 
 // ----------------------------------------------------------------------------
 // configuration
@@ -42,7 +50,7 @@ void train_config_defaults(TrainConfig *tc) {
     tc->learning_rate = 1e-3f, tc->min_lr = 1e-4f, tc->weight_decay = 0.1f;
     tc->beta1 = 0.9f, tc->beta2 = 0.99f, tc->grad_clip = 1.0f;
     tc->eval_interval = 250, tc->eval_iters = 200, tc->log_interval = 10;
-    tc->peak_gflops = 200.0f;
+    tc->peak_gflops = 0.0f;  // measured at the start of the run
     tc->seed = 1337, tc->threads = 0, tc->shards = 0;
 }
 
@@ -73,7 +81,8 @@ const Opt *train_config_opts(TrainConfig *tc, int *n) {
         {"eval_interval", OPT_INT, &tc->eval_interval, 1, 1e9, "evaluate and checkpoint every N steps"},
         {"eval_iters", OPT_INT, &tc->eval_iters, 1, 1e9, "batches per split in an evaluation"},
         {"log_interval", OPT_INT, &tc->log_interval, 1, 1e9, "print a training line every N steps"},
-        {"peak_gflops", OPT_FLOAT, &tc->peak_gflops, 1e-3, 1e9, "sgemm peak of this machine, for MFU"},
+        {"peak_gflops", OPT_FLOAT, &tc->peak_gflops, 0, 1e9,
+         "sgemm peak of this machine, for MFU (0: measure it at the start, a " TRAIN_PEAK_N_STR "^3 product)"},
         {"seed", OPT_INT, &tc->seed, 0, 2147483647, "random seed (weights, batches, dropout)"},
         {"threads", OPT_INT, &tc->threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)"},
         {"shards", OPT_INT, &tc->shards, 0, 64,
@@ -357,6 +366,14 @@ int cmd_train(int argc, char **argv) {
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
     const double flops_per_token = train_flops_per_token(&m->config, T);
+    double peak_gflops = tc->peak_gflops;
+    if (peak_gflops <= 0) {  // a few ms: the faster of our gemm() and OpenBLAS on this machine, now
+        double ours, openblas;
+        peak_gflops = gemm_peak(TRAIN_PEAK_N, &ours, &openblas);
+        printf("mfu: against a measured sgemm peak of %.1f GFLOP/s (%d^3: gqa.c gemm %.1f, OpenBLAS %.1f; "
+               "--peak_gflops sets it)\n",
+               peak_gflops, TRAIN_PEAK_N, ours, openblas);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -418,7 +435,7 @@ int cmd_train(int argc, char **argv) {
             clear_progress();
             double tok_s = B * T / dt;
             printf("iter %d: loss %.4f, lr %.3e, norm %.4f, time %.2f ms, tok/s %.0f, mfu %.2f%%\n", r.step - 1,
-                   loss, lr, norm, dt * 1e3, tok_s, 100.0 * flops_per_token * tok_s / (tc->peak_gflops * 1e9));
+                   loss, lr, norm, dt * 1e3, tok_s, 100.0 * flops_per_token * tok_s / (peak_gflops * 1e9));
             fflush(stdout);
             log_line(&r, "iter %d loss %.9g lr %.6e norm %.6f ms %.3f\n", r.step - 1, loss, lr, norm, dt * 1e3);
         }
