@@ -20,7 +20,7 @@ common="--data_dir $tmp/data --out_dir $tmp/out --n_layer 2 --n_head 4 --n_kv_he
     --batch_size 2 --dropout 0.1 --eval_interval 2 --eval_iters 1 --log_interval 1"
 run train $common --max_iters 3
 # (the resume gives the MFU peak: the first run's measurement of it, 512^3
-# products under memcheck, takes most of a minute)
+# products under memcheck, takes ~50 s of the first run's ~51)
 run train $common --max_iters 5 --init_from resume --peak_gflops 200
 run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --kv_dtype bf16
 # an error path: exit status 1 from the bad prompt, never valgrind's 99

@@ -29,9 +29,9 @@
 #include "dist.h"
 
 // The size of the product that measures the sgemm peak for MFU when
-// --peak_gflops is 0: small enough to take milliseconds (and seconds under
-// valgrind); the L2 holds its panels, so it reads a little above the 2048^3
-// of `gqa bench`'s roofline and the MFU a little below.
+// --peak_gflops is 0: small enough to take milliseconds (~50 s under
+// valgrind's memcheck); the L2 holds its panels, so it reads above the
+// 2048^3 of `gqa bench`'s roofline and the MFU below.
 #define TRAIN_PEAK_N 512
 #define TRAIN_PEAK_N_STR "512"
 
