@@ -32,7 +32,6 @@
  */
 #include "bench.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
