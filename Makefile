@@ -1,6 +1,7 @@
-# gqa.c build. `make` builds ./gqa; `make test` installs missing Debian
-# packages, builds and runs every test suite (also under ASan+UBSan with
-# `make asan`). See README.md.
+# gqa.c build. `make` builds ./gqa; `make check` builds and runs every test
+# suite, installing nothing; `make test` first installs the Debian packages
+# that are missing (apt-get), then runs `make check` (also under ASan+UBSan
+# with `make asan`). See README.md and docs/testing.md.
 
 CC ?= gcc
 CFLAGS ?= -O3 -march=native
@@ -10,8 +11,8 @@ STD := -std=gnu11 -fopenmp -fno-math-errno
 
 # OpenBLAS: headers from pkg-config; link the OpenMP build of the library
 # explicitly (with an rpath) when it is installed, because BLAS calls inside
-# our OpenMP regions must run single-threaded (see docs/ and
-# ../shared/notes/machine.md). Fallback: whatever pkg-config says.
+# our OpenMP regions must run single-threaded (docs/design.md, "Threads").
+# Fallback: whatever pkg-config says.
 # Recursive (=) variables: evaluated when a recipe runs, i.e. after `deps`.
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 OPENBLAS_OMP_DIR := /usr/lib/$(MULTIARCH)/openblas-openmp
@@ -39,11 +40,15 @@ BUILD ?= build/release
 DEFS ?=
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps demo bench bench-torch valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
+.PHONY: all deps have-libs check demo bench bench-torch valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
 all: $(GQA_BIN)
 
 deps:
 	@sh scripts/install-deps.sh
+
+# One line per missing library (its Debian package named), before anything builds.
+have-libs:
+	@sh scripts/install-deps.sh --check
 
 $(BUILD)/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
@@ -63,6 +68,9 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libgqa.a
 # Tests run with 2 OpenMP threads (the machine's physical cores); each Check
 # suite prints its "100%: Checks: N, Failures: 0, Errors: 0" line.
 test: deps
+	@$(MAKE) --no-print-directory check
+
+check: have-libs
 	@$(MAKE) --no-print-directory test-run
 
 test-run: gqa $(TEST_SUITES:%=$(BUILD)/tests/%)
@@ -70,7 +78,7 @@ test-run: gqa $(TEST_SUITES:%=$(BUILD)/tests/%)
 	@set -e; for t in $(TESTS_SH); do echo "== $$t"; OMP_NUM_THREADS=2 sh $$t ./gqa; done
 
 # The same suites built with AddressSanitizer and UndefinedBehaviorSanitizer.
-asan: deps
+asan: deps have-libs
 	@$(MAKE) --no-print-directory asan-run BUILD=build/asan \
 	    CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
@@ -78,10 +86,11 @@ asan-run: $(TEST_SUITES:%=$(BUILD)/tests/%)
 	@set -e; for t in $(TEST_SUITES); do echo "== $$t (asan+ubsan)"; \
 	    OMP_NUM_THREADS=2 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/tests/$$t; done
 
-# The main job: deps, build, Tiny Shakespeare, train cfg-s with GQA
-# (n_kv_head 2 of 4 query heads, ~1.5 minutes on 2 cores), then sample.
+# The main job: deps, build, Tiny Shakespeare (shipped in data/), train
+# cfg-s with GQA (n_kv_head 2 of 4 query heads, about a minute on 2 cores),
+# then sample.
 DEMO_OUT ?= out-demo-gqa
-demo: deps
+demo: deps have-libs
 	@$(MAKE) --no-print-directory gqa
 	sh data/shakespeare_char/prepare.sh
 	./gqa train train/configs/shakespeare_char_cpu.conf --n_kv_head=2 --out_dir=$(DEMO_OUT) --eval_iters=100

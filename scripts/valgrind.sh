@@ -11,9 +11,7 @@ tmp=$(mktemp -d /tmp/gqa_valgrind_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Haswell
 VG="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
-text="$root/../shared/data/tinyshakespeare.txt"
-[ -f "$text" ] || text="$root/data/shakespeare_char/input.txt"
-head -c 20000 "$text" > "$tmp/small.txt"
+head -c 20000 "$root/data/shakespeare_char/input.txt" > "$tmp/small.txt"
 run() { echo "valgrind: gqa $1"; $VG "$GQA" "$@" > "$tmp/out.txt" 2>&1 || { tail -30 "$tmp/out.txt"; echo "valgrind: gqa $1 FAILED"; exit 1; }; }
 run prepare --input "$tmp/small.txt" --out_dir "$tmp/data"
 common="--data_dir $tmp/data --out_dir $tmp/out --n_layer 2 --n_head 4 --n_kv_head 2 --n_embd 16 --block_size 16

@@ -31,7 +31,7 @@
 #include "../util/util.h"
 #include "testutil.h"
 
-#define SHAKESPEARE_PATH "../shared/data/tinyshakespeare.txt"
+#define SHAKESPEARE_PATH "data/shakespeare_char/input.txt"  // ships with the repo
 
 // ----------------------------------------------------------------------------
 // scratch directory and file helpers

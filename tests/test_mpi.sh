@@ -15,8 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 MPIRUN="mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS"
 
-head -c 60000 ../shared/data/tinyshakespeare.txt > "$tmp/small.txt" 2>/dev/null ||
-    head -c 60000 data/shakespeare_char/input.txt > "$tmp/small.txt"
+head -c 60000 data/shakespeare_char/input.txt > "$tmp/small.txt"
 "$GQA" prepare --input "$tmp/small.txt" --out_dir "$tmp/data" > /dev/null || bad "prepare failed"
 common="--data_dir $tmp/data --n_layer 2 --n_head 4 --n_kv_head 2 --n_embd 32 --block_size 32 --batch_size 8
     --dropout 0.1 --learning_rate 3e-3 --warmup_iters 2 --lr_decay_iters 10 --eval_interval 5 --eval_iters 2

@@ -12,8 +12,7 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 tmp=$(mktemp -d /tmp/gqa_train_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-head -c 60000 ../shared/data/tinyshakespeare.txt > "$tmp/small.txt" 2>/dev/null ||
-    head -c 60000 data/shakespeare_char/input.txt > "$tmp/small.txt"
+head -c 60000 data/shakespeare_char/input.txt > "$tmp/small.txt"
 "$GQA" prepare --input "$tmp/small.txt" --out_dir "$tmp/data" > "$tmp/prep.log" 2>&1 && ok || bad "prepare failed: $(cat "$tmp/prep.log")"
 
 # a tiny GQA model with dropout, logging every step ($tmp has no spaces)

@@ -3,15 +3,13 @@
 # (nanoGPT's data/shakespeare_char/prepare.py, via `gqa prepare`).
 #
 # Usage: sh data/shakespeare_char/prepare.sh [PATH]
-#   The text is, in order: PATH; data/shakespeare_char/input.txt;
-#   ../shared/data/tinyshakespeare.txt (beside the repo); else a download of
-#   karpathy/char-rnn's input.txt into data/shakespeare_char/input.txt.
-#   Whichever is found must have the known sha256. Nothing is redone when the
-#   three .bin files are newer than the text. GQA=path/to/gqa overrides the
-#   binary (default: ./gqa at the repo root).
+#   The text is PATH, or else data/shakespeare_char/input.txt, which ships
+#   with the repository (Tiny Shakespeare as in karpathy/char-rnn, see
+#   README.md beside it). It must have the known sha256. Nothing is redone
+#   when the three .bin files are newer than the text. GQA=path/to/gqa
+#   overrides the binary (default: ./gqa at the repo root).
 set -eu
 
-URL=https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
 SHA256=86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed
 
 here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
@@ -47,24 +45,9 @@ if [ $# -gt 1 ]; then
 elif [ $# -eq 1 ]; then
     [ -f "$1" ] || die "$1: no such file"
     input=$1
-elif [ -f "$out_dir/input.txt" ]; then
-    input=$out_dir/input.txt
-elif [ -f "$root/../shared/data/tinyshakespeare.txt" ]; then
-    input=$(CDPATH='' cd -- "$root/../shared/data" && pwd)/tinyshakespeare.txt
 else
-    command -v curl >/dev/null 2>&1 || die "curl is not installed; download $URL to $out_dir/input.txt yourself"
-    echo "downloading $URL"
-    curl -fsSL --retry 3 -o "$out_dir/input.txt.tmp" "$URL" || {
-        rm -f "$out_dir/input.txt.tmp"
-        die "download of $URL failed"
-    }
-    got=$(sha256_of "$out_dir/input.txt.tmp")
-    if [ "$got" != "$SHA256" ]; then
-        rm -f "$out_dir/input.txt.tmp"
-        die "the download from $URL has sha256 $got, expected $SHA256; refusing it"
-    fi
-    mv "$out_dir/input.txt.tmp" "$out_dir/input.txt"
     input=$out_dir/input.txt
+    [ -f "$input" ] || die "$input is missing: it ships with the repository (git checkout -- $input restores it)"
 fi
 verify "$input"
 echo "input: $input (sha256 ok)"
