@@ -60,7 +60,7 @@ int gpt_convert_kv_heads(const GPT *src, GPT *dst, int G, ConvertMethod method, 
     const float *sp = src->params_memory;
     float *dp = dst->params_memory;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        if (i != 4 && i != 5) memcpy(dp, sp, src->param_sizes[i] * sizeof(float));
+        if (i != PARAM_QKVW && i != PARAM_QKVB) memcpy(dp, sp, src->param_sizes[i] * sizeof(float));
         sp += src->param_sizes[i];
         dp += dst->param_sizes[i];
     }

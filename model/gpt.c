@@ -18,8 +18,11 @@
 #include "ops.h"
 
 const char *const gpt_param_names[GPT_NUM_PARAM_TENSORS] = {
-    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
+    [PARAM_WTE] = "wte",           [PARAM_WPE] = "wpe",         [PARAM_LN1W] = "ln1w",       [PARAM_LN1B] = "ln1b",
+    [PARAM_QKVW] = "qkvw",         [PARAM_QKVB] = "qkvb",       [PARAM_ATTPROJW] = "attprojw",
+    [PARAM_ATTPROJB] = "attprojb", [PARAM_LN2W] = "ln2w",       [PARAM_LN2B] = "ln2b",       [PARAM_FCW] = "fcw",
+    [PARAM_FCB] = "fcb",           [PARAM_FCPROJW] = "fcprojw", [PARAM_FCPROJB] = "fcprojb", [PARAM_LNFW] = "lnfw",
+    [PARAM_LNFB] = "lnfb"};
 
 // Upper bound for any one dimension: keeps int index arithmetic in kernels
 // far from overflow; products are checked in size_t separately.
@@ -73,27 +76,28 @@ void gpt_param_sizes(const GPTConfig *c, size_t s[GPT_NUM_PARAM_TENSORS]) {
     size_t V = c->vocab_size, maxT = c->block_size, L = c->n_layer, C = c->n_embd;
     size_t QKV = gpt_qkv_width(c);
     size_t bias = c->bias ? 1 : 0;
-    s[0] = V * C;             // wte
-    s[1] = maxT * C;          // wpe
-    s[2] = L * C;             // ln1w
-    s[3] = bias * L * C;      // ln1b
-    s[4] = L * QKV * C;       // qkvw
-    s[5] = bias * L * QKV;    // qkvb
-    s[6] = L * C * C;         // attprojw
-    s[7] = bias * L * C;      // attprojb
-    s[8] = L * C;             // ln2w
-    s[9] = bias * L * C;      // ln2b
-    s[10] = L * 4 * C * C;    // fcw
-    s[11] = bias * L * 4 * C; // fcb
-    s[12] = L * C * 4 * C;    // fcprojw
-    s[13] = bias * L * C;     // fcprojb
-    s[14] = C;                // lnfw
-    s[15] = bias * C;         // lnfb
+    s[PARAM_WTE] = V * C;
+    s[PARAM_WPE] = maxT * C;
+    s[PARAM_LN1W] = L * C;
+    s[PARAM_LN1B] = bias * L * C;
+    s[PARAM_QKVW] = L * QKV * C;
+    s[PARAM_QKVB] = bias * L * QKV;
+    s[PARAM_ATTPROJW] = L * C * C;
+    s[PARAM_ATTPROJB] = bias * L * C;
+    s[PARAM_LN2W] = L * C;
+    s[PARAM_LN2B] = bias * L * C;
+    s[PARAM_FCW] = L * 4 * C * C;
+    s[PARAM_FCB] = bias * L * 4 * C;
+    s[PARAM_FCPROJW] = L * C * 4 * C;
+    s[PARAM_FCPROJB] = bias * L * C;
+    s[PARAM_LNFW] = C;
+    s[PARAM_LNFB] = bias * C;
 }
 
 int gpt_param_decays(int i) {
     // wte, wpe, qkvw, attprojw, fcw, fcprojw: the tensors of dim >= 2 (nanoGPT)
-    return i == 0 || i == 1 || i == 4 || i == 6 || i == 10 || i == 12;
+    return i == PARAM_WTE || i == PARAM_WPE || i == PARAM_QKVW || i == PARAM_ATTPROJW || i == PARAM_FCW ||
+           i == PARAM_FCPROJW;
 }
 
 size_t gpt_num_parameters(const GPTConfig *c) {
@@ -111,8 +115,12 @@ size_t gpt_num_parameters(const GPTConfig *c) {
 
 void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]) {
     float **ptrs[GPT_NUM_PARAM_TENSORS] = {
-        &p->wte, &p->wpe, &p->ln1w, &p->ln1b, &p->qkvw, &p->qkvb, &p->attprojw, &p->attprojb,
-        &p->ln2w, &p->ln2b, &p->fcw, &p->fcb, &p->fcprojw, &p->fcprojb, &p->lnfw, &p->lnfb};
+        [PARAM_WTE] = &p->wte,         [PARAM_WPE] = &p->wpe,           [PARAM_LN1W] = &p->ln1w,
+        [PARAM_LN1B] = &p->ln1b,       [PARAM_QKVW] = &p->qkvw,         [PARAM_QKVB] = &p->qkvb,
+        [PARAM_ATTPROJW] = &p->attprojw, [PARAM_ATTPROJB] = &p->attprojb, [PARAM_LN2W] = &p->ln2w,
+        [PARAM_LN2B] = &p->ln2b,       [PARAM_FCW] = &p->fcw,           [PARAM_FCB] = &p->fcb,
+        [PARAM_FCPROJW] = &p->fcprojw, [PARAM_FCPROJB] = &p->fcprojb,   [PARAM_LNFW] = &p->lnfw,
+        [PARAM_LNFB] = &p->lnfb};
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
         *ptrs[i] = memory;
         memory += sizes[i];
@@ -148,8 +156,8 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
     float *mem = m->params_memory;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
         size_t n = m->param_sizes[i];
-        int is_ln_weight = (i == 2 || i == 8 || i == 14);
-        int is_proj = (i == 6 || i == 12);
+        int is_ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW);
+        int is_proj = (i == PARAM_ATTPROJW || i == PARAM_FCPROJW);  // into the residual stream
         for (size_t j = 0; j < n; j++) {
             if (is_ln_weight) mem[j] = 1.0f;
             else if (gpt_param_decays(i)) mem[j] = (is_proj ? proj_std : std) * rng_normal(&rng);

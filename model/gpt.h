@@ -33,7 +33,26 @@ int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen);
 
 // Parameters (and, with the same layout, gradients): views into one arena.
 // A Linear weight is (OC, C) as in PyTorch: out = in @ w^T.
-#define GPT_NUM_PARAM_TENSORS 16
+// The parameter tensors by name, in arena order (the fields below, in turn).
+enum {
+    PARAM_WTE,
+    PARAM_WPE,
+    PARAM_LN1W,
+    PARAM_LN1B,
+    PARAM_QKVW,
+    PARAM_QKVB,
+    PARAM_ATTPROJW,
+    PARAM_ATTPROJB,
+    PARAM_LN2W,
+    PARAM_LN2B,
+    PARAM_FCW,
+    PARAM_FCB,
+    PARAM_FCPROJW,
+    PARAM_FCPROJB,
+    PARAM_LNFW,
+    PARAM_LNFB,
+    GPT_NUM_PARAM_TENSORS
+};
 typedef struct {
     float *wte;       // (V, C)  token embedding, also the LM head
     float *wpe;       // (maxT, C)
@@ -125,9 +144,9 @@ void gpt_free(GPT *m);
 
 // Parameter count of a config (no allocation); 0 if it overflows size_t.
 size_t gpt_num_parameters(const GPTConfig *c);
-// Sizes of each parameter tensor, in arena order.
+// Sizes of each parameter tensor, in arena order (indexed by PARAM_*).
 void gpt_param_sizes(const GPTConfig *c, size_t sizes[GPT_NUM_PARAM_TENSORS]);
-// Does AdamW decay this tensor? (weights of dim >= 2: matrices and embeddings)
+// Does AdamW decay tensor PARAM_*? (weights of dim >= 2: matrices and embeddings)
 int gpt_param_decays(int tensor_index);
 // Point a ParameterTensors at an arena laid out as gpt_param_sizes.
 void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]);

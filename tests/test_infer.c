@@ -26,7 +26,7 @@ static void randomize(GPT *m, uint64_t seed) {
     uint64_t rng = seed;
     float *p = m->params_memory;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        int ln_weight = (i == 2 || i == 8 || i == 14);
+        int ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW);
         for (size_t j = 0; j < m->param_sizes[i]; j++) p[j] = (ln_weight ? 1.0f : 0.0f) + 0.2f * rng_normal(&rng);
         p += m->param_sizes[i];
     }

@@ -246,7 +246,7 @@ static void randomize_params(GPT *m, uint64_t seed, float std) {
     uint64_t rng = seed;
     float *p = m->params_memory;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        int ln_weight = (i == 2 || i == 8 || i == 14);
+        int ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW);
         for (size_t j = 0; j < m->param_sizes[i]; j++) p[j] = (ln_weight ? 1.0f : 0.0f) + std * rng_normal(&rng);
         p += m->param_sizes[i];
     }
@@ -400,7 +400,7 @@ static void expand_kv_heads(GPT *mha, const GPT *gqa) {
     const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, HS = C / NH, group = NH / NKV;
     const int QKVg = (NH + 2 * NKV) * HS, QKVm = 3 * NH * HS;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        if (i == 4 || i == 5) continue;
+        if (i == PARAM_QKVW || i == PARAM_QKVB) continue;
         float *dst = mha->params_memory, *src = gqa->params_memory;
         for (int j = 0; j < i; j++) dst += mha->param_sizes[j], src += gqa->param_sizes[j];
         memcpy(dst, src, gqa->param_sizes[i] * 4);
@@ -668,7 +668,7 @@ START_TEST(test_convert_methods_and_errors) {
     // random re-initialises K and V but keeps Q and everything else
     ck_assert_int_eq(gpt_convert_kv_heads(&m, &out, 1, CONVERT_RANDOM, 9, err, sizeof err), 0);
     ck_assert_mem_eq(out.params.qkvw, m.params.qkvw, (size_t)6 * HS * C * sizeof(float));
-    ck_assert_mem_eq(out.params.fcw, m.params.fcw, m.param_sizes[10] * sizeof(float));
+    ck_assert_mem_eq(out.params.fcw, m.params.fcw, m.param_sizes[PARAM_FCW] * sizeof(float));
     ck_assert(memcmp(out.params.qkvw + 6 * HS * C, ks, HS * C * sizeof(float)) != 0);
     gpt_free(&out);
     // rejections
