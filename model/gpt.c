@@ -72,26 +72,35 @@ int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen) {
 // ----------------------------------------------------------------------------
 // parameters
 
+void gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]) {
+    const int C = c->n_embd, QKV = (int)gpt_qkv_width(c);
+    const GPTLinear layers[GPT_NUM_LINEAR] = {
+        {"qkv", PARAM_QKVW, PARAM_QKVB, C, QKV},
+        {"attproj", PARAM_ATTPROJW, PARAM_ATTPROJB, C, C},
+        {"fc", PARAM_FCW, PARAM_FCB, C, 4 * C},
+        {"fcproj", PARAM_FCPROJW, PARAM_FCPROJB, 4 * C, C},
+    };
+    memcpy(out, layers, sizeof layers);
+}
+
 void gpt_param_sizes(const GPTConfig *c, size_t s[GPT_NUM_PARAM_TENSORS]) {
     size_t V = c->vocab_size, maxT = c->block_size, L = c->n_layer, C = c->n_embd;
-    size_t QKV = gpt_qkv_width(c);
     size_t bias = c->bias ? 1 : 0;
     s[PARAM_WTE] = V * C;
     s[PARAM_WPE] = maxT * C;
     s[PARAM_LN1W] = L * C;
     s[PARAM_LN1B] = bias * L * C;
-    s[PARAM_QKVW] = L * QKV * C;
-    s[PARAM_QKVB] = bias * L * QKV;
-    s[PARAM_ATTPROJW] = L * C * C;
-    s[PARAM_ATTPROJB] = bias * L * C;
     s[PARAM_LN2W] = L * C;
     s[PARAM_LN2B] = bias * L * C;
-    s[PARAM_FCW] = L * 4 * C * C;
-    s[PARAM_FCB] = bias * L * 4 * C;
-    s[PARAM_FCPROJW] = L * C * 4 * C;
-    s[PARAM_FCPROJB] = bias * L * C;
     s[PARAM_LNFW] = C;
     s[PARAM_LNFB] = bias * C;
+    // the Linear layers: weights (L, out, in), biases (L, out)
+    GPTLinear lin[GPT_NUM_LINEAR];
+    gpt_linear_layers(c, lin);
+    for (int i = 0; i < GPT_NUM_LINEAR; i++) {
+        s[lin[i].weight] = L * (size_t)lin[i].out * (size_t)lin[i].in;
+        s[lin[i].bias] = bias * L * (size_t)lin[i].out;
+    }
 }
 
 int gpt_param_decays(int i) {
@@ -111,6 +120,14 @@ size_t gpt_num_parameters(const GPTConfig *c) {
     gpt_param_sizes(c, s);
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) n += s[i];
     return n;
+}
+
+size_t gpt_decode_params_read(const GPTConfig *c) {
+    const size_t n = gpt_num_parameters(c);
+    if (n == 0) return 0;
+    size_t s[GPT_NUM_PARAM_TENSORS];
+    gpt_param_sizes(c, s);
+    return n - s[PARAM_WPE] + (size_t)c->n_embd;  // of wpe, the one row of the step's position
 }
 
 void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]) {

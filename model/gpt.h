@@ -151,6 +151,25 @@ int gpt_param_decays(int tensor_index);
 // Point a ParameterTensors at an arena laid out as gpt_param_sizes.
 void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]);
 
+// The Linear layers of every block, in forward order: qkv (C -> QKV), attproj
+// (C -> C), fc (C -> 4C), fcproj (4C -> C). A layer's weight is the tensor
+// PARAM_* `weight`, (L, out, in): block l's (out, in) matrix, out = x @ w^T;
+// its bias is `bias`, (L, out), empty when config.bias = 0. The tied LM head
+// (wte) is not among them.
+#define GPT_NUM_LINEAR 4
+typedef struct {
+    const char *name;  // "qkv", "attproj", "fc", "fcproj"
+    int weight, bias;  // PARAM_* of the weight and of the bias
+    int in, out;       // features
+} GPTLinear;
+void gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
+
+// Parameter floats one decode step reads: every parameter once (the tied
+// wte counted once), but of wpe only the row of the step's position, i.e.
+// gpt_num_parameters - (block_size - 1) * C: the weights' share of a step's
+// memory traffic. 0 if the count overflows size_t, as gpt_num_parameters.
+size_t gpt_decode_params_read(const GPTConfig *c);
+
 // Width of a row of the fused q/k/v projection, QKV = (NH + 2 NKV) HS: the
 // query heads, then the key heads, then the value heads.
 static inline size_t gpt_qkv_width(const GPTConfig *c) {

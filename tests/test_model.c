@@ -759,6 +759,54 @@ START_TEST(test_kv_bytes_and_params) {
 }
 END_TEST
 
+// The Linear layers' table against the arena: shapes, tensor sizes, where
+// each weight lies, and every parameter accounted for; the decode step's
+// parameter reads are all parameters but block_size - 1 rows of wpe.
+static const GPTConfig linear_configs[] = {
+    {.vocab_size = 65, .block_size = 256, .n_layer = 6, .n_head = 6, .n_kv_head = 6, .n_embd = 384, .bias = 0},
+    {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16, .bias = 1},
+    {.vocab_size = 7, .block_size = 9, .n_layer = 3, .n_head = 8, .n_kv_head = 1, .n_embd = 24, .bias = 1},
+};
+
+START_TEST(test_linear_layers_and_decode_params) {
+    const GPTConfig c = linear_configs[_i];
+    const size_t L = c.n_layer, C = c.n_embd, bias = c.bias;
+    GPTLinear lin[GPT_NUM_LINEAR];
+    gpt_linear_layers(&c, lin);
+    static const char *names[GPT_NUM_LINEAR] = {"qkv", "attproj", "fc", "fcproj"};
+    const int in[GPT_NUM_LINEAR] = {c.n_embd, c.n_embd, c.n_embd, 4 * c.n_embd};
+    const int out[GPT_NUM_LINEAR] = {(int)gpt_qkv_width(&c), c.n_embd, 4 * c.n_embd, c.n_embd};
+    size_t sizes[GPT_NUM_PARAM_TENSORS];
+    gpt_param_sizes(&c, sizes);
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    const float *weights[GPT_NUM_LINEAR] = {m.params.qkvw, m.params.attprojw, m.params.fcw, m.params.fcprojw};
+    size_t total = sizes[PARAM_WTE] + sizes[PARAM_WPE];
+    ck_assert_uint_eq(sizes[PARAM_WPE], (size_t)c.block_size * C);
+    for (int j = 0; j < GPT_NUM_LINEAR; j++) {
+        ck_assert_str_eq(lin[j].name, names[j]);
+        ck_assert_int_eq(lin[j].in, in[j]);
+        ck_assert_int_eq(lin[j].out, out[j]);
+        ck_assert_uint_eq(sizes[lin[j].weight], L * lin[j].out * lin[j].in);
+        ck_assert_uint_eq(sizes[lin[j].bias], bias * L * lin[j].out);
+        ck_assert_int_eq(lin[j].bias, lin[j].weight + 1);
+        ck_assert(gpt_param_decays(lin[j].weight) && !gpt_param_decays(lin[j].bias));
+        size_t off = 0;
+        for (int i = 0; i < lin[j].weight; i++) off += sizes[i];
+        ck_assert_ptr_eq(weights[j], m.params_memory + off);
+        total += L * ((size_t)lin[j].in * lin[j].out + bias * lin[j].out);
+    }
+    total += 2 * L * C * (1 + bias) + C * (1 + bias);  // ln1, ln2 per layer, lnf
+    ck_assert_uint_eq(total, gpt_num_parameters(&c));
+    ck_assert_uint_eq(total, m.num_parameters);
+    ck_assert_uint_eq(gpt_decode_params_read(&c), gpt_num_parameters(&c) - (size_t)c.block_size * C + C);
+    ck_assert_str_eq(gpt_param_names[PARAM_WPE], "wpe");
+    ck_assert_str_eq(gpt_param_names[PARAM_FCPROJW], "fcprojw");
+    ck_assert_str_eq(gpt_param_names[PARAM_LNFB], "lnfb");
+    gpt_free(&m);
+}
+END_TEST
+
 static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("pytorch");
@@ -780,6 +828,7 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_bad_configs);
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);
+    tcase_add_loop_test(tc, test_linear_layers_and_decode_params, 0, sizeof linear_configs / sizeof linear_configs[0]);
     tcase_add_test(tc, test_matmul_paths);
     tcase_add_loop_test(tc, test_matmul_backward_vs_double, 0, 6);
     tcase_add_loop_test(tc, test_gemm_vs_double, 0, sizeof gemm_shapes / sizeof gemm_shapes[0]);
