@@ -30,7 +30,7 @@ DEFS := -DGQA_MPI
 endif
 GQA_BIN ?= gqa
 
-LIB_SRC := util/util.c util/opts.c model/ops.c model/gemm.c model/attention.c model/gpt.c model/checkpoint.c model/kvcache.c model/convert.c \
+LIB_SRC := util/util.c util/opts.c model/ops.c model/gemm.c model/attention.c model/gpt.c model/checkpoint.c model/kvcache.c model/attention_cached.c model/convert.c \
 	data/tokenizer.c data/tokens.c data/prepare.c train/adamw.c train/dist.c train/train.c \
 	infer/infer.c infer/sample.c bench/bench.c bench/mem.c
 TEST_SUITES := test_model test_data test_train test_infer

@@ -1,7 +1,7 @@
 /*
  * infer.c: the cached forward (prefill and decode) and the samplers. The
  * layer kernels are model/ops.h; attention over the cache is
- * model/kvcache.h's grouped kernel. Nothing here allocates per token.
+ * model/attention_cached.h's grouped kernel. Nothing here allocates per token.
  */
 #include "infer.h"
 
@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/attention_cached.h"
 #include "../model/ops.h"
 #include "../util/rng.h"
 #include "../util/util.h"

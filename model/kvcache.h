@@ -1,6 +1,7 @@
 /*
- * kvcache.h: the inference-time KV cache and the grouped attention kernel
- * that reads it.
+ * kvcache.h: the inference-time KV cache: its element types, allocation, and
+ * the layout in which it stores each position's keys and values. The grouped
+ * attention kernel that reads it is attention_cached.h.
  *
  * Cache layout per layer: K and V of (B, NKV, maxT, HS), head-major, so one
  * KV head's numbers for all positions are contiguous. Within a head, V is
@@ -9,15 +10,6 @@
  * instruction without horizontal sums. Its size is exactly
  * 2 * L * B * NKV * maxT * HS * sizeof(elem): it shrinks with n_kv_head,
  * which is the whole point of GQA.
- *
- * The grouped kernel: for each (sequence, KV head) the group = NH / NKV query
- * vectors of its heads (for every new position) form one block of rows,
- * scored against the cached keys in ONE pass and mixed with the cached
- * values in ONE pass, register-blocked (AVX-512; a plain C fallback
- * otherwise). Each KV head is read once per step per group, never once per
- * query head, and never copied. When there are fewer (sequence, KV head)
- * pairs than threads (MQA at batch 1), the key axis is split across threads
- * and the pieces are merged with an online-softmax rescale.
  */
 #ifndef GQA_KVCACHE_H
 #define GQA_KVCACHE_H
@@ -65,6 +57,15 @@ static inline void *kvcache_v(const KVCache *kv, int l, int b, int g) {
     return (char *)kv->v + ((((size_t)l * kv->batch + b) * kv->n_kv_head + g) * kv->max_T) * kv->head_size * kv->elem;
 }
 
+// Element offset of key (position t, dim d) in one head's K region (of
+// kvcache_k). Tile i holds positions [i*KV_TILE, i*KV_TILE + w) as HS rows of
+// w numbers, w = KV_TILE except for a last partial tile, so the region is
+// exactly maxT * HS numbers.
+static inline size_t kvcache_k_offset(int max_T, int HS, int t, int d) {
+    const int tile = t / KV_TILE, w = max_T - tile * KV_TILE < KV_TILE ? max_T - tile * KV_TILE : KV_TILE;
+    return (size_t)tile * KV_TILE * HS + (size_t)d * w + t % KV_TILE;
+}
+
 // Copy the K and V parts of qkv (B, Tn, QKV) for positions pos0..pos0+Tn-1
 // into layer l of the cache.
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH);
@@ -76,15 +77,5 @@ void kvcache_read(const KVCache *kv, int l, int b, int g, int t, float *k, float
 // Copy positions [0, T) of sequence 0 to every other sequence, all layers
 // and heads (a prompt prefilled once for a whole batch).
 void kvcache_broadcast(KVCache *kv, int T);
-
-// Floats of scratch attention_cached needs for up to Tn new tokens at a
-// context of up to ctx positions, with `threads` threads.
-size_t attention_cached_scratch_floats(const KVCache *kv, int NH, int Tn, int ctx, int threads);
-
-// out (B, Tn, NH*HS): new token t of sequence b (position pos0 + t) attends
-// causally to cache positions [0, pos0 + t] of layer l; q is read from qkv
-// (B, Tn, QKV). The new tokens' K/V must already be stored.
-void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
-                      float *scratch, size_t scratch_floats);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * simd.h: AVX-512 helpers shared by the kernels (ops.c, kvcache.c,
+ * simd.h: AVX-512 helpers shared by the kernels (ops.c, attention_cached.c,
  * attention.c): a vector e^x and tanh accurate to a few float ulps, for the
  * softmaxes and GELU whose libm calls (expf, tanhf) otherwise dominate the
  * elementwise work. Only with AVX-512F; callers keep a plain C path.

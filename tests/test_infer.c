@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../infer/infer.h"
+#include "../model/attention_cached.h"
 #include "../model/gpt.h"
 #include "../model/kvcache.h"
 #include "../util/util.h"
