@@ -30,9 +30,10 @@ DEFS := -DGQA_MPI
 endif
 GQA_BIN ?= gqa
 
-LIB_SRC := util/util.c util/opts.c model/ops.c model/gemm.c model/attention.c model/gpt.c model/checkpoint.c model/kvcache.c model/attention_cached.c model/convert.c \
-	data/tokenizer.c data/tokens.c data/prepare.c train/adamw.c train/dist.c train/train.c \
-	infer/infer.c infer/sample.c bench/bench.c bench/mem.c
+LIB_SRC := util/util.c model/ops.c model/gemm.c model/attention.c model/gpt.c model/checkpoint.c model/kvcache.c \
+	model/attention_cached.c model/convert.c data/tokenizer.c data/tokens.c train/adamw.c train/dist.c \
+	train/train.c infer/infer.c bench/workers.c bench/roofline.c bench/run.c bench/report.c \
+	cli/opts.c cli/cli.c cli/info.c cli/prepare.c cli/train.c cli/sample.c cli/convert.c cli/bench.c cli/mem.c
 TEST_SUITES := test_model test_data test_train test_infer
 TESTS_SH := tests/test_cli.sh tests/test_train.sh
 
@@ -103,7 +104,7 @@ demo: deps have-libs
 BENCH_OUT ?= docs/bench
 bench: gqa
 	@mkdir -p $(BENCH_OUT)
-	./gqa bench --n_kv_head=8,4,2,1 --ctx=512,2048,4032 --batch=1,8 --kv_dtype=f32,bf16 --rounds=3 --repeats=2 \
+	./gqa bench --n_kv_head=8,4,2,1 --ctx=512,2048,4032 --batch_size=1,8 --kv_dtype=f32,bf16 --rounds=3 --repeats=2 \
 	    --csv=$(BENCH_OUT)/cfg-d.csv | tee $(BENCH_OUT)/cfg-d.md
 	sh scripts/plot_bench.sh $(BENCH_OUT)/cfg-d.csv $(BENCH_OUT)/cfg-d
 	sh scripts/plot_mem.sh $(BENCH_OUT)/kv-cache-70b.png

@@ -1,6 +1,6 @@
 /*
- * infer.h: the face of infer/: prefill and decode over a KV cache, the
- * samplers, and the `gqa sample` subcommand.
+ * infer.h: the face of infer/: prefill and decode over a KV cache
+ * and the samplers. The `gqa sample` subcommand is cli/sample.c.
  *
  * One function does both phases: infer_forward runs Tn new tokens per
  * sequence at positions pos0..pos0+Tn-1, appends their K/V to the cache and
@@ -71,6 +71,5 @@ int sampler_candidates(Sampler *s, const float *logits, int *ids, float *probs);
 // Sample one token id from logits (V).
 int sampler_sample(Sampler *s, const float *logits);
 
-int cmd_sample(int argc, char **argv);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * convert.c: change a model's number of KV heads (GQA paper, Ainslie et al.
- * 2023, section 2.1) and `gqa convert`.
+ * 2023, section 2.1). The `gqa convert` subcommand is cli/convert.c.
  *
  * Reducing NKV_src -> G (G divides NKV_src): target KV head j stands for the
  * r = NKV_src / G source heads j*r .. j*r + r - 1, which are exactly the
@@ -17,20 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../util/opts.h"
 #include "../util/rng.h"
 #include "../util/util.h"
 #include "checkpoint.h"
 
-int convert_method_parse(const char *name, ConvertMethod *out) {
-    static const char *names[] = {"mean", "first", "random", "repeat"};
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(name, names[i])) {
-            *out = (ConvertMethod)i;
-            return 0;
-        }
-    return -1;
-}
+const char *const convert_method_names[] = {"mean", "first", "random", "repeat", NULL};
 
 int gpt_convert_kv_heads(const GPT *src, GPT *dst, int G, ConvertMethod method, uint64_t seed, char *err,
                          size_t errlen) {
@@ -102,50 +93,5 @@ int gpt_convert_kv_heads(const GPT *src, GPT *dst, int G, ConvertMethod method, 
             }
         }
     }
-    return 0;
-}
-
-// ----------------------------------------------------------------------------
-// gqa convert
-
-int cmd_convert(int argc, char **argv) {
-    char in[OPT_STR_MAX] = "", out[OPT_STR_MAX] = "", method_name[OPT_STR_MAX] = "mean";
-    int G = 0, seed = 1337;
-    const Opt opts[] = {
-        {"ckpt", OPT_STRING, in, 0, 0, "source checkpoint (ckpt.bin or best.bin)"},
-        {"n_kv_head", OPT_INT, &G, 1, 1 << 24, "KV heads of the result (required)"},
-        {"out", OPT_STRING, out, 0, 0, "where to write the converted checkpoint (required)"},
-        {"method", OPT_STRING, method_name, 0, 0, "mean | first | random (reduce), repeat (expand)"},
-        {"seed", OPT_INT, &seed, 0, 2147483647, "seed for --method random"},
-    };
-    const int nopts = sizeof opts / sizeof opts[0];
-    static const char usage[] =
-        "usage: gqa convert --ckpt IN --n_kv_head G --out OUT [--method mean|first|random|repeat]\n"
-        "\n"
-        "Change the number of KV heads of a checkpoint (MHA -> GQA/MQA by mean-pooling, as Ainslie et\n"
-        "al. 2023). The result has no optimizer state: continue with `gqa train --init_from=OUT`.\n"
-        "\n";
-    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
-    if (rc != 0) return rc < 0;  // --help: 0, an error: 1
-    char err[1024];
-    if (!in[0] || !out[0] || G == 0) die("--ckpt, --n_kv_head and --out are required (see --help)");
-    ConvertMethod method;
-    if (convert_method_parse(method_name, &method) != 0)
-        die("option 'method': '%s' is not mean, first, random or repeat", method_name);
-    GPT src, dst;
-    uint8_t *vocab;
-    size_t vocab_len;
-    if (checkpoint_load(in, &src, &vocab, &vocab_len, NULL, NULL, err, sizeof err) != 0) die("%s", err);
-    if (gpt_convert_kv_heads(&src, &dst, G, method, (uint64_t)seed, err, sizeof err) != 0) die("%s: %s", in, err);
-    if (checkpoint_save(out, &dst, vocab, vocab_len, NULL, err, sizeof err) != 0) die("%s", err);
-    char b1[32], b2[32];
-    printf("converted %s (n_kv_head %d) -> %s (n_kv_head %d, %s): parameters %zu -> %zu, "
-           "KV cache per token %s -> %s\n",
-           in, src.config.n_kv_head, out, G, method_name, src.num_parameters, dst.num_parameters,
-           format_bytes((double)gpt_kv_bytes_per_token(&src.config, 4), b1, sizeof b1),
-           format_bytes((double)gpt_kv_bytes_per_token(&dst.config, 4), b2, sizeof b2));
-    free(vocab);
-    gpt_free(&src);
-    gpt_free(&dst);
     return 0;
 }

@@ -1,7 +1,7 @@
 /*
  * convert.h: change the number of KV heads of a model (MHA -> GQA/MQA by
- * mean-pooling, as Ainslie et al. 2023, or back by repeating) and the
- * `gqa convert` subcommand. See convert.c for the head mapping.
+ * mean-pooling, as Ainslie et al. 2023, or back by repeating). See
+ * convert.c for the head mapping.
  */
 #ifndef GQA_CONVERT_H
 #define GQA_CONVERT_H
@@ -13,15 +13,13 @@
 
 typedef enum { CONVERT_MEAN = 0, CONVERT_FIRST = 1, CONVERT_RANDOM = 2, CONVERT_REPEAT = 3 } ConvertMethod;
 
-// "mean" | "first" | "random" | "repeat"; 0, or -1 if unknown.
-int convert_method_parse(const char *name, ConvertMethod *out);
+// The methods' names in ConvertMethod order, NULL-terminated.
+extern const char *const convert_method_names[];
 
 // dst = src with G KV heads (dst is initialised here). Reduction methods
 // need G to divide src's n_kv_head; repeat needs a multiple of it; G must
 // divide n_head. Returns 0, or -1 with err naming the values.
 int gpt_convert_kv_heads(const GPT *src, GPT *dst, int G, ConvertMethod method, uint64_t seed, char *err,
                          size_t errlen);
-
-int cmd_convert(int argc, char **argv);
 
 #endif

@@ -111,10 +111,10 @@ rounds() {
 ours() {
     shape="--vocab_size $3 --n_layer $4 --n_head $5 --n_embd $6 --block_size $7 --n_kv_head $9 --bias 1"
     if [ "$2" = train ]; then
-        run="--measure=train,gemm --batch_size $8 --train_block_size $7 --train_steps ${11}"
+        run="--measure=train,gemm --train_batch_size $8 --train_block_size $7 --train_steps ${11}"
         col=5,14,20  # train_tok_s, train_mfu, gemm_tok_s_median
     else
-        run="--measure=infer --batch $8 --ctx ${10} --decode_tokens ${11} --kv_dtype f32"
+        run="--measure=infer --batch_size $8 --ctx ${10} --decode_tokens ${11} --kv_dtype f32"
         col=8,16  # decode_tok_s, decode_bw_frac
     fi
     roof=true
@@ -149,7 +149,7 @@ roofline_now() {
         echo "roofline: not measured (QUICK=1)"
         return
     fi
-    "$GQA" bench --vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 16 --batch_size 1 \
+    "$GQA" bench --vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 16 --train_batch_size 1 \
         --train_block_size 16 --train_steps 1 --repeats 1 --n_kv_head 4 --measure=train < /dev/null 2>/dev/null |
         grep '^roofline:' || echo "roofline: measurement failed"
 }

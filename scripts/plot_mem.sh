@@ -13,7 +13,7 @@ out=$1; shift
 GQA=${GQA:-$(dirname "$0")/../gqa}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-[ $# -gt 0 ] || set -- --n_layer 80 --n_head 64 --n_embd 8192 --block_size 32768 --dtype f16 --n_kv_head_list 64,16,8,1
+[ $# -gt 0 ] || set -- --n_layer 80 --n_head 64 --n_embd 8192 --ctx 32768 --kv_dtype f16 --n_kv_head 64,16,8,1
 "$GQA" mem "$@" --csv "$tmp/mem.csv" > "$tmp/table.md"
 shape=$(head -1 "$tmp/table.md")
 plot="" i=0

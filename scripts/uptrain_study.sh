@@ -58,7 +58,7 @@ run_jobs "$out/jobs2.txt"
 
 # decode speed of each n_kv_head at this shape (one process at a time)
 "$GQA" bench --vocab_size 65 --n_layer 4 --n_head 6 --n_embd 192 --block_size 64 --bias 1 --n_kv_head 6,3,2,1 \
-    --ctx 48 --batch 1 --decode_tokens 16 --repeats 5 --train_steps 1 --train_block_size 64 --threads 1 \
+    --ctx 48 --batch_size 1 --decode_tokens 16 --repeats 5 --train_steps 1 --train_block_size 64 --threads 1 \
     --csv "$out/speed.csv" > /dev/null
 
 # ---- collect: val loss at a step from a run's log

@@ -32,62 +32,92 @@ expect 1 "unknown option 'n_kv_heads'" -- "$GQA" info --n_kv_heads 2
 expect 1 "option '--n_embd' needs a value" -- "$GQA" info --n_embd
 
 # gqa mem reproduces the published figures
-expect 0 "| 64 | MHA | 2.62 MB" -- "$GQA" mem --n_layer 80 --n_head 64 --n_kv_head 8 --n_embd 8192 --dtype f16
-expect 0 "| 8 | GQA | 0.33 MB" -- "$GQA" mem --n_layer 80 --n_head 64 --n_kv_head 8 --n_embd 8192 --dtype f16
-expect 0 "17.18 GB (16.00 GiB)" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --block_size 32768 --batch_size 1 --dtype bf16 --n_kv_head 8
-expect 0 "| 8 | GQA | 0.13 MB (131072 B) | 4.29 GB (4.00 GiB) | 4.00x" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --block_size 32768 --batch_size 1 --dtype bf16 --n_kv_head 8
-expect 1 "option 'dtype': 'fp8' is not f32, bf16 or f16" -- "$GQA" mem --dtype fp8
-expect 1 "n_head 32 is not divisible by n_kv_head 5" -- "$GQA" mem --n_kv_head_list 8,5
+expect 0 "| 64 | MHA | 2.62 MB" -- "$GQA" mem --n_layer 80 --n_head 64 --n_kv_head 8 --n_embd 8192 --kv_dtype f16
+expect 0 "| 8 | GQA | 0.33 MB" -- "$GQA" mem --n_layer 80 --n_head 64 --n_kv_head 8 --n_embd 8192 --kv_dtype f16
+expect 0 "17.18 GB (16.00 GiB)" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --ctx 32768 --batch_size 1 --kv_dtype bf16 --n_kv_head 8
+expect 0 "| 8 | GQA | 0.13 MB (131072 B) | 4.29 GB (4.00 GiB) | 4.00x" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --ctx 32768 --batch_size 1 --kv_dtype bf16 --n_kv_head 8
+expect 1 "option 'kv_dtype': 'fp8' is not one of f32, bf16, f16" -- "$GQA" mem --kv_dtype fp8
+expect 1 "n_head 32 is not divisible by n_kv_head 5" -- "$GQA" mem --n_kv_head 8,5
+
+# csv_has FILE CONDITION: some data row of FILE meets CONDITION, an awk expression over the columns by
+# their header names: v("name") is a field, num("name") says it is a number, empty("name") that it is empty.
+csv_has() {
+    awk -F, "function v(k) { if (!(k in col)) { print \"no column \" k > \"/dev/stderr\"; exit 2 } return \$(col[k]) }
+        function num(k) { return v(k) ~ /^-?[0-9]+(\\.[0-9]+)?$/ }
+        function empty(k) { return v(k) == \"\" }
+        NR == 1 { for (i = 1; i <= NF; i++) col[\$i] = i; next }
+        ($2) { found = 1 } END { exit !found }" "$1"
+}
+# csv_all FILE CONDITION: every data row meets it (and there is at least one)
+csv_all() { csv_has "$1" "$2" && ! csv_has "$1" "!($2)"; }
+rows() { echo $(($(wc -l < "$1") - 1)); }
 
 # gqa bench on a tiny shape: one row per setting, CSV columns, exact KV bytes
 # (the roofline, ~1 s, only where it is the subject)
 tmpd=$(mktemp -d /tmp/gqa_cli_XXXXXX)
-tiny="--vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 32 --batch_size 2 --train_block_size 8
+tiny="--vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 32 --train_batch_size 2 --train_block_size 8
     --decode_tokens 4 --train_steps 1 --threads 1"
 header="n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,decode_speedup,gemm_tok_s_median,train_gemm_frac"
 # shellcheck disable=SC2086
-expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch 1,2 --kv_dtype f32,bf16 \
+expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch_size 1,2 --kv_dtype f32,bf16 \
     --repeats 2 --roofline=false --csv "$tmpd/b.csv"
-if [ "$(head -1 "$tmpd/b.csv")" = "$header" ] &&
-    [ "$(wc -l < "$tmpd/b.csv")" -eq 17 ]; then ok; else bad "bench CSV header or row count: $(cat "$tmpd/b.csv")"; fi
+if [ "$(head -1 "$tmpd/b.csv")" = "$header" ] && [ "$(rows "$tmpd/b.csv")" -eq 16 ]; then ok
+else bad "bench CSV header or row count: $(cat "$tmpd/b.csv")"; fi
 # n_kv_head 2, batch 2, ctx 16, bf16: 2 * 1 layer * 2 heads * 4 dims * 16 positions * 2 sequences * 2 bytes = 1024;
-# the roofline's fractions (the second field of each pair) are empty without it; the speed-up of the list's
-# first n_kv_head (4) is 1
-grep -q '^2,2,16,bf16,.*,1024,[0-9]*,3728,[0-9.]*,,[0-9.]*,,[0-9.]*,[0-9.]*,[0-9.]*,,$' "$tmpd/b.csv" && ok ||
-    bad "bench CSV lacks the exact KV bytes row"
-grep -q '^4,2,16,f32,.*,4096,[0-9]*,4000,[0-9.]*,,[0-9.]*,,[0-9.]*,[0-9.]*,1\.0000,,$' "$tmpd/b.csv" && ok ||
-    bad "bench CSV lacks the f32 MHA row"
+# the roofline's fractions are empty without it; the speed-up of the list's first n_kv_head (4) is 1
+csv_has "$tmpd/b.csv" 'v("n_kv_head") == 2 && v("batch") == 2 && v("ctx") == 16 && v("kv_dtype") == "bf16" &&
+    v("kv_cache_bytes") == 1024 && v("params") == 3728 && num("train_tok_s") && num("decode_tok_s") &&
+    num("peak_rss_bytes") && num("train_gflops") && empty("train_mfu") && num("decode_gbs") &&
+    empty("decode_bw_frac") && num("decode_speedup") && empty("gemm_tok_s_median") && empty("train_gemm_frac")' &&
+    ok || bad "bench CSV lacks the exact KV bytes row: $(cat "$tmpd/b.csv")"
+csv_has "$tmpd/b.csv" 'v("n_kv_head") == 4 && v("batch") == 2 && v("ctx") == 16 && v("kv_dtype") == "f32" &&
+    v("kv_cache_bytes") == 4096 && v("params") == 4000 && v("decode_speedup") == "1.0000" &&
+    empty("train_mfu") && empty("decode_bw_frac")' && ok || bad "bench CSV lacks the f32 MHA row"
 # --measure: training alone is one row per n_kv_head (no decode shape, so a ctx beyond block_size is no error) ...
 # shellcheck disable=SC2086
 expect 0 "| 4 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 4,1 --ctx 40 --measure=train --roofline=false --csv "$tmpd/t.csv"
-if [ "$(head -1 "$tmpd/t.csv")" = "$header" ] && [ "$(wc -l < "$tmpd/t.csv")" -eq 3 ] &&
-    grep -q '^4,,,,[0-9.]*,[0-9.]*,,,,,,4000,[0-9.]*,,,,[0-9.]*,,,,$' "$tmpd/t.csv" &&
-    grep -q '^1,,,,[0-9.]*,[0-9.]*,,,,,,3592,[0-9.]*,,,,[0-9.]*,,,,$' "$tmpd/t.csv"; then ok; else bad "bench --measure=train CSV: $(cat "$tmpd/t.csv")"; fi
+if [ "$(head -1 "$tmpd/t.csv")" = "$header" ] && [ "$(rows "$tmpd/t.csv")" -eq 2 ] &&
+    csv_all "$tmpd/t.csv" 'empty("batch") && empty("ctx") && empty("kv_dtype") && num("train_tok_s") &&
+        num("train_tok_s_sd") && empty("prefill_tok_s") && empty("decode_tok_s") && empty("kv_cache_bytes") &&
+        empty("peak_rss_bytes") && num("train_gflops") && empty("train_mfu") && num("train_tok_s_median") &&
+        empty("decode_speedup") && empty("gemm_tok_s_median")' &&
+    csv_has "$tmpd/t.csv" 'v("n_kv_head") == 4 && v("params") == 4000' &&
+    csv_has "$tmpd/t.csv" 'v("n_kv_head") == 1 && v("params") == 3592'; then ok; else bad "bench --measure=train CSV: $(cat "$tmpd/t.csv")"; fi
 # ... and decode alone leaves the training columns empty
 # shellcheck disable=SC2086
-expect 0 "| 2 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch 1 --measure=infer --roofline=false --csv "$tmpd/i.csv"
-grep -q '^2,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,,,[0-9.]*,,,[0-9.]*,1\.0000,,$' "$tmpd/i.csv" && ok || bad "bench --measure=infer CSV: $(cat "$tmpd/i.csv")"
+expect 0 "| 2 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --measure=infer --roofline=false --csv "$tmpd/i.csv"
+[ "$(rows "$tmpd/i.csv")" -eq 1 ] &&
+    csv_all "$tmpd/i.csv" 'v("n_kv_head") == 2 && v("batch") == 1 && v("ctx") == 8 && v("kv_dtype") == "f32" &&
+        empty("train_tok_s") && empty("train_tok_s_sd") && num("prefill_tok_s") && num("decode_tok_s") &&
+        num("decode_tok_s_sd") && v("kv_cache_bytes") == 512 && num("peak_rss_bytes") && v("params") == 3728 &&
+        empty("train_gflops") && empty("train_mfu") && num("decode_gbs") && empty("decode_bw_frac") &&
+        empty("train_tok_s_median") && num("decode_tok_s_median") && v("decode_speedup") == "1.0000" &&
+        empty("gemm_tok_s_median") && empty("train_gemm_frac")' && ok || bad "bench --measure=infer CSV: $(cat "$tmpd/i.csv")"
 # the roofline (fixed sizes, ~1 s): its line, then MFU and the fraction of bandwidth in both table and CSV,
 # and a second reading at the end of the run
 # shellcheck disable=SC2086
-expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch 1 --repeats 1 --csv "$tmpd/r.csv"
+expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --repeats 1 --csv "$tmpd/r.csv"
 case "$out" in *"roofline at the end (the percentages above are of the first): sgemm peak "*) ok ;;
     *) bad "bench prints no roofline at the end: $out" ;; esac
 # the peak is the faster of the two sgemm backends it names
 echo "$out" | sed -n 's/^roofline: sgemm peak \([0-9.]*\) GFLOP\/s (gqa.c gemm \([0-9.]*\), OpenBLAS \([0-9.]*\)).*/\1 \2 \3/p' |
     awk 'NF == 3 && $1 > 0 && $1 == ($2 > $3 ? $2 : $3) { found = 1 } END { exit !found }' &&
     ok || bad "the roofline's sgemm peak is not the faster of gqa.c's gemm and OpenBLAS: $out"
-grep -q '^2,1,8,f32,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,[0-9.]*,512,[0-9]*,3728,[0-9.]*,0\.[0-9]*,[0-9.]*,0\.[0-9]*,[0-9.]*,[0-9.]*,1\.0000,,$' "$tmpd/r.csv" &&
+csv_all "$tmpd/r.csv" 'v("n_kv_head") == 2 && v("batch") == 1 && v("ctx") == 8 && v("kv_dtype") == "f32" &&
+    num("train_tok_s") && num("decode_tok_s") && v("kv_cache_bytes") == 512 && v("params") == 3728 &&
+    num("train_gflops") && v("train_mfu") ~ /^0\.[0-9]+$/ && num("decode_gbs") && v("decode_bw_frac") ~ /^0\.[0-9]+$/ &&
+    v("decode_speedup") == "1.0000" && empty("gemm_tok_s_median")' &&
     ok || bad "bench CSV with the roofline lacks train_mfu or decode_bw_frac: $(cat "$tmpd/r.csv")"
 # --rounds: every setting in R processes, round-robin (every setting's round 1 before any round 2), and
 # decode_speedup is the ratio of the pooled medians to those of the list's first n_kv_head
 # shellcheck disable=SC2086
-"$GQA" bench $tiny --n_kv_head 4,1 --ctx 8 --batch 1,2 --rounds 2 --repeats 3 --roofline=false --csv "$tmpd/rr.csv" \
+"$GQA" bench $tiny --n_kv_head 4,1 --ctx 8 --batch_size 1,2 --rounds 2 --repeats 3 --roofline=false --csv "$tmpd/rr.csv" \
     > "$tmpd/rr.out" 2> "$tmpd/rr.err" && ok || bad "bench --rounds 2 failed: $(cat "$tmpd/rr.err")"
 if [ "$(grep -c 'round 1/2' "$tmpd/rr.err")" -eq 6 ] && [ "$(grep -c 'round 2/2' "$tmpd/rr.err")" -eq 6 ] &&
     [ "$(grep -n 'round 1/2' "$tmpd/rr.err" | tail -1 | cut -d: -f1)" -lt \
       "$(grep -n 'round 2/2' "$tmpd/rr.err" | head -1 | cut -d: -f1)" ]; then ok; else bad "bench --rounds order: $(cat "$tmpd/rr.err")"; fi
-awk -F, 'NR > 1 { med[$1 "," $2] = $18; x[$1 "," $2] = $19; n++ }
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    { k = $(col["n_kv_head"]) "," $(col["batch"]); med[k] = $(col["decode_tok_s_median"]); x[k] = $(col["decode_speedup"]); n++ }
     END { bad = n != 4
           for (k in med) { split(k, a, ","); want = med[k] / med["4," a[2]]
                            if (x[k] < want - 1e-3 * want || x[k] > want + 1e-3 * want) bad = 1 }
@@ -97,35 +127,45 @@ awk -F, 'NR > 1 { med[$1 "," $2] = $18; x[$1 "," $2] = $19; n++ }
 # shellcheck disable=SC2086
 expect 0 "| 2 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 4,2 --measure=train,gemm --repeats 2 --roofline=false \
     --csv "$tmpd/g.csv"
-if [ "$(wc -l < "$tmpd/g.csv")" -eq 3 ] && grep -q '^2,,,,[0-9.]*,[0-9.]*,,,,,,3728,[0-9.]*,,,,[0-9.]*,,,[0-9.]*,[0-9.]*$' "$tmpd/g.csv" &&
-    awk -F, 'NR > 1 && !($20 > 0 && $21 > 0 && ($21 - $17 / $20) ^ 2 < 1e-8) { bad = 1 } END { exit bad }' \
-        "$tmpd/g.csv"; then ok; else bad "bench --measure=train,gemm CSV: $(cat "$tmpd/g.csv")"; fi
+if [ "$(rows "$tmpd/g.csv")" -eq 2 ] &&
+    csv_has "$tmpd/g.csv" 'v("n_kv_head") == 2 && empty("batch") && empty("ctx") && empty("kv_dtype") &&
+        num("train_tok_s") && num("train_tok_s_sd") && empty("prefill_tok_s") && empty("decode_tok_s") &&
+        empty("kv_cache_bytes") && empty("peak_rss_bytes") && v("params") == 3728 && num("train_gflops") &&
+        empty("train_mfu") && empty("decode_gbs") && num("train_tok_s_median") && empty("decode_speedup") &&
+        num("gemm_tok_s_median") && num("train_gemm_frac")' &&
+    csv_all "$tmpd/g.csv" 'v("gemm_tok_s_median") > 0 && v("train_gemm_frac") > 0 &&
+        (v("train_gemm_frac") - v("train_tok_s_median") / v("gemm_tok_s_median")) ^ 2 < 1e-8'
+then ok; else bad "bench --measure=train,gemm CSV: $(cat "$tmpd/g.csv")"; fi
 # ... and beside decode alone there is no training to put over it
 # shellcheck disable=SC2086
-expect 0 "| 1 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 1 --ctx 8 --batch 1 --measure=infer,gemm --roofline=false \
+expect 0 "| 1 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 1 --ctx 8 --batch_size 1 --measure=infer,gemm --roofline=false \
     --csv "$tmpd/gi.csv"
-grep -q '^1,1,8,f32,,,[0-9.]*,[0-9.]*,[0-9.]*,[0-9]*,[0-9]*,[0-9]*,,,[0-9.]*,,,[0-9.]*,1\.0000,[0-9.]*,$' "$tmpd/gi.csv" && ok ||
+csv_all "$tmpd/gi.csv" 'v("n_kv_head") == 1 && v("batch") == 1 && v("ctx") == 8 && v("kv_dtype") == "f32" &&
+    empty("train_tok_s") && num("prefill_tok_s") && num("decode_tok_s") && num("kv_cache_bytes") &&
+    empty("train_gflops") && empty("train_mfu") && num("decode_gbs") && empty("train_tok_s_median") &&
+    num("decode_tok_s_median") && v("decode_speedup") == "1.0000" && num("gemm_tok_s_median") &&
+    empty("train_gemm_frac")' && ok ||
     bad "bench --measure=infer,gemm CSV: $(cat "$tmpd/gi.csv")"
-expect 1 "option 'measure': 'train,decode' is not a list of train, gemm, infer" -- "$GQA" bench --measure train,decode
+expect 1 "option 'measure': 'decode' is not one of train, gemm, infer" -- "$GQA" bench --measure train,decode
 # --gemm: the linear layers' backend; alternate times both, step by step, in one process
 # shellcheck disable=SC2086
 expect 0 "ours/OpenBLAS" -- "$GQA" bench $tiny --n_kv_head 2 --measure=train --train_steps 2 --roofline=false --gemm=alternate
 # shellcheck disable=SC2086
 expect 0 "| 2 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 2 --measure=train --roofline=false --gemm=openblas
-expect 1 "option 'gemm': 'mkl' is not ours, openblas or alternate" -- "$GQA" bench --gemm mkl
+expect 1 "option 'gemm': 'mkl' is not one of ours, openblas, alternate" -- "$GQA" bench --gemm mkl
 if command -v gnuplot >/dev/null; then
     sh "$(dirname "$0")/../scripts/plot_bench.sh" "$tmpd/b.csv" "$tmpd/p" > /dev/null 2>&1 && [ -s "$tmpd/p-decode.png" ] &&
         [ -s "$tmpd/p-memory.png" ] && ok || bad "plot_bench.sh made no PNGs"
 fi
 expect 1 "ctx 40 + decode_tokens 32 exceeds block_size 64" -- "$GQA" bench --block_size 64 --ctx 40
-expect 1 "option 'kv_dtype': 'f32,f8' is not a list" -- "$GQA" bench --kv_dtype f32,f8
+expect 1 "option 'kv_dtype': 'f8' is not one of f32, bf16, f16" -- "$GQA" bench --kv_dtype f32,f8
 
 # gqa convert: the tiny GQA fixture (4 query heads, 2 KV heads)
 fx=$(dirname "$0")/fixtures
 expect 0 "(n_kv_head 2) -> $tmpd/mqa.bin (n_kv_head 1, mean)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 1 --out "$tmpd/mqa.bin"
 expect 1 "n_kv_head 4 is larger than the source's 2 (use --method repeat to expand)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 4 --out "$tmpd/x.bin"
 expect 1 "n_kv_head 3 must divide n_head 4" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 3 --out "$tmpd/x.bin"
-expect 1 "option 'method': 'median' is not mean" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 1 --out "$tmpd/x.bin" --method median
+expect 1 "option 'method': 'median' is not one of mean, first, random, repeat" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 1 --out "$tmpd/x.bin" --method median
 [ ! -e "$tmpd/x.bin" ] && ok || bad "a refused conversion wrote a file"
 # expanding by repeat changes nothing: the greedy sample is the golden one
 expect 0 "(n_kv_head 4, repeat)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n_kv_head 4 --out "$tmpd/mha.bin" --method repeat

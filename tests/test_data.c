@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/prepare.h"
+#include "../cli/cli.h"
 #include "../data/tokenizer.h"
 #include "../data/tokens.h"
 #include "../util/util.h"
@@ -740,8 +740,8 @@ START_TEST(test_prepare_errors) {
         {{"--input", tmp_root, "--out_dir", dir}, ": not a regular file"},
         {{"--input", bad, "--out_dir", dir}, "bad.txt: invalid UTF-8 at byte 3: truncated sequence"},
         {{"--input", empty, "--out_dir", dir}, "empty.txt: file is empty"},
-        {{"--input", input, "--out_dir", dir, "--val_fraction", "0"}, "error: val_fraction must be in (0, 1), got 0\n"},
-        {{"--input", input, "--out_dir", dir, "--val_fraction", "1"}, "error: val_fraction must be in (0, 1), got 1\n"},
+        {{"--input", input, "--out_dir", dir, "--val_fraction", "0"}, "error: option 'val_fraction': 0 is out of range (0, 1)\n"},
+        {{"--input", input, "--out_dir", dir, "--val_fraction", "1"}, "error: option 'val_fraction': 1 is out of range (0, 1)\n"},
         {{"--input", input, "--out_dir", dir, "--val_fraction", "1.5"}, "option 'val_fraction': 1.5 is out of range"},
         {{"--input", input, "--out_dir", dir, "--val_fraction", "x"}, "option 'val_fraction': 'x' is not a number"},
         {{"--input", tiny, "--out_dir", dir}, "15 characters at val_fraction 0.1 split into train 13 and val 2"},

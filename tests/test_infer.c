@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../cli/cli.h"
 #include "../infer/infer.h"
 #include "../model/attention_cached.h"
 #include "../model/gpt.h"

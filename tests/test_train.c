@@ -17,6 +17,7 @@
 #include "../model/checkpoint.h"
 #include "../model/gpt.h"
 #include "../train/adamw.h"
+#include "../cli/cli.h"
 #include "../train/train.h"
 #include "../util/util.h"
 #include "testutil.h"
@@ -64,7 +65,7 @@ static void write_text(const char *path, const char *text) {
 
 static int parse(TrainConfig *tc, char **argv, int argc, char *err) {
     train_config_defaults(tc);
-    return train_config_parse(tc, argc, argv, 2, err, 512);
+    return cli_train_parse(tc, argc, argv, err, 512);
 }
 
 START_TEST(test_config_parsing) {
@@ -75,8 +76,8 @@ START_TEST(test_config_parsing) {
     TrainConfig tc;
     char *argv1[] = {"gqa", "train", conf, "--n_kv_head=3", "--batch_size", "7"};
     ck_assert_int_eq(parse(&tc, argv1, 6, err), 0);
-    ck_assert_int_eq(tc.n_layer, 6);
-    ck_assert_int_eq(tc.n_kv_head, 3);  // the flag overrides the file
+    ck_assert_int_eq(tc.model.n_layer, 6);
+    ck_assert_int_eq(tc.model.n_kv_head, 3);  // the flag overrides the file
     ck_assert_int_eq(tc.batch_size, 7);
     ck_assert_str_eq(tc.out_dir, "out-x");
 
@@ -384,8 +385,8 @@ static int corpus_load(const char *kind, const char *path, char *err, size_t err
     TrainConfig tc;
     train_config_defaults(&tc);
     int n;
-    const Opt *opts = train_config_opts(&tc, &n);
-    if (opts_parse_file(opts, n, path, err, errlen) != 0) return -1;
+    const Opt *opts = cli_train_opts(&tc, &n);
+    if (opts_parse_file(opts, n, path, NULL, err, errlen) != 0) return -1;
     return train_config_validate(&tc, err, errlen);
 }
 

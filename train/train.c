@@ -1,9 +1,10 @@
 /*
- * train.c: `gqa train`, nanoGPT's train.py in C. Random (B, T) windows of
- * the token file, forward/backward, gradient clipping, AdamW with warmup and
- * cosine decay, periodic evaluation on fixed batches, logging, checkpoints
- * (ckpt.bin: full state for an exact resume; best.bin: best model) and a
- * clean stop on SIGINT/SIGTERM.
+ * train.c: the training run behind `gqa train`, nanoGPT's train.py in C.
+ * Random (B, T) windows of the token file, forward/backward, gradient
+ * clipping, AdamW with warmup and cosine decay, periodic evaluation on fixed
+ * batches, logging, checkpoints (ckpt.bin: full state for an exact resume;
+ * best.bin: best model) and a clean stop on SIGINT/SIGTERM. Options and
+ * usage are cli/train.c's.
  */
 #include "train.h"
 
@@ -18,21 +19,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../data/tokenizer.h"
-#include "../data/tokens.h"
 #include "../model/checkpoint.h"
 #include "../model/gemm.h"
-#include "../model/gpt.h"
 #include "../util/rng.h"
 #include "../util/util.h"
-#include "adamw.h"
-#include "dist.h"
 
 // The size of the product that measures the sgemm peak for MFU when
-// --peak_gflops is 0: small enough to take milliseconds (~50 s under
-// valgrind's memcheck); the L2 holds its panels, so it reads above the
-// 2048^3 of `gqa bench`'s roofline and the MFU below.
+// peak_gflops is 0: small enough to take milliseconds; its panels stay in
+// L2, so it reads above the 2048^3 of `gqa bench`'s roofline and the MFU
+// it gives is the lower of the two.
 #define TRAIN_PEAK_N 512
+
+const char *const train_init_keywords[] = {"scratch", "resume", NULL};
 
 // ----------------------------------------------------------------------------
 // configuration
@@ -42,8 +40,8 @@ void train_config_defaults(TrainConfig *tc) {
     strcpy(tc->data_dir, "data/shakespeare_char");
     strcpy(tc->out_dir, "out");
     strcpy(tc->init_from, "scratch");
-    tc->n_layer = 4, tc->n_head = 4, tc->n_kv_head = 4, tc->n_embd = 128, tc->block_size = 64;
-    tc->bias = 1, tc->dropout = 0.0f;
+    tc->model = (GPTConfig){.vocab_size = 0, .block_size = 64, .n_layer = 4, .n_head = 4, .n_kv_head = 4,
+                            .n_embd = 128, .bias = 1, .dropout = 0.0f};
     tc->batch_size = 12, tc->max_iters = 2000, tc->warmup_iters = 100, tc->lr_decay_iters = 2000;
     tc->decay_lr = 1;
     tc->learning_rate = 1e-3f, tc->min_lr = 1e-4f, tc->weight_decay = 0.1f;
@@ -51,62 +49,6 @@ void train_config_defaults(TrainConfig *tc) {
     tc->eval_interval = 250, tc->eval_iters = 200, tc->log_interval = 10;
     tc->peak_gflops = 0.0f;  // measured at the start of the run
     tc->seed = 1337, tc->threads = 0, tc->shards = 0;
-}
-
-const Opt *train_config_opts(TrainConfig *tc, int *n) {
-    static Opt opts[40];
-    const Opt table[] = {
-        {"data_dir", OPT_STRING, tc->data_dir, 0, 0, "directory with train.bin, val.bin, vocab.bin (gqa prepare)"},
-        {"out_dir", OPT_STRING, tc->out_dir, 0, 0, "where ckpt.bin, best.bin and log.txt go"},
-        {"init_from", OPT_STRING, tc->init_from, 0, 0, "scratch | resume (out_dir/ckpt.bin) | PATH of a checkpoint"},
-        {"n_layer", OPT_INT, &tc->n_layer, 1, 1 << 16, "transformer blocks"},
-        {"n_head", OPT_INT, &tc->n_head, 1, 1 << 16, "query heads"},
-        {"n_kv_head", OPT_INT, &tc->n_kv_head, 1, 1 << 16, "key/value heads (n_head % n_kv_head == 0)"},
-        {"n_embd", OPT_INT, &tc->n_embd, 1, 1 << 20, "embedding width (n_embd % n_head == 0)"},
-        {"block_size", OPT_INT, &tc->block_size, 1, 1 << 20, "context length"},
-        {"bias", OPT_BOOL, &tc->bias, 0, 1, "biases in Linear and LayerNorm layers"},
-        {"dropout", OPT_FLOAT, &tc->dropout, 0, 0.99, "dropout probability (training only)"},
-        {"batch_size", OPT_INT, &tc->batch_size, 1, 1 << 20, "sequences per step"},
-        {"max_iters", OPT_INT, &tc->max_iters, 0, 1e9, "optimizer steps in total"},
-        {"learning_rate", OPT_FLOAT, &tc->learning_rate, 0, 10, "peak learning rate"},
-        {"min_lr", OPT_FLOAT, &tc->min_lr, 0, 10, "learning rate at the end of the cosine decay"},
-        {"warmup_iters", OPT_INT, &tc->warmup_iters, 0, 1e9, "linear warmup steps"},
-        {"lr_decay_iters", OPT_INT, &tc->lr_decay_iters, 1, 1e9, "step where the cosine reaches min_lr"},
-        {"decay_lr", OPT_BOOL, &tc->decay_lr, 0, 1, "warmup + cosine decay (else constant learning_rate)"},
-        {"weight_decay", OPT_FLOAT, &tc->weight_decay, 0, 10, "AdamW decoupled weight decay (dim >= 2 tensors)"},
-        {"beta1", OPT_FLOAT, &tc->beta1, 0, 0.999999, "AdamW beta1"},
-        {"beta2", OPT_FLOAT, &tc->beta2, 0, 0.999999, "AdamW beta2"},
-        {"grad_clip", OPT_FLOAT, &tc->grad_clip, 0, 1e9, "clip the global gradient norm to this (0: off)"},
-        {"eval_interval", OPT_INT, &tc->eval_interval, 1, 1e9, "evaluate and checkpoint every N steps"},
-        {"eval_iters", OPT_INT, &tc->eval_iters, 1, 1e9, "batches per split in an evaluation"},
-        {"log_interval", OPT_INT, &tc->log_interval, 1, 1e9, "print a training line every N steps"},
-        {"peak_gflops", OPT_FLOAT, &tc->peak_gflops, 0, 1e9,
-         "sgemm peak of this machine, for MFU (0: measure it at the start and print it)"},
-        {"seed", OPT_INT, &tc->seed, 0, 2147483647, "random seed (weights, batches, dropout)"},
-        {"threads", OPT_INT, &tc->threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)"},
-        {"shards", OPT_INT, &tc->shards, 0, 64,
-         "threads that each train a slice of the batch (0: auto, the threads when the batch splits evenly; "
-         "1: one pass with every kernel threaded)"},
-    };
-    *n = (int)(sizeof table / sizeof table[0]);
-    memcpy(opts, table, sizeof table);
-    return opts;
-}
-
-int train_config_parse(TrainConfig *tc, int argc, char **argv, int start, char *err, size_t errlen) {
-    int n;
-    const Opt *opts = train_config_opts(tc, &n);
-    const char *pos[1];
-    int npos = 0;
-    // flags are parsed twice: first to find a config file and --help, then
-    // again after the file so that flags override it
-    int rc = opts_parse_argv(opts, n, argc, argv, start, pos, &npos, 1, err, errlen);
-    if (rc != 0) return rc;
-    if (npos == 1) {
-        if (opts_parse_file(opts, n, pos[0], err, errlen) != 0) return -1;
-        if (opts_parse_argv(opts, n, argc, argv, start, pos, &npos, 1, err, errlen) != 0) return -1;
-    }
-    return train_config_validate(tc, err, errlen);
 }
 
 int train_config_validate(const TrainConfig *tc, char *err, size_t errlen) {
@@ -129,22 +71,16 @@ int train_config_validate(const TrainConfig *tc, char *err, size_t errlen) {
     return 0;
 }
 
-GPTConfig train_model_config(const TrainConfig *tc, int vocab_size) {
-    return (GPTConfig){.vocab_size = vocab_size, .block_size = tc->block_size, .n_layer = tc->n_layer,
-                       .n_head = tc->n_head, .n_kv_head = tc->n_kv_head, .n_embd = tc->n_embd, .bias = tc->bias,
-                       .dropout = tc->dropout};
-}
-
-int train_shards(const TrainConfig *tc, int B) {
-    const int s = tc->shards > 0 ? tc->shards : gpt_auto_shards(B);
+int train_shards(int shards, int B) {
+    const int s = shards > 0 ? shards : gpt_auto_shards(B);
     return s < B ? s : B;  // as gpt_forward_backward would clamp it
 }
 
 double train_flops_per_token(const GPTConfig *c, int T) {
     size_t sizes[GPT_NUM_PARAM_TENSORS];
     gpt_param_sizes(c, sizes);
-    // sizes[1] is wpe, (maxT, C): a lookup, no matmul; n_embd = NH * HS
-    return 6.0 * (double)(gpt_num_parameters(c) - sizes[1]) + 12.0 * c->n_layer * c->n_embd * (double)T;
+    // wpe, (maxT, C), is a lookup, no matmul; n_embd = NH * HS
+    return 6.0 * (double)(gpt_num_parameters(c) - sizes[PARAM_WPE]) + 12.0 * c->n_layer * c->n_embd * (double)T;
 }
 
 float train_lr(const TrainConfig *tc, int it) {
@@ -179,7 +115,7 @@ static float estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const Tra
     int was_training = m->training;
     m->training = 0;
     uint64_t rng = rng_mix64((uint64_t)tc->seed ^ split_key);
-    const int T = tc->block_size, Bl = tc->batch_size / d->world;
+    const int T = tc->model.block_size, Bl = tc->batch_size / d->world;
     const size_t shard = (size_t)d->rank * Bl * T;
     double sum = 0.0;
     for (int i = 0; i < tc->eval_iters; i++) {
@@ -200,27 +136,11 @@ static void on_signal(int sig) { stop_requested = sig; }
 // ----------------------------------------------------------------------------
 // the run
 
-typedef struct {
-    TrainConfig tc;
-    Dist dist;  // rank 0 alone prints, logs and writes files
-    GPT model;
-    AdamW opt;
-    Tokenizer tok;
-    uint8_t *vocab_blob;  // serialised tokenizer, stored in checkpoints
-    size_t vocab_len;
-    TokenFile train, val;
-    uint64_t data_rng;
-    int step;
-    float best_val_loss;
-    FILE *log;
-    char ckpt_path[OPT_STR_MAX + 16], best_path[OPT_STR_MAX + 16];
-} Run;
-
 static void path_join(char *out, size_t len, const char *dir, const char *name) {
     if ((size_t)snprintf(out, len, "%s/%s", dir, name) >= len) die("path too long: %s/%s", dir, name);
 }
 
-static int save_checkpoint(Run *r, const char *path, int with_state, char *err, size_t errlen) {
+static int save_checkpoint(Trainer *r, const char *path, int with_state, char *err, size_t errlen) {
     if (r->dist.rank != 0) return 0;
     TrainState ts = {.step = r->step, .adam_t = r->opt.t, .best_val_loss = r->best_val_loss,
                      .data_rng = r->data_rng, .model_rng = r->model.rng_state,
@@ -228,8 +148,8 @@ static int save_checkpoint(Run *r, const char *path, int with_state, char *err, 
     return checkpoint_save(path, &r->model, r->vocab_blob, r->vocab_len, with_state ? &ts : NULL, err, errlen);
 }
 
-static void log_line(Run *r, const char *fmt, ...) GQA_PRINTF(2, 3);
-static void log_line(Run *r, const char *fmt, ...) {
+static void log_line(Trainer *r, const char *fmt, ...) GQA_PRINTF(2, 3);
+static void log_line(Trainer *r, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vfprintf(r->log, fmt, ap);
@@ -238,9 +158,12 @@ static void log_line(Run *r, const char *fmt, ...) {
 }
 
 // Load data, vocabulary, model and optimizer according to init_from.
-static void run_setup(Run *r) {
+void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
+    memset(r, 0, sizeof *r);
+    r->tc = *config;
+    r->dist = *dist;
     TrainConfig *tc = &r->tc;
-    char err[1024], path[OPT_STR_MAX + 16];
+    char err[1024], path[TRAIN_PATH_MAX + 16];
     path_join(path, sizeof path, tc->data_dir, "vocab.bin");
     if (tokenizer_load(&r->tok, path, err, sizeof err) != 0) die("%s (run `gqa prepare` first)", err);
     int V = r->tok.vocab_size;
@@ -261,13 +184,22 @@ static void run_setup(Run *r) {
     r->best_val_loss = INFINITY;
     r->data_rng = rng_mix64((uint64_t)tc->seed ^ 0xBA7C4ull);
 
-    int resume = !strcmp(tc->init_from, "resume");
-    if (!strcmp(tc->init_from, "scratch")) {
-        GPTConfig c = train_model_config(tc, V);
+    const int resume = !strcmp(tc->init_from, train_init_keywords[TRAIN_INIT_RESUME]);
+    if (!strcmp(tc->init_from, train_init_keywords[TRAIN_INIT_SCRATCH])) {
+        GPTConfig c = tc->model;
+        c.vocab_size = V;
         if (gpt_init(&r->model, &c, (uint64_t)tc->seed) != 0) die("%s", r->model.error);
         adamw_init(&r->opt, r->model.num_parameters, tc->beta1, tc->beta2, 1e-8f, tc->weight_decay);
     } else {
         const char *src = resume ? r->ckpt_path : tc->init_from;
+        if (access(src, F_OK) != 0) {
+            if (resume)
+                die("--init_from=resume: there is no %s to resume from (train with --init_from=scratch first, or "
+                    "give --out_dir of an earlier run)",
+                    src);
+            die("--init_from=%s: no such checkpoint (give scratch, resume, or the path of a ckpt.bin or best.bin)",
+                src);
+        }
         uint8_t *blob;
         size_t blob_len;
         TrainState ts;
@@ -277,13 +209,14 @@ static void run_setup(Run *r) {
             die("%s: its vocabulary differs from %s/vocab.bin (trained on other data?)", src, tc->data_dir);
         free(blob);
         GPTConfig *c = &r->model.config;
-        if (c->n_layer != tc->n_layer || c->n_head != tc->n_head || c->n_kv_head != tc->n_kv_head ||
-            c->n_embd != tc->n_embd || c->block_size != tc->block_size || c->bias != tc->bias)
-            fprintf(stderr, "note: model shape taken from %s (n_layer=%d n_head=%d n_kv_head=%d n_embd=%d block_size=%d bias=%d)\n",
+        const GPTConfig *want = &tc->model;
+        if (c->n_layer != want->n_layer || c->n_head != want->n_head || c->n_kv_head != want->n_kv_head ||
+            c->n_embd != want->n_embd || c->block_size != want->block_size || c->bias != want->bias)
+            fprintf(stderr, "note: model shape taken from %s (n_layer=%d n_head=%d n_kv_head=%d n_embd=%d "
+                            "block_size=%d bias=%d)\n",
                     src, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->block_size, c->bias);
-        tc->n_layer = c->n_layer, tc->n_head = c->n_head, tc->n_kv_head = c->n_kv_head;
-        tc->n_embd = c->n_embd, tc->block_size = c->block_size, tc->bias = c->bias;
-        c->dropout = tc->dropout;  // dropout is a training choice, not part of the shape
+        c->dropout = tc->model.dropout;  // dropout is a training choice, not part of the shape
+        tc->model = *c;
         adamw_init(&r->opt, r->model.num_parameters, tc->beta1, tc->beta2, 1e-8f, tc->weight_decay);
         if (resume) {
             if (!has_ts) die("%s has no training state to resume (written as a model-only checkpoint)", src);
@@ -299,21 +232,26 @@ static void run_setup(Run *r) {
         }
         if (has_ts) train_state_free(&ts);
     }
-    if ((size_t)tc->block_size + 1 > r->val.count || (size_t)tc->block_size + 1 > r->train.count)
-        die("block_size %d needs at least %d tokens per split; train has %zu, val has %zu", tc->block_size,
-            tc->block_size + 1, r->train.count, r->val.count);
+    tc->model.vocab_size = V;
+    const int T = tc->model.block_size;
+    if ((size_t)T + 1 > r->val.count || (size_t)T + 1 > r->train.count)
+        die("block_size %d needs at least %d tokens per split; train has %zu, val has %zu", T, T + 1,
+            r->train.count, r->val.count);
     r->model.training = 1;
+    if (tc->batch_size % r->dist.world != 0)
+        die("batch_size %d is the global batch and must be divisible by the %d MPI ranks", tc->batch_size,
+            r->dist.world);
 
     path_join(path, sizeof path, tc->out_dir, "log.txt");
     r->log = fopen(r->dist.rank == 0 ? path : "/dev/null", "a");
     if (!r->log) die("cannot open log file '%s': %s", path, strerror(errno));
     log_line(r, "# run time=%ld n_layer=%d n_head=%d n_kv_head=%d n_embd=%d block_size=%d batch_size=%d dropout=%g "
                 "bias=%d init_from=%s start_step=%d\n",
-             (long)time(NULL), tc->n_layer, tc->n_head, tc->n_kv_head, tc->n_embd, tc->block_size, tc->batch_size,
-             (double)tc->dropout, tc->bias, tc->init_from, r->step);
+             (long)time(NULL), tc->model.n_layer, tc->model.n_head, tc->model.n_kv_head, tc->model.n_embd, T,
+             tc->batch_size, (double)tc->model.dropout, tc->model.bias, tc->init_from, r->step);
 }
 
-static void progress(const Run *r, double elapsed, int start) {
+static void progress(const Trainer *r, double elapsed, int start) {
     if (r->dist.rank != 0 || !isatty(STDERR_FILENO)) return;
     const int width = 30, total = r->tc.max_iters;
     int done = r->step, filled = total ? (int)((double)done / total * width) : width;
@@ -328,40 +266,16 @@ static void clear_progress(void) {
     if (isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
 }
 
-int cmd_train(int argc, char **argv) {
-    Run r;
-    memset(&r, 0, sizeof r);
-    dist_init(&r.dist, &argc, &argv);
-    if (r.dist.rank != 0 && !freopen("/dev/null", "w", stdout)) die("cannot silence rank %d", r.dist.rank);
-    TrainConfig *tc = &r.tc;
-    train_config_defaults(tc);
+int trainer_run(Trainer *r) {
+    GPT *m = &r->model;
+    const TrainConfig *tc = &r->tc;
+    const int B = tc->batch_size, T = tc->model.block_size;
     char err[1024];
-    int rc = train_config_parse(tc, argc, argv, 2, err, sizeof err);
-    int nopts;
-    const Opt *opts = train_config_opts(tc, &nopts);
-    if (rc == 1) {
-        printf("usage: gqa train [CONFIG_FILE] [--key=value ...]\n\n"
-               "Train a GPT on token files from `gqa prepare`. CONFIG_FILE has `key = value` lines with the\n"
-               "keys below; flags override it. Defaults are nanoGPT's CPU recipe (cfg-s).\n\n");
-        opts_print_help(opts, nopts, stdout);
-        return 0;
-    }
-    if (rc != 0) die("%s", err);
-    if (tc->threads > 0) omp_set_num_threads(tc->threads);
-    if (tc->batch_size % r.dist.world != 0)
-        die("batch_size %d is the global batch and must be divisible by the %d MPI ranks", tc->batch_size,
-            r.dist.world);
-
-    run_setup(&r);
-    GPT *m = &r.model;
-    const int B = tc->batch_size, T = tc->block_size;
-    printf("training configuration:\n");
-    opts_print_values(opts, nopts, stdout);
-    const int shards = train_shards(tc, B / r.dist.world);
-    m->batch_offset = r.dist.rank * (B / r.dist.world);  // this rank's rows draw the one-process dropout masks
+    const int shards = train_shards(tc->shards, B / r->dist.world);
+    m->batch_offset = r->dist.rank * (B / r->dist.world);  // this rank's rows draw the one-process dropout masks
     printf("vocab_size = %d, parameters = %zu, threads = %d, ranks = %d (%d sequences each), shards = %d\n",
-           m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r.dist.world, B / r.dist.world, shards);
-    if (r.step > 0) printf("resuming from %s at step %d\n", r.ckpt_path, r.step);
+           m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r->dist.world, B / r->dist.world, shards);
+    if (r->step > 0) printf("resuming from %s at step %d\n", r->ckpt_path, r->step);
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
     const double flops_per_token = train_flops_per_token(&m->config, T);
@@ -382,38 +296,38 @@ int cmd_train(int argc, char **argv) {
     // fault injection for tests: poison one weight before this step's forward
     const char *nan_env = getenv("GQA_FAULT_NAN_AT_STEP");
     const int nan_step = nan_env ? atoi(nan_env) : -1;
-    const int start = r.step;
+    const int start = r->step;
     const double t_start = now_seconds();
     int exit_code = 0;
     for (;;) {
         // evaluate (and checkpoint) every eval_interval steps and at the end
-        int at_end = r.step >= tc->max_iters;
-        if ((r.step % tc->eval_interval == 0 && !(r.step == start && start > 0)) || at_end) {
+        int at_end = r->step >= tc->max_iters;
+        if ((r->step % tc->eval_interval == 0 && !(r->step == start && start > 0)) || at_end) {
             clear_progress();
-            float tl = estimate_loss(m, &r.dist, &r.train, tc, 0x7A41ull, shards, x, y);
-            float vl = estimate_loss(m, &r.dist, &r.val, tc, 0x7A42ull, shards, x, y);
-            printf("step %d: train loss %.4f, val loss %.4f\n", r.step, tl, vl);
+            float tl = estimate_loss(m, &r->dist, &r->train, tc, 0x7A41ull, shards, x, y);
+            float vl = estimate_loss(m, &r->dist, &r->val, tc, 0x7A42ull, shards, x, y);
+            printf("step %d: train loss %.4f, val loss %.4f\n", r->step, tl, vl);
             fflush(stdout);
-            log_line(&r, "eval %d train %.6f val %.6f\n", r.step, tl, vl);
-            if (r.step > start || at_end) {
-                if (vl < r.best_val_loss) {
-                    r.best_val_loss = vl;
-                    if (save_checkpoint(&r, r.best_path, 0, err, sizeof err) != 0) die("%s", err);
+            log_line(r, "eval %d train %.6f val %.6f\n", r->step, tl, vl);
+            if (r->step > start || at_end) {
+                if (vl < r->best_val_loss) {
+                    r->best_val_loss = vl;
+                    if (save_checkpoint(r, r->best_path, 0, err, sizeof err) != 0) die("%s", err);
                 }
-                if (save_checkpoint(&r, r.ckpt_path, 1, err, sizeof err) != 0) die("%s", err);
+                if (save_checkpoint(r, r->ckpt_path, 1, err, sizeof err) != 0) die("%s", err);
             }
         }
         if (at_end) break;
 
         double t0 = now_seconds();
-        float lr = train_lr(tc, r.step);
+        float lr = train_lr(tc, r->step);
         // every rank draws the same global batch and runs its own rows
-        get_batch(&r.train, B, T, &r.data_rng, x, y);
-        if (r.step == nan_step) m->params.wte[0] = NAN;
-        const size_t shard = (size_t)r.dist.rank * (B / r.dist.world) * T;
-        if (gpt_forward_backward(m, x + shard, y + shard, B / r.dist.world, T, shards) != 0) die("%s", m->error);
-        dist_mean_floats(&r.dist, m->grads_memory, m->num_parameters);  // the data-parallel step
-        const float loss = (float)(dist_sum(&r.dist, m->mean_loss) / r.dist.world);
+        get_batch(&r->train, B, T, &r->data_rng, x, y);
+        if (r->step == nan_step) m->params.wte[0] = NAN;
+        const size_t shard = (size_t)r->dist.rank * (B / r->dist.world) * T;
+        if (gpt_forward_backward(m, x + shard, y + shard, B / r->dist.world, T, shards) != 0) die("%s", m->error);
+        dist_mean_floats(&r->dist, m->grads_memory, m->num_parameters);  // the data-parallel step
+        const float loss = (float)(dist_sum(&r->dist, m->mean_loss) / r->dist.world);
         float norm = grad_global_norm(m);
         if (!isfinite(loss) || !isfinite(norm)) {
             clear_progress();
@@ -421,50 +335,52 @@ int cmd_train(int argc, char **argv) {
             fprintf(stderr, "error: %s is %s at step %d; stopping without saving. The last good state is %s.\n"
                             "Try a lower learning_rate or a smaller grad_clip.\n",
                     isfinite(loss) ? "the gradient norm" : "the loss",
-                    isnan(bad_value) ? "nan" : bad_value > 0 ? "inf" : "-inf", r.step, r.ckpt_path);
+                    isnan(bad_value) ? "nan" : bad_value > 0 ? "inf" : "-inf", r->step, r->ckpt_path);
             exit_code = 1;
             break;
         }
         if (tc->grad_clip > 0.0f && norm > tc->grad_clip) grads_scale(m, tc->grad_clip / norm);
-        adamw_step(&r.opt, m, lr);
-        r.step++;
+        adamw_step(&r->opt, m, lr);
+        r->step++;
         double dt = now_seconds() - t0;
 
-        if ((r.step - 1) % tc->log_interval == 0) {
+        if ((r->step - 1) % tc->log_interval == 0) {
             clear_progress();
             double tok_s = B * T / dt;
-            printf("iter %d: loss %.4f, lr %.3e, norm %.4f, time %.2f ms, tok/s %.0f, mfu %.2f%%\n", r.step - 1,
+            printf("iter %d: loss %.4f, lr %.3e, norm %.4f, time %.2f ms, tok/s %.0f, mfu %.2f%%\n", r->step - 1,
                    loss, lr, norm, dt * 1e3, tok_s, 100.0 * flops_per_token * tok_s / (peak_gflops * 1e9));
             fflush(stdout);
-            log_line(&r, "iter %d loss %.9g lr %.6e norm %.6f ms %.3f\n", r.step - 1, loss, lr, norm, dt * 1e3);
+            log_line(r, "iter %d loss %.9g lr %.6e norm %.6f ms %.3f\n", r->step - 1, loss, lr, norm, dt * 1e3);
         }
-        progress(&r, now_seconds() - t_start, start);
-        if (dist_max_int(&r.dist, (int)stop_requested)) {  // all ranks stop at the same step
+        progress(r, now_seconds() - t_start, start);
+        if (dist_max_int(&r->dist, (int)stop_requested)) {  // all ranks stop at the same step
             clear_progress();
-            if (save_checkpoint(&r, r.ckpt_path, 1, err, sizeof err) != 0) die("%s", err);
+            if (save_checkpoint(r, r->ckpt_path, 1, err, sizeof err) != 0) die("%s", err);
             printf("stopped by signal %d after step %d; state saved to %s\n"
                    "resume with: gqa train ... --out_dir=%s --init_from=resume\n",
-                   (int)(stop_requested ? stop_requested : SIGTERM), r.step, r.ckpt_path, tc->out_dir);
+                   (int)(stop_requested ? stop_requested : SIGTERM), r->step, r->ckpt_path, tc->out_dir);
             break;
         }
     }
     clear_progress();
     double total = now_seconds() - t_start;
     if (exit_code == 0)
-        printf("done: %d steps in %.1f s (%.0f tok/s), best val loss %.4f, checkpoints in %s\n", r.step - start, total,
-               (double)(r.step - start) * B * T / (total > 0 ? total : 1), r.best_val_loss, tc->out_dir);
+        printf("done: %d steps in %.1f s (%.0f tok/s), best val loss %.4f, checkpoints in %s\n", r->step - start, total,
+               (double)(r->step - start) * B * T / (total > 0 ? total : 1), r->best_val_loss, tc->out_dir);
 
-    if (exit_code == 0 && r.dist.world > 1)
-        printf("allreduce: %.2f s of %.1f s (%.1f%%) on rank 0, %d ranks\n", r.dist.allreduce_seconds, total,
-               100.0 * r.dist.allreduce_seconds / (total > 0 ? total : 1), r.dist.world);
+    if (exit_code == 0 && r->dist.world > 1)
+        printf("allreduce: %.2f s of %.1f s (%.1f%%) on rank 0, %d ranks\n", r->dist.allreduce_seconds, total,
+               100.0 * r->dist.allreduce_seconds / (total > 0 ? total : 1), r->dist.world);
     free(x), free(y);
-    fclose(r.log);
-    free(r.vocab_blob);
-    tokens_free(&r.train);
-    tokens_free(&r.val);
-    tokenizer_free(&r.tok);
-    adamw_free(&r.opt);
-    gpt_free(m);
-    dist_finalize();
     return exit_code;
+}
+
+void trainer_free(Trainer *r) {
+    if (r->log) fclose(r->log);
+    free(r->vocab_blob);
+    tokens_free(&r->train);
+    tokens_free(&r->val);
+    tokenizer_free(&r->tok);
+    adamw_free(&r->opt);
+    gpt_free(&r->model);
 }

@@ -1,23 +1,30 @@
 /*
- * train.h: the face of train/: the training configuration (one struct, one
- * option table for flags and config files), the LR schedule, and the
- * `gqa train` subcommand (data loading, AdamW steps, evaluation, logging,
- * checkpoints and resume).
+ * train.h: the face of train/: the training configuration, the LR
+ * schedule, and the training run (data loading, AdamW steps, evaluation,
+ * logging, checkpoints and resume) that `gqa train` (cli/train.c) drives.
  */
 #ifndef GQA_TRAIN_H
 #define GQA_TRAIN_H
 
-#include "../model/gpt.h"
-#include "../util/opts.h"
+#include <stdint.h>
+#include <stdio.h>
 
-typedef struct {
+#include "../data/tokenizer.h"
+#include "../data/tokens.h"
+#include "../model/gpt.h"
+#include "adamw.h"
+#include "dist.h"
+
+#define TRAIN_PATH_MAX 512  // bytes of a path field, NUL included
+
+typedef struct TrainConfig {
     // I/O
-    char data_dir[OPT_STR_MAX];   // train.bin, val.bin, vocab.bin from `gqa prepare`
-    char out_dir[OPT_STR_MAX];    // ckpt.bin, best.bin, log.txt
-    char init_from[OPT_STR_MAX];  // scratch | resume | path to a checkpoint (weights only)
-    // model
-    int n_layer, n_head, n_kv_head, n_embd, block_size, bias;
-    float dropout;
+    char data_dir[TRAIN_PATH_MAX];   // train.bin, val.bin, vocab.bin from `gqa prepare`
+    char out_dir[TRAIN_PATH_MAX];    // ckpt.bin, best.bin, log.txt
+    char init_from[TRAIN_PATH_MAX];  // scratch | resume | path to a checkpoint (weights only)
+    // the model: its shape and dropout; vocab_size comes from the data
+    // (0 here), and a checkpoint's shape replaces this one on a resume
+    GPTConfig model;
     // optimisation
     int batch_size, max_iters, warmup_iters, lr_decay_iters, decay_lr;
     float learning_rate, min_lr, weight_decay, beta1, beta2, grad_clip;
@@ -29,19 +36,14 @@ typedef struct {
     int shards;  // gpt_forward_backward's thread shards; 0: gpt_auto_shards
 } TrainConfig;
 
+// The keywords of init_from besides a checkpoint's path, and their order.
+enum { TRAIN_INIT_SCRATCH, TRAIN_INIT_RESUME };
+extern const char *const train_init_keywords[];  // "scratch", "resume", NULL
+
 // nanoGPT's CPU recipe on Tiny Shakespeare (cfg-s), GQA off (n_kv_head = n_head).
 void train_config_defaults(TrainConfig *tc);
-// The option table over tc's fields (n entries in *n). Static storage.
-const Opt *train_config_opts(TrainConfig *tc, int *n);
-// Parse [CONFIG_FILE] [--key=value ...]: file first, then flags override.
-// Returns 0, 1 for --help, -1 with err.
-int train_config_parse(TrainConfig *tc, int argc, char **argv, int start, char *err, size_t errlen);
 // Cross-field checks (warmup <= decay, min_lr <= lr, ...). 0 or -1 with err.
 int train_config_validate(const TrainConfig *tc, char *err, size_t errlen);
-
-// The model config a training config describes, for a vocabulary of
-// vocab_size (which comes from the data, not from the training config).
-GPTConfig train_model_config(const TrainConfig *tc, int vocab_size);
 
 // nanoGPT's estimate of training FLOPs per token (forward + backward) at
 // sequence length T: 6 N + 12 L NH HS T, N the parameters without wpe. MFU
@@ -49,13 +51,39 @@ GPTConfig train_model_config(const TrainConfig *tc, int vocab_size);
 double train_flops_per_token(const GPTConfig *c, int T);
 
 // Thread shards of a training pass over B sequences (gpt_forward_backward):
-// tc->shards, or gpt_auto_shards(B) when it is 0; at most B.
-int train_shards(const TrainConfig *tc, int B);
+// `shards`, or gpt_auto_shards(B) when it is 0; at most B.
+int train_shards(int shards, int B);
 
 // Learning rate at step it: linear warmup, cosine decay to min_lr at
 // lr_decay_iters, then min_lr (nanoGPT's get_lr).
 float train_lr(const TrainConfig *tc, int it);
 
-int cmd_train(int argc, char **argv);
+// One training run: set up by trainer_init (data, vocabulary, model and
+// optimizer by init_from; out_dir created), then trainer_run until max_iters
+// or a signal. Rank 0 alone prints, logs and writes files.
+typedef struct {
+    TrainConfig tc;  // a copy; on a resume or init from a checkpoint, its shape
+    Dist dist;
+    GPT model;
+    AdamW opt;
+    Tokenizer tok;
+    uint8_t *vocab_blob;  // serialised tokenizer, stored in checkpoints
+    size_t vocab_len;
+    TokenFile train, val;
+    uint64_t data_rng;
+    int step;
+    float best_val_loss;
+    FILE *log;
+    char ckpt_path[TRAIN_PATH_MAX + 16], best_path[TRAIN_PATH_MAX + 16];
+} Trainer;
+
+// Dies with one line on bad data, a missing checkpoint or a shape mismatch.
+// dist is the already initialised MPI context (dist_init).
+void trainer_init(Trainer *t, const TrainConfig *tc, const Dist *dist);
+// Train to max_iters (evaluating and checkpointing every eval_interval) or
+// until SIGINT/SIGTERM (the state is saved). Returns the exit status: 0, or
+// 1 when the loss or the gradient norm stopped being finite.
+int trainer_run(Trainer *t);
+void trainer_free(Trainer *t);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "../../cli/cli.h"
 #include "../../train/train.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -18,9 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     TrainConfig tc;
     train_config_defaults(&tc);
     int n;
-    const Opt *opts = train_config_opts(&tc, &n);
+    const Opt *opts = cli_train_opts(&tc, &n);
     char err[1024];
-    if (opts_parse_file(opts, n, path, err, sizeof err) == 0) train_config_validate(&tc, err, sizeof err);
+    if (opts_parse_file(opts, n, path, NULL, err, sizeof err) == 0) train_config_validate(&tc, err, sizeof err);
     unlink(path);
     return 0;
 }

@@ -1,10 +1,12 @@
 /*
- * prepare.c: `gqa prepare` (prepare.h). Reads the text, builds the
- * vocabulary, encodes, splits like nanoGPT (train = data[:int(n*0.9)]) and
- * writes train.bin, val.bin and vocab.bin. User errors are one line on
- * stderr and exit status 1; only internal failures die.
+ * prepare.c: `gqa prepare`, text file in, token files out (nanoGPT's
+ * data/shakespeare_char/prepare.py). Reads FILE as UTF-8, builds the
+ * character vocabulary (data/tokenizer.h), encodes the whole text, splits
+ * like nanoGPT (train = data[:int(n * (1 - val_fraction))]) and writes
+ * DIR/train.bin, DIR/val.bin and DIR/vocab.bin, creating DIR if needed.
+ * User errors are one line on stderr and exit status 1; only internal
+ * failures die.
  */
-#include "prepare.h"
 
 #include <errno.h>
 #include <float.h>
@@ -14,10 +16,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../util/opts.h"
+#include "../data/tokenizer.h"
+#include "../data/tokens.h"
 #include "../util/util.h"
-#include "tokenizer.h"
-#include "tokens.h"
+#include "cli.h"
 
 typedef struct {
     char input[OPT_STR_MAX];    // UTF-8 text file
@@ -71,24 +73,23 @@ static void print_vocab(const Tokenizer *t) {
 int cmd_prepare(int argc, char **argv) {
     PrepareConfig cfg = {.input = "", .out_dir = "", .val_fraction = 0.1f};
     const Opt opts[] = {
-        {"input", OPT_STRING, cfg.input, 0, 0, "UTF-8 text file to tokenize (required)"},
-        {"out_dir", OPT_STRING, cfg.out_dir, 0, 0, "directory for train.bin, val.bin, vocab.bin (required; created)"},
-        {"val_fraction", OPT_FLOAT, &cfg.val_fraction, 0, 1, "share of tokens, from the end, for val.bin; in (0, 1)"},
+        {"input", OPT_STRING, cfg.input, 0, 0, "UTF-8 text file to tokenize", NULL, OPT_REQUIRED, NULL, "FILE"},
+        {"out_dir", OPT_STRING, cfg.out_dir, 0, 0, "directory for train.bin, val.bin, vocab.bin (created)", NULL,
+         OPT_REQUIRED, NULL, "DIR"},
+        {"val_fraction", OPT_FLOAT, &cfg.val_fraction, 0, 1, "share of tokens, from the end, for val.bin", NULL,
+         OPT_OPEN, NULL, NULL},
     };
     const int nopts = sizeof opts / sizeof opts[0];
     static const char usage[] =
         "usage: gqa prepare --input FILE --out_dir DIR [--val_fraction 0.1]\n"
         "\n"
         "Build a character vocabulary from FILE and write DIR/train.bin (first tokens),\n"
-        "DIR/val.bin (last val_fraction of tokens) and DIR/vocab.bin.\n"
-        "\n";
-    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
+        "DIR/val.bin (last val_fraction of tokens) and DIR/vocab.bin.\n";
+    const int rc = opts_parse_command(opts, nopts, argc, argv, usage, 0);
     if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     char err[1024];
-    if (cfg.input[0] == '\0') return prepare_fail("missing --input FILE (the UTF-8 text to tokenize; see --help)");
-    if (cfg.out_dir[0] == '\0') return prepare_fail("missing --out_dir DIR (where the token files go; see --help)");
-    if (!(cfg.val_fraction > 0.0f && cfg.val_fraction < 1.0f))
-        return prepare_fail("val_fraction must be in (0, 1), got %g", (double)cfg.val_fraction);
+    if (cfg.input[0] == '\0') return prepare_fail("--input is empty: give the UTF-8 text to tokenize");
+    if (cfg.out_dir[0] == '\0') return prepare_fail("--out_dir is empty: give the directory for the token files");
     // The option arrives as a float (0.1f is 0.100000001). Take back the
     // decimal that was typed (FLT_DIG digits survive a round trip) so the
     // split is nanoGPT's int(n * 0.9) in double: with the float itself, 100

@@ -1,5 +1,5 @@
 /*
- * sample.c: `gqa sample`, nanoGPT's sample.py over a KV cache. Loads a
+ * sample.c: `gqa sample`, nanoGPT's sample.py over a KV cache (infer/). Loads a
  * checkpoint, prefills the prompt once for all num_samples sequences, then
  * decodes token by token, streaming text to stdout and stats to stderr.
  * Past block_size the context is cropped to the last block_size tokens and
@@ -11,14 +11,14 @@
 #include <string.h>
 
 #include "../data/tokenizer.h"
+#include "../infer/infer.h"
 #include "../model/checkpoint.h"
-#include "../util/opts.h"
 #include "../util/util.h"
-#include "infer.h"
+#include "cli.h"
 
 typedef struct {
-    char ckpt[OPT_STR_MAX], prompt[OPT_STR_MAX], prompt_file[OPT_STR_MAX], kv_dtype[OPT_STR_MAX];
-    int max_new_tokens, top_k, seed, num_samples, threads;
+    char ckpt[OPT_STR_MAX], prompt[OPT_STR_MAX], prompt_file[OPT_STR_MAX];
+    int max_new_tokens, top_k, seed, num_samples, threads, kv_dtype;
     float temperature, top_p;
 } SampleConfig;
 
@@ -30,34 +30,36 @@ static void emit(const Tokenizer *tok, int id, FILE *f) {
 
 int cmd_sample(int argc, char **argv) {
     SampleConfig sc = {.max_new_tokens = 500, .top_k = 200, .seed = 1337, .num_samples = 1, .threads = 0,
-                       .temperature = 0.8f, .top_p = 1.0f};
+                       .temperature = 0.8f, .top_p = 1.0f, .kv_dtype = KV_F32};
     strcpy(sc.prompt, "\n");
-    strcpy(sc.kv_dtype, "f32");
     const Opt opts[] = {
-        {"ckpt", OPT_STRING, sc.ckpt, 0, 0, "checkpoint to sample from (ckpt.bin or best.bin)"},
-        {"prompt", OPT_STRING, sc.prompt, 0, 0, "text to start from"},
-        {"prompt_file", OPT_STRING, sc.prompt_file, 0, 0, "read the prompt from this file instead"},
-        {"max_new_tokens", OPT_INT, &sc.max_new_tokens, 1, 1e8, "tokens to generate per sample"},
-        {"temperature", OPT_FLOAT, &sc.temperature, 0, 100, "softmax temperature; 0 is greedy"},
-        {"top_k", OPT_INT, &sc.top_k, 0, 1 << 24, "keep only the k most likely tokens (0: all)"},
-        {"top_p", OPT_FLOAT, &sc.top_p, 1e-6, 1, "nucleus: smallest set with this much probability"},
-        {"seed", OPT_INT, &sc.seed, 0, 2147483647, "sampling seed"},
-        {"num_samples", OPT_INT, &sc.num_samples, 1, 4096, "sequences, generated together as one batch"},
-        {"threads", OPT_INT, &sc.threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)"},
-        {"kv_dtype", OPT_STRING, sc.kv_dtype, 0, 0, "KV cache element type: f32 | bf16 | f16 (half the bytes)"},
+        {"ckpt", OPT_STRING, sc.ckpt, 0, 0, "checkpoint to sample from (ckpt.bin or best.bin)", NULL, OPT_REQUIRED,
+         NULL, "PATH"},
+        {"prompt", OPT_STRING, sc.prompt, 0, 0, "text to start from", NULL, 0, NULL, "TEXT"},
+        {"prompt_file", OPT_STRING, sc.prompt_file, 0, 0, "read the prompt from this file instead", NULL, 0, NULL,
+         "FILE"},
+        {"max_new_tokens", OPT_INT, &sc.max_new_tokens, 1, 1e8, "tokens to generate per sample", NULL, 0, NULL, NULL},
+        {"temperature", OPT_FLOAT, &sc.temperature, 0, 100, "softmax temperature; 0 is greedy", NULL, 0, NULL, NULL},
+        {"top_k", OPT_INT, &sc.top_k, 0, 1 << 24, "keep only the k most likely tokens (0: all)", NULL, 0, NULL, NULL},
+        {"top_p", OPT_FLOAT, &sc.top_p, 1e-6, 1, "nucleus: smallest set with this much probability", NULL, 0, NULL,
+         NULL},
+        {"seed", OPT_INT, &sc.seed, 0, 2147483647, "sampling seed", NULL, 0, NULL, NULL},
+        {"num_samples", OPT_INT, &sc.num_samples, 1, 4096, "sequences, generated together as one batch", NULL, 0,
+         NULL, NULL},
+        {"kv_dtype", OPT_CHOICE, &sc.kv_dtype, 0, 0, "KV cache element type (16 bits: half the bytes)",
+         cli_kv_dtype_choices, 0, NULL, NULL},
+        {"threads", OPT_INT, &sc.threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)", NULL, 0, NULL,
+         NULL},
     };
     const int nopts = sizeof opts / sizeof opts[0];
     static const char usage[] =
         "usage: gqa sample --ckpt PATH [--prompt TEXT | --prompt_file FILE] [--key=value ...]\n"
         "\n"
-        "Generate text from a checkpoint. Text goes to stdout, stats to stderr.\n"
-        "\n";
-    const int rc = opts_parse_command(opts, nopts, argc, argv, usage);
+        "Generate text from a checkpoint. Text goes to stdout, stats to stderr.\n";
+    const int rc = opts_parse_command(opts, nopts, argc, argv, usage, 0);
     if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     char err[1024];
-    if (!sc.ckpt[0]) die("--ckpt is required (e.g. --ckpt out/ckpt.bin)");
-    KVDtype kv_dtype;
-    if (kv_dtype_parse(sc.kv_dtype, &kv_dtype) != 0) die("option 'kv_dtype': '%s' is not f32, bf16 or f16", sc.kv_dtype);
+    const KVDtype kv_dtype = (KVDtype)sc.kv_dtype;
     if (sc.threads > 0) omp_set_num_threads(sc.threads);
 
     GPT m;

@@ -1,0 +1,297 @@
+/*
+ * run.c: `gqa bench`'s parent: the jobs (one per setting) run round-robin,
+ * each round of each in a child process of its own, the roofline before and
+ * after, and the rows built from the pooled timings.
+ *
+ * With roofline, a child measures the machine's sgemm peak and read
+ * bandwidth first; training is then also given as GFLOP/s (nanoGPT's 6N +
+ * 12 L C T FLOPs per token) and MFU against that peak, decode as GB/s read
+ * (all weights plus the K and V of ctx positions per step) and the fraction
+ * of the bandwidth. A second child measures the roofline again after the
+ * last row, so the output brackets what the rows met on a host whose
+ * bandwidth drifts.
+ */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../train/train.h"
+#include "../util/util.h"
+#include "bench.h"
+
+// ----------------------------------------------------------------------------
+// statistics of the pooled timings
+
+static double mean_of(const double *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    return n ? s / n : 0;
+}
+
+static double sd_of(const double *x, int n) {
+    if (n < 2) return 0;
+    double m = mean_of(x, n), s = 0;
+    for (int i = 0; i < n; i++) s += (x[i] - m) * (x[i] - m);
+    return sqrt(s / (n - 1));
+}
+
+// The median (sorts x).
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median_of(double *x, int n) {
+    if (n == 0) return NAN;
+    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+// ----------------------------------------------------------------------------
+// one child per measurement
+
+// Run this binary with argv + extra flags; collect its RESULT line into
+// `line` and its peak RSS. Returns 0, or -1 if the child failed.
+static int run_child(int argc, char **argv, const char **extra, int nextra, char *line, size_t len,
+                     size_t *peak_rss) {
+    int fds[2];
+    if (pipe(fds) != 0) die("pipe: %s", strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        char **av = calloc_check((size_t)argc + nextra + 1, sizeof(char *));
+        for (int i = 0; i < argc; i++) av[i] = argv[i];
+        for (int i = 0; i < nextra; i++) av[argc + i] = (char *)extra[i];
+        execv("/proc/self/exe", av);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    line[0] = '\0';
+    char buf[4096];
+    while (fgets(buf, sizeof buf, f))
+        if (!strncmp(buf, "RESULT ", 7)) snprintf(line, len, "%s", buf + 7);
+    fclose(f);
+    int status;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0) die("wait4: %s", strerror(errno));
+    *peak_rss = (size_t)ru.ru_maxrss * 1024;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 && line[0] ? 0 : -1;
+}
+
+static void parse_doubles(const char *s, double *out, int n) {
+    for (int i = 0; i < n; i++) {
+        char *end;
+        out[i] = strtod(s, &end);
+        s = end;
+    }
+}
+
+// One measurement: training or its GEMM-only floor (gemm = 1) at one
+// n_kv_head (batch 0 for both), or inference at one (n_kv_head, batch, ctx,
+// kv_dtype). Its rounds pool their timings here.
+typedef struct {
+    int kv, gemm, batch, ctx;  // kv: index into the n_kv_head list
+    KVDtype dt;
+    double *tok;  // train, gemm or decode tok/s: repeats per round, rounds x repeats
+    int ntok;
+    double prefill[BENCH_MAX_ROUNDS];  // one per round
+    int nprefill;
+    size_t rss;  // the largest peak RSS of its rounds
+    int failed;  // a round failed: no more rounds, no row (training: "-")
+} Job;
+
+// Round `round` of one job in a child process of its own.
+static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int kv, int round, int *failures) {
+    char s_kv[16], s_b[16], s_c[16], line[4096], what[128];
+    size_t rss;
+    snprintf(s_kv, sizeof s_kv, "%d", kv);
+    snprintf(s_b, sizeof s_b, "%d", jb->batch);
+    snprintf(s_c, sizeof s_c, "%d", jb->ctx);
+    const char *targs[] = {jb->gemm ? "--_worker=gemm" : "--_worker=train", "--n_kv_head", s_kv};
+    const char *iargs[] = {"--_worker=infer", "--n_kv_head", s_kv, "--batch_size", s_b, "--ctx", s_c,
+                           "--kv_dtype", kv_dtype_name(jb->dt)};
+    if (jb->batch) snprintf(what, sizeof what, "n_kv_head %d, batch %d, ctx %d, %s", kv, jb->batch, jb->ctx,
+                            kv_dtype_name(jb->dt));
+    else snprintf(what, sizeof what, "n_kv_head %d: %s", kv, jb->gemm ? "training's GEMMs alone" : "training");
+    if (bc->rounds > 1) fprintf(stderr, "bench: round %d/%d: %s ...\n", round + 1, bc->rounds, what);
+    else fprintf(stderr, "bench: %s ...\n", what);
+    const int ok = jb->batch ? run_child(argc, argv, iargs, 9, line, sizeof line, &rss) == 0
+                             : run_child(argc, argv, targs, 3, line, sizeof line, &rss) == 0;
+    if (!ok) {
+        fprintf(stderr, "bench: measurement failed (%s)\n", what);
+        jb->failed = 1;
+        (*failures)++;
+        return;
+    }
+    if (rss > jb->rss) jb->rss = rss;
+    if (jb->batch) {
+        double vals[2 + BENCH_MAX_REPEATS];
+        parse_doubles(line + strlen("infer"), vals, 2 + bc->repeats);
+        jb->prefill[jb->nprefill++] = vals[0];
+        memcpy(jb->tok + jb->ntok, vals + 2, (size_t)bc->repeats * sizeof(double));
+    } else {
+        parse_doubles(line + strlen(jb->gemm ? "gemm" : "train"), jb->tok + jb->ntok, bc->repeats);
+    }
+    jb->ntok += bc->repeats;
+}
+
+// The roofline in a child: prints "LABEL: sgemm peak ..." and sets the two
+// figures, or NAN and returns 1 if the measurement failed.
+static int roofline(int argc, char **argv, const char *label, double *gflops, double *gbs) {
+    char line[4096];
+    size_t rss;
+    int threads = 0;
+    double ours, openblas;
+    const char *rargs[] = {"--_worker=roofline"};
+    fprintf(stderr, "bench: %s (sgemm %d^3, %zu MiB read) ...\n", label, ROOFLINE_GEMM_N,
+            (size_t)ROOFLINE_READ_BYTES >> 20);
+    if (run_child(argc, argv, rargs, 1, line, sizeof line, &rss) != 0 ||
+        sscanf(line, "roofline %lf %lf %d %lf %lf", gflops, gbs, &threads, &ours, &openblas) != 5) {
+        fprintf(stderr, "bench: roofline measurement failed\n");
+        *gflops = *gbs = NAN;
+        return 1;
+    }
+    printf("%s: sgemm peak %.1f GFLOP/s (gqa.c gemm %.1f, OpenBLAS %.1f), memory read %.1f GB/s (measured, %d "
+           "threads)\n",
+           label, *gflops, ours, openblas, *gbs, threads);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the run
+
+int bench_run(const BenchConfig *bc, int argc, char **argv) {
+    // the CSV grows in memory and is written atomically at the end
+    char *csv_text = NULL;
+    size_t csv_len = 0;
+    FILE *csv = NULL;
+    if (bc->csv[0]) {
+        csv = open_memstream(&csv_text, &csv_len);
+        if (!csv) die("open_memstream: %s", strerror(errno));
+        report_csv_header(csv);
+    }
+    const BenchList *kvs = &bc->n_kv_head;
+    const int do_train = (bc->measure >> BENCH_TRAIN) & 1, do_gemm = (bc->measure >> BENCH_GEMM) & 1;
+    const int do_infer = (bc->measure >> BENCH_INFER) & 1;
+    const int nk = kvs->n, nb = bc->batch_size.n, nc = bc->ctx.n, nd = bc->kv_dtype.n;
+    char measure[32];
+    snprintf(measure, sizeof measure, "%s%s%s", do_train ? ",train" : "", do_gemm ? ",gemm" : "",
+             do_infer ? ",infer" : "");
+    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d "
+           "(%d shards); %d decode steps; %d repeats x %d rounds; %d threads; measure=%s\n",
+           bc->model.vocab_size, bc->model.n_layer, bc->model.n_head, bc->model.n_embd, bc->model.block_size,
+           bc->model.bias, bc->train_batch_size, bc->train_block_size,
+           train_shards(bc->shards, bc->train_batch_size), bc->decode_tokens, bc->repeats, bc->rounds,
+           omp_get_max_threads(), measure + 1);
+    int failures = 0;
+    double peak_gflops = NAN, read_gbs = NAN;  // the roofline
+    if (bc->roofline) {
+        failures += roofline(argc, argv, "roofline", &peak_gflops, &read_gbs);
+    } else {
+        printf("roofline: not measured (--roofline=false): no MFU, no fraction of bandwidth\n");
+    }
+    report_header(kvs->v[0]);
+
+    // The jobs in table order: per n_kv_head its training run, its GEMM-only
+    // run, then its inference runs (batch x ctx x kv_dtype). Round r runs
+    // every job once; the last round prints each row as soon as its job is done.
+    const int n_own = do_train + do_gemm;  // the jobs without batch at the head of each group
+    const int per_kv = n_own + (do_infer ? nb * nc * nd : 0), njobs = nk * per_kv;
+    Job *jobs = calloc_check((size_t)njobs, sizeof(Job));
+    for (int i = 0; i < nk; i++) {
+        Job *jb = jobs + (size_t)i * per_kv;
+        if (do_train) jb++->kv = i;
+        if (do_gemm) jb->kv = i, jb++->gemm = 1;
+        for (int j = 0; do_infer && j < nb; j++)
+            for (int k = 0; k < nc; k++)
+                for (int d = 0; d < nd; d++, jb++) jb->kv = i, jb->batch = bc->batch_size.v[j], jb->ctx = bc->ctx.v[k], jb->dt = (KVDtype)bc->kv_dtype.v[d];
+    }
+    for (int i = 0; i < njobs; i++) jobs[i].tok = calloc_check((size_t)bc->rounds * bc->repeats, sizeof(double));
+    for (int round = 0; round < bc->rounds; round++) {
+        const int last = round == bc->rounds - 1;
+        for (int ji = 0; ji < njobs; ji++) {
+            Job *jb = jobs + ji;
+            const int kv = kvs->v[jb->kv];
+            if (!jb->failed) run_job(bc, argc, argv, jb, kv, round, &failures);
+            // the row: an inference job with its n_kv_head's training figures,
+            // or without inference that n_kv_head's last job without batch
+            const int row = jb->batch ? !jb->failed : !do_infer && ji % per_kv == n_own - 1;
+            if (!last || !row) continue;
+            GPTConfig c = bench_model_config(bc, kv);
+            BenchRow r = {.n_kv_head = kv, .kv_dtype = "-", .params = gpt_num_parameters(&c)};
+            r.train = r.train_sd = r.train_median = r.train_gflops = r.train_mfu = NAN;
+            r.prefill = r.decode = r.decode_sd = r.decode_median = r.decode_x = r.decode_gbs = r.decode_bw_frac = NAN;
+            r.kv_bytes = r.rss = r.gemm = r.train_gemm_frac = NAN;
+            const Job *tj = do_train ? jobs + (size_t)jb->kv * per_kv : NULL;
+            const Job *gj = do_gemm ? jobs + (size_t)jb->kv * per_kv + do_train : NULL;
+            if (tj && !tj->failed) {
+                r.train = mean_of(tj->tok, tj->ntok), r.train_sd = sd_of(tj->tok, tj->ntok);
+                r.train_median = median_of(tj->tok, tj->ntok);
+                r.train_gflops = train_flops_per_token(&c, bc->train_block_size) * r.train / 1e9;
+                r.train_mfu = r.train_gflops / peak_gflops;  // NAN without the roofline
+            }
+            if (gj && !gj->failed) {
+                r.gemm = median_of(gj->tok, gj->ntok);
+                r.train_gemm_frac = r.train_median / r.gemm;  // NAN without train
+            }
+            if (jb->batch) {
+                r.batch = jb->batch, r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt);
+                r.prefill = median_of(jb->prefill, jb->nprefill);
+                r.decode = mean_of(jb->tok, jb->ntok), r.decode_sd = sd_of(jb->tok, jb->ntok);
+                r.decode_median = median_of(jb->tok, jb->ntok);
+                const Job *ref = jobs + (ji - jb->kv * per_kv);  // the same setting at kvs[0]
+                if (!ref->failed) r.decode_x = r.decode_median / median_of(ref->tok, ref->ntok);
+                // the bytes a cache of exactly ctx positions needs
+                const size_t kv_bytes = kvcache_bytes(&c, jb->batch, jb->ctx, kv_dtype_bytes(jb->dt));
+                r.kv_bytes = (double)kv_bytes, r.rss = (double)jb->rss;
+                // a decode step reads every weight once (of wpe one row) and
+                // the K and V of ctx positions of every sequence; steps/s =
+                // tok/s / batch
+                size_t sizes[GPT_NUM_PARAM_TENSORS];
+                gpt_param_sizes(&c, sizes);
+                double step_bytes = 4.0 * (double)(r.params - sizes[PARAM_WPE] + (size_t)c.n_embd) + (double)kv_bytes;
+                r.decode_gbs = step_bytes * r.decode / jb->batch / 1e9;
+                r.decode_bw_frac = r.decode_gbs / read_gbs;  // NAN without the roofline
+            }
+            report_row(&r);
+            if (csv) report_csv_row(csv, &r);
+        }
+    }
+    for (int i = 0; i < njobs; i++) free(jobs[i].tok);
+    free(jobs);
+    if (bc->roofline) {  // a shared host's bandwidth can move by half within a long run
+        double g, b;
+        printf("\n");
+        failures += roofline(argc, argv, "roofline at the end (the percentages above are of the first)", &g, &b);
+    }
+    if (csv) {
+        char err[1024];
+        if (fclose(csv) != 0) die("open_memstream: %s", strerror(errno));
+        if (write_file_atomic(bc->csv, csv_text, csv_len, err, sizeof err) != 0) die("%s", err);
+        free(csv_text);
+        fprintf(stderr, "bench: wrote %s\n", bc->csv);
+    }
+    return failures ? 1 : 0;
+}
+
+void bench_worker(const BenchConfig *bc, BenchWorker w) {
+    const int kv = bc->n_kv_head.v[0];
+    switch (w) {
+    case WORKER_TRAIN: worker_train(bc, kv); break;
+    case WORKER_GEMM: worker_gemm(bc, kv); break;
+    case WORKER_INFER: worker_infer(bc, kv, bc->batch_size.v[0], bc->ctx.v[0], (KVDtype)bc->kv_dtype.v[0]); break;
+    case WORKER_ROOFLINE: worker_roofline(); break;
+    case WORKER_NONE: break;
+    }
+}

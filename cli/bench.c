@@ -1,0 +1,138 @@
+/*
+ * bench.c: `gqa bench`: its options, usage and checks; the measurements
+ * are bench/'s (bench.h).
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../bench/bench.h"
+#include "../model/gemm.h"
+#include "../util/util.h"
+#include "cli.h"
+
+static const char *const measure_choices[] = {"train", "gemm", "infer", NULL};  // BENCH_TRAIN.. order
+static const char *const gemm_choices[] = {"ours", "openblas", "alternate", NULL};  // BenchGemm order
+static const char *const worker_choices[] = {"none", "train", "gemm", "infer", "roofline", NULL};  // BenchWorker
+
+static void list_copy(BenchList *to, const OptList *from) {
+    to->n = from->n;
+    memcpy(to->v, from->v, sizeof to->v);
+}
+
+int cmd_bench(int argc, char **argv) {
+    BenchConfig bc;
+    memset(&bc, 0, sizeof bc);
+    // cfg-d (docs/design.md): the cache outweighs the weights at long context
+    bc.model = (GPTConfig){.vocab_size = 256, .block_size = 4096, .n_layer = 6, .n_head = 8, .n_kv_head = 8,
+                           .n_embd = 512, .bias = 1, .dropout = 0.0f};
+    bc.train_batch_size = 8, bc.train_block_size = 256, bc.train_steps = 5, bc.decode_tokens = 32;
+    bc.repeats = 3, bc.rounds = 1, bc.roofline = 1, bc.gemm = BENCH_GEMM_OURS, bc.seed = 1337;
+    OptList kvs = {4, {8, 4, 2, 1}}, ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}};
+    OptList measure = {2, {BENCH_TRAIN, BENCH_INFER}};
+    int threads = 0, worker = WORKER_NONE;
+
+    Opt opts[40];
+    int n = 0;
+    cli_model_opts(&bc.model, "vocab_size,block_size,n_layer,n_head", opts, &n);
+    Opt kv = *cli_model_opt("n_kv_head");
+    kv.type = OPT_INT_LIST, kv.ptr = &kvs;
+    kv.help = "key/value heads NKV to compare, a comma list (each divides n_head)";
+    opts[n++] = kv;
+    cli_model_opts(&bc.model, "n_embd,bias,dropout", opts, &n);
+    const Opt own[] = {
+        {"measure", OPT_CHOICE_LIST, &measure, 0, 0,
+         "what to measure: train (forward + backward + AdamW), gemm (the training step's linear-layer "
+         "products alone), infer (prefill and decode); skipped columns are '-' in the table, empty in CSV",
+         measure_choices, 0, "measurements", NULL},
+        {"batch_size", OPT_INT_LIST, &batches, 1, 1 << 16, "decode batch sizes", NULL, 0, "measurements", NULL},
+        {"ctx", OPT_INT_LIST, &ctxs, 1, 1 << 24, "positions in the KV cache for prefill and decode", NULL, 0,
+         "measurements", NULL},
+        {"kv_dtype", OPT_CHOICE_LIST, &dts, 0, 0, "KV cache element types", cli_kv_dtype_choices, 0,
+         "measurements", NULL},
+        {"decode_tokens", OPT_INT, &bc.decode_tokens, 1, 1e6, "decode steps per repeat", NULL, 0, "measurements",
+         NULL},
+        {"train_batch_size", OPT_INT, &bc.train_batch_size, 1, 1 << 20, "sequences per training step", NULL, 0,
+         "measurements", NULL},
+        {"train_block_size", OPT_INT, &bc.train_block_size, 0, 1 << 24,
+         "sequence length of the training measurement (0: block_size)", NULL, 0, "measurements", NULL},
+        {"train_steps", OPT_INT, &bc.train_steps, 1, 1e6, "training steps per repeat", NULL, 0, "measurements",
+         NULL},
+        {"repeats", OPT_INT, &bc.repeats, 1, BENCH_MAX_REPEATS, "timed repeats in each measuring process", NULL, 0,
+         "method", NULL},
+        {"rounds", OPT_INT, &bc.rounds, 1, BENCH_MAX_ROUNDS,
+         "processes per measurement, run round-robin over the settings (tok/s pooled over rounds x repeats)",
+         NULL, 0, "method", NULL},
+        {"roofline", OPT_BOOL, &bc.roofline, 0, 1,
+         "first measure the sgemm peak and memory read bandwidth (~1 s) for MFU and % of bandwidth", NULL, 0,
+         "method", NULL},
+        {"gemm", OPT_CHOICE, &bc.gemm, 0, 0,
+         "the linear layers' matrix products: ours, openblas, or alternate (training alternates the two step by "
+         "step and prints their forward+backward times to stderr; the rest uses ours)",
+         gemm_choices, 0, "method", NULL},
+        {"csv", OPT_STRING, bc.csv, 0, 0, "also write the rows to this CSV file", NULL, 0, "output", "FILE"},
+        {"seed", OPT_INT, &bc.seed, 0, 2147483647, "seed of the random weights", NULL, 0, "system", NULL},
+        {"threads", OPT_INT, &threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)", NULL, 0,
+         "system", NULL},
+        {"shards", OPT_INT, &bc.shards, 0, 64, "training thread shards, as gqa train's (0: auto)", NULL, 0,
+         "system", NULL},
+        {"_worker", OPT_CHOICE, &worker, 0, 0, "internal: run one measurement", worker_choices, OPT_HIDDEN, NULL,
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
+
+    char usage[4096];
+    snprintf(usage, sizeof usage,
+             "usage: gqa bench [CONFIG_FILE] [--key=value ...]\n\n"
+             "Measure training, prefill and decode tokens/sec, KV cache bytes and peak resident memory\n"
+             "for every n_kv_head x batch_size x ctx x kv_dtype, each in a fresh process, with random weights.\n"
+             "Defaults are cfg-d (vocab 256, 6 layers, 8 heads, n_embd 512, block 4096).\n\n"
+             "Training runs AdamW with fixed hyperparameters (lr %g, beta1 %g, beta2 %g, eps %g,\n"
+             "weight_decay %g); they do not change the time of a step.\n"
+             "With --roofline the machine's sgemm peak and memory read bandwidth are measured first;\n"
+             "training is also given in GFLOP/s (6N + 12 L C T per token) with MFU against that peak,\n"
+             "decode in GB/s read (4 bytes per parameter, one row of wpe, plus the K and V of ctx\n"
+             "positions per step) with the fraction of the bandwidth (CSV: train_gflops, train_mfu,\n"
+             "decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not percent, empty\n"
+             "without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit in the caches);\n"
+             "after the table a second reading is printed as 'roofline at the end'.\n"
+             "Without infer in --measure there is one row per n_kv_head, without batch, ctx or kv_dtype.\n"
+             "With --rounds R every measurement runs in R processes, round-robin over the settings (all\n"
+             "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"
+             "tok/s are then mean +- stddev over rounds x repeats. The column 'decode x n_kv_head G' is\n"
+             "the median decode tok/s over that of the list's first n_kv_head G at the same batch, ctx\n"
+             "and kv_dtype (CSV: decode_speedup, with train_tok_s_median and decode_tok_s_median).\n"
+             "--measure=gemm times the training step's linear-layer products alone (each shard's gemm()\n"
+             "calls, forward and backward, nothing else): the most a step of those calls could reach.\n"
+             "Its column gives that tok/s and, with train, the median training tok/s as a percentage of\n"
+             "it (CSV: gemm_tok_s_median, train_gemm_frac, a fraction).\n",
+             (double)BENCH_ADAMW_LR, (double)BENCH_ADAMW_BETA1, (double)BENCH_ADAMW_BETA2, (double)BENCH_ADAMW_EPS,
+             (double)BENCH_ADAMW_WEIGHT_DECAY);
+    const int rc = opts_parse_command(opts, n, argc, argv, usage, 1);
+    if (rc != 0) return rc < 0;  // --help: 0, an error: 1
+    list_copy(&bc.n_kv_head, &kvs), list_copy(&bc.ctx, &ctxs), list_copy(&bc.batch_size, &batches);
+    list_copy(&bc.kv_dtype, &dts);
+    for (int i = 0; i < measure.n; i++) bc.measure |= 1 << measure.v[i];
+    if (bc.train_block_size == 0) bc.train_block_size = bc.model.block_size;
+    if (threads > 0) omp_set_num_threads(threads);
+    gemm_use_openblas(bc.gemm == BENCH_GEMM_OPENBLAS);
+
+    char err[512];
+    for (int i = 0; i < bc.n_kv_head.n; i++) {
+        GPTConfig c = bench_model_config(&bc, bc.n_kv_head.v[i]);
+        if (gpt_config_validate(&c, err, sizeof err) != 0) die("%s", err);
+    }
+    for (int i = 0; (bc.measure >> BENCH_INFER) & 1 && i < bc.ctx.n; i++)
+        if (bc.ctx.v[i] + bc.decode_tokens > bc.model.block_size)
+            die("ctx %d + decode_tokens %d exceeds block_size %d", bc.ctx.v[i], bc.decode_tokens,
+                bc.model.block_size);
+    if ((bc.measure & (1 << BENCH_TRAIN | 1 << BENCH_GEMM)) && bc.train_block_size > bc.model.block_size)
+        die("train_block_size %d exceeds block_size %d", bc.train_block_size, bc.model.block_size);
+
+    if (worker != WORKER_NONE) {  // a child: one measurement, then out
+        bench_worker(&bc, (BenchWorker)worker);
+        return 0;
+    }
+    if (bc.csv[0] && cli_check_output("csv", bc.csv) != 0) return 1;
+    return bench_run(&bc, argc, argv);
+}

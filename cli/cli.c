@@ -1,0 +1,93 @@
+/*
+ * cli.c: what the subcommands share (cli.h): the model-shape options, the
+ * choice lists, output-path checks and the version line.
+ */
+#include "cli.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <omp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../model/kvcache.h"
+#include "../util/util.h"
+
+#define GQA_VERSION "1.0.0"
+
+const char *const cli_kv_dtype_choices[] = {"f32", "bf16", "f16", NULL};  // KVDtype order
+
+// The shape options of every subcommand: one declaration, one set of ranges.
+// ptr holds the field's offset in GPTConfig until cli_model_opts points it.
+#define FIELD(f) ((void *)offsetof(GPTConfig, f))
+static const Opt model_opts[] = {
+    {"vocab_size", OPT_INT, FIELD(vocab_size), 1, 1 << 24, "vocabulary size V", NULL, 0, "model", NULL},
+    {"block_size", OPT_INT, FIELD(block_size), 1, 1 << 24, "context length T: the longest sequence", NULL, 0,
+     "model", NULL},
+    {"n_layer", OPT_INT, FIELD(n_layer), 1, 1 << 16, "transformer blocks L", NULL, 0, "model", NULL},
+    {"n_head", OPT_INT, FIELD(n_head), 1, 1 << 16, "query heads NH", NULL, 0, "model", NULL},
+    {"n_kv_head", OPT_INT, FIELD(n_kv_head), 1, 1 << 16,
+     "key/value heads NKV: n_head is MHA, 1 is MQA, between is GQA (n_head % n_kv_head == 0)", NULL, 0, "model", NULL},
+    {"n_embd", OPT_INT, FIELD(n_embd), 1, 1 << 20, "embedding width C (n_embd % n_head == 0)", NULL, 0, "model", NULL},
+    {"bias", OPT_BOOL, FIELD(bias), 0, 1, "biases in Linear and LayerNorm layers", NULL, 0, "model", NULL},
+    {"dropout", OPT_FLOAT, FIELD(dropout), 0, 0.99, "dropout probability (training only)", NULL, 0, "model", NULL},
+};
+#undef FIELD
+
+const Opt *cli_model_opt(const char *name) {
+    for (size_t i = 0; i < sizeof model_opts / sizeof model_opts[0]; i++)
+        if (!strcmp(model_opts[i].name, name)) return &model_opts[i];
+    die("internal: no model option '%s'", name);
+}
+
+void cli_model_opts(GPTConfig *c, const char *names, Opt *out, int *n) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", names);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        Opt o = *cli_model_opt(tok);
+        o.ptr = (char *)c + (size_t)o.ptr;
+        out[(*n)++] = o;
+    }
+}
+
+int cli_check_output(const char *option, const char *path) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+        error_message("--%s: path is too long", option);
+        return 1;
+    }
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        error_message("--%s: cannot write '%s': %s (checked before starting)", option, path, strerror(errno));
+        return 1;
+    }
+    fclose(f);
+    unlink(tmp);
+    return 0;
+}
+
+void cli_print_version(FILE *f) {
+    const int par = openblas_get_parallel();
+    const char *blas_threads = par == OPENBLAS_OPENMP ? "OpenMP build" : par == OPENBLAS_THREAD ? "pthread build"
+                                                                                                 : "sequential";
+#ifdef GQA_MPI
+    const char *mpi = "yes";
+#else
+    const char *mpi = "no";
+#endif
+#ifdef __AVX512F__
+    const char *simd = "AVX-512";
+#else
+    const char *simd = "no AVX-512 (portable kernels, OpenBLAS for the linear layers)";
+#endif
+    fprintf(f, "gqa %s\n", GQA_VERSION);
+    fprintf(f, "kernels: %s\n", simd);
+#if defined(__clang__)
+    fprintf(f, "compiler: clang %s\n", __clang_version__);
+#elif defined(__GNUC__)
+    fprintf(f, "compiler: gcc %s\n", __VERSION__);
+#endif
+    fprintf(f, "blas: %s (%s)\n", openblas_get_config(), blas_threads);
+    fprintf(f, "openmp: %d threads (OMP_NUM_THREADS or all cores)\n", omp_get_max_threads());
+    fprintf(f, "mpi: %s\n", mpi);
+}
