@@ -10,8 +10,8 @@
  * The two products with a transposed operand, q k^T (forward) and dy v^T
  * (backward), multiply by a copy of k (or v) transposed once per KV head
  * instead: OpenBLAS sends an (N, T) product of these sizes through its packing
- * path, while (N, N) ones take its unpacked small-matrix kernel (T = 64,
- * HS = 32: 3.3 vs 2.35 us per head, and the copy costs ~0.6 us per KV head).
+ * path, while (N, N) ones take its unpacked small-matrix kernel, and the copy,
+ * once per KV head, costs less than the packing it saves.
  */
 #include "attention.h"
 
@@ -36,11 +36,8 @@ static void transpose_head(float *dst, const float *src, int T, int HS, int ld) 
 
 // Query rows per causal block: a block of rows [t0, t1) is multiplied with
 // keys [0, t1) only: (n + 1) / 2n of the full T x T work in n blocks, 17/32
-// at T = 256 and 5/8 at T = 64. Blocks this small pay because every product
-// of a block now takes OpenBLAS's small-matrix kernel (attention forward +
-// backward of one shard's layer, one thread, over several runs: T = 64,
-// HS = 32: 476-613 -> 348-465 us; T = 256, HS = 64: 9.7-11.3 -> 8.5-10.3 ms;
-// blocks of 32 and 64 lay between).
+// at T = 256 and 5/8 at T = 64. Row blocks of 16: every product of a block
+// then takes OpenBLAS's small-matrix kernel.
 #ifndef ATT_ROW_BLOCK
 #define ATT_ROW_BLOCK 16
 #endif

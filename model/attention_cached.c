@@ -52,9 +52,8 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 // With KV_FAR_ROWS or more query rows on a key tile (MQA's 8 at decode, and
 // prefill) the score kernel does about as many FMAs as it reads bytes, and
 // it also prefetches the tiles KV_PREFETCH_FAR bytes ahead into L2, as the
-// weight matmul does (MQA batch 8 x 2048 and x 4032: +7-8% in alternating
-// runs; batch 1 and prefill unchanged). With fewer rows, and for the value
-// rows, that prefetch measured no better (GQA-2) or slower (MHA).
+// weight matmul does. With fewer rows, and for the value rows, only the L1
+// prefetch runs: the L2 one does not pay there.
 #ifndef KV_FAR_ROWS
 #define KV_FAR_ROWS 8
 #endif

@@ -5,10 +5,8 @@
  * GEMM_MR = 6 rows of C is computed in registers, 6 x 4 vectors = 24
  * accumulators: per step p, 4 loads of the panel, 6 broadcasts of A and 24
  * FMAs. The panel (up to 64 KiB) stays in L2 while A's row tiles stream past
- * it. Tile and block sizes were chosen in the cfg-s step (forward + backward
- * time against OpenBLAS's, alternating step by step): 6 x 64 with K blocks of
- * 128 or 256 beat K blocks of 64 and tiles of 8 x 48 by 4-5%; 12 x 32 was
- * slower still in the GEMM-only run.
+ * it. The tile and block sizes are the fastest of those tried on the cfg-s
+ * training step.
  */
 #include "gemm.h"
 

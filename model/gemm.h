@@ -6,10 +6,7 @@
  * weights with C and OC of a few hundred, one product per thread, on operands
  * that the step has pushed out of L2. OpenBLAS packs both operands on every
  * call; this kernel packs only B, 64 columns at a time, reads A where it
- * lies, and adds the bias as it stores C. Timed in the step, alternating the
- * two backends step by step in one process (gqa bench --gemm=alternate):
- * forward + backward 3-6% faster on cfg-s, 0-2% on cfg-m (README,
- * Performance).
+ * lies, and adds the bias as it stores C.
  *
  * The attention's small per-head products stay with OpenBLAS (attention.c).
  */

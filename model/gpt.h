@@ -205,10 +205,10 @@ int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, i
 int gpt_loss(GPT *m, const int *inputs, const int *targets, int B, int T, int shards);
 // Shards for gpt_forward_backward of a batch of B: the OpenMP threads when B
 // splits evenly over them (or B >= 4 x threads, where the uneven split costs
-// little), else 1. Measured against threaded kernels in alternating pairs:
-// cfg-s 1.1-1.7x, cfg-m 0.98-1.2x, n_embd 768 T 512 B 2-4 1.04-1.14x. Always
-// 1 unless OpenBLAS is the OpenMP build: the pthread build would run its own
-// threads inside each shard.
+// little), else 1. Shards rather than threaded kernels: each thread runs
+// whole sequences through single-threaded kernels, with no fork/join inside
+// every op. Always 1 unless OpenBLAS is the OpenMP build: the pthread build
+// would run its own threads inside each shard.
 int gpt_auto_shards(int B);
 
 #endif

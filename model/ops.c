@@ -127,8 +127,8 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 #endif
 // With several input rows the FMAs per weight byte leave too few loads in
 // flight to cover DRAM latency: the weights SKINNY_PREFETCH bytes ahead are
-// prefetched into L2 (not L1, whose few miss buffers were the limit: 17-19 ->
-// 24-32 GB/s at 8 rows; the hardware brings them on from L2).
+// prefetched into L2, not L1, whose few miss buffers would limit the loads in
+// flight; the hardware brings them on from L2.
 #ifndef SKINNY_PREFETCH
 #define SKINNY_PREFETCH 32768  // bytes ahead (0: off)
 #endif

@@ -215,7 +215,7 @@ START_TEST(test_attention_finite_differences) {
 }
 END_TEST
 
-// A context of several causal row blocks (150 = 64 + 64 + 22 rows, each block
+// A context of several causal row blocks (150 = 9 x 16 + 6 rows, each block
 // multiplied with the keys up to its end only): finite differences of 200
 // sampled qkv entries (queries, keys and values of early and late positions),
 // GQA, without and with attention dropout.

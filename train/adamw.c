@@ -36,8 +36,8 @@ void adamw_step(AdamW *opt, GPT *model, float lr) {
     const float step = lr / (1.0f - powf(b1, (float)opt->t)), inv_bc2s = 1.0f / sqrtf(1.0f - powf(b2, (float)opt->t));
     const float *grads = model->grads_memory;
     float *params = model->params_memory, *ms = opt->m, *vs = opt->v;
-    // one parallel region for all tensors (a fork/join each cost more than a
-    // small tensor's update); the tensors' loops share it without barriers
+    // one parallel region for all tensors (a fork/join per tensor costs more
+    // than a small tensor's update); the tensors' loops share it without barriers
 #pragma omp parallel
     {
         size_t off = 0;
