@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "../util/util.h"
-#include "tokens.h"
 
 #define UNICODE_MAX 0x10FFFFu
 

@@ -1,5 +1,6 @@
 /*
- * util.h: checked helpers shared by every module (llm.c's fopen_check family).
+ * util.h: checked helpers shared by every module (llm.c's fopen_check family),
+ * the little-endian byte helpers of the file formats, atomic writes.
  *
  * Each helper either succeeds or prints one line saying what failed, where
  * (file:line) and with which value, then exits with status 1. They never
