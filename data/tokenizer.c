@@ -10,19 +10,10 @@
 #include <string.h>
 
 #include "../util/util.h"
-#include "tokens.h"
 
 #define UNICODE_MAX 0x10FFFFu
 
 static int is_surrogate(uint32_t cp) { return cp >= 0xD800 && cp <= 0xDFFF; }
-
-static void put_u32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 // ----------------------------------------------------------------------------
 // UTF-8
@@ -207,8 +198,8 @@ int tokenizer_decode(const Tokenizer *t, int id, char out[4]) {
 size_t tokenizer_serialized_size(const Tokenizer *t) { return 4 + 4 * (size_t)t->vocab_size; }
 
 static void tokenizer_serialize(const Tokenizer *t, uint8_t *buf) {
-    put_u32(buf, (uint32_t)t->vocab_size);
-    for (int i = 0; i < t->vocab_size; i++) put_u32(buf + 4 + 4 * (size_t)i, t->codepoints[i]);
+    put_u32le(buf, (uint32_t)t->vocab_size);
+    for (int i = 0; i < t->vocab_size; i++) put_u32le(buf + 4 + 4 * (size_t)i, t->codepoints[i]);
 }
 
 void tokenizer_write(const Tokenizer *t, FILE *f) {
@@ -225,7 +216,7 @@ size_t tokenizer_parse(Tokenizer *t, const uint8_t *buf, size_t len, char *err, 
         snprintf(err, errlen, "vocabulary: truncated: %zu bytes, need 4 for vocab_size", len);
         return 0;
     }
-    uint32_t V = get_u32(buf);
+    uint32_t V = get_u32le(buf);
     if (V < 1 || V > TOKENIZER_MAX_VOCAB) {
         snprintf(err, errlen, "vocabulary: vocab_size %u is out of range [1, %d]", V, TOKENIZER_MAX_VOCAB);
         return 0;
@@ -236,19 +227,19 @@ size_t tokenizer_parse(Tokenizer *t, const uint8_t *buf, size_t len, char *err, 
         return 0;
     }
     for (uint32_t i = 0; i < V; i++) {
-        uint32_t cp = get_u32(buf + 4 + 4 * (size_t)i);
+        uint32_t cp = get_u32le(buf + 4 + 4 * (size_t)i);
         if (cp > UNICODE_MAX || is_surrogate(cp)) {
             snprintf(err, errlen, "vocabulary: code point 0x%X at index %u is not a Unicode scalar value", cp, i);
             return 0;
         }
-        if (i > 0 && cp <= get_u32(buf + 4 * (size_t)i)) {
+        if (i > 0 && cp <= get_u32le(buf + 4 * (size_t)i)) {
             snprintf(err, errlen, "vocabulary: code points must strictly ascend, but index %u is U+%04X after U+%04X", i,
-                     cp, get_u32(buf + 4 * (size_t)i));
+                     cp, get_u32le(buf + 4 * (size_t)i));
             return 0;
         }
     }
     t->codepoints = malloc_check((size_t)V * sizeof(uint32_t));
-    for (uint32_t i = 0; i < V; i++) t->codepoints[i] = get_u32(buf + 4 + 4 * (size_t)i);
+    for (uint32_t i = 0; i < V; i++) t->codepoints[i] = get_u32le(buf + 4 + 4 * (size_t)i);
     t->vocab_size = (int)V;
     return need;
 }
@@ -263,7 +254,7 @@ int tokenizer_save(const Tokenizer *t, const char *path, char *err, size_t errle
     size_t n = VOCAB_HEADER_BYTES + tokenizer_serialized_size(t);
     uint8_t *buf = malloc_check(n);
     memcpy(buf, VOCAB_MAGIC, 4);
-    put_u32(buf + 4, TOKENIZER_FILE_VERSION);
+    put_u32le(buf + 4, TOKENIZER_FILE_VERSION);
     tokenizer_serialize(t, buf + VOCAB_HEADER_BYTES);
     int rc = write_file_atomic(path, buf, n, err, errlen);
     free(buf);
@@ -283,9 +274,9 @@ int tokenizer_load(Tokenizer *t, const char *path, char *err, size_t errlen) {
     } else if (len < VOCAB_HEADER_BYTES) {
         snprintf(err, errlen, "%s: truncated header: %zu bytes, a vocabulary file header is %d (re-run `gqa prepare`)",
                  path, len, VOCAB_HEADER_BYTES);
-    } else if (get_u32(buf + 4) != TOKENIZER_FILE_VERSION) {
+    } else if (get_u32le(buf + 4) != TOKENIZER_FILE_VERSION) {
         snprintf(err, errlen, "%s: unsupported version %u (this build reads version %d; re-run `gqa prepare`)", path,
-                 get_u32(buf + 4), TOKENIZER_FILE_VERSION);
+                 get_u32le(buf + 4), TOKENIZER_FILE_VERSION);
     } else {
         size_t body = len - VOCAB_HEADER_BYTES;
         size_t used = tokenizer_parse(t, buf + VOCAB_HEADER_BYTES, body, inner, sizeof inner);

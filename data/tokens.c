@@ -15,20 +15,6 @@
 
 #include "../util/util.h"
 
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
-
 // ----------------------------------------------------------------------------
 // token files
 
@@ -52,15 +38,15 @@ int tokens_write(const char *path, const int *tokens, size_t n, int vocab_size, 
     }
     uint8_t *buf = malloc_check(total);
     memcpy(buf, TOKENS_MAGIC, 4);
-    put_u32(buf + 4, TOKENS_VERSION);
-    put_u32(buf + 8, dtype);
-    put_u32(buf + 12, (uint32_t)vocab_size);
-    put_u64(buf + 16, (uint64_t)n);
+    put_u32le(buf + 4, TOKENS_VERSION);
+    put_u32le(buf + 8, dtype);
+    put_u32le(buf + 12, (uint32_t)vocab_size);
+    put_u64le(buf + 16, (uint64_t)n);
     uint8_t *p = buf + TOKENS_HEADER_BYTES;
     if (dtype == 2) {
-        for (size_t i = 0; i < n; i++) p[2 * i] = (uint8_t)tokens[i], p[2 * i + 1] = (uint8_t)(tokens[i] >> 8);
+        for (size_t i = 0; i < n; i++) put_u16le(p + 2 * i, (uint16_t)tokens[i]);
     } else {
-        for (size_t i = 0; i < n; i++) put_u32(p + 4 * i, (uint32_t)tokens[i]);
+        for (size_t i = 0; i < n; i++) put_u32le(p + 4 * i, (uint32_t)tokens[i]);
     }
     int rc = write_file_atomic(path, buf, total, err, errlen);
     free(buf);
@@ -96,7 +82,7 @@ int tokens_read(const char *path, int expect_vocab, TokenFile *out, char *err, s
                  path, got, TOKENS_HEADER_BYTES);
         goto done;
     }
-    version = get_u32(h + 4), dtype = get_u32(h + 8), vocab = get_u32(h + 12), count = get_u64(h + 16);
+    version = get_u32le(h + 4), dtype = get_u32le(h + 8), vocab = get_u32le(h + 12), count = get_u64le(h + 16);
     if (version != TOKENS_VERSION) {
         snprintf(err, errlen, "%s: unsupported version %" PRIu32 " (this build reads version %d; re-run `gqa prepare`)",
                  path, version, TOKENS_VERSION);
@@ -144,7 +130,7 @@ int tokens_read(const char *path, int expect_vocab, TokenFile *out, char *err, s
     }
     int *tokens = calloc_check(n, sizeof(int));
     for (size_t i = 0; i < n; i++) {
-        uint32_t v = dtype == 2 ? (uint32_t)raw[2 * i] | (uint32_t)raw[2 * i + 1] << 8 : get_u32(raw + 4 * i);
+        uint32_t v = dtype == 2 ? get_u16le(raw + 2 * i) : get_u32le(raw + 4 * i);
         if (v >= vocab) {
             snprintf(err, errlen, "%s: token %" PRIu32 " at index %zu is >= vocab_size %" PRIu32, path, v, i, vocab);
             free(tokens);

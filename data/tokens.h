@@ -8,9 +8,6 @@
  * file size and every token id are checked, and each failure is one line
  * naming the path and the values. Batching and sampling of windows are
  * left to train/.
- *
- * Also here, for every writer under data/: whole-file reads and atomic
- * whole-file writes that return errors instead of dying.
  */
 #ifndef GQA_TOKENS_H
 #define GQA_TOKENS_H

@@ -1,7 +1,9 @@
 /*
  * checkpoint.c: checkpoint writer and reader (see checkpoint.h and
- * docs/formats.md). The reader takes the whole file into memory and checks
- * it before anything is built from it, so a bad file never half-loads.
+ * docs/formats.md). Every field is little-endian whatever the host, through
+ * the byte helpers of util/util.h. The reader takes the whole file into
+ * memory and checks it before anything is built from it, so a bad file never
+ * half-loads.
  */
 #include "checkpoint.h"
 
@@ -22,41 +24,83 @@ typedef struct {
     const TrainState *ts;
 } SaveCtx;
 
-// fwrite that also feeds the running CRC
-static int put(FILE *f, uint32_t *crc, const void *p, size_t n) {
-    *crc = crc32_update(*crc, p, n);
-    return fwrite(p, 1, n, f) == n ? 0 : -1;
+// The output stream and the running CRC of every byte written to it.
+typedef struct {
+    FILE *f;
+    uint32_t crc;
+    int bad;  // a write failed
+} Out;
+
+static void put_bytes(Out *o, const void *p, size_t n) {
+    if (o->bad || n == 0) return;  // after a failed write the file is discarded
+    o->crc = crc32_update(o->crc, p, n);
+    if (fwrite(p, 1, n, o->f) != n) o->bad = 1;
+}
+
+static void put_u32(Out *o, uint32_t v) {
+    uint8_t b[4];
+    put_u32le(b, v);
+    put_bytes(o, b, 4);
+}
+
+static void put_i32(Out *o, int32_t v) { put_u32(o, (uint32_t)v); }
+
+static void put_u64(Out *o, uint64_t v) {
+    uint8_t b[8];
+    put_u64le(b, v);
+    put_bytes(o, b, 8);
+}
+
+static void put_f32(Out *o, float v) {
+    uint8_t b[4];
+    put_f32le(b, v);
+    put_bytes(o, b, 4);
+}
+
+// n floats, little-endian: the array itself on a little-endian host (no
+// copy of a multi-GB arena), else converted a block at a time.
+static void put_f32s(Out *o, const float *x, size_t n) {
+    if (host_is_little_endian()) {
+        put_bytes(o, x, n * sizeof(float));
+        return;
+    }
+    uint8_t b[4096];
+    for (size_t i = 0; i < n; i += sizeof b / 4) {
+        const size_t k = n - i < sizeof b / 4 ? n - i : sizeof b / 4;
+        f32s_to_le(b, x + i, k);
+        put_bytes(o, b, 4 * k);
+    }
 }
 
 static int write_checkpoint(FILE *f, void *ctx_) {
     const SaveCtx *ctx = ctx_;
     const GPTConfig *c = &ctx->m->config;
     const size_t P = ctx->m->num_parameters;
-    uint32_t crc = 0, version = CHECKPOINT_VERSION, flags = ctx->ts ? 1 : 0, vlen = (uint32_t)ctx->vocab_len;
-    int32_t dims[7] = {c->vocab_size, c->block_size, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->bias};
-    uint64_t np = P;
-    int bad = 0;
-    bad |= put(f, &crc, "GQAC", 4);
-    bad |= put(f, &crc, &version, 4);
-    bad |= put(f, &crc, dims, sizeof dims);
-    bad |= put(f, &crc, &c->dropout, 4);
-    bad |= put(f, &crc, &flags, 4);
-    bad |= put(f, &crc, &np, 8);
-    bad |= put(f, &crc, &vlen, 4);
-    bad |= put(f, &crc, ctx->vocab, ctx->vocab_len);
-    bad |= put(f, &crc, ctx->m->params_memory, P * sizeof(float));
+    Out o = {f, 0, 0};
+    put_bytes(&o, "GQAC", 4);
+    put_u32(&o, CHECKPOINT_VERSION);
+    const int32_t dims[7] = {c->vocab_size, c->block_size, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->bias};
+    for (int i = 0; i < 7; i++) put_i32(&o, dims[i]);
+    put_f32(&o, c->dropout);
+    put_u32(&o, ctx->ts ? 1 : 0);  // flags
+    put_u64(&o, P);
+    put_u32(&o, (uint32_t)ctx->vocab_len);
+    put_bytes(&o, ctx->vocab, ctx->vocab_len);
+    put_f32s(&o, ctx->m->params_memory, P);
     if (ctx->ts) {
         const TrainState *ts = ctx->ts;
-        bad |= put(f, &crc, &ts->step, 4);
-        bad |= put(f, &crc, &ts->adam_t, 4);
-        bad |= put(f, &crc, &ts->best_val_loss, 4);
-        bad |= put(f, &crc, &ts->data_rng, 8);
-        bad |= put(f, &crc, &ts->model_rng, 8);
-        bad |= put(f, &crc, ts->adam_m, P * sizeof(float));
-        bad |= put(f, &crc, ts->adam_v, P * sizeof(float));
+        put_i32(&o, ts->step);
+        put_i32(&o, ts->adam_t);
+        put_f32(&o, ts->best_val_loss);
+        put_u64(&o, ts->data_rng);
+        put_u64(&o, ts->model_rng);
+        put_f32s(&o, ts->adam_m, P);
+        put_f32s(&o, ts->adam_v, P);
     }
-    bad |= fwrite(&crc, 4, 1, f) == 1 ? 0 : -1;
-    return bad ? -1 : 0;
+    uint8_t crc[4];
+    put_u32le(crc, o.crc);
+    if (!o.bad && fwrite(crc, 1, 4, f) != 4) o.bad = 1;
+    return o.bad ? -1 : 0;
 }
 
 int checkpoint_save(const char *path, const GPT *m, const void *vocab, size_t vocab_len, const TrainState *ts,
@@ -71,9 +115,6 @@ int checkpoint_save(const char *path, const GPT *m, const void *vocab, size_t vo
 
 // ----------------------------------------------------------------------------
 // reading
-
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 // err = "path: message"
 static void path_error(char *err, size_t errlen, const char *path, const char *fmt, ...) GQA_PRINTF(4, 5);
@@ -110,18 +151,17 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     } while (0)
     if (len < 8) FAIL("file is %zu bytes, too short for a checkpoint", len);
     if (memcmp(buf, "GQAC", 4) != 0) FAIL("bad magic (not a gqa checkpoint)");
-    uint32_t version = rd32(buf + 4);
+    uint32_t version = get_u32le(buf + 4);
     if (version != CHECKPOINT_VERSION) FAIL("unsupported checkpoint version %u (this build reads %d)", version, CHECKPOINT_VERSION);
     if (len < CHECKPOINT_HEADER_BYTES) FAIL("truncated header: file is %zu bytes, the header alone is %d", len, CHECKPOINT_HEADER_BYTES);
     GPTConfig c;
-    int32_t dims[7];
-    memcpy(dims, buf + 8, sizeof dims);
-    c.vocab_size = dims[0], c.block_size = dims[1], c.n_layer = dims[2], c.n_head = dims[3];
-    c.n_kv_head = dims[4], c.n_embd = dims[5], c.bias = dims[6];
-    memcpy(&c.dropout, buf + 36, 4);
-    uint32_t flags = rd32(buf + 40);
-    uint64_t np = rd64(buf + 44);
-    uint32_t vlen = rd32(buf + 52);
+    c.vocab_size = get_i32le(buf + 8), c.block_size = get_i32le(buf + 12), c.n_layer = get_i32le(buf + 16);
+    c.n_head = get_i32le(buf + 20), c.n_kv_head = get_i32le(buf + 24), c.n_embd = get_i32le(buf + 28);
+    c.bias = get_i32le(buf + 32);
+    c.dropout = get_f32le(buf + 36);
+    uint32_t flags = get_u32le(buf + 40);
+    uint64_t np = get_u64le(buf + 44);
+    uint32_t vlen = get_u32le(buf + 52);
     char cerr[200];
     if (gpt_config_validate(&c, cerr, sizeof cerr) != 0) FAIL("bad config: %s", cerr);
     if (flags > 1) FAIL("unknown flags 0x%x", flags);
@@ -134,7 +174,7 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
         !size_add(want, 4, &want))
         FAIL("sizes in the header overflow");
     if (len != want) FAIL("file is %zu bytes but its header implies %zu (%s)", len, want, len < want ? "truncated" : "trailing bytes");
-    uint32_t stored = rd32(buf + len - 4), computed = crc32_update(0, buf, len - 4);
+    uint32_t stored = get_u32le(buf + len - 4), computed = crc32_update(0, buf, len - 4);
     if (stored != computed) FAIL("checksum mismatch (stored %08x, computed %08x): the file is corrupt", stored, computed);
     const uint8_t *p = buf + CHECKPOINT_HEADER_BYTES;
     const uint8_t *vocab_p = p;
@@ -142,21 +182,20 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     const uint8_t *params_p = p;
     p += pbytes;
     for (size_t i = 0; i < P; i++) {
-        float w;
-        memcpy(&w, params_p + 4 * i, 4);
+        const float w = get_f32le(params_p + 4 * i);
         if (!isfinite(w)) FAIL("parameter %zu is %g: the weights are not finite", i, (double)w);
     }
     if (gpt_init(m, &c, 0) != 0) FAIL("%s", m->error);
-    memcpy(m->params_memory, params_p, pbytes);
+    f32s_from_le(m->params_memory, params_p, P);
     *vocab = malloc_check(vlen ? vlen : 1);
     memcpy(*vocab, vocab_p, vlen);
     *vocab_len = vlen;
     if (flags && ts) {
-        memcpy(&ts->step, p, 4);
-        memcpy(&ts->adam_t, p + 4, 4);
-        memcpy(&ts->best_val_loss, p + 8, 4);
-        ts->data_rng = rd64(p + 12);
-        ts->model_rng = rd64(p + 20);
+        ts->step = get_i32le(p);
+        ts->adam_t = get_i32le(p + 4);
+        ts->best_val_loss = get_f32le(p + 8);
+        ts->data_rng = get_u64le(p + 12);
+        ts->model_rng = get_u64le(p + 20);
         if (ts->step < 0 || ts->adam_t < 0) {
             gpt_free(m);
             free(*vocab);
@@ -165,8 +204,8 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
         }
         ts->adam_m = malloc_check(pbytes);
         ts->adam_v = malloc_check(pbytes);
-        memcpy(ts->adam_m, p + 28, pbytes);
-        memcpy(ts->adam_v, p + 28 + pbytes, pbytes);
+        f32s_from_le(ts->adam_m, p + 28, P);
+        f32s_from_le(ts->adam_v, p + 28 + pbytes, P);
         m->rng_state = ts->model_rng;
         if (has_ts) *has_ts = 1;
     }

@@ -4,9 +4,10 @@
  * A checkpoint holds the model config (n_kv_head among it), the tokenizer
  * as an opaque blob (data/tokenizer.h parses it; model/ does not), the
  * parameters, and optionally the training state (AdamW moments, step, RNG
- * states) for an exact resume. Layout in docs/formats.md. Writes are atomic
- * (temp file, fsync, rename); reads check magic, version, every size against
- * the file size, the config, the CRC-32, and that weights are finite.
+ * states) for an exact resume. Layout in docs/formats.md: little-endian on
+ * every host. Writes are atomic (temp file, fsync, rename); reads check
+ * magic, version, every size against the file size, the config, the CRC-32,
+ * and that weights are finite.
  */
 #ifndef GQA_CHECKPOINT_H
 #define GQA_CHECKPOINT_H

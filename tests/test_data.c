@@ -3,7 +3,8 @@
  *
  * - Round trips: text -> ids -> text (ASCII and 1- to 4-byte UTF-8),
  *   tokenizer -> bytes -> tokenizer, vocab.bin and token files (uint16 and
- *   uint32) written and read back.
+ *   uint32) written and read back; the little-endian byte helpers give
+ *   fixed bytes.
  * - Every malformed input is refused with the expected message: invalid
  *   UTF-8 (with its byte offset), characters outside the vocabulary,
  *   truncated / unsorted / out-of-range serialised vocabularies, token files
@@ -451,6 +452,66 @@ START_TEST(test_tokens_round_trip) {
 }
 END_TEST
 
+// The little-endian helpers of util/util.h give the same bytes on any host,
+// and token payloads are written with them.
+START_TEST(test_byte_order) {
+    uint8_t b[12];
+    put_u16le(b, 0xBEEF);
+    ck_assert_mem_eq(b, "\xEF\xBE", 2);
+    ck_assert_uint_eq(get_u16le(b), 0xBEEF);
+    put_u32le(b, 0x12345678u);
+    ck_assert_mem_eq(b, "\x78\x56\x34\x12", 4);
+    ck_assert_uint_eq(get_u32le(b), 0x12345678u);
+    put_u64le(b, 0x0102030405060708ull);
+    ck_assert_mem_eq(b, "\x08\x07\x06\x05\x04\x03\x02\x01", 8);
+    ck_assert_uint_eq(get_u64le(b), 0x0102030405060708ull);
+    put_i32le(b, -2);
+    ck_assert_mem_eq(b, "\xFE\xFF\xFF\xFF", 4);
+    ck_assert_int_eq(get_i32le(b), -2);
+    ck_assert_int_eq(get_i32le((const uint8_t *)"\x00\x00\x00\x80"), INT32_MIN);
+    ck_assert_int_eq(get_i32le((const uint8_t *)"\xFF\xFF\xFF\x7F"), INT32_MAX);
+    put_f32le(b, 1.0f);
+    ck_assert_mem_eq(b, "\x00\x00\x80\x3F", 4);
+    put_f32le(b, -0.1f);
+    ck_assert_mem_eq(b, "\xCD\xCC\xCC\xBD", 4);
+    ck_assert_float_eq(get_f32le(b), -0.1f);
+    // a NaN keeps its payload bits
+    const uint8_t nan_bytes[4] = {0x01, 0x00, 0xC0, 0x7F};
+    put_f32le(b, get_f32le(nan_bytes));
+    ck_assert_mem_eq(b, nan_bytes, 4);
+
+    const float x[3] = {1.0f, -2.0f, 0.5f};
+    float y[3];
+    f32s_to_le(b, x, 3);
+    ck_assert_mem_eq(b, "\x00\x00\x80\x3F\x00\x00\x00\xC0\x00\x00\x00\x3F", 12);
+    f32s_from_le(y, b, 3);
+    ck_assert_mem_eq(y, x, sizeof x);
+    const uint32_t one = 1;
+    ck_assert_int_eq(host_is_little_endian(), *(const uint8_t *)&one == 1);
+
+    // token payloads: uint16 and uint32, least significant byte first
+    char path[512], err[1024];
+    tmp_path(path, sizeof path, "order.bin");
+    const int t16[] = {0x0102, 7};
+    ck_assert_msg(tokens_write(path, t16, 2, 65536, err, sizeof err) == 0, "%s", err);
+    size_t len;
+    uint8_t *raw = read_bytes(path, &len);
+    ck_assert_uint_eq(len, 28);
+    ck_assert_mem_eq(raw + 24, "\x02\x01\x07\x00", 4);
+    free(raw);
+    const int t32[] = {0x010203};
+    ck_assert_msg(tokens_write(path, t32, 1, 70000, err, sizeof err) == 0, "%s", err);
+    raw = read_bytes(path, &len);
+    ck_assert_uint_eq(len, 28);
+    ck_assert_mem_eq(raw + 24, "\x03\x02\x01\x00", 4);
+    free(raw);
+    TokenFile tf;
+    ck_assert_msg(tokens_read(path, 0, &tf, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(tf.tokens[0], 0x010203);
+    tokens_free(&tf);
+}
+END_TEST
+
 // A valid 5-token file (vocab 10) as bytes: 24 + 10 = 34.
 static uint8_t *good_token_file(size_t *len) {
     char path[512], err[1024];
@@ -834,6 +895,7 @@ static Suite *data_suite(void) {
     tc = tcase_create("tokens");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, test_tokens_round_trip);
+    tcase_add_test(tc, test_byte_order);
     tcase_add_test(tc, test_tokens_truncated);
     tcase_add_test(tc, test_tokens_bad_files);
     tcase_add_test(tc, test_tokens_write_failures);

@@ -1,7 +1,8 @@
 /*
  * test_train.c: training pieces at the API level: LR schedule, config
  * parsing and its errors, overfitting a tiny model, and checkpoints (round
- * trip, every kind of damage, failed writes that keep the old file).
+ * trip, every kind of damage, failed writes that keep the old file, the
+ * little-endian byte layout, committed files rewritten byte for byte).
  * End-to-end runs of `gqa train` (resume, determinism, signals) are in
  * tests/test_train.sh.
  */
@@ -357,6 +358,100 @@ START_TEST(test_checkpoint_failed_write_keeps_old) {
 }
 END_TEST
 
+// The file's bytes, decoded one by one (not through the reader's helpers,
+// and whatever the host's byte order): n bytes little-endian at p.
+static uint64_t le_bytes(const uint8_t *p, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t float_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u;
+}
+
+START_TEST(test_checkpoint_byte_layout) {
+    make_tmpdir();
+    GPT m;
+    AdamW opt;
+    make_model(&m, &opt);
+    TrainState ts = state_of(&m, &opt);
+    char path[128], err[512];
+    snprintf(path, sizeof path, "%s/ckpt.bin", tmpdir);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, &ts, err, sizeof err), 0);
+    size_t len;
+    uint8_t *b = slurp(path, &len);
+    const size_t P = m.num_parameters, V = sizeof vocab_blob, H = CHECKPOINT_HEADER_BYTES;
+    ck_assert_uint_eq(len, H + V + 4 * P + 28 + 8 * P + 4);
+    ck_assert_mem_eq(b, "GQAC", 4);
+    ck_assert_uint_eq(le_bytes(b + 4, 4), 1);  // version
+    const uint64_t dims[7] = {3, 8, 2, 4, 2, 16, 1};  // vocab, block, layers, heads, kv heads, embd, bias
+    for (int i = 0; i < 7; i++) ck_assert_uint_eq(le_bytes(b + 8 + 4 * i, 4), dims[i]);
+    ck_assert_uint_eq(le_bytes(b + 36, 4), 0x3DCCCCCDu);  // dropout 0.1f
+    ck_assert_uint_eq(le_bytes(b + 40, 4), 1);            // flags: train state present
+    ck_assert_uint_eq(le_bytes(b + 44, 8), P);
+    ck_assert_uint_eq(le_bytes(b + 52, 4), V);
+    ck_assert_mem_eq(b + H, vocab_blob, V);
+    const uint8_t *params = b + H + V;
+    for (size_t i = 0; i < P; i += P / 7)
+        ck_assert_uint_eq(le_bytes(params + 4 * i, 4), float_bits(m.params_memory[i]));
+    ck_assert_uint_eq(le_bytes(params + 4 * (P - 1), 4), float_bits(m.params_memory[P - 1]));
+    const uint8_t *st = params + 4 * P;
+    ck_assert_uint_eq(le_bytes(st, 4), 42);                // step
+    ck_assert_uint_eq(le_bytes(st + 4, 4), 17);            // adam_t
+    ck_assert_uint_eq(le_bytes(st + 8, 4), 0x3FA00000u);   // best_val_loss 1.25f
+    ck_assert_uint_eq(le_bytes(st + 12, 8), 0x1234567890ull);
+    ck_assert_uint_eq(le_bytes(st + 20, 8), m.rng_state);
+    ck_assert_uint_eq(le_bytes(st + 28, 4), float_bits(opt.m[0]));
+    ck_assert_uint_eq(le_bytes(st + 28 + 4 * P, 4), float_bits(opt.v[0]));
+    ck_assert_uint_eq(le_bytes(st + 28 + 8 * P - 4, 4), float_bits(opt.v[P - 1]));
+    ck_assert_uint_eq(le_bytes(b + len - 4, 4), crc32_update(0, b, len - 4));
+    // a negative step would be refused on load; its bytes are two's complement
+    ts.step = -2;
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, &ts, err, sizeof err), 0);
+    free(b);
+    b = slurp(path, &len);
+    ck_assert_uint_eq(le_bytes(b + H + V + 4 * P, 4), 0xFFFFFFFEu);
+    expect_load_error(path, "bad train state: step -2");
+    free(b);
+    gpt_free(&m);
+    adamw_free(&opt);
+    rm_tmpdir();
+}
+END_TEST
+
+// Committed checkpoints (a model-only fixture and a crafted one with train
+// state) load, and saving what was loaded gives back the very same bytes.
+static const char *committed_checkpoints[] = {"tests/fixtures/tiny_gqa.bin", "tests/corpus/checkpoint/ok-model.bin",
+                                              "tests/corpus/checkpoint/ok-state.bin"};
+
+START_TEST(test_checkpoint_committed_bytes) {
+    const char *src = committed_checkpoints[_i];
+    make_tmpdir();
+    GPT m;
+    uint8_t *vb;
+    size_t vl, len, len2;
+    TrainState ts;
+    int has_ts;
+    char path[128], err[512];
+    snprintf(path, sizeof path, "%s/again.bin", tmpdir);
+    ck_assert_msg(checkpoint_load(src, &m, &vb, &vl, &ts, &has_ts, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(checkpoint_save(path, &m, vb, vl, has_ts ? &ts : NULL, err, sizeof err), 0);
+    uint8_t *want = slurp(src, &len), *got = slurp(path, &len2);
+    ck_assert_uint_eq(len2, len);
+    ck_assert_msg(memcmp(got, want, len) == 0, "%s: rewritten bytes differ", src);
+    ck_assert_uint_eq(le_bytes(want + 40, 4), (uint64_t)has_ts);
+    free(want);
+    free(got);
+    free(vb);
+    if (has_ts) train_state_free(&ts);
+    gpt_free(&m);
+    rm_tmpdir();
+}
+END_TEST
+
 // ----------------------------------------------------------------------------
 // the crafted corpus (tests/corpus/, also the fuzzers' seeds): every ok-*
 // file loads, every bad-* file is refused with a message naming it
@@ -431,6 +526,8 @@ static Suite *train_suite(void) {
     tcase_add_test(tc, test_checkpoint_roundtrip);
     tcase_add_test(tc, test_checkpoint_damage);
     tcase_add_test(tc, test_checkpoint_failed_write_keeps_old);
+    tcase_add_test(tc, test_checkpoint_byte_layout);
+    tcase_add_loop_test(tc, test_checkpoint_committed_bytes, 0, 3);
     tcase_add_loop_test(tc, test_corpus_replay, 0, 3);
     suite_add_tcase(s, tc);
     return s;

@@ -147,6 +147,22 @@ uint32_t crc32_update(uint32_t crc, const void *buf, size_t n) {
     return ~crc;
 }
 
+void f32s_to_le(uint8_t *dst, const float *src, size_t n) {
+    if (host_is_little_endian()) {
+        if (n) memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) put_f32le(dst + 4 * i, src[i]);
+}
+
+void f32s_from_le(float *dst, const uint8_t *src, size_t n) {
+    if (host_is_little_endian()) {
+        if (n) memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = get_f32le(src + 4 * i);
+}
+
 // fflush (+ fsync) + fclose after `write`, each checked; f is always closed.
 static int finish_stream(FILE *f, const char *path, int (*write)(FILE *, void *), void *ctx, int sync, char *err,
                          size_t errlen) {

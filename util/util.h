@@ -1,5 +1,6 @@
 /*
- * util.h: checked helpers shared by every module (llm.c's fopen_check family).
+ * util.h: checked helpers shared by every module (llm.c's fopen_check family),
+ * the little-endian byte helpers of the file formats, atomic writes.
  *
  * Each helper either succeeds or prints one line saying what failed, where
  * (file:line) and with which value, then exits with status 1. They never
@@ -13,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #if defined(__GNUC__)
 #define GQA_NORETURN __attribute__((noreturn))
@@ -56,6 +58,56 @@ static inline int size_add(size_t a, size_t b, size_t *out) {
     *out = a + b;
     return 1;
 }
+
+// Little-endian encoding for the files (docs/formats.md): every integer and
+// float on disk goes through these, so the bytes do not depend on the host's
+// byte order. A float is stored as its IEEE-754 bit pattern.
+static inline void put_u16le(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
+static inline void put_u32le(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void put_u64le(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void put_i32le(uint8_t *p, int32_t v) { put_u32le(p, (uint32_t)v); }  // two's complement
+static inline void put_f32le(uint8_t *p, float v) {
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    put_u32le(p, bits);
+}
+static inline uint16_t get_u16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t get_u32le(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t get_u64le(const uint8_t *p) { return (uint64_t)get_u32le(p) | (uint64_t)get_u32le(p + 4) << 32; }
+static inline int32_t get_i32le(const uint8_t *p) {
+    const uint32_t u = get_u32le(p);  // two's complement, without an implementation-defined cast
+    return u <= INT32_MAX ? (int32_t)u : (int32_t)(u - 0x80000000u) - INT32_MAX - 1;
+}
+static inline float get_f32le(const uint8_t *p) {
+    const uint32_t bits = get_u32le(p);
+    float v;
+    memcpy(&v, &bits, 4);
+    return v;
+}
+
+// Is the host little-endian? Known at compile time with GCC and clang; then
+// the float arrays below are plain copies.
+static inline int host_is_little_endian(void) {
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
+    return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+#else
+    const uint16_t one = 1;
+    uint8_t first;
+    memcpy(&first, &one, 1);
+    return first == 1;
+#endif
+}
+
+// n floats to and from their little-endian bytes (4n); a memcpy on a
+// little-endian host.
+void f32s_to_le(uint8_t *dst, const float *src, size_t n);
+void f32s_from_le(float *dst, const uint8_t *src, size_t n);
 
 // CRC-32 (IEEE 802.3, as zlib's crc32): crc = crc32_update(crc, buf, n),
 // starting from crc = 0.
