@@ -97,7 +97,7 @@ demo: deps have-libs
 	./gqa train train/configs/shakespeare_char_cpu.conf --n_kv_head=2 --out_dir=$(DEMO_OUT) --eval_iters=100
 	./gqa sample --ckpt $(DEMO_OUT)/best.bin --prompt "ROMEO:" --max_new_tokens=500
 
-# The cfg-d sweep of DESIGN.md (random weights; ~9 minutes on 2 cores):
+# The cfg-d sweep (docs/design.md; random weights; ~9 minutes on 2 cores):
 # table on stdout, CSV and plots in docs/bench/. Run it on a quiet machine.
 # Three rounds, each over every setting in turn, so a slow spell of the
 # machine falls on all settings alike; speed-ups are ratios of medians.

@@ -258,9 +258,7 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
                 // a decode step reads every weight once (of wpe one row) and
                 // the K and V of ctx positions of every sequence; steps/s =
                 // tok/s / batch
-                size_t sizes[GPT_NUM_PARAM_TENSORS];
-                gpt_param_sizes(&c, sizes);
-                double step_bytes = 4.0 * (double)(r.params - sizes[PARAM_WPE] + (size_t)c.n_embd) + (double)kv_bytes;
+                const double step_bytes = 4.0 * (double)gpt_decode_params_read(&c) + (double)kv_bytes;
                 r.decode_gbs = step_bytes * r.decode / jb->batch / 1e9;
                 r.decode_bw_frac = r.decode_gbs / read_gbs;  // NAN without the roofline
             }

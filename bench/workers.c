@@ -94,10 +94,17 @@ void worker_gemm(const BenchConfig *bc, int nkv) {
     GPT m;
     train_model(&m, bc, nkv);
     const GPTConfig c = m.config;
-    const int L = c.n_layer, C = c.n_embd, V = c.vocab_size, QKV = (int)gpt_qkv_width(&c);
+    const int L = c.n_layer, C = c.n_embd, V = c.vocab_size;
     const int shards = train_shards(bc->shards, B);
-    enum { NLIN = 4 };
-    const int in[NLIN] = {C, C, C, 4 * C}, out[NLIN] = {QKV, C, 4 * C, C};
+    enum { NLIN = GPT_NUM_LINEAR };
+    GPTLinear lin[NLIN];
+    gpt_linear_layers(&c, lin);
+    int in[NLIN], out[NLIN];
+    size_t woff[NLIN];  // where each layer's weight tensor starts in the arena
+    for (int j = 0; j < NLIN; j++) {
+        in[j] = lin[j].in, out[j] = lin[j].out, woff[j] = 0;
+        for (int k = 0; k < lin[j].weight; k++) woff[j] += m.param_sizes[k];
+    }
     double tps[BENCH_MAX_REPEATS], t0 = 0.0;
     omp_set_max_active_levels(1);  // the kernels run single-threaded inside, as in the training pass
 #pragma omp parallel num_threads(shards)
@@ -109,10 +116,12 @@ void worker_gemm(const BenchConfig *bc, int nkv) {
         float *act = calloc_check((size_t)L * layer + (size_t)N * (C + V + 4 * C), sizeof(float));
         float *lnf = act + (size_t)L * layer, *logits = lnf + (size_t)N * C, *dinp = logits + (size_t)N * V;
         float *grads_memory = calloc_check(m.num_parameters, sizeof(float));
-        ParameterTensors w = m.params, g;
+        const ParameterTensors w = m.params;
+        ParameterTensors g;
         gpt_point_params(&g, grads_memory, m.param_sizes);
-        const float *wl[NLIN] = {w.qkvw, w.attprojw, w.fcw, w.fcprojw};
-        float *gl[NLIN] = {g.qkvw, g.attprojw, g.fcw, g.fcprojw};
+        const float *wl[NLIN];
+        float *gl[NLIN];
+        for (int j = 0; j < NLIN; j++) wl[j] = m.params_memory + woff[j], gl[j] = grads_memory + woff[j];
         for (int r = -1; r < bc->repeats; r++) {  // r = -1: warm-up
 #pragma omp barrier
 #pragma omp master

@@ -388,7 +388,7 @@ void opts_print_help(const Opt *opts, int n, FILE *f) {
         if (o->type == OPT_CHOICE || o->type == OPT_CHOICE_LIST)
             snprintf(extra, sizeof extra, "; one of %s", choices_str(o->choices, c, sizeof c));
         if (o->flags & OPT_REQUIRED) snprintf(text, sizeof text, "%s (required%s)", o->help, extra);
-        else snprintf(text, sizeof text, "%s (default %s%s)", o->help, e, extra);
+        else snprintf(text, sizeof text, "%s (default: %s%s)", o->help, e, extra);
         fputs(head, f);
         int col = hl;
         if (col < HELP_INDENT - 1) {

@@ -1,5 +1,5 @@
 #!/bin/sh
-# bench_vs_torch.sh: gqa.c against PyTorch on DESIGN.md's reference configs,
+# bench_vs_torch.sh: gqa.c against PyTorch on the reference configs (docs/design.md),
 # training tok/s (cfg-s, cfg-m) and decode tok/s (cfg-d), same shapes.
 #
 #   sh scripts/bench_vs_torch.sh [OUT.csv]    (default docs/perf/vs_torch.csv)
@@ -12,13 +12,9 @@
 # progress to stderr. Both sides: float32, biases on, THREADS threads
 # (OMP_NUM_THREADS for gqa.c, --threads for torch, which runs with the OpenMP
 # OpenBLAS through LD_LIBRARY_PATH: Debian's default libblas.so.3 is not it),
-# and OMP_WAIT_POLICY=ACTIVE. With libgomp's default policy PyTorch's cfg-s
-# processes fall into a slow and a fast cluster; PASSIVE (OpenMP workers
-# sleep between parallel regions) reproduces the slow one and ACTIVE (they
-# spin) the fast one: GQA-2 at 10.7-13.2k tok/s vs 16.3-17.5k, 6 processes
-# each, while gqa.c made 29.8-32.8k under all three. So both sides run with
-# ACTIVE, PyTorch's faster setting; the shared host still moves single rounds
-# (a PyTorch cfg-s round of 12.1k in the first run with it).
+# and OMP_WAIT_POLICY=ACTIVE: with libgomp's default policy PyTorch's OpenMP
+# workers sleep between its many small parallel regions, its slow mode
+# (docs/history.md has the measurements).
 # Training: both warm up untimed, then time train_steps optimizer steps. The
 # gqa.c side of a training row also times the step's linear-layer GEMMs
 # alone (`gqa bench --measure=gemm`, in a process of its own right after the
@@ -29,10 +25,8 @@
 # The roofline: every gqa.c round measures it first (`gqa bench`'s own, in a
 # child, seconds before the row), and the row's MFU (training) or fraction of
 # the read bandwidth (decode) is the median over the rounds of each round's
-# figure against its own reading. A shared host's bandwidth has moved from
-# 30 to 55 GB/s within one run, so a single reading for the whole run made
-# the decode rows' fraction depend on when it was taken.
-#
+# figure against its own reading, since a shared host's bandwidth drifts
+# within a run.
 # About 11-13 minutes on 2 cores (`make bench-torch`); run it on a quiet machine.
 # Environment: ROUNDS (default 5), THREADS (2), OMP_WAIT_POLICY (ACTIVE; unset
 # it with OMP_WAIT_POLICY= for libgomp's default), GQA (./gqa), PYTHON

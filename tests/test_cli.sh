@@ -18,6 +18,51 @@ expect() {
 
 expect 0 "commands:" -- "$GQA" --help
 expect 2 "usage: gqa" -- "$GQA"
+# usage alone goes to stderr, --help to stdout
+[ -z "$("$GQA" 2>/dev/null)" ] && [ -n "$("$GQA" --help 2>/dev/null)" ] && ok || bad "usage streams: stderr alone, --help stdout"
+expect 0 "gqa 1.0.0" -- "$GQA" --version
+out=$("$GQA" --version)
+for k in "compiler: " "blas: OpenBLAS" "openmp: " "mpi: "; do
+    case "$out" in *"$k"*) ok ;; *) bad "--version lacks '$k': $out" ;; esac
+done
+# every help fits 100 columns, lists every option once, and docs/cli.md is that help as the binary prints it
+for c in prepare train sample convert bench mem info; do
+    "$GQA" "$c" --help > /tmp/gqa_help_$$.txt 2>&1 || bad "gqa $c --help failed"
+    awk -v c="$c" 'length($0) > 100 { print "FAIL: gqa " c " --help line of " length($0) " columns: " $0; bad = 1 }
+        END { exit bad }' /tmp/gqa_help_$$.txt && ok || fail=$((fail + 1))
+    n=$(grep -c '^  --' /tmp/gqa_help_$$.txt); u=$(grep '^  --' /tmp/gqa_help_$$.txt | awk '{ print $1 }' | sort -u | wc -l)
+    [ "$n" -gt 0 ] && [ "$n" -eq "$u" ] && ok || bad "gqa $c --help: $n option lines, $u distinct"
+done
+rm -f /tmp/gqa_help_$$.txt
+sh "$(dirname "$0")/../scripts/cli_md.sh" "$GQA" | cmp -s - "$(dirname "$0")/../docs/cli.md" && ok ||
+    bad "docs/cli.md differs from the binary's --help (regenerate: sh scripts/cli_md.sh > docs/cli.md)"
+# bench lists (and accepts) only its own options; the fixed AdamW is stated
+out=$("$GQA" bench --help)
+for o in data_dir out_dir learning_rate beta1 weight_decay eval_interval max_iters init_from peak_gflops; do
+    case "$out" in *"--$o "*) bad "bench --help lists --$o, which bench does not use" ;; *) ok ;; esac
+done
+case "$out" in *"AdamW with fixed hyperparameters (lr 0.0001, beta1 0.9, beta2 0.99"*) ok ;;
+    *) bad "bench --help does not state its AdamW: $out" ;; esac
+expect 1 "unknown option 'learning_rate'" -- "$GQA" bench --learning_rate 1e-3
+expect 1 "unknown option 'batch' (did you mean '--batch_size'?" -- "$GQA" bench --batch 1
+# the same concept has the same spelling in every help that takes it
+for o in n_kv_head ctx batch_size kv_dtype; do
+    for c in bench mem; do "$GQA" "$c" --help | grep -q "^  --$o " && ok || bad "gqa $c --help lacks --$o"; done
+done
+"$GQA" sample --help | tr -s ' \n' ' ' | grep -q -- "--kv_dtype NAME KV cache element type (16 bits: half the bytes) (default: f32; one of f32, bf16, f16)" &&
+    ok || bad "sample --kv_dtype choices"
+# required options say so and show no default; string defaults are printed escaped
+"$GQA" sample --help | grep -A1 "^  --ckpt PATH" | grep -q "(required)" && ok || bad "sample --ckpt is not marked required"
+"$GQA" sample --help | grep -q '^  --prompt TEXT .*(default: "\\n")' && ok || bad "sample --prompt default not escaped"
+expect 1 "missing --ckpt PATH (required; see --help)" -- "$GQA" sample
+expect 1 "missing --out PATH (required; see --help)" -- "$GQA" convert --ckpt x.bin --n_kv_head 1
+# train's options are grouped
+for g in model optimizer schedule evaluation "input and output" system; do
+    "$GQA" train --help | grep -q "^$g:$" && ok || bad "train --help has no group '$g'"
+done
+# a stated range is the one enforced
+"$GQA" prepare --help | grep -q "range (0, 1)" && ok || bad "prepare --help does not state (0, 1)"
+expect 1 "option 'val_fraction': 1 is out of range (0, 1)" -- "$GQA" prepare --input x --out_dir y --val_fraction 1
 expect 2 "unknown command 'frobnicate'" -- "$GQA" frobnicate
 expect 0 "--n_kv_head" -- "$GQA" info --help
 expect 0 "kv cache per token: 18432 bytes" -- "$GQA" info --n_layer 6 --n_head 6 --n_kv_head 6 --n_embd 384
@@ -38,6 +83,14 @@ expect 0 "17.18 GB (16.00 GiB)" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_laye
 expect 0 "| 8 | GQA | 0.13 MB (131072 B) | 4.29 GB (4.00 GiB) | 4.00x" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --ctx 32768 --batch_size 1 --kv_dtype bf16 --n_kv_head 8
 expect 1 "option 'kv_dtype': 'fp8' is not one of f32, bf16, f16" -- "$GQA" mem --kv_dtype fp8
 expect 1 "n_head 32 is not divisible by n_kv_head 5" -- "$GQA" mem --n_kv_head 8,5
+# an unwritable CSV path fails before anything is printed; a good one is written whole
+expect 1 "--csv: cannot write '/nonexistent/x.csv'" -- "$GQA" mem --csv /nonexistent/x.csv
+case "$out" in *"| n_kv_head |"*) bad "mem printed its table before failing on the CSV path" ;; *) ok ;; esac
+memcsv=$(mktemp /tmp/gqa_mem_XXXXXX)
+"$GQA" mem --n_kv_head 8,1 --ctx 1024 --csv "$memcsv" > /dev/null 2>&1 &&
+    [ "$(head -1 "$memcsv")" = "n_kv_head,ctx,kv_cache_bytes" ] && [ "$(wc -l < "$memcsv")" -eq 10 ] &&
+    grep -q '^1,1024,16777216$' "$memcsv" && [ ! -e "$memcsv.tmp" ] && ok || bad "mem CSV: $(cat "$memcsv")"
+rm -f "$memcsv"
 
 # csv_has FILE CONDITION: some data row of FILE meets CONDITION, an awk expression over the columns by
 # their header names: v("name") is a field, num("name") says it is a number, empty("name") that it is empty.

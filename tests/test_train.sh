@@ -111,10 +111,12 @@ expect_fail() {
 expect_fail "run \`gqa prepare\` first" "$GQA" train --data_dir "$tmp/nothing" --out_dir "$tmp/e"
 cp -r "$tmp/data" "$tmp/cut"
 head -c 1000 "$tmp/data/train.bin" > "$tmp/cut/train.bin"
-expect_fail "train.bin" "$GQA" train --data_dir "$tmp/cut" --out_dir "$tmp/e"
+expect_fail "cut/train.bin: file is 1000 bytes, expected" "$GQA" train --data_dir "$tmp/cut" --out_dir "$tmp/e"
 expect_fail "unknown option 'n_kv_heads'" "$GQA" train --n_kv_heads 2
 expect_fail "n_head 4 is not divisible by n_kv_head 3" train "$tmp/e" --n_kv_head 3 --max_iters 1
-expect_fail "ckpt.bin" train "$tmp/nockpt" --init_from resume --max_iters 1
+expect_fail "--init_from=resume: there is no $tmp/nockpt/ckpt.bin to resume from (train with --init_from=scratch first" \
+    train "$tmp/nockpt" --init_from resume --max_iters 1
+expect_fail "--init_from=$tmp/nope.bin: no such checkpoint" train "$tmp/e" --init_from "$tmp/nope.bin" --max_iters 1
 # absurd sizes: refused by range, or a clear allocation error (never a crash)
 expect_fail "option 'block_size': 1e9 is out of range" "$GQA" train --block_size 1e9
 expect_fail "cannot allocate 131941532" "$GQA" train --data_dir "$tmp/data" --out_dir "$tmp/e" \
