@@ -45,7 +45,7 @@ int cmd_bench(int argc, char **argv) {
          "what to measure: train (forward + backward + AdamW), gemm (the training step's linear-layer "
          "products alone), infer (prefill and decode); skipped columns are '-' in the table, empty in CSV",
          measure_choices, 0, "measurements", NULL},
-        {"batch_size", OPT_INT_LIST, &batches, 1, 1 << 16, "decode batch sizes", NULL, 0, "measurements", NULL},
+        {"batch_size", OPT_INT_LIST, &batches, 1, 1 << 20, "decode batch sizes", NULL, 0, "measurements", NULL},
         {"ctx", OPT_INT_LIST, &ctxs, 1, 1 << 24, "positions in the KV cache for prefill and decode", NULL, 0,
          "measurements", NULL},
         {"kv_dtype", OPT_CHOICE_LIST, &dts, 0, 0, "KV cache element types", cli_kv_dtype_choices, 0,

@@ -12,9 +12,11 @@
 int cmd_convert(int argc, char **argv) {
     char in[OPT_STR_MAX] = "", out[OPT_STR_MAX] = "";
     int G = 0, seed = 1337, method = CONVERT_MEAN;
+    Opt kv = *cli_model_opt("n_kv_head");
+    kv.ptr = &G, kv.help = "key/value heads of the result (dividing n_head)", kv.flags = OPT_REQUIRED, kv.group = NULL;
     const Opt opts[] = {
         {"ckpt", OPT_STRING, in, 0, 0, "source checkpoint (ckpt.bin or best.bin)", NULL, OPT_REQUIRED, NULL, "PATH"},
-        {"n_kv_head", OPT_INT, &G, 1, 1 << 16, "KV heads of the result", NULL, OPT_REQUIRED, NULL, NULL},
+        kv,
         {"out", OPT_STRING, out, 0, 0, "where to write the converted checkpoint", NULL, OPT_REQUIRED, NULL, "PATH"},
         {"method", OPT_CHOICE, &method, 0, 0,
          "mean, first or random reduce the KV heads (mean-pooling is the GQA paper's); repeat expands them",

@@ -50,7 +50,7 @@ int cmd_mem(int argc, char **argv) {
     // a Llama-2-7B-like shape with 8 KV heads
     GPTConfig c = {.vocab_size = 50257, .block_size = 4096, .n_layer = 32, .n_head = 32, .n_kv_head = 8,
                    .n_embd = 4096, .bias = 0};
-    int batch_size = 1, ctx = 0, kv_dtype = KV_F16, weight_dtype = KV_F16;
+    int batch_size = 1, ctx = 4096, kv_dtype = KV_F16, weight_dtype = KV_F16;
     OptList kvs = {1, {8}};
     char csv[OPT_STR_MAX] = "";
     Opt opts[16];
@@ -62,9 +62,8 @@ int cmd_mem(int argc, char **argv) {
     opts[nopts++] = kv;
     cli_model_opts(&c, "n_embd,block_size,vocab_size,bias", opts, &nopts);
     const Opt own[] = {
-        {"ctx", OPT_INT, &ctx, 0, 1 << 30, "positions held in the KV cache per sequence (0: block_size)", NULL, 0,
-         "cache", NULL},
-        {"batch_size", OPT_INT, &batch_size, 1, 1 << 24, "sequences in the cache", NULL, 0, "cache", NULL},
+        {"ctx", OPT_INT, &ctx, 1, 1 << 24, "positions held in the KV cache per sequence", NULL, 0, "cache", NULL},
+        {"batch_size", OPT_INT, &batch_size, 1, 1 << 20, "sequences in the cache", NULL, 0, "cache", NULL},
         {"kv_dtype", OPT_CHOICE, &kv_dtype, 0, 0, "KV cache element type", cli_kv_dtype_choices, 0, "cache", NULL},
         {"weight_dtype", OPT_CHOICE, &weight_dtype, 0, 0, "parameter element type", cli_kv_dtype_choices, 0, "cache",
          NULL},
@@ -81,7 +80,6 @@ int cmd_mem(int argc, char **argv) {
     if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     if (csv[0] && cli_check_output("csv", csv) != 0) return 1;
     char err[512];
-    if (ctx == 0) ctx = c.block_size;
     const size_t elem = kv_dtype_bytes((KVDtype)kv_dtype), welem = kv_dtype_bytes((KVDtype)weight_dtype);
     for (int i = 0; i < kvs.n; i++) {
         GPTConfig ci = c;
