@@ -5,7 +5,8 @@
  *
  * Conventions (as llm.c): N = B*T rows; activations are row-major (N, C);
  * a Linear weight is (OC, C) as in PyTorch, so out = inp @ w^T + b.
- * Backward functions ACCUMULATE (+=) into their gradient outputs.
+ * Backward functions accumulate (+=) into their weight gradients; each one
+ * says whether it accumulates into or overwrites its input gradient.
  * Matmuls go to gemm.h (our AVX-512 kernel, or OpenBLAS) above 16 rows and
  * to a weight-streaming kernel below; elementwise loops run over OpenMP threads.
  * No kernel allocates memory.
@@ -20,6 +21,7 @@
 
 // out (B,T,C) = wte[inp[b,t]] + wpe[t]
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);
+// dwte (V,C) +=, dwpe (maxT,C) +=
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C);
 
 // out (N,C) = (inp - mean) * rstd * w + b; b may be NULL. mean, rstd (N) are saved.
