@@ -16,6 +16,11 @@ _Static_assert(TRAIN_PATH_MAX == OPT_STR_MAX, "train's path fields are OPT_STRIN
 
 const Opt *cli_train_opts(TrainConfig *tc, int *n) {
     static Opt opts[MAX_TRAIN_OPTS];
+    static char init_help[256];  // the keywords as train.h declares them
+    snprintf(init_help, sizeof init_help,
+             "%s; %s (out_dir/ckpt.bin, optimizer state included); or the PATH of a checkpoint to start from "
+             "(weights only)",
+             train_init_keywords[TRAIN_INIT_SCRATCH], train_init_keywords[TRAIN_INIT_RESUME]);
     int k = 0;
     cli_model_opts(&tc->model, "n_layer,n_head,n_kv_head,n_embd,block_size,bias,dropout", opts, &k);
     const Opt table[] = {
@@ -44,10 +49,7 @@ const Opt *cli_train_opts(TrainConfig *tc, int *n) {
          NULL, 0, "input and output", "DIR"},
         {"out_dir", OPT_STRING, tc->out_dir, 0, 0, "where ckpt.bin, best.bin and log.txt go (created)", NULL, 0,
          "input and output", "DIR"},
-        {"init_from", OPT_STRING, tc->init_from, 0, 0,
-         "scratch; resume (out_dir/ckpt.bin, optimizer state included); or the PATH of a checkpoint to start "
-         "from (weights only)",
-         NULL, 0, "input and output", "WHAT"},
+        {"init_from", OPT_STRING, tc->init_from, 0, 0, init_help, NULL, 0, "input and output", "WHAT"},
         {"log_interval", OPT_INT, &tc->log_interval, 1, 1e9, "print a training line every N steps", NULL, 0,
          "input and output", NULL},
         {"seed", OPT_INT, &tc->seed, 0, 2147483647, "random seed (weights, batches, dropout)", NULL, 0, "system",

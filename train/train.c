@@ -193,12 +193,13 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
     } else {
         const char *src = resume ? r->ckpt_path : tc->init_from;
         if (access(src, F_OK) != 0) {
+            const char *scratch = train_init_keywords[TRAIN_INIT_SCRATCH];
             if (resume)
-                die("--init_from=resume: there is no %s to resume from (train with --init_from=scratch first, or "
-                    "give --out_dir of an earlier run)",
-                    src);
-            die("--init_from=%s: no such checkpoint (give scratch, resume, or the path of a ckpt.bin or best.bin)",
-                src);
+                die("--init_from=%s: there is no %s to resume from (train with --init_from=%s first, or give "
+                    "--out_dir of an earlier run)",
+                    tc->init_from, src, scratch);
+            die("--init_from=%s: no such checkpoint (give %s, %s, or the path of a ckpt.bin or best.bin)", src,
+                scratch, train_init_keywords[TRAIN_INIT_RESUME]);
         }
         uint8_t *blob;
         size_t blob_len;
