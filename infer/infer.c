@@ -33,7 +33,9 @@ int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDt
     float **ptrs[] = {&inf->x, &inf->ln, &inf->mean, &inf->rstd, &inf->qkv, &inf->atty, &inf->tmp, &inf->fch,
                       &inf->logits, &inf->att_scratch};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        *ptrs[i] = malloc(sizes[i] * sizeof(float));
+        // on cache lines: small buffers come from the heap, and where their
+        // rows start would otherwise depend on what was allocated before
+        *ptrs[i] = aligned_alloc(64, (sizes[i] * sizeof(float) + 63) / 64 * 64);
         if (!*ptrs[i]) {
             snprintf(inf->error, sizeof inf->error, "cannot allocate inference buffers for batch %d x %d tokens", batch,
                      max_chunk);
