@@ -154,7 +154,7 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     uint32_t version = get_u32le(buf + 4);
     if (version != CHECKPOINT_VERSION) FAIL("unsupported checkpoint version %u (this build reads %d)", version, CHECKPOINT_VERSION);
     if (len < CHECKPOINT_HEADER_BYTES) FAIL("truncated header: file is %zu bytes, the header alone is %d", len, CHECKPOINT_HEADER_BYTES);
-    GPTConfig c;
+    GPTConfig c = {.pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};  // as every version-1 file
     c.vocab_size = get_i32le(buf + 8), c.block_size = get_i32le(buf + 12), c.n_layer = get_i32le(buf + 16);
     c.n_head = get_i32le(buf + 20), c.n_kv_head = get_i32le(buf + 24), c.n_embd = get_i32le(buf + 28);
     c.bias = get_i32le(buf + 32);
