@@ -3,7 +3,8 @@
  *
  * - PyTorch fixtures (scripts/ref_gpt.py, float64): logits, loss, every
  *   parameter gradient and 5 AdamW steps, for n_kv_head 4, 2, 1 (n_head 4)
- *   with biases and n_kv_head 2 without.
+ *   with biases and n_kv_head 2 without, learned positions; and n_kv_head
+ *   4, 2, 1 with RoPE (no wpe), at the same tolerances.
  * - Central finite differences of the attention kernel (MHA, GQA, MQA, with
  *   and without attention dropout, and through the RoPE rotation) and of the
  *   whole model with dropout (learned positions and rope).
@@ -46,11 +47,16 @@ static void fixture_load(Fixture *fx, const char *path) {
     float hp[5];
     fread_check(magic, 1, 4, f);
     fread_check(&version, 4, 1, f);
-    ck_assert_msg(memcmp(magic, "GQAF", 4) == 0 && version == 1, "%s: not a version-1 fixture", path);
+    ck_assert_msg(memcmp(magic, "GQAF", 4) == 0 && (version == 1 || version == 2), "%s: not a fixture", path);
     fread_check(h, 4, 10, f);
     fread_check(hp, 4, 5, f);
     fx->c = (GPTConfig){.vocab_size = h[0], .block_size = h[1], .n_layer = h[2], .n_head = h[3],
-                        .n_kv_head = h[4], .n_embd = h[5], .bias = h[6], .dropout = 0.0f};
+                        .n_kv_head = h[4], .n_embd = h[5], .bias = h[6], .dropout = 0.0f,
+                        .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    if (version == 2) {  // the position scheme (version 1: learned)
+        fread_check(&fx->c.pos, 4, 1, f);
+        fread_check(&fx->c.rope_theta, 4, 1, f);
+    }
     fx->B = h[7], fx->T = h[8], fx->steps = h[9];
     fx->lr = hp[0], fx->beta1 = hp[1], fx->beta2 = hp[2], fx->eps = hp[3], fx->weight_decay = hp[4];
     fx->P = gpt_num_parameters(&fx->c);
@@ -76,8 +82,11 @@ static void fixture_free(Fixture *fx) {
     free(fx->params), free(fx->grads), free(fx->logits), free(fx->inputs), free(fx->targets), free(fx->step_losses);
 }
 
-static const char *fixture_paths[] = {"tests/fixtures/gpt_nkv4.bin", "tests/fixtures/gpt_nkv2.bin",
-                                      "tests/fixtures/gpt_nkv1.bin", "tests/fixtures/gpt_nkv2_nobias.bin"};
+static const char *fixture_paths[] = {"tests/fixtures/gpt_nkv4.bin",      "tests/fixtures/gpt_nkv2.bin",
+                                      "tests/fixtures/gpt_nkv1.bin",      "tests/fixtures/gpt_nkv2_nobias.bin",
+                                      "tests/fixtures/gpt_rope_nkv4.bin", "tests/fixtures/gpt_rope_nkv2.bin",
+                                      "tests/fixtures/gpt_rope_nkv1.bin"};
+#define N_FIXTURES (int)(sizeof fixture_paths / sizeof fixture_paths[0])
 
 // Tolerances against the float64 reference. Measured float32 errors: logits
 // <= 2e-6, loss rel <= 1e-7, gradients <= 1.5e-7 (max abs): ~5-10x headroom.
@@ -112,6 +121,7 @@ START_TEST(test_pytorch_forward_backward) {
         if (d.max_abs > worst_grad) worst_grad = d.max_abs;
         off += m.param_sizes[i];
     }
+    ck_assert_int_eq(fx.c.pos == GPT_POS_ROPE, strstr(fixture_paths[_i], "rope") != NULL);
     printf("%s: logits max abs err %.2g, loss rel err %.2g, worst gradient max abs err %.2g\n", fixture_paths[_i],
            diff_tensors(m.acts.logits, fx.logits, n_logits).max_abs, fabs(m.mean_loss - fx.loss) / fx.loss,
            worst_grad);
@@ -974,8 +984,8 @@ static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("pytorch");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_pytorch_forward_backward, 0, 4);
-    tcase_add_loop_test(tc, test_pytorch_adamw_steps, 0, 4);
+    tcase_add_loop_test(tc, test_pytorch_forward_backward, 0, N_FIXTURES);
+    tcase_add_loop_test(tc, test_pytorch_adamw_steps, 0, N_FIXTURES);
     suite_add_tcase(s, tc);
     tc = tcase_create("gradcheck");
     tcase_set_timeout(tc, 60);
