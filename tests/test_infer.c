@@ -2,7 +2,8 @@
  * test_infer.c: inference against the training forward and a plain loop.
  *
  * - Prefill + incremental decode (and chunked prefill) give the full
- *   forward's logits at every position, for n_kv_head 4, 2, 1, batch 1 and 3.
+ *   forward's logits at every position, for n_kv_head 4, 2, 1, batch 1 and 3,
+ *   learned positions and RoPE; 16-bit caches within their tolerances.
  * - The grouped cached-attention kernel equals a per-query-head reference
  *   loop (kept here), including decode with the key axis split over threads.
  * - Samplers keep exactly the expected candidate sets; greedy is argmax.
@@ -39,10 +40,11 @@ static void randomize(GPT *m, uint64_t seed) {
 
 static const int nkv_cases[] = {4, 2, 1};
 
+// _i: n_kv_head 4, 2, 1 x batch 1, 3 x learned positions (_i < 6) or rope
 START_TEST(test_decode_equals_full_forward) {
-    const int nkv = nkv_cases[_i % 3], B = _i < 3 ? 1 : 3, T = 24, V = 23;
+    const int nkv = nkv_cases[_i % 3], B = _i % 6 < 3 ? 1 : 3, T = 24, V = 23;
     GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = nkv, .n_embd = 32,
-                   .bias = 1};
+                   .bias = 1, .pos = _i < 6 ? GPT_POS_LEARNED : GPT_POS_ROPE, .rope_theta = 100.0f};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
     randomize(&m, 100 + _i);
@@ -73,7 +75,9 @@ START_TEST(test_decode_equals_full_forward) {
             worst = d.max_abs > worst ? d.max_abs : worst;
         }
     }
-    ck_assert_msg(worst <= 1e-4, "n_kv_head %d batch %d: decode vs full forward max abs %.3g", nkv, B, worst);
+    ck_assert_msg(worst <= 1e-4, "pos %s n_kv_head %d batch %d: decode vs full forward max abs %.3g",
+                  gpt_pos_names[c.pos], nkv, B, worst);
+    const double worst_decode = worst;
 
     // (b) chunked prefill of all T tokens, 7 at a time, all logits
     worst = 0;
@@ -87,7 +91,10 @@ START_TEST(test_decode_equals_full_forward) {
                 worst = d.max_abs > worst ? d.max_abs : worst;
             }
     }
-    ck_assert_msg(worst <= 1e-4, "n_kv_head %d batch %d: chunked prefill max abs %.3g", nkv, B, worst);
+    ck_assert_msg(worst <= 1e-4, "pos %s n_kv_head %d batch %d: chunked prefill max abs %.3g", gpt_pos_names[c.pos],
+                  nkv, B, worst);
+    printf("pos %s, n_kv_head %d, batch %d: prefill + decode vs full forward max abs %.2g, chunked prefill %.2g\n",
+           gpt_pos_names[c.pos], nkv, B, worst_decode, worst);
     infer_free(&inf);
     gpt_free(&m);
 }
@@ -95,12 +102,13 @@ END_TEST
 
 // 16-bit caches against the float32 full forward. bf16 keeps 8 significant
 // bits (relative error <= 2^-9 per stored number), f16 11 (2^-12).
+// _i: bf16, f16 x learned positions (_i < 2) or rope (keys rotated, then rounded)
 START_TEST(test_decode_16bit_accuracy) {
-    const KVDtype dt = _i == 0 ? KV_BF16 : KV_F16;
+    const KVDtype dt = _i % 2 == 0 ? KV_BF16 : KV_F16;
     const double tol = dt == KV_BF16 ? 3e-2 : 4e-3;
     const int B = 2, T = 20, V = 23;
     GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
-                   .bias = 1};
+                   .bias = 1, .pos = _i < 2 ? GPT_POS_LEARNED : GPT_POS_ROPE, .rope_theta = 100.0f};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
     randomize(&m, 55);
@@ -119,8 +127,8 @@ START_TEST(test_decode_16bit_accuracy) {
             worst = d.max_abs > worst ? d.max_abs : worst;
         }
     }
-    printf("%s KV cache: decode logits max abs error vs float32 forward %.3g (tolerance %.0e)\n", kv_dtype_name(dt),
-           worst, tol);
+    printf("%s KV cache, pos %s: decode logits max abs error vs float32 forward %.3g (tolerance %.0e)\n",
+           kv_dtype_name(dt), gpt_pos_names[c.pos], worst, tol);
     ck_assert_msg(worst <= tol && worst > 0, "%s: max abs error %.3g", kv_dtype_name(dt), worst);
     infer_free(&inf);
     gpt_free(&m);
@@ -166,7 +174,7 @@ END_TEST
 START_TEST(test_prefill_shared_equals_batched) {
     const int B = 3, P = 11, V = 19;
     GPTConfig c = {.vocab_size = V, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
-                   .bias = 1};
+                   .bias = 1, .pos = _i ? GPT_POS_ROPE : GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 2), 0);
     randomize(&m, 8);
@@ -444,10 +452,10 @@ static Suite *infer_suite(void) {
     Suite *s = suite_create("infer");
     TCase *tc = tcase_create("infer");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_decode_equals_full_forward, 0, 6);
+    tcase_add_loop_test(tc, test_decode_equals_full_forward, 0, 12);
     tcase_add_test(tc, test_infer_bounds);
-    tcase_add_test(tc, test_prefill_shared_equals_batched);
-    tcase_add_loop_test(tc, test_decode_16bit_accuracy, 0, 2);
+    tcase_add_loop_test(tc, test_prefill_shared_equals_batched, 0, 2);
+    tcase_add_loop_test(tc, test_decode_16bit_accuracy, 0, 4);
     tcase_add_test(tc, test_kv_dtype_conversions);
     tcase_add_loop_test(tc, test_grouped_kernel_vs_reference, 0, sizeof kernel_cases / sizeof kernel_cases[0]);
     tcase_add_test(tc, test_sampler_candidate_sets);
