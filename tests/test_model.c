@@ -763,11 +763,12 @@ END_TEST
 
 static void logits_of(GPT *m, const int *tok, int B, int T) { ck_assert_int_eq(gpt_forward(m, tok, NULL, B, T), 0); }
 
+// _i: GPTPos; with rope the scheme and theta are carried through every conversion
 START_TEST(test_convert_mean_lossless_and_round_trip) {
     // a GQA model (2 KV heads of 4 query heads) -> MHA by repeat: identical
     // heads within each group, same logits; -> back by mean: the same model
     GPTConfig c = {.vocab_size = 17, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
-                   .bias = 1};
+                   .bias = 1, .pos = _i, .rope_theta = 300.0f};
     GPT g, mha, back, mqa_a, mqa_b;
     char err[256];
     ck_assert_int_eq(gpt_init(&g, &c, 5), 0);
@@ -787,6 +788,13 @@ START_TEST(test_convert_mean_lossless_and_round_trip) {
     ck_assert_int_eq(gpt_convert_kv_heads(&mha, &mqa_a, 1, CONVERT_MEAN, 0, err, sizeof err), 0);
     ck_assert_int_eq(gpt_convert_kv_heads(&g, &mqa_b, 1, CONVERT_MEAN, 0, err, sizeof err), 0);
     ck_assert_tensor_close("MQA by two routes", mqa_a.params_memory, mqa_b.params_memory, mqa_a.num_parameters, 1e-7);
+    const GPT *all[] = {&mha, &back, &mqa_a, &mqa_b};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(all[i]->config.pos, c.pos);
+        ck_assert_float_eq(all[i]->config.rope_theta, c.rope_theta);
+        ck_assert_uint_eq(all[i]->param_sizes[PARAM_WPE], g.param_sizes[PARAM_WPE]);
+        ck_assert(_i == GPT_POS_ROPE ? all[i]->rope_cos != NULL : all[i]->rope_cos == NULL);
+    }
     // and its KV cache is exactly 1/4 of the MHA one
     ck_assert_uint_eq(gpt_kv_bytes_per_token(&mqa_a.config, 4) * 4, gpt_kv_bytes_per_token(&mha.config, 4));
     ck_assert_uint_eq(kvcache_bytes(&mqa_a.config, 3, 16, 4), 2u * 2 * 1 * 8 * 16 * 3 * 4);
@@ -1009,7 +1017,7 @@ static Suite *model_suite(void) {
     tcase_add_loop_test(tc, test_matmul_backward_vs_double, 0, 6);
     tcase_add_loop_test(tc, test_gemm_vs_double, 0, sizeof gemm_shapes / sizeof gemm_shapes[0]);
     tcase_add_test(tc, test_gelu_vs_double);
-    tcase_add_test(tc, test_convert_mean_lossless_and_round_trip);
+    tcase_add_loop_test(tc, test_convert_mean_lossless_and_round_trip, 0, 2);
     tcase_add_test(tc, test_convert_methods_and_errors);
     suite_add_tcase(s, tc);
     return s;
