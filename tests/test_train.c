@@ -87,6 +87,20 @@ START_TEST(test_config_parsing) {
     ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
     ck_assert_msg(strstr(err, "a.conf:2: unknown option 'n_kv_heads'"), "%s", err);
 
+    // the position scheme: the same names in a file as on the command line
+    ck_assert_int_eq(tc.model.pos, GPT_POS_LEARNED);  // the default
+    ck_assert_float_eq(tc.model.rope_theta, GPT_ROPE_THETA_DEFAULT);
+    write_text(conf, "pos = rope\nrope_theta = 5e5\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), 0);
+    ck_assert_int_eq(tc.model.pos, GPT_POS_ROPE);
+    ck_assert_float_eq(tc.model.rope_theta, 5e5f);
+    write_text(conf, "pos = alibi\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
+    ck_assert_msg(strstr(err, "a.conf:1: option 'pos': 'alibi' is not one of learned, rope"), "%s", err);
+    write_text(conf, "rope_theta = -1\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
+    ck_assert_msg(strstr(err, "a.conf:1: option 'rope_theta': -1 is out of range (0, 1e+09)"), "%s", err);
+
     write_text(conf, "batch_size = twelve\n");
     ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
     ck_assert_msg(strstr(err, "a.conf:1: option 'batch_size': 'twelve' is not an integer"), "%s", err);
