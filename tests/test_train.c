@@ -42,6 +42,21 @@ START_TEST(test_lr_schedule) {
 }
 END_TEST
 
+// nanoGPT's 6N + 12 L C T training FLOPs per token, N without wpe (a lookup,
+// no matmul): the same for both position schemes of one shape, since rope
+// has no wpe and its rotation is not counted (4 HS/2 multiply-adds per head
+// vector, under 0.1% of a step here)
+START_TEST(test_flops_per_token) {
+    GPTConfig c = {.vocab_size = 65, .block_size = 256, .n_layer = 6, .n_head = 6, .n_kv_head = 2, .n_embd = 384,
+                   .bias = 1, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    const double learned = train_flops_per_token(&c, 256);
+    ck_assert_double_eq(learned, 6.0 * (gpt_num_parameters(&c) - 256 * 384) + 12.0 * 6 * 384 * 256);
+    c.pos = GPT_POS_ROPE;
+    ck_assert_double_eq(train_flops_per_token(&c, 256), learned);
+    ck_assert_double_eq(train_flops_per_token(&c, 256), 6.0 * gpt_num_parameters(&c) + 12.0 * 6 * 384 * 256);
+}
+END_TEST
+
 // ----------------------------------------------------------------------------
 // config parsing
 
@@ -604,6 +619,7 @@ static Suite *train_suite(void) {
     TCase *tc = tcase_create("train");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_lr_schedule);
+    tcase_add_test(tc, test_flops_per_token);
     tcase_add_test(tc, test_config_parsing);
     tcase_add_test(tc, test_overfit_repetitive_text);
     tcase_add_loop_test(tc, test_checkpoint_roundtrip, 0, 2);
