@@ -188,10 +188,13 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     char measure[32];
     snprintf(measure, sizeof measure, "%s%s%s", do_train ? ",train" : "", do_gemm ? ",gemm" : "",
              do_infer ? ",infer" : "");
-    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d; training at batch %d x %d "
-           "(%d shards); %d decode steps; %d repeats x %d rounds; %d threads; measure=%s\n",
+    char pos[64];
+    snprintf(pos, sizeof pos, bc->model.pos == GPT_POS_ROPE ? "%s rope_theta=%g" : "%s", gpt_pos_names[bc->model.pos],
+             (double)bc->model.rope_theta);
+    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d pos=%s; training at batch "
+           "%d x %d (%d shards); %d decode steps; %d repeats x %d rounds; %d threads; measure=%s\n",
            bc->model.vocab_size, bc->model.n_layer, bc->model.n_head, bc->model.n_embd, bc->model.block_size,
-           bc->model.bias, bc->train_batch_size, bc->train_block_size,
+           bc->model.bias, pos, bc->train_batch_size, bc->train_block_size,
            train_shards(bc->shards, bc->train_batch_size), bc->decode_tokens, bc->repeats, bc->rounds,
            omp_get_max_threads(), measure + 1);
     int failures = 0;
@@ -255,7 +258,7 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
                 // the bytes a cache of exactly ctx positions needs
                 const size_t kv_bytes = kvcache_bytes(&c, jb->batch, jb->ctx, kv_dtype_bytes(jb->dt));
                 r.kv_bytes = (double)kv_bytes, r.rss = (double)jb->rss;
-                // a decode step reads every weight once (of wpe one row) and
+                // a decode step reads every weight once (of wpe one row; none with rope) and
                 // the K and V of ctx positions of every sequence; steps/s =
                 // tok/s / batch
                 const double step_bytes = 4.0 * (double)gpt_decode_params_read(&c) + (double)kv_bytes;

@@ -25,7 +25,8 @@ int cmd_bench(int argc, char **argv) {
     memset(&bc, 0, sizeof bc);
     // cfg-d (docs/design.md): the cache outweighs the weights at long context
     bc.model = (GPTConfig){.vocab_size = 256, .block_size = 4096, .n_layer = 6, .n_head = 8, .n_kv_head = 8,
-                           .n_embd = 512, .bias = 1, .dropout = 0.0f};
+                           .n_embd = 512, .bias = 1, .dropout = 0.0f, .pos = GPT_POS_LEARNED,
+                           .rope_theta = GPT_ROPE_THETA_DEFAULT};
     bc.train_batch_size = 8, bc.train_block_size = 256, bc.train_steps = 5, bc.decode_tokens = 32;
     bc.repeats = 3, bc.rounds = 1, bc.roofline = 1, bc.gemm = BENCH_GEMM_OURS, bc.seed = 1337;
     OptList kvs = {4, {8, 4, 2, 1}}, ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}};
@@ -39,7 +40,7 @@ int cmd_bench(int argc, char **argv) {
     kv.type = OPT_INT_LIST, kv.ptr = &kvs;
     kv.help = "key/value heads NKV to compare, a comma list (each divides n_head)";
     opts[n++] = kv;
-    cli_model_opts(&bc.model, "n_embd,bias,dropout", opts, &n);
+    cli_model_opts(&bc.model, "n_embd,bias,pos,rope_theta,dropout", opts, &n);
     const Opt own[] = {
         {"measure", OPT_CHOICE_LIST, &measure, 0, 0,
          "what to measure: train (forward + backward + AdamW), gemm (the training step's linear-layer "
@@ -91,11 +92,11 @@ int cmd_bench(int argc, char **argv) {
              "weight_decay %g); they do not change the time of a step.\n"
              "With --roofline the machine's sgemm peak and memory read bandwidth are measured first;\n"
              "training is also given in GFLOP/s (6N + 12 L C T per token) with MFU against that peak,\n"
-             "decode in GB/s read (4 bytes per parameter, one row of wpe, plus the K and V of ctx\n"
-             "positions per step) with the fraction of the bandwidth (CSV: train_gflops, train_mfu,\n"
-             "decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not percent, empty\n"
-             "without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit in the caches);\n"
-             "after the table a second reading is printed as 'roofline at the end'.\n"
+             "decode in GB/s read (4 bytes per parameter, one row of wpe with learned positions, plus the\n"
+             "K and V of ctx positions per step) with the fraction of the bandwidth (CSV: train_gflops,\n"
+             "train_mfu, decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not\n"
+             "percent, empty without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit\n"
+             "in the caches); after the table a second reading is printed as 'roofline at the end'.\n"
              "Without infer in --measure there is one row per n_kv_head, without batch, ctx or kv_dtype.\n"
              "With --rounds R every measurement runs in R processes, round-robin over the settings (all\n"
              "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"

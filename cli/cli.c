@@ -31,6 +31,13 @@ static const Opt model_opts[] = {
     {"n_embd", OPT_INT, FIELD(n_embd), 1, 1 << 20, "embedding width C (n_embd % n_head == 0)", NULL, 0, "model", NULL},
     {"bias", OPT_BOOL, FIELD(bias), 0, 1, "biases in Linear and LayerNorm layers", NULL, 0, "model", NULL},
     {"dropout", OPT_FLOAT, FIELD(dropout), 0, 0.99, "dropout probability (training only)", NULL, 0, "model", NULL},
+    {"pos", OPT_CHOICE, FIELD(pos), 0, 0,
+     "positions: learned (a wpe table of block_size x n_embd parameters, GPT-2) or rope (rotary: q and k "
+     "rotated by position, no parameters)",
+     gpt_pos_names, 0, "model", NULL},
+    {"rope_theta", OPT_FLOAT, FIELD(rope_theta), 0, 1e9,
+     "RoPE base: dimension pair i of a head turns by position x rope_theta^(-2i/head_size) (used by pos=rope)",
+     NULL, OPT_OPEN, "model", NULL},
 };
 #undef FIELD
 

@@ -24,7 +24,8 @@ int cmd_mem(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 
 // The model-shape options over c's fields, in one place: vocab_size,
-// block_size, n_layer, n_head, n_kv_head, n_embd, bias, dropout. `names` is
+// block_size, n_layer, n_head, n_kv_head, n_embd, bias, dropout, pos,
+// rope_theta. `names` is
 // a comma list of those a subcommand takes, in the order it lists them;
 // they are appended to out[*n] (which must have room) in group "model".
 void cli_model_opts(GPTConfig *c, const char *names, Opt *out, int *n);

@@ -49,7 +49,7 @@ static int write_csv(FILE *f, void *ctx) {
 int cmd_mem(int argc, char **argv) {
     // a Llama-2-7B-like shape with 8 KV heads
     GPTConfig c = {.vocab_size = 50257, .block_size = 4096, .n_layer = 32, .n_head = 32, .n_kv_head = 8,
-                   .n_embd = 4096, .bias = 0};
+                   .n_embd = 4096, .bias = 0, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
     int batch_size = 1, ctx = 4096, kv_dtype = KV_F16, weight_dtype = KV_F16;
     OptList kvs = {1, {8}};
     char csv[OPT_STR_MAX] = "";
@@ -60,7 +60,7 @@ int cmd_mem(int argc, char **argv) {
     kv.type = OPT_INT_LIST, kv.ptr = &kvs;
     kv.help = "key/value heads NKV to compare with MHA (n_head): a comma list, e.g. 8,1";
     opts[nopts++] = kv;
-    cli_model_opts(&c, "n_embd,block_size,vocab_size,bias", opts, &nopts);
+    cli_model_opts(&c, "n_embd,block_size,vocab_size,bias,pos,rope_theta", opts, &nopts);
     const Opt own[] = {
         {"ctx", OPT_INT, &ctx, 1, 1 << 24, "positions held in the KV cache per sequence", NULL, 0, "cache", NULL},
         {"batch_size", OPT_INT, &batch_size, 1, 1 << 20, "sequences in the cache", NULL, 0, "cache", NULL},
@@ -96,9 +96,9 @@ int cmd_mem(int argc, char **argv) {
     const double seq = (double)ctx * batch_size;
     const double mha_tok = (double)gpt_kv_bytes_per_token(&mha, elem), mha_kv = mha_tok * seq;
     char b2[32], b3[32], b4[32], b5[32], b6[32];
-    printf("shape: n_layer %d, n_head %d, head_dim %d, n_embd %d; ctx %d x batch_size %d; kv_dtype %s (%zu bytes), "
-           "weight_dtype %s (%zu bytes)\n\n",
-           c.n_layer, c.n_head, HS, c.n_embd, ctx, batch_size, cli_kv_dtype_choices[kv_dtype], elem,
+    printf("shape: n_layer %d, n_head %d, head_dim %d, n_embd %d, pos %s; ctx %d x batch_size %d; kv_dtype %s "
+           "(%zu bytes), weight_dtype %s (%zu bytes)\n\n",
+           c.n_layer, c.n_head, HS, c.n_embd, gpt_pos_names[c.pos], ctx, batch_size, cli_kv_dtype_choices[kv_dtype], elem,
            cli_kv_dtype_choices[weight_dtype], welem);
     printf("| n_kv_head | attention | KV per token | KV cache | MHA / this | saved vs MHA | parameters | params + KV |\n");
     printf("|---:|:---|---:|---:|---:|---:|---:|---:|\n");

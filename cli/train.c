@@ -22,7 +22,7 @@ const Opt *cli_train_opts(TrainConfig *tc, int *n) {
              "(weights only)",
              train_init_keywords[TRAIN_INIT_SCRATCH], train_init_keywords[TRAIN_INIT_RESUME]);
     int k = 0;
-    cli_model_opts(&tc->model, "n_layer,n_head,n_kv_head,n_embd,block_size,bias,dropout", opts, &k);
+    cli_model_opts(&tc->model, "n_layer,n_head,n_kv_head,n_embd,block_size,bias,pos,rope_theta,dropout", opts, &k);
     const Opt table[] = {
         {"batch_size", OPT_INT, &tc->batch_size, 1, 1 << 20, "sequences per step (all MPI ranks together)", NULL, 0,
          "optimizer", NULL},

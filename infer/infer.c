@@ -2,6 +2,9 @@
  * infer.c: the cached forward (prefill and decode) and the samplers. The
  * layer kernels are model/ops.h; attention over the cache is
  * model/attention_cached.h's grouped kernel. Nothing here allocates per token.
+ * With pos = rope the new tokens' queries and keys are rotated by their
+ * absolute positions (pos0 + t) before the keys are stored, so the cache
+ * holds rotated keys and the kernel is the same for both schemes.
  */
 #include "infer.h"
 
@@ -12,6 +15,7 @@
 
 #include "../model/attention_cached.h"
 #include "../model/ops.h"
+#include "../model/rope.h"
 #include "../util/rng.h"
 #include "../util/util.h"
 
@@ -70,11 +74,14 @@ static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int po
     const ParameterTensors w = m->params;
     float *x = inf->x;
 
-    encoder_forward(x, tokens, w.wte, w.wpe + (size_t)pos0 * C, B, Tn, C);
+    const int rope = c->pos == GPT_POS_ROPE;
+    encoder_forward(x, tokens, w.wte, rope ? NULL : w.wpe + (size_t)pos0 * C, B, Tn, C);
     for (int l = 0; l < L; l++) {
         layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
         matmul_forward(inf->qkv, inf->ln, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N,
                        C, QKV);
+        // rope: q and k turned by their absolute positions, so keys enter the cache rotated
+        if (rope) rope_rotate(inf->qkv, B, Tn, pos0, NH, NKV, C / NH, m->rope_cos, m->rope_sin, 0);
         kvcache_store(&inf->cache, l, inf->qkv, B, Tn, pos0, NH);
         attention_cached(inf->atty, inf->qkv, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch,
                          inf->att_scratch_floats);

@@ -85,6 +85,8 @@ static int write_checkpoint(FILE *f, void *ctx_) {
     put_u32(&o, ctx->ts ? 1 : 0);  // flags
     put_u64(&o, P);
     put_u32(&o, (uint32_t)ctx->vocab_len);
+    put_i32(&o, c->pos);  // version 2
+    put_f32(&o, c->rope_theta);
     put_bytes(&o, ctx->vocab, ctx->vocab_len);
     put_f32s(&o, ctx->m->params_memory, P);
     if (ctx->ts) {
@@ -152,9 +154,11 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     if (len < 8) FAIL("file is %zu bytes, too short for a checkpoint", len);
     if (memcmp(buf, "GQAC", 4) != 0) FAIL("bad magic (not a gqa checkpoint)");
     uint32_t version = get_u32le(buf + 4);
-    if (version != CHECKPOINT_VERSION) FAIL("unsupported checkpoint version %u (this build reads %d)", version, CHECKPOINT_VERSION);
-    if (len < CHECKPOINT_HEADER_BYTES) FAIL("truncated header: file is %zu bytes, the header alone is %d", len, CHECKPOINT_HEADER_BYTES);
-    GPTConfig c;
+    if (version != 1 && version != CHECKPOINT_VERSION)
+        FAIL("unsupported checkpoint version %u (this build reads 1 and %d)", version, CHECKPOINT_VERSION);
+    const size_t header = version == 1 ? CHECKPOINT_V1_HEADER_BYTES : CHECKPOINT_HEADER_BYTES;
+    if (len < header) FAIL("truncated header: file is %zu bytes, the version-%u header alone is %zu", len, version, header);
+    GPTConfig c = {.pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};  // as every version-1 file
     c.vocab_size = get_i32le(buf + 8), c.block_size = get_i32le(buf + 12), c.n_layer = get_i32le(buf + 16);
     c.n_head = get_i32le(buf + 20), c.n_kv_head = get_i32le(buf + 24), c.n_embd = get_i32le(buf + 28);
     c.bias = get_i32le(buf + 32);
@@ -162,13 +166,14 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     uint32_t flags = get_u32le(buf + 40);
     uint64_t np = get_u64le(buf + 44);
     uint32_t vlen = get_u32le(buf + 52);
+    if (version >= 2) c.pos = get_i32le(buf + 56), c.rope_theta = get_f32le(buf + 60);
     char cerr[200];
     if (gpt_config_validate(&c, cerr, sizeof cerr) != 0) FAIL("bad config: %s", cerr);
     if (flags > 1) FAIL("unknown flags 0x%x", flags);
     size_t P = gpt_num_parameters(&c);
     if (np != P) FAIL("num_parameters is %llu but the config implies %zu", (unsigned long long)np, P);
     // expected size, overflow-checked (P <= 1e18/4 by gpt_num_parameters)
-    size_t want = CHECKPOINT_HEADER_BYTES, pbytes;
+    size_t want = header, pbytes;
     if (!size_mul(P, sizeof(float), &pbytes) || !size_add(want, vlen, &want) || !size_add(want, pbytes, &want) ||
         (flags && (!size_add(want, 28, &want) || !size_add(want, pbytes, &want) || !size_add(want, pbytes, &want))) ||
         !size_add(want, 4, &want))
@@ -176,7 +181,7 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     if (len != want) FAIL("file is %zu bytes but its header implies %zu (%s)", len, want, len < want ? "truncated" : "trailing bytes");
     uint32_t stored = get_u32le(buf + len - 4), computed = crc32_update(0, buf, len - 4);
     if (stored != computed) FAIL("checksum mismatch (stored %08x, computed %08x): the file is corrupt", stored, computed);
-    const uint8_t *p = buf + CHECKPOINT_HEADER_BYTES;
+    const uint8_t *p = buf + header;
     const uint8_t *vocab_p = p;
     p += vlen;
     const uint8_t *params_p = p;

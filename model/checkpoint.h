@@ -1,7 +1,8 @@
 /*
  * checkpoint.h: self-describing, checksummed checkpoint files.
  *
- * A checkpoint holds the model config (n_kv_head among it), the tokenizer
+ * A checkpoint holds the model config (n_kv_head and the position scheme
+ * among it), the tokenizer
  * as an opaque blob (data/tokenizer.h parses it; model/ does not), the
  * parameters, and optionally the training state (AdamW moments, step, RNG
  * states) for an exact resume. Layout in docs/formats.md: little-endian on
@@ -17,8 +18,11 @@
 
 #include "gpt.h"
 
-#define CHECKPOINT_VERSION 1
-#define CHECKPOINT_HEADER_BYTES 56
+// Version 2 adds the position scheme (pos, rope_theta) at the end of the
+// header; version-1 files still load, as pos = learned.
+#define CHECKPOINT_VERSION 2
+#define CHECKPOINT_HEADER_BYTES 64
+#define CHECKPOINT_V1_HEADER_BYTES 56
 
 typedef struct {
     int step;              // optimizer steps taken

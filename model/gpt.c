@@ -16,6 +16,9 @@
 #include "../util/util.h"
 #include "attention.h"
 #include "ops.h"
+#include "rope.h"
+
+const char *const gpt_pos_names[] = {"learned", "rope", NULL};  // GPTPos order
 
 const char *const gpt_param_names[GPT_NUM_PARAM_TENSORS] = {
     [PARAM_WTE] = "wte",           [PARAM_WPE] = "wpe",         [PARAM_LN1W] = "ln1w",       [PARAM_LN1B] = "ln1b",
@@ -62,6 +65,20 @@ int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen) {
         snprintf(err, errlen, "dropout must be in [0, 1), got %g", (double)c->dropout);
         return -1;
     }
+    if (c->pos != GPT_POS_LEARNED && c->pos != GPT_POS_ROPE) {
+        snprintf(err, errlen, "pos must be %d (%s) or %d (%s), got %d", GPT_POS_LEARNED, gpt_pos_names[GPT_POS_LEARNED],
+                 GPT_POS_ROPE, gpt_pos_names[GPT_POS_ROPE], c->pos);
+        return -1;
+    }
+    if (c->pos == GPT_POS_ROPE && (c->n_embd / c->n_head) % 2 != 0) {
+        snprintf(err, errlen, "pos=rope rotates pairs of dimensions: the head size n_embd/n_head = %d must be even",
+                 c->n_embd / c->n_head);
+        return -1;
+    }
+    if (c->pos == GPT_POS_ROPE && !(isfinite(c->rope_theta) && c->rope_theta > 0.0f)) {
+        snprintf(err, errlen, "rope_theta must be a finite number > 0, got %g", (double)c->rope_theta);
+        return -1;
+    }
     if (gpt_num_parameters(c) == 0) {
         snprintf(err, errlen, "the parameter count of this config overflows size_t");
         return -1;
@@ -87,7 +104,7 @@ void gpt_param_sizes(const GPTConfig *c, size_t s[GPT_NUM_PARAM_TENSORS]) {
     size_t V = c->vocab_size, maxT = c->block_size, L = c->n_layer, C = c->n_embd;
     size_t bias = c->bias ? 1 : 0;
     s[PARAM_WTE] = V * C;
-    s[PARAM_WPE] = maxT * C;
+    s[PARAM_WPE] = c->pos == GPT_POS_ROPE ? 0 : maxT * C;  // rope: no wpe (its slot stays, empty)
     s[PARAM_LN1W] = L * C;
     s[PARAM_LN1B] = bias * L * C;
     s[PARAM_LN2W] = L * C;
@@ -127,7 +144,8 @@ size_t gpt_decode_params_read(const GPTConfig *c) {
     if (n == 0) return 0;
     size_t s[GPT_NUM_PARAM_TENSORS];
     gpt_param_sizes(c, s);
-    return n - s[PARAM_WPE] + (size_t)c->n_embd;  // of wpe, the one row of the step's position
+    // of wpe, the one row of the step's position (none with rope)
+    return n - s[PARAM_WPE] + (s[PARAM_WPE] ? (size_t)c->n_embd : 0);
 }
 
 void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]) {
@@ -166,6 +184,19 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
     }
     advise_huge_pages(m->params_memory, m->num_parameters * sizeof(float));
     gpt_point_params(&m->params, m->params_memory, m->param_sizes);
+    if (c->pos == GPT_POS_ROPE) {  // the rotation tables, once for the model's life
+        const size_t n = (size_t)c->block_size * (size_t)(c->n_embd / c->n_head / 2);
+        m->rope_memory = malloc(2 * n * sizeof(float));
+        if (!m->rope_memory) {
+            snprintf(m->error, sizeof m->error, "cannot allocate the rope tables (2 x %zu floats)", n);
+            free(m->params_memory);
+            m->params_memory = NULL;
+            return -1;
+        }
+        rope_tables(m->rope_memory, m->rope_memory + n, c->block_size, c->n_embd / c->n_head, (double)c->rope_theta);
+        m->rope_cos = m->rope_memory;
+        m->rope_sin = m->rope_memory + n;
+    }
 
     // GPT-2 / nanoGPT init
     uint64_t rng = seed;
@@ -187,6 +218,7 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
 
 void gpt_free(GPT *m) {
     free(m->params_memory);
+    free(m->rope_memory);
     free(m->grads_memory);
     free(m->acts_memory);
     free(m->scratch);
@@ -335,7 +367,8 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     float *tmp = m->scratch + BTc * C;  // dC1 of the backward scratch: projections land here
     float *att_scratch = m->scratch + BTc * (11 * (size_t)C + QKV);
 
-    encoder_forward(a.encoded, inputs, w.wte, w.wpe, B, T, C);
+    const int rope = c->pos == GPT_POS_ROPE;
+    encoder_forward(a.encoded, inputs, w.wte, rope ? NULL : w.wpe, B, T, C);
     size_t i0C, i0att;
     dropout_offsets(m, T, &i0C, &i0att);
     dropout_forward(a.encoded, (size_t)N * C, p, site_key(m, L, 0), i0C);
@@ -350,6 +383,8 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
         matmul_forward(qkv, ln1, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N, C, QKV);
+        // rope: q and k rotated in place; the backward needs only the rotated ones
+        if (rope) rope_rotate(qkv, B, T, 0, NH, NKV, HS, m->rope_cos, m->rope_sin, 0);
         attention_forward(atty, att, qkv, B, T, NH, NKV, HS, p, site_key(m, l, 1), i0att, att_scratch);
         matmul_forward(tmp, atty, w.attprojw + (size_t)l * C * C, c->bias ? w.attprojb + l * C : NULL, N, C, C);
         dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 2), i0C);
@@ -452,6 +487,8 @@ void gpt_backward(GPT *m) {
         // atty = attention(qkv): dK, dV summed over each KV head's group
         memset(dqkv, 0, (size_t)N * QKV * sizeof(float));
         attention_backward(dqkv, dC2, qkv, att, B, T, NH, NKV, HS, p, site_key(m, l, 1), i0att, att_scratch);
+        // rope: q = R_t q0, so dq0 = R_t^T dq, the inverse rotation (k likewise)
+        if (c->pos == GPT_POS_ROPE) rope_rotate(dqkv, B, T, 0, NH, NKV, HS, m->rope_cos, m->rope_sin, 1);
         // qkv = ln1 qkvw^T + qkvb
         matmul_backward(dC1, g.qkvw + (size_t)l * QKV * C, c->bias ? g.qkvb + (size_t)l * QKV : NULL, dqkv, ln1,
                         w.qkvw + (size_t)l * QKV * C, N, C, QKV);
@@ -459,9 +496,9 @@ void gpt_backward(GPT *m) {
         layernorm_backward(dresidual, g.ln1w + l * C, c->bias ? g.ln1b + l * C : NULL, dC1, residual, w.ln1w + l * C,
                            ln1_mean, ln1_rstd, N, C);
     }
-    // encoded = drop(wte[tok] + wpe[t])
+    // encoded = drop(wte[tok] + wpe[t]) (no wpe with rope)
     dropout_backward(dresidual, nC, p, site_key(m, L, 0), i0C);
-    encoder_backward(g.wte, g.wpe, dresidual, m->inputs, B, T, C);
+    encoder_backward(g.wte, c->pos == GPT_POS_ROPE ? NULL : g.wpe, dresidual, m->inputs, B, T, C);
 }
 
 // ----------------------------------------------------------------------------
@@ -483,6 +520,7 @@ static int ensure_shards(GPT *m, int n) {
         r->config = m->config;
         memcpy(r->param_sizes, m->param_sizes, sizeof r->param_sizes);
         r->num_parameters = m->num_parameters;
+        r->rope_cos = m->rope_cos, r->rope_sin = m->rope_sin;  // borrowed, as the parameters
         r->mean_loss = -1.0f;
     }
     m->n_shards = n - 1;

@@ -9,6 +9,16 @@
  * MHA, NKV == 1 is MQA: one code path. With bias = 0 there are no biases in
  * Linear or LayerNorm layers (nanoGPT bias=False); bias = 1 is GPT-2.
  *
+ * Positions (config.pos): learned (GPT-2, the default) adds the row t of
+ * the parameter wpe to the embedding; rope has no wpe (x = wte[tok]) and
+ * instead rotates every query and key head vector by its position right
+ * after the q/k/v projection, before the scores (values are not rotated):
+ * rotary embeddings in the GPT-NeoX / Llama "rotate half" convention, pair
+ * (i, i + HS/2) turned by the angle t * rope_theta^(-2i/HS) (model/rope.h).
+ * In training the rotation works in place on the projection, and the
+ * backward inverse-rotates dq and dk; at inference keys enter the KV cache
+ * already rotated, by their absolute position.
+ *
  * This module knows nothing of training loops, token files or sampling.
  */
 #ifndef GQA_GPT_H
@@ -17,18 +27,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Position schemes (GPTConfig.pos), and their names in that order
+// (NULL-terminated): the one spelling of config files, flags and logs.
+typedef enum { GPT_POS_LEARNED = 0, GPT_POS_ROPE = 1 } GPTPos;
+extern const char *const gpt_pos_names[];
+#define GPT_ROPE_THETA_DEFAULT 10000.0f
+
 typedef struct {
     int vocab_size;  // V
-    int block_size;  // maxT: longest sequence (rows of wpe)
+    int block_size;  // maxT: longest sequence (rows of wpe; of the rope tables)
     int n_layer;     // L
     int n_head;      // NH: query heads
     int n_kv_head;   // NKV: key/value heads, 1 <= NKV <= NH, NH % NKV == 0
     int n_embd;      // C, C % NH == 0, HS = C / NH
     int bias;        // 1: Linear and LayerNorm biases; 0: none
     float dropout;   // p in [0, 1): embedding, attention and residual dropout
+    int pos;           // GPTPos: learned (wpe) or rope
+    float rope_theta;  // rope's base theta (> 0, finite; GPT_ROPE_THETA_DEFAULT); unused by learned
 } GPTConfig;
 
 // Returns 0 if the config is valid, else -1 with a message naming the values.
+// With pos = rope the head size must be even and rope_theta finite and > 0.
 int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen);
 
 // Parameters (and, with the same layout, gradients): views into one arena.
@@ -55,7 +74,7 @@ enum {
 };
 typedef struct {
     float *wte;       // (V, C)  token embedding, also the LM head
-    float *wpe;       // (maxT, C)
+    float *wpe;       // (maxT, C)       empty when pos = rope
     float *ln1w;      // (L, C)
     float *ln1b;      // (L, C)        empty when bias = 0
     float *qkvw;      // (L, QKV, C)   QKV = (NH + 2*NKV) * HS, rows [q | k | v]
@@ -102,6 +121,11 @@ typedef struct {
 
 typedef struct GPT {
     GPTConfig config;
+    // pos = rope: cos and sin of every (position, pair), (block_size, HS/2)
+    // each (model/rope.h), computed once by gpt_init (double, then float);
+    // NULL with pos = learned. rope_memory owns them (NULL in shards).
+    const float *rope_cos, *rope_sin;
+    float *rope_memory;
     // parameters
     ParameterTensors params;
     size_t param_sizes[GPT_NUM_PARAM_TENSORS];
@@ -166,8 +190,10 @@ void gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
 
 // Parameter floats one decode step reads: every parameter once (the tied
 // wte counted once), but of wpe only the row of the step's position, i.e.
-// gpt_num_parameters - (block_size - 1) * C: the weights' share of a step's
-// memory traffic. 0 if the count overflows size_t, as gpt_num_parameters.
+// gpt_num_parameters - (block_size - 1) * C with pos = learned, and
+// gpt_num_parameters with rope (no wpe; the HS rope table floats of the
+// position are not parameters): the weights' share of a step's memory
+// traffic. 0 if the count overflows size_t, as gpt_num_parameters.
 size_t gpt_decode_params_read(const GPTConfig *c);
 
 // Width of a row of the fused q/k/v projection, QKV = (NH + 2 NKV) HS: the

@@ -18,7 +18,12 @@ void encoder_forward(float *out, const int *inp, const float *wte, const float *
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float *o = out + ((size_t)b * T + t) * C;
-            const float *te = wte + (size_t)inp[b * T + t] * C, *pe = wpe + (size_t)t * C;
+            const float *te = wte + (size_t)inp[b * T + t] * C;
+            if (!wpe) {  // no position embedding (pos = rope)
+                memcpy(o, te, (size_t)C * sizeof(float));
+                continue;
+            }
+            const float *pe = wpe + (size_t)t * C;
             for (int i = 0; i < C; i++) o[i] = te[i] + pe[i];
         }
     }
@@ -29,11 +34,11 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const float *d = dout + ((size_t)b * T + t) * C;
-            float *te = dwte + (size_t)inp[b * T + t] * C, *pe = dwpe + (size_t)t * C;
-            for (int i = 0; i < C; i++) {
-                te[i] += d[i];
-                pe[i] += d[i];
-            }
+            float *te = dwte + (size_t)inp[b * T + t] * C;
+            for (int i = 0; i < C; i++) te[i] += d[i];
+            if (!dwpe) continue;
+            float *pe = dwpe + (size_t)t * C;
+            for (int i = 0; i < C; i++) pe[i] += d[i];
         }
     }
 }

@@ -19,7 +19,8 @@
 
 #include "../util/rng.h"
 
-// out (B,T,C) = wte[inp[b,t]] + wpe[t]
+// out (B,T,C) = wte[inp[b,t]] + wpe[t]; wpe (and dwpe) may be NULL: no
+// position embedding (pos = rope), out = wte[inp[b,t]].
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);
 // dwte (V,C) +=, dwpe (maxT,C) +=
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C);

@@ -37,6 +37,7 @@ tests fail when the two differ.
 | concept | option | where |
 |---|---|---|
 | model shape | `--vocab_size --block_size --n_layer --n_head --n_kv_head --n_embd --bias --dropout` (one declaration, one set of ranges) | train, bench, mem, info |
+| position scheme | `--pos learned\|rope`, `--rope_theta` (the same names in config files, `gqa info`, `gqa mem`, `gqa bench` and the training log) | train, bench, mem, info |
 | key/value heads to compare | `--n_kv_head 8,4,2,1` (a comma list) | bench, mem |
 | positions held in the KV cache | `--ctx` (a list in bench) | bench, mem |
 | sequences decoded together | `--batch_size` (a list in bench), `--num_samples` in sample (nanoGPT's name) | bench, mem, sample |

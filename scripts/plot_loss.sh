@@ -1,6 +1,6 @@
 #!/bin/sh
 # plot_loss.sh: train/val loss curves of one or more `gqa train` runs, one
-# curve per run (labelled by n_kv_head), into one PNG.
+# curve per run (labelled by its shape, n_kv_head and pos), into one PNG.
 #
 #   scripts/plot_loss.sh OUT.png DIR [DIR ...]      (DIR = a run's out_dir)
 #
@@ -20,7 +20,7 @@ for dir in "$@"; do
     i=$((i + 1))
     awk '/^eval / { print $2, $4, $6 }' "$log" | sort -n -k1,1 -u > "$tmp/$i.dat"
     [ -s "$tmp/$i.dat" ] || { echo "error: $log has no eval lines yet" >&2; exit 1; }
-    label=$(awk '/^# run/ { for (k = 3; k <= NF; k++) if ($k ~ /^n_(head|kv_head|layer|embd)=/) s = s " " $k; last = s; s = "" }
+    label=$(awk '/^# run/ { for (k = 3; k <= NF; k++) if ($k ~ /^(n_(head|kv_head|layer|embd)|pos)=/) s = s " " $k; last = s; s = "" }
                  END { print last }' "$log")
     label="$(basename "$dir"):$label"
     val="$val${val:+, }'$tmp/$i.dat' using 1:3 with linespoints lw 2 pt 7 ps 0.5 lc $i title 'val  $label'"

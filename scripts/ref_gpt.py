@@ -8,6 +8,12 @@ fixture per n_kv_head: config, weights, inputs, targets, logits, loss, every
 parameter gradient (in gqa.c's arena order), and the losses of a few AdamW
 steps. tests/test_model.c compares the C model against these files.
 
+Positions are learned (GPT-2's wpe: gpt_nkv*.bin) or rotary (gpt_rope_nkv*.bin:
+no wpe; RoPE from its formula in the GPT-NeoX / Llama "rotate half" form,
+x * cos + rotate_half(x) * sin on every query and key head before the scores,
+angle t * theta^(-2i/HS) for the pair (i, i + HS/2); theta 10000, and 100 for
+n_kv_head 2 so that every pair turns noticeably over 10 positions).
+
     /usr/bin/python3 scripts/ref_gpt.py --out_dir tests/fixtures
 
 The bench mode times the same architecture in float32, as the PyTorch side
@@ -35,11 +41,13 @@ libblas.so.3 resolves to, by default not the OpenMP OpenBLAS (here once the
 slow reference BLAS: a cfg-s step ~1 s instead of ~80 ms). The bench prints
 the BLAS library it found on stderr and warns when it is not that one.
 
-Fixture format (little-endian): b"GQAF", u32 version=1, 10 x i32 (vocab_size,
-block_size, n_layer, n_head, n_kv_head, n_embd, bias, B, T, steps), 5 x f32
-(lr, beta1, beta2, eps, weight_decay), then f32 params[P], i32 inputs[B*T],
-i32 targets[B*T], f32 logits[B*T*V], f32 loss, f32 grads[P],
-f32 step_losses[steps + 1].
+Fixture format (little-endian): b"GQAF", u32 version (1: learned positions,
+2: with the position fields), 10 x i32 (vocab_size, block_size, n_layer,
+n_head, n_kv_head, n_embd, bias, B, T, steps), 5 x f32 (lr, beta1, beta2, eps,
+weight_decay), in version 2 then i32 pos (0 learned, 1 rope) and f32
+rope_theta, then f32 params[P], i32 inputs[B*T], i32 targets[B*T],
+f32 logits[B*T*V], f32 loss, f32 grads[P], f32 step_losses[steps + 1].
+Learned-position fixtures are written as version 1, as they were committed.
 """
 import argparse
 import math
@@ -66,6 +74,26 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+def rope_cos_sin(T, HS, theta):
+    """cos and sin (T, HS) of the angle t * theta^(-2i/HS) of position t and
+    pair i < HS/2, each repeated over both halves of a head (float64)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
+    angle = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # (T, HS/2)
+    angle = torch.cat([angle, angle], dim=-1)  # (T, HS)
+    return angle.cos(), angle.sin()
+
+
+def rotate_half(x):
+    """(x1, x2) -> (-x2, x1), halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """x (..., T, HS) rotated by position: the pair (x[i], x[i + HS/2]) turns by angle[t, i]."""
+    return x * cos + rotate_half(x) * sin
+
+
 class Block(nn.Module):
     def __init__(self, C, NH, NKV, bias):
         super().__init__()
@@ -77,12 +105,15 @@ class Block(nn.Module):
         self.c_fc = nn.Linear(C, 4 * C, bias=bias)
         self.mlp_proj = nn.Linear(4 * C, C, bias=bias)
 
-    def attn(self, x):
+    def attn(self, x, rope=None):
         B, T, C = x.shape
         NH, NKV, HS = self.NH, self.NKV, self.HS
         q, k, v = self.c_attn(x).split([NH * HS, NKV * HS, NKV * HS], dim=2)
-        q = q.view(B, T, NH, HS).transpose(1, 2)
-        k = k.view(B, T, NKV, HS).transpose(1, 2).repeat_interleave(NH // NKV, dim=1)
+        q = q.view(B, T, NH, HS).transpose(1, 2)  # (B, NH, T, HS)
+        k = k.view(B, T, NKV, HS).transpose(1, 2)
+        if rope is not None:  # rotate queries and keys by position; values are not
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        k = k.repeat_interleave(NH // NKV, dim=1)
         v = v.view(B, T, NKV, HS).transpose(1, 2).repeat_interleave(NH // NKV, dim=1)
         att = (q @ k.transpose(-2, -1)) / math.sqrt(HS)
         mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
@@ -90,8 +121,8 @@ class Block(nn.Module):
         y = (att @ v).transpose(1, 2).reshape(B, T, C)
         return self.c_proj(y)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, rope=None):
+        x = x + self.attn(self.ln_1(x), rope)
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
 
@@ -103,7 +134,8 @@ class GroupedBlock(Block):
     as rows of one matmul against its K and V.
     """
 
-    def attn(self, x):
+    def attn(self, x, rope=None):
+        assert rope is None, "the bench's grouped block has learned positions only"
         B, T, C = x.shape
         NH, G, HS = self.NH, self.NKV, self.HS
         group = NH // G
@@ -134,19 +166,23 @@ class GroupedBlock(Block):
 
 
 class GPT(nn.Module):
-    def __init__(self, V, maxT, L, NH, NKV, C, bias, grouped=False):
+    def __init__(self, V, maxT, L, NH, NKV, C, bias, grouped=False, pos="learned", rope_theta=10000.0):
         super().__init__()
+        self.HS, self.rope_theta = C // NH, rope_theta
         self.wte = nn.Embedding(V, C)
-        self.wpe = nn.Embedding(maxT, C)
+        self.wpe = nn.Embedding(maxT, C) if pos == "learned" else None  # rope: no position parameters
         self.blocks = nn.ModuleList([GroupedBlock(C, NH, NKV, bias) if grouped else Block(C, NH, NKV, bias)
                                      for _ in range(L)])
         self.ln_f = LayerNorm(C, bias)
 
     def forward(self, idx, targets):
         T = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        if self.wpe is not None:
+            x, rope = self.wte(idx) + self.wpe(torch.arange(T)), None
+        else:
+            x, rope = self.wte(idx), rope_cos_sin(T, self.HS, self.rope_theta)
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, rope)
         logits = self.ln_f(x) @ self.wte.weight.T  # tied LM head
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
         return logits, loss
@@ -163,7 +199,7 @@ class GPT(nn.Module):
         """Parameters in gqa.c's arena order, per-layer tensors stacked."""
         def stack(get):
             return [get(b) for b in self.blocks]
-        out = [[self.wte.weight], [self.wpe.weight],
+        out = [[self.wte.weight], [self.wpe.weight] if self.wpe is not None else [],
                stack(lambda b: b.ln_1.weight), stack(lambda b: b.ln_1.bias) if bias else [],
                stack(lambda b: b.c_attn.weight), stack(lambda b: b.c_attn.bias) if bias else [],
                stack(lambda b: b.c_proj.weight), stack(lambda b: b.c_proj.bias) if bias else [],
@@ -179,9 +215,9 @@ def flat(groups, grad=False):
     return torch.cat(parts).to(torch.float32).numpy()
 
 
-def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed):
+def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed, pos="learned", rope_theta=10000.0):
     torch.manual_seed(seed)
-    model = GPT(V, maxT, L, NH, NKV, C, bias).double()
+    model = GPT(V, maxT, L, NH, NKV, C, bias, pos=pos, rope_theta=rope_theta).double()
     with torch.no_grad():  # weights larger than GPT-2's init, so every path matters
         for name, p in model.named_parameters():
             if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
@@ -215,9 +251,11 @@ def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed):
         step_losses.append(l2.item())
 
     with open(path, "wb") as f:
-        f.write(b"GQAF" + struct.pack("<I", 1))
+        f.write(b"GQAF" + struct.pack("<I", 1 if pos == "learned" else 2))
         f.write(struct.pack("<10i", V, maxT, L, NH, NKV, C, int(bias), B, T, steps))
         f.write(struct.pack("<5f", lr, b1, b2, eps, wd))
+        if pos != "learned":
+            f.write(struct.pack("<if", 1, rope_theta))
         f.write(params0.astype("<f4").tobytes())
         f.write(idx.numpy().astype("<i4").tobytes())
         f.write(tgt.numpy().astype("<i4").tobytes())
@@ -225,7 +263,7 @@ def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed):
         f.write(struct.pack("<f", loss.item()))
         f.write(grads.astype("<f4").tobytes())
         f.write(np.array(step_losses, dtype="<f4").tobytes())
-    print(f"{path}: n_kv_head={NKV} bias={int(bias)} params={params0.size} loss={loss.item():.6f} "
+    print(f"{path}: n_kv_head={NKV} bias={int(bias)} pos={pos} params={params0.size} loss={loss.item():.6f} "
           f"after {steps} AdamW steps {step_losses[-1]:.6f}")
 
 
@@ -366,6 +404,9 @@ def main():
     for nkv, bias, seed in [(4, True, 1), (2, True, 2), (1, True, 3), (2, False, 4)]:
         name = f"gpt_nkv{nkv}{'' if bias else '_nobias'}.bin"
         make_fixture(os.path.join(args.out_dir, name), NKV=nkv, bias=bias, seed=seed, **shape)
+    for nkv, theta, seed in [(4, 10000.0, 5), (2, 100.0, 6), (1, 10000.0, 7)]:
+        make_fixture(os.path.join(args.out_dir, f"gpt_rope_nkv{nkv}.bin"), NKV=nkv, bias=True, seed=seed,
+                     pos="rope", rope_theta=theta, **shape)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,19 @@ expect 1 "option 'n_layer': 0 is out of range" -- "$GQA" info --n_layer 0
 expect 1 "option 'n_head': 'abc' is not an integer" -- "$GQA" info --n_head abc
 expect 1 "unknown option 'n_kv_heads'" -- "$GQA" info --n_kv_heads 2
 expect 1 "option '--n_embd' needs a value" -- "$GQA" info --n_embd
+# the position scheme: rope has no wpe (block_size x n_embd = 256 x 384 parameters fewer)
+expect 0 "positions: learned, wpe of 256 x 384 = 98304 parameters" -- "$GQA" info
+expect 0 "parameters: 10770816" -- "$GQA" info --pos learned
+expect 0 "parameters: 10672512" -- "$GQA" info --pos rope
+expect 0 "positions: rope, rope_theta 500000: q and k rotated by position" -- "$GQA" info --pos=rope --rope_theta=5e5
+expect 0 "bias=1 pos=rope" -- "$GQA" info --pos rope
+expect 1 "option 'pos': 'alibi' is not one of learned, rope" -- "$GQA" info --pos alibi
+expect 1 "option 'rope_theta': 0 is out of range (0, 1e+09)" -- "$GQA" info --pos rope --rope_theta 0
+expect 1 "option 'rope_theta': 'nan' is not a number" -- "$GQA" info --pos rope --rope_theta nan
+expect 1 "pos=rope rotates pairs of dimensions: the head size n_embd/n_head = 3 must be even" -- "$GQA" info --pos rope --n_embd 18 --n_head 6 --n_kv_head 6
+for c in train bench mem info; do
+    for o in pos rope_theta; do "$GQA" "$c" --help | grep -q "^  --$o " && ok || bad "gqa $c --help lacks --$o"; done
+done
 
 # gqa mem reproduces the published figures
 expect 0 "| 64 | MHA | 2.62 MB" -- "$GQA" mem --n_layer 80 --n_head 64 --n_kv_head 8 --n_embd 8192 --kv_dtype f16
@@ -83,6 +96,10 @@ expect 0 "17.18 GB (16.00 GiB)" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_laye
 expect 0 "| 8 | GQA | 0.13 MB (131072 B) | 4.29 GB (4.00 GiB) | 4.00x" -- "$GQA" mem --n_embd 4096 --n_head 32 --n_layer 32 --ctx 32768 --batch_size 1 --kv_dtype bf16 --n_kv_head 8
 expect 1 "option 'kv_dtype': 'fp8' is not one of f32, bf16, f16" -- "$GQA" mem --kv_dtype fp8
 expect 1 "n_head 32 is not divisible by n_kv_head 5" -- "$GQA" mem --n_kv_head 8,5
+# rope: the same cache, block_size x n_embd = 4096 x 4096 parameters fewer
+expect 0 "| 8 | GQA | 0.13 MB (131072 B) | 536.87 MB (512.00 MiB) | 4.00x | 1.61 GB | 5860040704 (11.72 GB)" -- "$GQA" mem --n_kv_head 8
+expect 0 "| 8 | GQA | 0.13 MB (131072 B) | 536.87 MB (512.00 MiB) | 4.00x | 1.61 GB | 5843263488 (11.69 GB)" -- "$GQA" mem --n_kv_head 8 --pos rope
+case "$out" in *"n_embd 4096, pos rope;"*) ok ;; *) bad "mem does not name the position scheme: $out" ;; esac
 # an unwritable CSV path fails before anything is printed; a good one is written whole
 expect 1 "--csv: cannot write '/nonexistent/x.csv'" -- "$GQA" mem --csv /nonexistent/x.csv
 case "$out" in *"| n_kv_head |"*) bad "mem printed its table before failing on the CSV path" ;; *) ok ;; esac
@@ -200,6 +217,12 @@ csv_all "$tmpd/gi.csv" 'v("n_kv_head") == 1 && v("batch") == 1 && v("ctx") == 8 
     empty("train_gemm_frac")' && ok ||
     bad "bench --measure=infer,gemm CSV: $(cat "$tmpd/gi.csv")"
 expect 1 "option 'measure': 'decode' is not one of train, gemm, infer" -- "$GQA" bench --measure train,decode
+# rope in bench: training and decode run, and the parameters lack wpe (32 x 16 = 512 of them)
+# shellcheck disable=SC2086
+expect 0 "pos=rope rope_theta=500;" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --pos rope --rope_theta 500 \
+    --repeats 1 --roofline=false --csv "$tmpd/rope.csv"
+csv_all "$tmpd/rope.csv" 'v("n_kv_head") == 2 && v("params") == 3216 && num("train_tok_s") && num("decode_tok_s") &&
+    v("kv_cache_bytes") == 512' && ok || bad "bench --pos rope CSV: $(cat "$tmpd/rope.csv")"
 # --gemm: the linear layers' backend; alternate times both, step by step, in one process
 # shellcheck disable=SC2086
 expect 0 "ours/OpenBLAS" -- "$GQA" bench $tiny --n_kv_head 2 --measure=train --train_steps 2 --roofline=false --gemm=alternate

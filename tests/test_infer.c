@@ -2,13 +2,16 @@
  * test_infer.c: inference against the training forward and a plain loop.
  *
  * - Prefill + incremental decode (and chunked prefill) give the full
- *   forward's logits at every position, for n_kv_head 4, 2, 1, batch 1 and 3.
+ *   forward's logits at every position, for n_kv_head 4, 2, 1, batch 1 and 3,
+ *   learned positions and RoPE; 16-bit caches within their tolerances.
  * - The grouped cached-attention kernel equals a per-query-head reference
  *   loop (kept here), including decode with the key axis split over threads.
  * - Samplers keep exactly the expected candidate sets; greedy is argmax.
  * - `gqa sample` end to end: golden greedy text from a committed tiny
- *   checkpoint, temperature 0 == top_k 1, seeds, generation past block_size
- *   (this suite also runs under ASan+UBSan).
+ *   checkpoint (version 1, learned positions), temperature 0 == top_k 1,
+ *   seeds, generation past block_size, and with RoPE the greedy tokens of a
+ *   full forward over the cropped context (this suite also runs under
+ *   ASan+UBSan).
  */
 #include <math.h>
 #include <omp.h>
@@ -17,7 +20,9 @@
 #include <unistd.h>
 
 #include "../cli/cli.h"
+#include "../data/tokenizer.h"
 #include "../infer/infer.h"
+#include "../model/checkpoint.h"
 #include "../model/attention_cached.h"
 #include "../model/gpt.h"
 #include "../model/kvcache.h"
@@ -39,10 +44,11 @@ static void randomize(GPT *m, uint64_t seed) {
 
 static const int nkv_cases[] = {4, 2, 1};
 
+// _i: n_kv_head 4, 2, 1 x batch 1, 3 x learned positions (_i < 6) or rope
 START_TEST(test_decode_equals_full_forward) {
-    const int nkv = nkv_cases[_i % 3], B = _i < 3 ? 1 : 3, T = 24, V = 23;
+    const int nkv = nkv_cases[_i % 3], B = _i % 6 < 3 ? 1 : 3, T = 24, V = 23;
     GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = nkv, .n_embd = 32,
-                   .bias = 1};
+                   .bias = 1, .pos = _i < 6 ? GPT_POS_LEARNED : GPT_POS_ROPE, .rope_theta = 100.0f};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
     randomize(&m, 100 + _i);
@@ -73,7 +79,9 @@ START_TEST(test_decode_equals_full_forward) {
             worst = d.max_abs > worst ? d.max_abs : worst;
         }
     }
-    ck_assert_msg(worst <= 1e-4, "n_kv_head %d batch %d: decode vs full forward max abs %.3g", nkv, B, worst);
+    ck_assert_msg(worst <= 1e-4, "pos %s n_kv_head %d batch %d: decode vs full forward max abs %.3g",
+                  gpt_pos_names[c.pos], nkv, B, worst);
+    const double worst_decode = worst;
 
     // (b) chunked prefill of all T tokens, 7 at a time, all logits
     worst = 0;
@@ -87,7 +95,10 @@ START_TEST(test_decode_equals_full_forward) {
                 worst = d.max_abs > worst ? d.max_abs : worst;
             }
     }
-    ck_assert_msg(worst <= 1e-4, "n_kv_head %d batch %d: chunked prefill max abs %.3g", nkv, B, worst);
+    ck_assert_msg(worst <= 1e-4, "pos %s n_kv_head %d batch %d: chunked prefill max abs %.3g", gpt_pos_names[c.pos],
+                  nkv, B, worst);
+    printf("pos %s, n_kv_head %d, batch %d: prefill + decode vs full forward max abs %.2g, chunked prefill %.2g\n",
+           gpt_pos_names[c.pos], nkv, B, worst_decode, worst);
     infer_free(&inf);
     gpt_free(&m);
 }
@@ -95,12 +106,13 @@ END_TEST
 
 // 16-bit caches against the float32 full forward. bf16 keeps 8 significant
 // bits (relative error <= 2^-9 per stored number), f16 11 (2^-12).
+// _i: bf16, f16 x learned positions (_i < 2) or rope (keys rotated, then rounded)
 START_TEST(test_decode_16bit_accuracy) {
-    const KVDtype dt = _i == 0 ? KV_BF16 : KV_F16;
+    const KVDtype dt = _i % 2 == 0 ? KV_BF16 : KV_F16;
     const double tol = dt == KV_BF16 ? 3e-2 : 4e-3;
     const int B = 2, T = 20, V = 23;
     GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
-                   .bias = 1};
+                   .bias = 1, .pos = _i < 2 ? GPT_POS_LEARNED : GPT_POS_ROPE, .rope_theta = 100.0f};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
     randomize(&m, 55);
@@ -119,8 +131,8 @@ START_TEST(test_decode_16bit_accuracy) {
             worst = d.max_abs > worst ? d.max_abs : worst;
         }
     }
-    printf("%s KV cache: decode logits max abs error vs float32 forward %.3g (tolerance %.0e)\n", kv_dtype_name(dt),
-           worst, tol);
+    printf("%s KV cache, pos %s: decode logits max abs error vs float32 forward %.3g (tolerance %.0e)\n",
+           kv_dtype_name(dt), gpt_pos_names[c.pos], worst, tol);
     ck_assert_msg(worst <= tol && worst > 0, "%s: max abs error %.3g", kv_dtype_name(dt), worst);
     infer_free(&inf);
     gpt_free(&m);
@@ -166,7 +178,7 @@ END_TEST
 START_TEST(test_prefill_shared_equals_batched) {
     const int B = 3, P = 11, V = 19;
     GPTConfig c = {.vocab_size = V, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
-                   .bias = 1};
+                   .bias = 1, .pos = _i ? GPT_POS_ROPE : GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 2), 0);
     randomize(&m, 8);
@@ -368,16 +380,18 @@ END_TEST
 // ----------------------------------------------------------------------------
 // gqa sample end to end (stdout captured to a file)
 
-#define TINY "tests/fixtures/tiny_gqa.bin"  // 2 layers, 4 heads, 2 KV heads, block 32
+// 2 layers, 4 heads, 2 KV heads, block 32, learned positions: a version-1
+// checkpoint, written before the format had the position fields
+#define TINY "tests/fixtures/tiny_gqa.bin"
 
-static char *run_sample(char **args, int nargs, int *rc) {
+static char *run_sample_ckpt(const char *ckpt, char **args, int nargs, int *rc) {
     char path[] = "/tmp/gqa_sample_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     fflush(stdout);
     int saved = dup(1);
     dup2(fd, 1);
-    char *argv[24] = {"gqa", "sample", "--ckpt", TINY};
+    char *argv[24] = {"gqa", "sample", "--ckpt", (char *)ckpt};
     for (int i = 0; i < nargs; i++) argv[4 + i] = args[i];
     *rc = cmd_sample(4 + nargs, argv);
     fflush(stdout);
@@ -396,8 +410,17 @@ static char *run_sample(char **args, int nargs, int *rc) {
     return s;
 }
 
+static char *run_sample(char **args, int nargs, int *rc) { return run_sample_ckpt(TINY, args, nargs, rc); }
+
 START_TEST(test_sample_golden_greedy) {
     int rc;
+    // the old format still loads, as the model it was: same greedy text as committed
+    uint8_t *file;
+    size_t flen;
+    char ferr[256];
+    ck_assert_int_eq(read_file(TINY, SIZE_MAX, &file, &flen, ferr, sizeof ferr), 0);
+    ck_assert_uint_eq(get_u32le(file + 4), 1);  // version 1
+    free(file);
     char *args[] = {"--temperature", "0", "--max_new_tokens", "200", "--prompt", "ROMEO:"};
     char *got = run_sample(args, 6, &rc);
     ck_assert_int_eq(rc, 0);
@@ -414,6 +437,64 @@ START_TEST(test_sample_golden_greedy) {
     char *got2 = run_sample(args2, 6, &rc);
     ck_assert_str_eq(got2, got);
     free(got), free(got2), free(want);
+}
+END_TEST
+
+// gqa sample with RoPE, 120 tokens past a context of 16: every greedy token is
+// the argmax of a full forward over the last block_size tokens at positions
+// 0.. (the crop and re-prefill restart the positions at 0, as the forward of
+// the cropped context does). A random rope model with the tiny fixture's
+// vocabulary, GQA, written to a checkpoint and sampled through cmd_sample.
+START_TEST(test_sample_rope_past_block_size) {
+    GPT tiny, m;
+    uint8_t *blob;
+    size_t blob_len;
+    char err[512], path[] = "/tmp/gqa_rope_XXXXXX";
+    ck_assert_int_eq(checkpoint_load(TINY, &tiny, &blob, &blob_len, NULL, NULL, err, sizeof err), 0);
+    GPTConfig c = {.vocab_size = tiny.config.vocab_size, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2,
+                   .n_embd = 32, .bias = 1, .pos = GPT_POS_ROPE, .rope_theta = 50.0f};
+    ck_assert_int_eq(gpt_init(&m, &c, 3), 0);
+    randomize(&m, 21);
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(checkpoint_save(path, &m, blob, blob_len, NULL, err, sizeof err), 0);
+    int rc;
+    char *args[] = {"--temperature", "0", "--max_new_tokens", "120", "--prompt", "ROMEO:"};
+    char *got = run_sample_ckpt(path, args, 6, &rc);
+    ck_assert_int_eq(rc, 0);
+    unlink(path);
+
+    Tokenizer tok;
+    ck_assert_uint_eq(tokenizer_parse(&tok, blob, blob_len, err, sizeof err), blob_len);
+    enum { P = 6, N = 120, BS = 16 };
+    int ids[P + N];
+    size_t n;
+    ck_assert_int_eq(tokenizer_encode(&tok, "ROMEO:", P, ids, &n, err, sizeof err), 0);
+    char want[4 * (P + N) + 2] = "ROMEO:";
+    size_t len = P;
+    double min_margin = INFINITY;
+    for (int i = 0; i < N; i++) {
+        const int ctx = P + i < BS ? P + i : BS, *window = ids + P + i - ctx;
+        ck_assert_int_eq(gpt_forward(&m, window, NULL, 1, ctx), 0);
+        const float *lg = m.acts.logits + (size_t)(ctx - 1) * c.vocab_size;
+        int best = 0;
+        for (int v = 1; v < c.vocab_size; v++) best = lg[v] > lg[best] ? v : best;
+        float second = -INFINITY;
+        for (int v = 0; v < c.vocab_size; v++) second = v != best && lg[v] > second ? lg[v] : second;
+        min_margin = lg[best] - second < min_margin ? lg[best] - second : min_margin;
+        ids[P + i] = best;
+        len += (size_t)tokenizer_decode(&tok, best, want + len);
+    }
+    want[len++] = '\n';
+    want[len] = '\0';
+    ck_assert_msg(min_margin > 1e-3, "a near tie (%.2g) would make the comparison fragile", min_margin);
+    printf("rope sample, 120 tokens past block_size 16: == argmax of the cropped full forward (smallest margin %.3g)\n",
+           min_margin);
+    ck_assert_str_eq(got, want);
+    free(got), free(blob);
+    tokenizer_free(&tok);
+    gpt_free(&tiny), gpt_free(&m);
 }
 END_TEST
 
@@ -444,15 +525,16 @@ static Suite *infer_suite(void) {
     Suite *s = suite_create("infer");
     TCase *tc = tcase_create("infer");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_decode_equals_full_forward, 0, 6);
+    tcase_add_loop_test(tc, test_decode_equals_full_forward, 0, 12);
     tcase_add_test(tc, test_infer_bounds);
-    tcase_add_test(tc, test_prefill_shared_equals_batched);
-    tcase_add_loop_test(tc, test_decode_16bit_accuracy, 0, 2);
+    tcase_add_loop_test(tc, test_prefill_shared_equals_batched, 0, 2);
+    tcase_add_loop_test(tc, test_decode_16bit_accuracy, 0, 4);
     tcase_add_test(tc, test_kv_dtype_conversions);
     tcase_add_loop_test(tc, test_grouped_kernel_vs_reference, 0, sizeof kernel_cases / sizeof kernel_cases[0]);
     tcase_add_test(tc, test_sampler_candidate_sets);
     tcase_add_test(tc, test_sampler_frequencies);
     tcase_add_test(tc, test_sample_golden_greedy);
+    tcase_add_test(tc, test_sample_rope_past_block_size);
     tcase_add_test(tc, test_sample_seeds_and_batches);
     tcase_add_exit_test(tc, test_sample_bad_prompt_exits, 1);
     suite_add_tcase(s, tc);

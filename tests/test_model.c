@@ -3,9 +3,13 @@
  *
  * - PyTorch fixtures (scripts/ref_gpt.py, float64): logits, loss, every
  *   parameter gradient and 5 AdamW steps, for n_kv_head 4, 2, 1 (n_head 4)
- *   with biases and n_kv_head 2 without.
+ *   with biases and n_kv_head 2 without, learned positions; and n_kv_head
+ *   4, 2, 1 with RoPE (no wpe), at the same tolerances.
  * - Central finite differences of the attention kernel (MHA, GQA, MQA, with
- *   and without attention dropout) and of the whole model with dropout.
+ *   and without attention dropout, and through the RoPE rotation) and of the
+ *   whole model with dropout (learned positions and rope).
+ * - RoPE: the rotate-half convention and tables against the formula, and
+ *   scores unchanged when every position shifts by a constant.
  * - GQA equals the MHA model made by repeating each KV head for its group.
  * - Bad configs, tokens and lengths are rejected with the expected message.
  */
@@ -18,6 +22,7 @@
 #include "../model/kvcache.h"
 #include "../model/ops.h"
 #include "../model/gpt.h"
+#include "../model/rope.h"
 #include "../train/adamw.h"
 #include "../util/util.h"
 #include "testutil.h"
@@ -42,11 +47,16 @@ static void fixture_load(Fixture *fx, const char *path) {
     float hp[5];
     fread_check(magic, 1, 4, f);
     fread_check(&version, 4, 1, f);
-    ck_assert_msg(memcmp(magic, "GQAF", 4) == 0 && version == 1, "%s: not a version-1 fixture", path);
+    ck_assert_msg(memcmp(magic, "GQAF", 4) == 0 && (version == 1 || version == 2), "%s: not a fixture", path);
     fread_check(h, 4, 10, f);
     fread_check(hp, 4, 5, f);
     fx->c = (GPTConfig){.vocab_size = h[0], .block_size = h[1], .n_layer = h[2], .n_head = h[3],
-                        .n_kv_head = h[4], .n_embd = h[5], .bias = h[6], .dropout = 0.0f};
+                        .n_kv_head = h[4], .n_embd = h[5], .bias = h[6], .dropout = 0.0f,
+                        .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    if (version == 2) {  // the position scheme (version 1: learned)
+        fread_check(&fx->c.pos, 4, 1, f);
+        fread_check(&fx->c.rope_theta, 4, 1, f);
+    }
     fx->B = h[7], fx->T = h[8], fx->steps = h[9];
     fx->lr = hp[0], fx->beta1 = hp[1], fx->beta2 = hp[2], fx->eps = hp[3], fx->weight_decay = hp[4];
     fx->P = gpt_num_parameters(&fx->c);
@@ -72,8 +82,11 @@ static void fixture_free(Fixture *fx) {
     free(fx->params), free(fx->grads), free(fx->logits), free(fx->inputs), free(fx->targets), free(fx->step_losses);
 }
 
-static const char *fixture_paths[] = {"tests/fixtures/gpt_nkv4.bin", "tests/fixtures/gpt_nkv2.bin",
-                                      "tests/fixtures/gpt_nkv1.bin", "tests/fixtures/gpt_nkv2_nobias.bin"};
+static const char *fixture_paths[] = {"tests/fixtures/gpt_nkv4.bin",      "tests/fixtures/gpt_nkv2.bin",
+                                      "tests/fixtures/gpt_nkv1.bin",      "tests/fixtures/gpt_nkv2_nobias.bin",
+                                      "tests/fixtures/gpt_rope_nkv4.bin", "tests/fixtures/gpt_rope_nkv2.bin",
+                                      "tests/fixtures/gpt_rope_nkv1.bin"};
+#define N_FIXTURES (int)(sizeof fixture_paths / sizeof fixture_paths[0])
 
 // Tolerances against the float64 reference. Measured float32 errors: logits
 // <= 2e-6, loss rel <= 1e-7, gradients <= 1.5e-7 (max abs): ~5-10x headroom.
@@ -108,6 +121,7 @@ START_TEST(test_pytorch_forward_backward) {
         if (d.max_abs > worst_grad) worst_grad = d.max_abs;
         off += m.param_sizes[i];
     }
+    ck_assert_int_eq(fx.c.pos == GPT_POS_ROPE, strstr(fixture_paths[_i], "rope") != NULL);
     printf("%s: logits max abs err %.2g, loss rel err %.2g, worst gradient max abs err %.2g\n", fixture_paths[_i],
            diff_tensors(m.acts.logits, fx.logits, n_logits).max_abs, fabs(m.mean_loss - fx.loss) / fx.loss,
            worst_grad);
@@ -152,13 +166,21 @@ typedef struct {
     float p;
     size_t nqkv;
     float *qkv, *dqkv, *dout, *out, *att, *scratch;
+    // with rope: q and k rotated (tables (T, HS/2)) into rot before the kernel
+    float *rope_cos, *rope_sin, *rot;
 } AttnFD;
 
 // f(qkv) = sum(out * dout), accumulated in double so that round-off stays
 // ~1e-6: with h = 1e-2 the central difference then has error ~1e-4 from
 // round-off and O(h^2) ~ 1e-4 from truncation, hence the tolerance of 1e-3.
 static double attn_objective(AttnFD *f) {
-    attention_forward(f->out, f->att, f->qkv, f->B, f->T, f->NH, f->NKV, f->HS, f->p, 1234, 0, f->scratch);
+    const float *in = f->qkv;
+    if (f->rot) {  // as gpt_forward: rotate the projection, then attend
+        memcpy(f->rot, f->qkv, f->nqkv * 4);
+        rope_rotate(f->rot, f->B, f->T, 0, f->NH, f->NKV, f->HS, f->rope_cos, f->rope_sin, 0);
+        in = f->rot;
+    }
+    attention_forward(f->out, f->att, in, f->B, f->T, f->NH, f->NKV, f->HS, f->p, 1234, 0, f->scratch);
     double sum = 0;
     for (size_t i = 0; i < (size_t)f->B * f->T * f->NH * f->HS; i++) sum += (double)f->out[i] * f->dout[i];
     return sum;
@@ -175,8 +197,10 @@ static double attn_numeric_grad(AttnFD *f, size_t i) {
     return (fp - fm) / (2.0 * ((double)(x + h) - (double)x));
 }
 
-// Allocate, draw qkv and dout from *rng, run the forward and the backward.
-static void attn_fd_init(AttnFD *f, int B, int T, int NH, int NKV, int HS, float p, uint64_t *rng) {
+// Allocate, draw qkv and dout from *rng, run the forward and the backward
+// (with rope_theta > 0, through the rotation as gpt_forward/gpt_backward).
+static void attn_fd_init(AttnFD *f, int B, int T, int NH, int NKV, int HS, float p, double rope_theta,
+                         uint64_t *rng) {
     *f = (AttnFD){.B = B, .T = T, .NH = NH, .NKV = NKV, .HS = HS, .p = p};
     f->nqkv = (size_t)B * T * (NH + 2 * NKV) * HS;
     const size_t nout = (size_t)B * T * NH * HS;
@@ -185,12 +209,19 @@ static void attn_fd_init(AttnFD *f, int B, int T, int NH, int NKV, int HS, float
     f->scratch = malloc_check(attention_scratch_floats(T, HS, omp_get_max_threads()) * 4);
     fill_normal(f->qkv, f->nqkv, 1.0f, rng);
     fill_normal(f->dout, nout, 1.0f, rng);
+    if (rope_theta > 0) {
+        f->rope_cos = malloc_check((size_t)T * HS / 2 * 4), f->rope_sin = malloc_check((size_t)T * HS / 2 * 4);
+        f->rot = malloc_check(f->nqkv * 4);
+        rope_tables(f->rope_cos, f->rope_sin, T, HS, rope_theta);
+    }
     attn_objective(f);
-    attention_backward(f->dqkv, f->dout, f->qkv, f->att, B, T, NH, NKV, HS, p, 1234, 0, f->scratch);
+    attention_backward(f->dqkv, f->dout, f->rot ? f->rot : f->qkv, f->att, B, T, NH, NKV, HS, p, 1234, 0, f->scratch);
+    if (f->rot) rope_rotate(f->dqkv, B, T, 0, NH, NKV, HS, f->rope_cos, f->rope_sin, 1);
 }
 
 static void attn_fd_free(AttnFD *f) {
     free(f->qkv), free(f->dqkv), free(f->dout), free(f->out), free(f->att), free(f->scratch);
+    free(f->rope_cos), free(f->rope_sin), free(f->rot);
 }
 
 static const int fd_nkv[] = {4, 2, 1};
@@ -200,7 +231,7 @@ START_TEST(test_attention_finite_differences) {
     const float p = _i < 3 ? 0.0f : 0.25f;
     uint64_t rng = 42 + _i;
     AttnFD f;
-    attn_fd_init(&f, 2, 5, 4, NKV, 3, p, &rng);
+    attn_fd_init(&f, 2, 5, 4, NKV, 3, p, 0.0, &rng);
     for (size_t i = 0; i < f.nqkv; i++) {
         double num = attn_numeric_grad(&f, i);
         double err = fabs(num - f.dqkv[i]);
@@ -224,7 +255,7 @@ START_TEST(test_attention_row_blocks_finite_differences) {
     const float p = _i ? 0.2f : 0.0f;
     uint64_t rng = 77 + _i;
     AttnFD f;
-    attn_fd_init(&f, 1, T, NH, NKV, HS, p, &rng);
+    attn_fd_init(&f, 1, T, NH, NKV, HS, p, 0.0, &rng);
     double worst = 0;
     for (int s = 0; s < 200; s++) {
         const size_t i = (size_t)(rng_u64(&rng) % f.nqkv);
@@ -236,6 +267,122 @@ START_TEST(test_attention_row_blocks_finite_differences) {
     }
     printf("attention row blocks, T %d, dropout %.1f: worst finite-difference error %.1e of 200 entries\n", T, p, worst);
     attn_fd_free(&f);
+}
+END_TEST
+
+// Attention with RoPE (q and k rotated first, the gradient inverse-rotated
+// after the kernel's backward): MHA, GQA, MQA, without and with dropout.
+// T = 9 positions and a small theta (100), so every pair of HS = 6 turns by
+// a sizeable angle; two theta = 10000 cases as the default.
+START_TEST(test_attention_rope_finite_differences) {
+    const int NKV = fd_nkv[_i % 3];
+    const float p = _i >= 3 && _i < 6 ? 0.25f : 0.0f;
+    const double theta = _i < 6 ? 100.0 : 10000.0;
+    uint64_t rng = 142 + _i;
+    AttnFD f;
+    attn_fd_init(&f, 2, 9, 4, NKV, 6, p, theta, &rng);
+    double worst = 0;
+    for (size_t i = 0; i < f.nqkv; i++) {
+        double num = attn_numeric_grad(&f, i);
+        double err = fabs(num - f.dqkv[i]);
+        worst = err > worst ? err : worst;
+        ck_assert_msg(err <= 1e-3, "rope theta %g n_kv_head %d p %.2f: d qkv[%zu] analytic %.6f, numeric %.6f", theta,
+                      NKV, p, i, f.dqkv[i], num);
+    }
+    double norm = 0;
+    for (size_t i = 0; i < f.nqkv; i++) norm += (double)f.dqkv[i] * f.dqkv[i];
+    ck_assert(norm > 1.0);
+    printf("attention with rope (theta %g), n_kv_head %d, dropout %.2f: worst finite-difference error %.1e\n", theta,
+           NKV, p, worst);
+    attn_fd_free(&f);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// RoPE: the convention, the tables, and the relative-position property
+
+START_TEST(test_rope_convention) {
+    enum { T = 50, HS = 10, H = HS / 2 };
+    const double theta = 10000.0;
+    float cos_t[T * H], sin_t[T * H];
+    rope_tables(cos_t, sin_t, T, HS, theta);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < H; i++) {  // t * theta^(-2i/HS), rounded once to float
+            const double a = t * pow(theta, -2.0 * i / HS);
+            ck_assert_float_eq(cos_t[t * H + i], (float)cos(a));
+            ck_assert_float_eq(sin_t[t * H + i], (float)sin(a));
+        }
+    // one row of 2 query heads, 1 key head, 1 value head; position pos0 = 37
+    const int NH = 2, NKV = 1, QKV = (NH + 2 * NKV) * HS, t = 37;
+    float x[40], y[40];
+    uint64_t rng = 5;
+    fill_normal(x, QKV, 1.0f, &rng);
+    memcpy(y, x, sizeof x);
+    rope_rotate(y, 1, 1, t, NH, NKV, HS, cos_t, sin_t, 0);
+    for (int h = 0; h < NH + NKV; h++)  // q and k heads: pair (i, i + HS/2) turned by t theta^(-2i/HS)
+        for (int i = 0; i < H; i++) {
+            const double a = t * pow(theta, -2.0 * i / HS), x1 = x[h * HS + i], x2 = x[h * HS + H + i];
+            ck_assert_double_eq_tol(y[h * HS + i], x1 * cos(a) - x2 * sin(a), 1e-6);
+            ck_assert_double_eq_tol(y[h * HS + H + i], x2 * cos(a) + x1 * sin(a), 1e-6);
+        }
+    ck_assert_mem_eq(y + (NH + NKV) * HS, x + (NH + NKV) * HS, HS * sizeof(float));  // values untouched
+    // the unit vector e_0 at position t: cos t e_0 + sin t e_{HS/2} (frequency 1)
+    float e[40] = {0};
+    e[0] = 1.0f;
+    rope_rotate(e, 1, 1, t, NH, NKV, HS, cos_t, sin_t, 0);
+    ck_assert_float_eq(e[0], (float)cos(37.0));
+    ck_assert_float_eq(e[H], (float)sin(37.0));
+    // the inverse undoes it (to rounding) and position 0 is the identity
+    rope_rotate(y, 1, 1, t, NH, NKV, HS, cos_t, sin_t, 1);
+    ck_assert_tensor_close("inverse rotation", y, x, QKV, 1e-6);
+    memcpy(y, x, sizeof x);
+    rope_rotate(y, 1, 1, 0, NH, NKV, HS, cos_t, sin_t, 0);
+    ck_assert_mem_eq(y, x, QKV * sizeof(float));
+}
+END_TEST
+
+// Shifting every position by s leaves every score q_t . k_j unchanged: a
+// rotary model sees relative positions only. GQA rows (4 query heads, 2 KV
+// heads of 16), 12 positions, shifted by up to block_size - 12 = 4084.
+START_TEST(test_rope_shift_invariance) {
+    enum { maxT = 4096, T = 12, NH = 4, NKV = 2, HS = 16, QKV = (NH + 2 * NKV) * HS };
+    float *cos_t = malloc_check((size_t)maxT * HS / 2 * 4), *sin_t = malloc_check((size_t)maxT * HS / 2 * 4);
+    rope_tables(cos_t, sin_t, maxT, HS, GPT_ROPE_THETA_DEFAULT);
+    static float x[T * QKV], a[T * QKV], b[T * QKV];
+    uint64_t rng = 17;
+    fill_normal(x, T * QKV, 1.0f, &rng);
+    const int shifts[] = {1, 5, 100, 1000, maxT - T};
+    double worst = 0, worst_rel = 0;
+    memcpy(a, x, sizeof x);
+    rope_rotate(a, 1, T, 0, NH, NKV, HS, cos_t, sin_t, 0);
+    for (size_t k = 0; k < sizeof shifts / sizeof shifts[0]; k++) {
+        memcpy(b, x, sizeof x);
+        rope_rotate(b, 1, T, shifts[k], NH, NKV, HS, cos_t, sin_t, 0);
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < T; j++) {  // query head h at t, its KV head h / 2 at j
+                    const float *qa = a + t * QKV + h * HS, *ka = a + j * QKV + (NH + h / 2) * HS;
+                    const float *qb = b + t * QKV + h * HS, *kb = b + j * QKV + (NH + h / 2) * HS;
+                    double sa = 0, sb = 0, nq = 0, nk = 0;
+                    for (int d = 0; d < HS; d++)
+                        sa += (double)qa[d] * ka[d], sb += (double)qb[d] * kb[d], nq += (double)qa[d] * qa[d],
+                            nk += (double)ka[d] * ka[d];
+                    const double e = fabs(sa - sb), rel = e / sqrt(nq * nk);
+                    worst = e > worst ? e : worst, worst_rel = rel > worst_rel ? rel : worst_rel;
+                    // float tables and rotations: each number within a few ulps
+                    ck_assert_msg(rel <= 1e-6, "shift %d, head %d, t %d, j %d: score %.7f vs %.7f", shifts[k], h, t,
+                                  j, sa, sb);
+                }
+    }
+    printf("rope: shifting all positions by up to %d changes scores by at most %.2g (%.2g of |q| |k|)\n",
+           maxT - T, worst, worst_rel);
+    // the scores do depend on the relative position: shifting the keys alone moves them
+    memcpy(b, x, sizeof x);
+    rope_rotate(b, 1, T, 3, NH, NKV, HS, cos_t, sin_t, 0);
+    double moved = 0;
+    for (int d = 0; d < HS; d++) moved += (double)a[QKV + d] * a[NH * HS + d] - (double)a[QKV + d] * b[NH * HS + d];
+    ck_assert_msg(fabs(moved) > 1e-2, "score of q_1 . k_0 vs q_1 . k_3: difference %.3g", moved);
+    free(cos_t), free(sin_t);
 }
 END_TEST
 
@@ -252,9 +399,11 @@ static void randomize_params(GPT *m, uint64_t seed, float std) {
     }
 }
 
+// _i: pos (0 learned, 1 rope with GQA, 2 rope with MQA)
 START_TEST(test_model_finite_differences_dropout) {
-    GPTConfig c = {.vocab_size = 11, .block_size = 6, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
-                   .bias = 1, .dropout = 0.2f};
+    GPTConfig c = {.vocab_size = 11, .block_size = 6, .n_layer = 2, .n_head = 4, .n_kv_head = _i == 2 ? 1 : 2,
+                   .n_embd = 16, .bias = 1, .dropout = 0.2f, .pos = _i ? GPT_POS_ROPE : GPT_POS_LEARNED,
+                   .rope_theta = 100.0f};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 7), 0);
     randomize_params(&m, 8, 0.3f);
@@ -272,7 +421,7 @@ START_TEST(test_model_finite_differences_dropout) {
     size_t off = 0;
     const float h = 1e-2f;
     for (int t = 0; t < GPT_NUM_PARAM_TENSORS; t++) {
-        for (int k = 0; k < 6; k++) {
+        for (int k = 0; k < 6 && m.param_sizes[t] > 0; k++) {  // (rope: wpe is empty)
             size_t i = off + rng_u64(&pick) % m.param_sizes[t];
             float x = m.params_memory[i];
             m.params_memory[i] = x + h;
@@ -286,8 +435,8 @@ START_TEST(test_model_finite_differences_dropout) {
             m.params_memory[i] = x;
             double num = (fp - fm) / (2.0 * h), ana = m.grads_memory[i];
             // float32 loss: round-off ~3e-6 / 2h = 1.5e-4, plus O(h^2) curvature
-            ck_assert_msg(fabs(num - ana) <= 5e-4 + 2e-2 * fabs(ana), "%s[%zu]: analytic %.6f, numeric %.6f",
-                          gpt_param_names[t], i - off, ana, num);
+            ck_assert_msg(fabs(num - ana) <= 5e-4 + 2e-2 * fabs(ana), "pos %s: %s[%zu]: analytic %.6f, numeric %.6f",
+                          gpt_pos_names[c.pos], gpt_param_names[t], i - off, ana, num);
         }
         off += m.param_sizes[t];
     }
@@ -317,13 +466,14 @@ END_TEST
 // ----------------------------------------------------------------------------
 // invariant: a training pass sharded over threads == one pass over the batch
 
-static const int shard_counts[] = {2, 3, 5, 8};  // 8 > B: clamped to 5
+static const int shard_counts[] = {2, 3, 5, 8, 3};  // 8 > B: clamped to 5; the last with rope
 
 START_TEST(test_sharded_pass_equals_one_pass) {
     const int shards = shard_counts[_i];
     // T = 70 crosses a causal row block; dropout on, so every mask must match
     GPTConfig c = {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
-                   .bias = 1, .dropout = 0.2f};
+                   .bias = 1, .dropout = 0.2f, .pos = _i == 4 ? GPT_POS_ROPE : GPT_POS_LEARNED,
+                   .rope_theta = GPT_ROPE_THETA_DEFAULT};
     GPT one, sh;
     ck_assert_int_eq(gpt_init(&one, &c, 3), 0);
     ck_assert_int_eq(gpt_init(&sh, &c, 3), 0);
@@ -421,10 +571,12 @@ static void expand_kv_heads(GPT *mha, const GPT *gqa) {
     }
 }
 
+// _i: 2 or 1 KV heads, with learned positions (_i < 2) or rope
 START_TEST(test_gqa_equals_expanded_mha) {
-    const int nkv = _i == 0 ? 2 : 1;
+    const int nkv = _i % 2 == 0 ? 2 : 1;
     GPTConfig cg = {.vocab_size = 17, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = nkv, .n_embd = 32,
-                    .bias = 1, .dropout = 0.0f};
+                    .bias = 1, .dropout = 0.0f, .pos = _i < 2 ? GPT_POS_LEARNED : GPT_POS_ROPE,
+                    .rope_theta = 1000.0f};
     GPTConfig cm = cg;
     cm.n_kv_head = cg.n_head;
     GPT g, m;
@@ -611,11 +763,12 @@ END_TEST
 
 static void logits_of(GPT *m, const int *tok, int B, int T) { ck_assert_int_eq(gpt_forward(m, tok, NULL, B, T), 0); }
 
+// _i: GPTPos; with rope the scheme and theta are carried through every conversion
 START_TEST(test_convert_mean_lossless_and_round_trip) {
     // a GQA model (2 KV heads of 4 query heads) -> MHA by repeat: identical
     // heads within each group, same logits; -> back by mean: the same model
     GPTConfig c = {.vocab_size = 17, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 32,
-                   .bias = 1};
+                   .bias = 1, .pos = _i, .rope_theta = 300.0f};
     GPT g, mha, back, mqa_a, mqa_b;
     char err[256];
     ck_assert_int_eq(gpt_init(&g, &c, 5), 0);
@@ -635,6 +788,13 @@ START_TEST(test_convert_mean_lossless_and_round_trip) {
     ck_assert_int_eq(gpt_convert_kv_heads(&mha, &mqa_a, 1, CONVERT_MEAN, 0, err, sizeof err), 0);
     ck_assert_int_eq(gpt_convert_kv_heads(&g, &mqa_b, 1, CONVERT_MEAN, 0, err, sizeof err), 0);
     ck_assert_tensor_close("MQA by two routes", mqa_a.params_memory, mqa_b.params_memory, mqa_a.num_parameters, 1e-7);
+    const GPT *all[] = {&mha, &back, &mqa_a, &mqa_b};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(all[i]->config.pos, c.pos);
+        ck_assert_float_eq(all[i]->config.rope_theta, c.rope_theta);
+        ck_assert_uint_eq(all[i]->param_sizes[PARAM_WPE], g.param_sizes[PARAM_WPE]);
+        ck_assert(_i == GPT_POS_ROPE ? all[i]->rope_cos != NULL : all[i]->rope_cos == NULL);
+    }
     // and its KV cache is exactly 1/4 of the MHA one
     ck_assert_uint_eq(gpt_kv_bytes_per_token(&mqa_a.config, 4) * 4, gpt_kv_bytes_per_token(&mha.config, 4));
     ck_assert_uint_eq(kvcache_bytes(&mqa_a.config, 3, 16, 4), 2u * 2 * 1 * 8 * 16 * 3 * 4);
@@ -721,6 +881,19 @@ START_TEST(test_bad_configs) {
     expect_config_error(c, "block_size must be in [1,");
     c = ok, c.dropout = 1.0f;
     expect_config_error(c, "dropout must be in [0, 1)");
+    c = ok, c.pos = 2;
+    expect_config_error(c, "pos must be 0 (learned) or 1 (rope), got 2");
+    c = ok, c.pos = GPT_POS_ROPE, c.rope_theta = GPT_ROPE_THETA_DEFAULT;
+    ck_assert_int_eq(gpt_config_validate(&c, err, sizeof err), 0);
+    c.n_embd = 18;  // head size 3
+    expect_config_error(c, "pos=rope rotates pairs of dimensions: the head size n_embd/n_head = 3 must be even");
+    const float thetas[] = {0.0f, -1.0f, NAN, INFINITY};
+    for (int i = 0; i < 4; i++) {
+        c = ok, c.pos = GPT_POS_ROPE, c.rope_theta = thetas[i];
+        expect_config_error(c, "rope_theta must be a finite number > 0, got");
+        c.pos = GPT_POS_LEARNED;  // learned positions never read it
+        ck_assert_int_eq(gpt_config_validate(&c, err, sizeof err), 0);
+    }
 }
 END_TEST
 
@@ -766,6 +939,8 @@ static const GPTConfig linear_configs[] = {
     {.vocab_size = 65, .block_size = 256, .n_layer = 6, .n_head = 6, .n_kv_head = 6, .n_embd = 384, .bias = 0},
     {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16, .bias = 1},
     {.vocab_size = 7, .block_size = 9, .n_layer = 3, .n_head = 8, .n_kv_head = 1, .n_embd = 24, .bias = 1},
+    {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16, .bias = 1,
+     .pos = GPT_POS_ROPE, .rope_theta = 10000.0f},
 };
 
 START_TEST(test_linear_layers_and_decode_params) {
@@ -781,8 +956,9 @@ START_TEST(test_linear_layers_and_decode_params) {
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
     const float *weights[GPT_NUM_LINEAR] = {m.params.qkvw, m.params.attprojw, m.params.fcw, m.params.fcprojw};
+    const int rope = c.pos == GPT_POS_ROPE;
     size_t total = sizes[PARAM_WTE] + sizes[PARAM_WPE];
-    ck_assert_uint_eq(sizes[PARAM_WPE], (size_t)c.block_size * C);
+    ck_assert_uint_eq(sizes[PARAM_WPE], rope ? 0 : (size_t)c.block_size * C);  // rope: no wpe
     for (int j = 0; j < GPT_NUM_LINEAR; j++) {
         ck_assert_str_eq(lin[j].name, names[j]);
         ck_assert_int_eq(lin[j].in, in[j]);
@@ -799,7 +975,12 @@ START_TEST(test_linear_layers_and_decode_params) {
     total += 2 * L * C * (1 + bias) + C * (1 + bias);  // ln1, ln2 per layer, lnf
     ck_assert_uint_eq(total, gpt_num_parameters(&c));
     ck_assert_uint_eq(total, m.num_parameters);
-    ck_assert_uint_eq(gpt_decode_params_read(&c), gpt_num_parameters(&c) - (size_t)c.block_size * C + C);
+    ck_assert_uint_eq(gpt_decode_params_read(&c),
+                      rope ? gpt_num_parameters(&c) : gpt_num_parameters(&c) - (size_t)c.block_size * C + C);
+    ck_assert_ptr_eq(m.params.wpe, m.params.ln1w - sizes[PARAM_WPE]);  // the slot stays in the arena order
+    // the rope tables are the model's, outside the arena: (block_size, HS/2) each
+    ck_assert(rope ? m.rope_cos && m.rope_sin == m.rope_cos + (size_t)c.block_size * (C / c.n_head / 2)
+                   : !m.rope_cos && !m.rope_sin && !m.rope_memory);
     ck_assert_str_eq(gpt_param_names[PARAM_WPE], "wpe");
     ck_assert_str_eq(gpt_param_names[PARAM_FCPROJW], "fcprojw");
     ck_assert_str_eq(gpt_param_names[PARAM_LNFB], "lnfb");
@@ -811,20 +992,23 @@ static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("pytorch");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_pytorch_forward_backward, 0, 4);
-    tcase_add_loop_test(tc, test_pytorch_adamw_steps, 0, 4);
+    tcase_add_loop_test(tc, test_pytorch_forward_backward, 0, N_FIXTURES);
+    tcase_add_loop_test(tc, test_pytorch_adamw_steps, 0, N_FIXTURES);
     suite_add_tcase(s, tc);
     tc = tcase_create("gradcheck");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_attention_finite_differences, 0, 6);
     tcase_add_loop_test(tc, test_attention_row_blocks_finite_differences, 0, 2);
-    tcase_add_test(tc, test_model_finite_differences_dropout);
+    tcase_add_loop_test(tc, test_attention_rope_finite_differences, 0, 8);
+    tcase_add_test(tc, test_rope_convention);
+    tcase_add_test(tc, test_rope_shift_invariance);
+    tcase_add_loop_test(tc, test_model_finite_differences_dropout, 0, 3);
     tcase_add_test(tc, test_dropout_only_in_training);
     suite_add_tcase(s, tc);
     tc = tcase_create("invariants");
     tcase_set_timeout(tc, 30);
-    tcase_add_loop_test(tc, test_gqa_equals_expanded_mha, 0, 2);
-    tcase_add_loop_test(tc, test_sharded_pass_equals_one_pass, 0, 4);
+    tcase_add_loop_test(tc, test_gqa_equals_expanded_mha, 0, 4);
+    tcase_add_loop_test(tc, test_sharded_pass_equals_one_pass, 0, 5);
     tcase_add_test(tc, test_bad_configs);
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);
@@ -833,7 +1017,7 @@ static Suite *model_suite(void) {
     tcase_add_loop_test(tc, test_matmul_backward_vs_double, 0, 6);
     tcase_add_loop_test(tc, test_gemm_vs_double, 0, sizeof gemm_shapes / sizeof gemm_shapes[0]);
     tcase_add_test(tc, test_gelu_vs_double);
-    tcase_add_test(tc, test_convert_mean_lossless_and_round_trip);
+    tcase_add_loop_test(tc, test_convert_mean_lossless_and_round_trip, 0, 2);
     tcase_add_test(tc, test_convert_methods_and_errors);
     suite_add_tcase(s, tc);
     return s;

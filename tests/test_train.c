@@ -42,6 +42,21 @@ START_TEST(test_lr_schedule) {
 }
 END_TEST
 
+// nanoGPT's 6N + 12 L C T training FLOPs per token, N without wpe (a lookup,
+// no matmul): the same for both position schemes of one shape, since rope
+// has no wpe and its rotation is not counted (4 HS/2 multiply-adds per head
+// vector, under 0.1% of a step here)
+START_TEST(test_flops_per_token) {
+    GPTConfig c = {.vocab_size = 65, .block_size = 256, .n_layer = 6, .n_head = 6, .n_kv_head = 2, .n_embd = 384,
+                   .bias = 1, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    const double learned = train_flops_per_token(&c, 256);
+    ck_assert_double_eq(learned, 6.0 * (gpt_num_parameters(&c) - 256 * 384) + 12.0 * 6 * 384 * 256);
+    c.pos = GPT_POS_ROPE;
+    ck_assert_double_eq(train_flops_per_token(&c, 256), learned);
+    ck_assert_double_eq(train_flops_per_token(&c, 256), 6.0 * gpt_num_parameters(&c) + 12.0 * 6 * 384 * 256);
+}
+END_TEST
+
 // ----------------------------------------------------------------------------
 // config parsing
 
@@ -86,6 +101,20 @@ START_TEST(test_config_parsing) {
     char *argv2[] = {"gqa", "train", conf};
     ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
     ck_assert_msg(strstr(err, "a.conf:2: unknown option 'n_kv_heads'"), "%s", err);
+
+    // the position scheme: the same names in a file as on the command line
+    ck_assert_int_eq(tc.model.pos, GPT_POS_LEARNED);  // the default
+    ck_assert_float_eq(tc.model.rope_theta, GPT_ROPE_THETA_DEFAULT);
+    write_text(conf, "pos = rope\nrope_theta = 5e5\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), 0);
+    ck_assert_int_eq(tc.model.pos, GPT_POS_ROPE);
+    ck_assert_float_eq(tc.model.rope_theta, 5e5f);
+    write_text(conf, "pos = alibi\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
+    ck_assert_msg(strstr(err, "a.conf:1: option 'pos': 'alibi' is not one of learned, rope"), "%s", err);
+    write_text(conf, "rope_theta = -1\n");
+    ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
+    ck_assert_msg(strstr(err, "a.conf:1: option 'rope_theta': -1 is out of range (0, 1e+09)"), "%s", err);
 
     write_text(conf, "batch_size = twelve\n");
     ck_assert_int_eq(parse(&tc, argv2, 3, err), -1);
@@ -151,9 +180,11 @@ END_TEST
 
 static const uint8_t vocab_blob[] = {3, 0, 0, 0, 'a', 0, 0, 0, 'b', 0, 0, 0, 'c', 0, 0, 0};
 
-static void make_model(GPT *m, AdamW *opt) {
+// pos: GPT_POS_LEARNED (rope_theta the default, unused) or GPT_POS_ROPE (rope_theta 500)
+static void make_model_pos(GPT *m, AdamW *opt, int pos) {
     GPTConfig c = {.vocab_size = 3, .block_size = 8, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
-                   .bias = 1, .dropout = 0.1f};
+                   .bias = 1, .dropout = 0.1f, .pos = pos,
+                   .rope_theta = pos == GPT_POS_ROPE ? 500.0f : GPT_ROPE_THETA_DEFAULT};
     ck_assert_int_eq(gpt_init(m, &c, 11), 0);
     adamw_init(opt, m->num_parameters, 0.9f, 0.95f, 1e-8f, 0.1f);
     uint64_t rng = 5;
@@ -162,16 +193,19 @@ static void make_model(GPT *m, AdamW *opt) {
     opt->t = 17;
 }
 
+static void make_model(GPT *m, AdamW *opt) { make_model_pos(m, opt, GPT_POS_LEARNED); }
+
 static TrainState state_of(GPT *m, AdamW *opt) {
     return (TrainState){.step = 42, .adam_t = opt->t, .best_val_loss = 1.25f, .data_rng = 0x1234567890ull,
                         .model_rng = m->rng_state, .adam_m = opt->m, .adam_v = opt->v};
 }
 
+// _i: the position scheme (GPTPos)
 START_TEST(test_checkpoint_roundtrip) {
     make_tmpdir();
     GPT m, m2;
     AdamW opt;
-    make_model(&m, &opt);
+    make_model_pos(&m, &opt, _i);
     TrainState ts = state_of(&m, &opt), ts2;
     char path[128], err[512];
     snprintf(path, sizeof path, "%s/ckpt.bin", tmpdir);
@@ -182,6 +216,11 @@ START_TEST(test_checkpoint_roundtrip) {
     ck_assert_int_eq(checkpoint_load(path, &m2, &vb, &vl, &ts2, &has_ts, err, sizeof err), 0);
     ck_assert_int_eq(has_ts, 1);
     ck_assert_mem_eq(&m.config, &m2.config, sizeof m.config);
+    ck_assert_int_eq(m2.config.pos, _i);
+    ck_assert_float_eq(m2.config.rope_theta, _i == GPT_POS_ROPE ? 500.0f : GPT_ROPE_THETA_DEFAULT);
+    ck_assert_uint_eq(m2.num_parameters, m.num_parameters);
+    if (_i == GPT_POS_ROPE)  // the loaded model has its own rotation tables, as built by gpt_init
+        ck_assert_mem_eq(m2.rope_cos, m.rope_cos, 2 * 8 * 2 * sizeof(float));
     ck_assert_mem_eq(m.params_memory, m2.params_memory, m.num_parameters * 4);
     ck_assert_uint_eq(vl, sizeof vocab_blob);
     ck_assert_mem_eq(vb, vocab_blob, vl);
@@ -248,7 +287,7 @@ START_TEST(test_checkpoint_damage) {
     uint8_t *buf = slurp(path, &len);
 
     // truncated at every header field boundary, inside the data, and before the CRC
-    const size_t cuts[] = {0, 3, 4, 8, 20, 36, 40, 44, 52, 56, 60, 1000, len - 5, len - 1};
+    const size_t cuts[] = {0, 3, 4, 8, 20, 36, 40, 44, 52, 56, 60, 64, 1000, len - 5, len - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         spit(bad, buf, cuts[i]);
         const char *want = cuts[i] < 8 ? "too short for a checkpoint"
@@ -273,7 +312,7 @@ START_TEST(test_checkpoint_damage) {
     memcpy(copy, buf, len);
     copy[4] = 9;
     spit(bad, copy, len);
-    expect_load_error(bad, "unsupported checkpoint version 9");
+    expect_load_error(bad, "unsupported checkpoint version 9 (this build reads 1 and 2)");
 
     memcpy(copy, buf, len);
     int32_t nkv = 3;  // n_head 4 % 3 != 0
@@ -286,6 +325,33 @@ START_TEST(test_checkpoint_damage) {
     memcpy(copy + 44, &np, 8);
     spit(bad, copy, len);
     expect_load_error(bad, "num_parameters is 5 but the config implies");
+
+    // the position fields (version 2): an unknown scheme; rope over a file
+    // that holds wpe (one tensor too many); rope with a theta that is no base
+    const int32_t bad_pos[] = {2, -1};
+    for (int i = 0; i < 2; i++) {
+        memcpy(copy, buf, len);
+        put_u32le(copy + 56, (uint32_t)bad_pos[i]);
+        spit(bad, copy, len);
+        char want[96];
+        snprintf(want, sizeof want, "bad config: pos must be 0 (learned) or 1 (rope), got %d", bad_pos[i]);
+        expect_load_error(bad, want);
+    }
+    memcpy(copy, buf, len);
+    put_u32le(copy + 56, GPT_POS_ROPE);
+    spit(bad, copy, len);
+    expect_load_error(bad, "num_parameters is 6224 but the config implies 6096");
+    const float thetas[] = {0.0f, -2.0f, NAN, INFINITY};
+    const char *theta_msgs[] = {"got 0", "got -2", "got nan", "got inf"};
+    for (int i = 0; i < 4; i++) {
+        memcpy(copy, buf, len);
+        put_u32le(copy + 56, GPT_POS_ROPE);
+        put_f32le(copy + 60, thetas[i]);
+        spit(bad, copy, len);
+        char want[96];
+        snprintf(want, sizeof want, "bad config: rope_theta must be a finite number > 0, %s", theta_msgs[i]);
+        expect_load_error(bad, want);
+    }
 
     // a flipped bit anywhere in the body is caught by the checksum
     const size_t flips[] = {CHECKPOINT_HEADER_BYTES + 2, CHECKPOINT_HEADER_BYTES + 100, len / 2, len - 10};
@@ -386,13 +452,16 @@ START_TEST(test_checkpoint_byte_layout) {
     const size_t P = m.num_parameters, V = sizeof vocab_blob, H = CHECKPOINT_HEADER_BYTES;
     ck_assert_uint_eq(len, H + V + 4 * P + 28 + 8 * P + 4);
     ck_assert_mem_eq(b, "GQAC", 4);
-    ck_assert_uint_eq(le_bytes(b + 4, 4), 1);  // version
+    ck_assert_uint_eq(le_bytes(b + 4, 4), 2);  // version
     const uint64_t dims[7] = {3, 8, 2, 4, 2, 16, 1};  // vocab, block, layers, heads, kv heads, embd, bias
     for (int i = 0; i < 7; i++) ck_assert_uint_eq(le_bytes(b + 8 + 4 * i, 4), dims[i]);
     ck_assert_uint_eq(le_bytes(b + 36, 4), 0x3DCCCCCDu);  // dropout 0.1f
     ck_assert_uint_eq(le_bytes(b + 40, 4), 1);            // flags: train state present
     ck_assert_uint_eq(le_bytes(b + 44, 8), P);
     ck_assert_uint_eq(le_bytes(b + 52, 4), V);
+    ck_assert_uint_eq(le_bytes(b + 56, 4), 0);            // pos: learned
+    ck_assert_uint_eq(le_bytes(b + 60, 4), 0x461C4000u);  // rope_theta 10000.0f (unused by learned)
+    ck_assert_uint_eq(H, 64);
     ck_assert_mem_eq(b + H, vocab_blob, V);
     const uint8_t *params = b + H + V;
     for (size_t i = 0; i < P; i += P / 7)
@@ -418,14 +487,30 @@ START_TEST(test_checkpoint_byte_layout) {
     free(b);
     gpt_free(&m);
     adamw_free(&opt);
+    // rope: pos 1 and theta in the header, and no wpe among the parameters
+    make_model_pos(&m, &opt, GPT_POS_ROPE);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), 0);
+    b = slurp(path, &len);
+    ck_assert_uint_eq(le_bytes(b + 56, 4), 1);
+    ck_assert_uint_eq(le_bytes(b + 60, 4), 0x43FA0000u);  // 500.0f
+    ck_assert_uint_eq(le_bytes(b + 44, 8), P - 8 * 16);   // block_size x n_embd fewer
+    ck_assert_uint_eq(len, H + V + 4 * (P - 8 * 16) + 4);
+    free(b);
+    gpt_free(&m);
+    adamw_free(&opt);
     rm_tmpdir();
 }
 END_TEST
 
-// Committed checkpoints (a model-only fixture and a crafted one with train
-// state) load, and saving what was loaded gives back the very same bytes.
-static const char *committed_checkpoints[] = {"tests/fixtures/tiny_gqa.bin", "tests/corpus/checkpoint/ok-model.bin",
-                                              "tests/corpus/checkpoint/ok-state.bin"};
+// Committed checkpoints load, and saving what was loaded gives back the very
+// same bytes: version-2 files as they are; version-1 files (tiny_gqa.bin,
+// written before the position fields, and two crafted ones) as version 2,
+// i.e. the same bytes with the version 2, pos = learned (0) and rope_theta
+// 10000 inserted after the 56-byte header, and a new CRC.
+static const char *committed_checkpoints[] = {
+    "tests/fixtures/tiny_gqa.bin",                  "tests/corpus/checkpoint/ok-model.bin",
+    "tests/corpus/checkpoint/ok-state.bin",         "tests/corpus/checkpoint/ok-model-v2-rope.bin",
+    "tests/corpus/checkpoint/ok-state-v2-rope.bin", "tests/corpus/checkpoint/ok-state-v2-learned.bin"};
 
 START_TEST(test_checkpoint_committed_bytes) {
     const char *src = committed_checkpoints[_i];
@@ -440,6 +525,19 @@ START_TEST(test_checkpoint_committed_bytes) {
     ck_assert_msg(checkpoint_load(src, &m, &vb, &vl, &ts, &has_ts, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(checkpoint_save(path, &m, vb, vl, has_ts ? &ts : NULL, err, sizeof err), 0);
     uint8_t *want = slurp(src, &len), *got = slurp(path, &len2);
+    if (le_bytes(want + 4, 4) == 1) {  // version 1: what this build writes of it
+        ck_assert_int_eq(m.config.pos, GPT_POS_LEARNED);
+        ck_assert_float_eq(m.config.rope_theta, GPT_ROPE_THETA_DEFAULT);
+        uint8_t *v2 = malloc_check(len + 8);
+        memcpy(v2, want, CHECKPOINT_V1_HEADER_BYTES);
+        put_u32le(v2 + 4, 2);
+        put_u32le(v2 + 56, GPT_POS_LEARNED);
+        put_f32le(v2 + 60, GPT_ROPE_THETA_DEFAULT);
+        memcpy(v2 + 64, want + 56, len - 60);
+        put_u32le(v2 + len + 4, crc32_update(0, v2, len + 4));
+        free(want);
+        want = v2, len += 8;
+    }
     ck_assert_uint_eq(len2, len);
     ck_assert_msg(memcmp(got, want, len) == 0, "%s: rewritten bytes differ", src);
     ck_assert_uint_eq(le_bytes(want + 40, 4), (uint64_t)has_ts);
@@ -521,13 +619,15 @@ static Suite *train_suite(void) {
     TCase *tc = tcase_create("train");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_lr_schedule);
+    tcase_add_test(tc, test_flops_per_token);
     tcase_add_test(tc, test_config_parsing);
     tcase_add_test(tc, test_overfit_repetitive_text);
-    tcase_add_test(tc, test_checkpoint_roundtrip);
+    tcase_add_loop_test(tc, test_checkpoint_roundtrip, 0, 2);
     tcase_add_test(tc, test_checkpoint_damage);
     tcase_add_test(tc, test_checkpoint_failed_write_keeps_old);
     tcase_add_test(tc, test_checkpoint_byte_layout);
-    tcase_add_loop_test(tc, test_checkpoint_committed_bytes, 0, 3);
+    tcase_add_loop_test(tc, test_checkpoint_committed_bytes, 0,
+                        sizeof committed_checkpoints / sizeof committed_checkpoints[0]);
     tcase_add_loop_test(tc, test_corpus_replay, 0, 3);
     suite_add_tcase(s, tc);
     return s;

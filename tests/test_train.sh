@@ -65,6 +65,34 @@ grep -q '^eval 20 train ' "$tmp/r/log.txt" && ok || bad "no eval at step 20 in t
 # the log's config lines name n_kv_head, for plots
 grep -q '^# run .*n_kv_head=2' "$tmp/a/log.txt" && ok || bad "log has no run header"
 
+# RoPE: no wpe (block_size x n_embd = 32 x 32 parameters fewer); the scheme in the resolved configuration and
+# the log header; 10 steps + resume + 10 == 20 straight (the resume takes the scheme from the checkpoint);
+# greedy sampling past block_size; gqa convert carries the scheme (repeat: the same greedy text)
+train "$tmp/q" --max_iters 20 --pos rope --rope_theta 500 > "$tmp/q.out" 2>&1 || bad "rope train failed: $(tail -3 "$tmp/q.out")"
+params() { sed -n 's/^vocab_size = [0-9]*, parameters = \([0-9]*\),.*/\1/p' "$1"; }
+pa=$(params "$tmp/a.out") pq=$(params "$tmp/q.out")
+[ -n "$pa" ] && [ "$pq" = $((pa - 32 * 32)) ] && ok || bad "rope has $pq parameters, learned $pa: want 1024 fewer"
+grep -q '^  pos *= rope$' "$tmp/q.out" && grep -q '^  rope_theta *= 500$' "$tmp/q.out" && ok ||
+    bad "rope run's configuration: $(grep -E '^  (pos|rope_theta) ' "$tmp/q.out")"
+grep -q '^  pos *= learned$' "$tmp/a.out" && ok || bad "the default is not pos = learned"
+grep -q '^# run .* bias=1 pos=rope rope_theta=500 init_from=scratch ' "$tmp/q/log.txt" && ok || bad "rope log header: $(head -1 "$tmp/q/log.txt")"
+grep -q '^# run .* pos=learned rope_theta=10000 ' "$tmp/a/log.txt" && ok || bad "learned log header: $(head -1 "$tmp/a/log.txt")"
+[ "$(losses "$tmp/q" | wc -l)" -eq 20 ] && [ "$(losses "$tmp/q")" != "$(losses "$tmp/a")" ] && ok || bad "rope losses"
+train "$tmp/qr" --max_iters 10 --pos rope --rope_theta 500 > /dev/null 2>&1 || bad "rope train qr (10 steps) failed"
+train "$tmp/qr" --max_iters 20 --init_from resume > "$tmp/qr.out" 2>&1 || bad "rope resume failed: $(tail -3 "$tmp/qr.out")"
+grep -q "note: model shape taken from $tmp/qr/ckpt.bin (.* pos=rope rope_theta=500)" "$tmp/qr.out" && ok ||
+    bad "no note of the checkpoint's scheme: $(grep note "$tmp/qr.out")"
+if [ "$(losses "$tmp/q")" = "$(losses "$tmp/qr")" ]; then ok; else bad "rope resume differs from the straight run"; fi
+"$GQA" sample --ckpt "$tmp/q/ckpt.bin" --temperature 0 --max_new_tokens 80 --prompt "ROMEO:" > "$tmp/q.txt" 2> "$tmp/q.err" &&
+    [ "$(wc -c < "$tmp/q.txt")" -ge 87 ] && grep -q "including re-prefills past block_size" "$tmp/q.err" && ok ||
+    bad "rope sample past block_size: $(cat "$tmp/q.err")"
+"$GQA" convert --ckpt "$tmp/q/ckpt.bin" --n_kv_head 4 --method repeat --out "$tmp/q4.bin" > /dev/null 2>&1 &&
+    "$GQA" sample --ckpt "$tmp/q4.bin" --temperature 0 --max_new_tokens 80 --prompt "ROMEO:" 2>/dev/null | cmp -s - "$tmp/q.txt" &&
+    ok || bad "the repeat-expanded rope model's greedy text differs"
+"$GQA" convert --ckpt "$tmp/q/ckpt.bin" --n_kv_head 1 --out "$tmp/q1.bin" > /dev/null 2>&1 &&
+    "$GQA" sample --ckpt "$tmp/q1.bin" --max_new_tokens 40 2>&1 | grep -q "n_kv_head 1, 32 positions" && ok ||
+    bad "the rope model converted to MQA does not sample"
+
 # SIGINT: finish the step, save, exit 0; then resume continues
 "$GQA" train --out_dir "$tmp/s" $common --max_iters 1000000 --eval_interval 100000 > "$tmp/s.out" 2>&1 &
 pid=$!  # gqa itself, so the signal reaches it

@@ -46,7 +46,8 @@ void train_config_defaults(TrainConfig *tc);
 int train_config_validate(const TrainConfig *tc, char *err, size_t errlen);
 
 // nanoGPT's estimate of training FLOPs per token (forward + backward) at
-// sequence length T: 6 N + 12 L NH HS T, N the parameters without wpe. MFU
+// sequence length T: 6 N + 12 L NH HS T, N the parameters without wpe (with
+// pos = rope there is none, and the rotation of q and k is not counted). MFU
 // is this times tok/s over the machine's peak (`gqa train`, `gqa bench`).
 double train_flops_per_token(const GPTConfig *c, int T);
 

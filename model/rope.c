@@ -1,0 +1,41 @@
+/*
+ * rope.c: the rotary position tables and the in-place rotation of q and k
+ * heads (see rope.h for the convention).
+ */
+#include "rope.h"
+
+#include <math.h>
+
+void rope_tables(float *cos_t, float *sin_t, int maxT, int HS, double theta) {
+    const int half = HS / 2;
+    for (int i = 0; i < half; i++) {
+        const double inv_freq = pow(theta, -2.0 * i / HS);
+        for (int t = 0; t < maxT; t++) {
+            const double a = (double)t * inv_freq;
+            cos_t[(size_t)t * half + i] = (float)cos(a);
+            sin_t[(size_t)t * half + i] = (float)sin(a);
+        }
+    }
+}
+
+void rope_rotate(float *qkv, int B, int T, int pos0, int NH, int NKV, int HS, const float *cos_t,
+                 const float *sin_t, int inverse) {
+    const int half = HS / 2, QKV = (NH + 2 * NKV) * HS, heads = NH + NKV;
+    const float sign = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float *row = qkv + ((size_t)b * T + t) * QKV;
+            const float *c = cos_t + (size_t)(pos0 + t) * half, *s = sin_t + (size_t)(pos0 + t) * half;
+            for (int h = 0; h < heads; h++) {  // the query heads, then the key heads
+                float *x1 = row + (size_t)h * HS, *x2 = x1 + half;
+#pragma omp simd
+                for (int i = 0; i < half; i++) {
+                    const float a = x1[i], b2 = x2[i], si = sign * s[i];
+                    x1[i] = a * c[i] - b2 * si;
+                    x2[i] = b2 * c[i] + a * si;
+                }
+            }
+        }
+    }
+}
