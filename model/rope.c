@@ -6,6 +6,9 @@
 
 #include <math.h>
 
+// Pairs of numbers to rotate below which one thread does it all.
+#define ROPE_PARALLEL_MIN 16384
+
 void rope_tables(float *cos_t, float *sin_t, int maxT, int HS, double theta) {
     const int half = HS / 2;
     for (int i = 0; i < half; i++) {
@@ -22,7 +25,9 @@ void rope_rotate(float *qkv, int B, int T, int pos0, int NH, int NKV, int HS, co
                  const float *sin_t, int inverse) {
     const int half = HS / 2, QKV = (NH + 2 * NKV) * HS, heads = NH + NKV;
     const float sign = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for collapse(2) schedule(static)
+    // a decode step's few rows are less work than waking the threads
+    const int parallel = (size_t)B * T * heads * half >= ROPE_PARALLEL_MIN;
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float *row = qkv + ((size_t)b * T + t) * QKV;
