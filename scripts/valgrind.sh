@@ -17,10 +17,12 @@ run prepare --input "$tmp/small.txt" --out_dir "$tmp/data"
 common="--data_dir $tmp/data --out_dir $tmp/out --n_layer 2 --n_head 4 --n_kv_head 2 --n_embd 16 --block_size 16
     --batch_size 2 --dropout 0.1 --eval_interval 2 --eval_iters 1 --log_interval 1"
 run train $common --max_iters 3
-# (the resume gives the MFU peak: the first run's measurement of it, 512^3
-# products under memcheck, takes ~50 s of the first run's ~51)
+# (the resume gives the MFU peak, whose measurement under memcheck is slow)
 run train $common --max_iters 5 --init_from resume --peak_gflops 200
 run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --kv_dtype bf16
+# rotary positions: training (rotation and its inverse), then decode past block_size
+run train $common --out_dir "$tmp/rope" --pos rope --max_iters 2 --peak_gflops 200
+run sample --ckpt "$tmp/rope/ckpt.bin" --max_new_tokens 40 --num_samples 2
 # an error path: exit status 1 from the bad prompt, never valgrind's 99
 echo "valgrind: gqa sample (bad prompt)"
 rc=0
