@@ -225,21 +225,26 @@ static const char *opt_meta(const Opt *o) {
     return o->meta ? o->meta : meta[o->type];
 }
 
-int opts_parse_command(const Opt *opts, int n, int argc, char **argv, const char *usage, int allow_file) {
-    char err[1024];
+int opts_parse(const Opt *opts, int n, int argc, char **argv, int allow_file, char *err, size_t errlen) {
     const char *pos[1];
     int npos = 0, *seen = calloc_check((size_t)n, sizeof(int));
     // flags are parsed twice when a config file is given: first to find it
     // and --help, then again after the file so that flags override it
-    int rc = opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, allow_file, seen, err, sizeof err);
-    if (rc == 0 && npos == 1 && (rc = opts_parse_file(opts, n, pos[0], seen, err, sizeof err)) == 0)
-        rc = opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, 1, seen, err, sizeof err);
+    int rc = opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, allow_file, seen, err, errlen);
+    if (rc == 0 && npos == 1 && (rc = opts_parse_file(opts, n, pos[0], seen, err, errlen)) == 0)
+        rc = opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, 1, seen, err, errlen);
     for (int i = 0; rc == 0 && i < n; i++)
         if ((opts[i].flags & OPT_REQUIRED) && !seen[i]) {
-            snprintf(err, sizeof err, "missing --%s %s (required; see --help)", opts[i].name, opt_meta(&opts[i]));
+            snprintf(err, errlen, "missing --%s %s (required; see --help)", opts[i].name, opt_meta(&opts[i]));
             rc = -1;
         }
     free(seen);
+    return rc;
+}
+
+int opts_parse_command(const Opt *opts, int n, int argc, char **argv, const char *usage, int allow_file) {
+    char err[1024];
+    const int rc = opts_parse(opts, n, argc, argv, allow_file, err, sizeof err);
     if (rc == 1) {
         fputs(usage, stdout);
         opts_print_help(opts, n, stdout);

@@ -64,10 +64,13 @@ int opts_parse_argv(const Opt *opts, int n, int argc, char **argv, int start, co
 
 // The flags of a subcommand, argv[2..argc), and an optional positional
 // CONFIG_FILE of `key = value` lines when allow_file is set (flags override
-// the file). Returns 0 when parsed; 1 when --help was given, after printing
-// `usage` and the options to stdout (the command then returns 0); -1 on an
-// error, printed as one line with error_message (the command returns 1).
-// Required options missing are an error naming them.
+// the file), without printing: 0 when parsed, 1 for --help, -1 with err
+// filled (a required option missing among them).
+int opts_parse(const Opt *opts, int n, int argc, char **argv, int allow_file, char *err, size_t errlen);
+
+// opts_parse, printing what it finds: on --help (1) `usage` and the options
+// to stdout, the command then returning 0; on an error (-1) one line with
+// error_message, the command returning 1.
 int opts_parse_command(const Opt *opts, int n, int argc, char **argv, const char *usage, int allow_file);
 
 // Parse a config file of "key = value" lines. Returns 0 or -1 with err filled

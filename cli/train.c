@@ -72,16 +72,8 @@ const Opt *cli_train_opts(TrainConfig *tc, int *n) {
 int cli_train_parse(TrainConfig *tc, int argc, char **argv, char *err, size_t errlen) {
     int n;
     const Opt *opts = cli_train_opts(tc, &n);
-    const char *pos[1];
-    int npos = 0;
-    // flags are parsed twice: first to find a config file and --help, then
-    // again after the file so that flags override it
-    int rc = opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, 1, NULL, err, errlen);
+    const int rc = opts_parse(opts, n, argc, argv, 1, err, errlen);
     if (rc != 0) return rc;
-    if (npos == 1) {
-        if (opts_parse_file(opts, n, pos[0], NULL, err, errlen) != 0) return -1;
-        if (opts_parse_argv(opts, n, argc, argv, 2, pos, &npos, 1, NULL, err, errlen) != 0) return -1;
-    }
     return train_config_validate(tc, err, errlen);
 }
 
