@@ -2,11 +2,12 @@
 """ref_gpt.py: an independent PyTorch reference of gqa.c's GPT.
 
 Written from the model description (GPT-2 shape, pre-LN, tanh GELU, tied LM
-head, grouped-query attention with repeat_interleave), not from the C code.
-It builds a tiny model with random weights, runs it in float64 and writes a
-fixture per n_kv_head: config, weights, inputs, targets, logits, loss, every
-parameter gradient (in gqa.c's arena order), and the losses of a few AdamW
-steps. tests/test_model.c compares the C model against these files.
+head, grouped-query attention with repeat_interleave, or multi-head latent
+attention), not from the C code. It builds a tiny model with random weights,
+runs it in float64 and writes a fixture per n_kv_head and attention variant:
+config, weights, inputs, targets, logits, loss, every parameter gradient (in
+gqa.c's arena order), and the losses of a few AdamW steps. tests/test_model.c
+compares the C model against these files.
 
 Positions are learned (GPT-2's wpe: gpt_nkv*.bin) or rotary (gpt_rope_nkv*.bin:
 no wpe; RoPE from its formula in the GPT-NeoX / Llama "rotate half" form,
@@ -14,7 +15,32 @@ x * cos + rotate_half(x) * sin on every query and key head before the scores,
 angle t * theta^(-2i/HS) for the pair (i, i + HS/2); theta 10000, and 100 for
 n_kv_head 2 so that every pair turns noticeably over 10 positions).
 
+Multi-head latent attention (gpt_mla*.bin; DeepSeek-V2, written from the
+equations of the paper as agreed in the MLA spec, in its unabsorbed form):
+with kv_lora_rank r > 0 (n_kv_head = n_head) each token's keys and values come
+from one latent c = rmsnorm(x W_dkv^T + b_dkv) * kvnw (eps 1e-6; no norm when
+latent_norm = 0) of width r: k_nope_h = c W_uk_h^T, v_h = c W_uv_h^T (+ biases).
+The query projection gives per head [q_nope (HS) | q_rope (dR)], dR =
+rope_head_dim. With pos = rope a decoupled key k_rope = x W_kr^T, shared by all
+heads, and each head's q_rope are rotated (rotate half over the dR-wide parts only,
+angle t * theta^(-2i/dR)); scores are [q_nope | q_rope] . [k_nope | k_rope] /
+sqrt(HS + dR). Learned positions have dR = 0. The tensors sit in the arena
+between qkvb and attprojw: qkvw is then the query projection only (L, NH*D, C),
+D = HS + dR, head h's rows [nope | rope]; dkvw (L, r + dR, C) = [W_dkv | W_kr],
+dkvb; kvnw (L, r) when latent_norm = 1; ukvw (L, 2*NH*HS, r) = [W_uk of heads
+0..NH-1 | W_uv of heads 0..NH-1], ukvb. They are empty in grouped fixtures.
+
+Regenerate every fixture (it takes seconds; no build step involved):
+
     /usr/bin/python3 scripts/ref_gpt.py --out_dir tests/fixtures
+
+then `git diff --stat tests/fixtures` should list nothing but files you meant to
+add. One known exception: the gradient of the key bias (qkvb's K rows; in MLA
+ukvb's W_uk rows) is zero in exact arithmetic (softmax ignores a constant added
+to a row of scores), and its float64 round-off, ~1e-17, depends on the torch
+build: the committed gpt_nkv{4,2,1}.bin differ in those entries alone when
+regenerated with torch 1.13 here; keep the committed files then
+(`git checkout tests/fixtures/gpt_nkv4.bin ...`).
 
 The bench mode times the same architecture in float32, as the PyTorch side
 of scripts/bench_vs_torch.sh (random weights, GPT-2 init; values do not
@@ -42,12 +68,16 @@ slow reference BLAS: a cfg-s step ~1 s instead of ~80 ms). The bench prints
 the BLAS library it found on stderr and warns when it is not that one.
 
 Fixture format (little-endian): b"GQAF", u32 version (1: learned positions,
-2: with the position fields), 10 x i32 (vocab_size, block_size, n_layer,
-n_head, n_kv_head, n_embd, bias, B, T, steps), 5 x f32 (lr, beta1, beta2, eps,
-weight_decay), in version 2 then i32 pos (0 learned, 1 rope) and f32
-rope_theta, then f32 params[P], i32 inputs[B*T], i32 targets[B*T],
-f32 logits[B*T*V], f32 loss, f32 grads[P], f32 step_losses[steps + 1].
-Learned-position fixtures are written as version 1, as they were committed.
+2: with the position fields, 3: with the MLA fields), 10 x i32 (vocab_size,
+block_size, n_layer, n_head, n_kv_head, n_embd, bias, B, T, steps), 5 x f32
+(lr, beta1, beta2, eps, weight_decay), in versions 2 and 3 then i32 pos
+(0 learned, 1 rope) and f32 rope_theta (10000 with learned positions, unused),
+in version 3 then i32 kv_lora_rank, i32 rope_head_dim, i32 latent_norm (the
+header is 68 bytes in version 1, 76 in 2, 88 in 3), then f32 params[P], i32 inputs[B*T], i32 targets[B*T],
+f32 logits[B*T*V], f32 loss, f32 grads[P], f32 step_losses[steps + 1]; params
+and grads in the arena order above. Each fixture has the oldest version that
+holds it: grouped learned-position fixtures are version 1, grouped RoPE ones
+version 2 (both as they were committed), MLA ones version 3.
 """
 import argparse
 import math
@@ -74,9 +104,22 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+class RMSNorm(nn.Module):
+    """z / sqrt(mean(z^2) + eps) * weight, no bias (DeepSeek's kv_a_layernorm on the MLA latent)."""
+
+    def __init__(self, n, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.eps = eps
+
+    def forward(self, z):
+        return z * torch.rsqrt(z.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
 def rope_cos_sin(T, HS, theta):
     """cos and sin (T, HS) of the angle t * theta^(-2i/HS) of position t and
-    pair i < HS/2, each repeated over both halves of a head (float64)."""
+    pair i < HS/2, each repeated over both halves of a head (float64).
+    MLA rotates only the decoupled parts: there HS is rope_head_dim dR."""
     inv_freq = 1.0 / theta ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
     angle = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # (T, HS/2)
     angle = torch.cat([angle, angle], dim=-1)  # (T, HS)
@@ -126,6 +169,47 @@ class Block(nn.Module):
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
 
+class MLABlock(Block):
+    """Block with multi-head latent attention (DeepSeek-V2), unabsorbed form.
+
+    Shapes: r = kv_lora_rank, dR = rope_head_dim (0 with learned positions),
+    D = HS + dR the query/key head width. Every head has its own K and V, both
+    expanded from one (r)-wide latent per token; with RoPE a (dR)-wide key is
+    shared by all heads.
+    """
+
+    def __init__(self, C, NH, bias, r, dR, latent_norm):
+        super().__init__(C, NH, NH, bias)  # c_attn is replaced by the query projection below
+        HS = self.HS
+        self.r, self.dR, self.D = r, dR, HS + dR
+        self.c_attn = nn.Linear(C, NH * self.D, bias=bias)  # queries only; head h: [nope (HS) | rope (dR)]
+        self.c_dkv = nn.Linear(C, r + dR, bias=bias)  # rows [W_dkv (r) | W_kr (dR)]
+        self.kv_norm = RMSNorm(r) if latent_norm else None
+        self.c_ukv = nn.Linear(r, 2 * NH * HS, bias=bias)  # rows [W_uk heads 0..NH-1 | W_uv heads 0..NH-1]
+
+    def attn(self, x, rope=None):
+        B, T, C = x.shape
+        NH, HS, r, dR, D = self.NH, self.HS, self.r, self.dR, self.D
+        assert (rope is None) == (dR == 0), "MLA: rope_head_dim > 0 exactly with RoPE"
+        q = self.c_attn(x).view(B, T, NH, D).transpose(1, 2)  # (B, NH, T, D)
+        q_nope, q_rope = q.split([HS, dR], dim=-1)
+        c, k_rope = self.c_dkv(x).split([r, dR], dim=-1)  # (B, T, r), (B, T, dR)
+        if self.kv_norm is not None:
+            c = self.kv_norm(c)
+        if rope is not None:  # the decoupled parts only: nope parts, latent and values are not rotated
+            q_rope, k_rope = apply_rope(q_rope, *rope), apply_rope(k_rope, *rope)
+        k_nope, v = self.c_ukv(c).split([NH * HS, NH * HS], dim=-1)
+        k_nope = k_nope.view(B, T, NH, HS).transpose(1, 2)  # (B, NH, T, HS)
+        v = v.view(B, T, NH, HS).transpose(1, 2)
+        q = torch.cat([q_nope, q_rope], dim=-1)  # (B, NH, T, D)
+        k = torch.cat([k_nope, k_rope.unsqueeze(1).expand(B, NH, T, dR)], dim=-1)  # k_rope shared by the heads
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(D)
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)
+        return self.c_proj(y)
+
+
 class GroupedBlock(Block):
     """Block with grouped attention that never repeats K/V (the bench's).
 
@@ -166,13 +250,22 @@ class GroupedBlock(Block):
 
 
 class GPT(nn.Module):
-    def __init__(self, V, maxT, L, NH, NKV, C, bias, grouped=False, pos="learned", rope_theta=10000.0):
+    def __init__(self, V, maxT, L, NH, NKV, C, bias, grouped=False, pos="learned", rope_theta=10000.0,
+                 kv_lora_rank=0, rope_head_dim=0, latent_norm=0):
         super().__init__()
+        r, dR = kv_lora_rank, rope_head_dim
+        assert r == 0 or (NKV == NH and not grouped), "MLA: n_kv_head must equal n_head"
+        assert dR == 0 if r == 0 or pos == "learned" else dR >= 2 and dR % 2 == 0, f"rope_head_dim {dR}"
+        assert latent_norm in (0, 1)
         self.HS, self.rope_theta = C // NH, rope_theta
+        self.rope_dim = dR if r > 0 else self.HS  # width of the rotated parts
         self.wte = nn.Embedding(V, C)
         self.wpe = nn.Embedding(maxT, C) if pos == "learned" else None  # rope: no position parameters
-        self.blocks = nn.ModuleList([GroupedBlock(C, NH, NKV, bias) if grouped else Block(C, NH, NKV, bias)
-                                     for _ in range(L)])
+        if r > 0:
+            blocks = [MLABlock(C, NH, bias, r, dR, latent_norm) for _ in range(L)]
+        else:
+            blocks = [GroupedBlock(C, NH, NKV, bias) if grouped else Block(C, NH, NKV, bias) for _ in range(L)]
+        self.blocks = nn.ModuleList(blocks)
         self.ln_f = LayerNorm(C, bias)
 
     def forward(self, idx, targets):
@@ -180,7 +273,7 @@ class GPT(nn.Module):
         if self.wpe is not None:
             x, rope = self.wte(idx) + self.wpe(torch.arange(T)), None
         else:
-            x, rope = self.wte(idx), rope_cos_sin(T, self.HS, self.rope_theta)
+            x, rope = self.wte(idx), rope_cos_sin(T, self.rope_dim, self.rope_theta)
         for blk in self.blocks:
             x = blk(x, rope)
         logits = self.ln_f(x) @ self.wte.weight.T  # tied LM head
@@ -196,12 +289,18 @@ class GPT(nn.Module):
         return logits.argmax(dim=-1)
 
     def tensors(self, bias):
-        """Parameters in gqa.c's arena order, per-layer tensors stacked."""
+        """Parameters in gqa.c's arena order, per-layer tensors stacked. The MLA
+        tensors (dkvw, dkvb, kvnw, ukvw, ukvb) are empty with grouped attention."""
         def stack(get):
             return [get(b) for b in self.blocks]
+        mla = isinstance(self.blocks[0], MLABlock)
+        norm = mla and self.blocks[0].kv_norm is not None
         out = [[self.wte.weight], [self.wpe.weight] if self.wpe is not None else [],
                stack(lambda b: b.ln_1.weight), stack(lambda b: b.ln_1.bias) if bias else [],
                stack(lambda b: b.c_attn.weight), stack(lambda b: b.c_attn.bias) if bias else [],
+               stack(lambda b: b.c_dkv.weight) if mla else [], stack(lambda b: b.c_dkv.bias) if mla and bias else [],
+               stack(lambda b: b.kv_norm.weight) if norm else [],
+               stack(lambda b: b.c_ukv.weight) if mla else [], stack(lambda b: b.c_ukv.bias) if mla and bias else [],
                stack(lambda b: b.c_proj.weight), stack(lambda b: b.c_proj.bias) if bias else [],
                stack(lambda b: b.ln_2.weight), stack(lambda b: b.ln_2.bias) if bias else [],
                stack(lambda b: b.c_fc.weight), stack(lambda b: b.c_fc.bias) if bias else [],
@@ -215,12 +314,14 @@ def flat(groups, grad=False):
     return torch.cat(parts).to(torch.float32).numpy()
 
 
-def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed, pos="learned", rope_theta=10000.0):
+def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed, pos="learned", rope_theta=10000.0,
+                 kv_lora_rank=0, rope_head_dim=0, latent_norm=0):
     torch.manual_seed(seed)
-    model = GPT(V, maxT, L, NH, NKV, C, bias, pos=pos, rope_theta=rope_theta).double()
+    mla = dict(kv_lora_rank=kv_lora_rank, rope_head_dim=rope_head_dim, latent_norm=latent_norm)
+    model = GPT(V, maxT, L, NH, NKV, C, bias, pos=pos, rope_theta=rope_theta, **mla).double()
     with torch.no_grad():  # weights larger than GPT-2's init, so every path matters
         for name, p in model.named_parameters():
-            if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
+            if name.endswith(("ln_1.weight", "ln_2.weight", "kv_norm.weight")) or name == "ln_f.weight":
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
@@ -250,12 +351,15 @@ def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed, pos="lea
         l2.backward()
         step_losses.append(l2.item())
 
+    version = 3 if kv_lora_rank > 0 else 1 if pos == "learned" else 2  # the oldest that holds the model
     with open(path, "wb") as f:
-        f.write(b"GQAF" + struct.pack("<I", 1 if pos == "learned" else 2))
+        f.write(b"GQAF" + struct.pack("<I", version))
         f.write(struct.pack("<10i", V, maxT, L, NH, NKV, C, int(bias), B, T, steps))
         f.write(struct.pack("<5f", lr, b1, b2, eps, wd))
-        if pos != "learned":
-            f.write(struct.pack("<if", 1, rope_theta))
+        if version >= 2:
+            f.write(struct.pack("<if", int(pos == "rope"), rope_theta))
+        if version >= 3:
+            f.write(struct.pack("<3i", kv_lora_rank, rope_head_dim, latent_norm))
         f.write(params0.astype("<f4").tobytes())
         f.write(idx.numpy().astype("<i4").tobytes())
         f.write(tgt.numpy().astype("<i4").tobytes())
@@ -263,8 +367,10 @@ def make_fixture(path, V, maxT, L, NH, NKV, C, bias, B, T, steps, seed, pos="lea
         f.write(struct.pack("<f", loss.item()))
         f.write(grads.astype("<f4").tobytes())
         f.write(np.array(step_losses, dtype="<f4").tobytes())
-    print(f"{path}: n_kv_head={NKV} bias={int(bias)} pos={pos} params={params0.size} loss={loss.item():.6f} "
-          f"after {steps} AdamW steps {step_losses[-1]:.6f}")
+    mla_desc = (f" kv_lora_rank={kv_lora_rank} rope_head_dim={rope_head_dim} latent_norm={latent_norm}"
+                if kv_lora_rank > 0 else "")
+    print(f"{path}: n_kv_head={NKV} bias={int(bias)} pos={pos}{mla_desc} params={params0.size} "
+          f"loss={loss.item():.6f} after {steps} AdamW steps {step_losses[-1]:.6f}")
 
 
 # ----------------------------------------------------------------------------
@@ -407,6 +513,16 @@ def main():
     for nkv, theta, seed in [(4, 10000.0, 5), (2, 100.0, 6), (1, 10000.0, 7)]:
         make_fixture(os.path.join(args.out_dir, f"gpt_rope_nkv{nkv}.bin"), NKV=nkv, bias=True, seed=seed,
                      pos="rope", rope_theta=theta, **shape)
+    # MLA (n_kv_head = n_head = 4, HS 8): a latent narrower than the heads' K and V
+    # (r 8 < 2*NH*HS 64) with its norm; the full-width latent r = 64 without norm
+    # or biases (the width at which MLA can equal MHA, as a converted model);
+    # RoPE with dR = HS/2 = 4 and theta 100 so every pair turns.
+    for name, bias, seed, pos, theta, r, dR, norm in [
+            ("gpt_mla_r8.bin", True, 8, "learned", 10000.0, 8, 0, 1),
+            ("gpt_mla_r64_nonorm.bin", False, 9, "learned", 10000.0, 64, 0, 0),
+            ("gpt_mla_rope.bin", True, 10, "rope", 100.0, 8, 4, 1)]:
+        make_fixture(os.path.join(args.out_dir, name), NKV=shape["NH"], bias=bias, seed=seed, pos=pos,
+                     rope_theta=theta, kv_lora_rank=r, rope_head_dim=dR, latent_norm=norm, **shape)
 
 
 if __name__ == "__main__":
