@@ -96,11 +96,10 @@ void worker_gemm(const BenchConfig *bc, int nkv) {
     const GPTConfig c = m.config;
     const int L = c.n_layer, C = c.n_embd, V = c.vocab_size;
     const int shards = train_shards(bc->shards, B);
-    enum { NLIN = GPT_NUM_LINEAR };
-    GPTLinear lin[NLIN];
-    gpt_linear_layers(&c, lin);
-    int in[NLIN], out[NLIN];
-    size_t woff[NLIN];  // where each layer's weight tensor starts in the arena
+    GPTLinear lin[GPT_NUM_LINEAR];
+    const int NLIN = gpt_linear_layers(&c, lin);
+    int in[GPT_NUM_LINEAR], out[GPT_NUM_LINEAR];
+    size_t woff[GPT_NUM_LINEAR];  // where each layer's weight tensor starts in the arena
     for (int j = 0; j < NLIN; j++) {
         in[j] = lin[j].in, out[j] = lin[j].out, woff[j] = 0;
         for (int k = 0; k < lin[j].weight; k++) woff[j] += m.param_sizes[k];
@@ -119,8 +118,8 @@ void worker_gemm(const BenchConfig *bc, int nkv) {
         const ParameterTensors w = m.params;
         ParameterTensors g;
         gpt_point_params(&g, grads_memory, m.param_sizes);
-        const float *wl[NLIN];
-        float *gl[NLIN];
+        const float *wl[GPT_NUM_LINEAR];
+        float *gl[GPT_NUM_LINEAR];
         for (int j = 0; j < NLIN; j++) wl[j] = m.params_memory + woff[j], gl[j] = grads_memory + woff[j];
         for (int r = -1; r < bc->repeats; r++) {  // r = -1: warm-up
 #pragma omp barrier

@@ -38,6 +38,18 @@ static const Opt model_opts[] = {
     {"rope_theta", OPT_FLOAT, FIELD(rope_theta), 0, 1e9,
      "RoPE base: dimension pair i of a head turns by position x rope_theta^(-2i/head_size) (used by pos=rope)",
      NULL, OPT_OPEN, "model", NULL},
+    {"kv_lora_rank", OPT_INT, FIELD(kv_lora_rank), 0, 1 << 20,
+     "MLA: width r of the latent cached per token and layer (0: grouped attention by n_kv_head; > 0: multi-head "
+     "latent attention as DeepSeek-V2, every head its own K and V up-projected from the latent; needs n_kv_head = "
+     "n_head)",
+     NULL, 0, "model", NULL},
+    {"rope_head_dim", OPT_INT, FIELD(rope_head_dim), 0, 1 << 16,
+     "MLA with pos=rope: width dR of the decoupled rotary key shared by all heads and cached beside the latent, and "
+     "of each query head's rotary part (0: head_size/2, as DeepSeek-V2)",
+     NULL, 0, "model", NULL},
+    {"latent_norm", OPT_BOOL, FIELD(latent_norm), 0, 1,
+     "MLA: RMSNorm on the latent (DeepSeek-V2's kv_a_layernorm); models converted from MHA/GQA have none", NULL, 0,
+     "model", NULL},
 };
 #undef FIELD
 
@@ -55,6 +67,14 @@ void cli_model_opts(GPTConfig *c, const char *names, Opt *out, int *n) {
         o.ptr = (char *)c + (size_t)o.ptr;
         out[(*n)++] = o;
     }
+}
+
+void cli_model_resolve(GPTConfig *c) {
+    if (gpt_is_latent(c) && c->pos == GPT_POS_ROPE && c->rope_head_dim == 0 && c->n_head > 0) {
+        const int half = c->n_embd / c->n_head / 2 / 2 * 2;  // head_size/2, rounded down to even
+        c->rope_head_dim = half >= 2 ? half : 2;
+    }
+    if (!gpt_is_latent(c) || c->pos != GPT_POS_ROPE) c->rope_head_dim = 0;
 }
 
 int cli_check_output(const char *option, const char *path) {

@@ -25,13 +25,17 @@ int cmd_info(int argc, char **argv);
 
 // The model-shape options over c's fields, in one place: vocab_size,
 // block_size, n_layer, n_head, n_kv_head, n_embd, bias, dropout, pos,
-// rope_theta. `names` is
+// rope_theta, kv_lora_rank, rope_head_dim, latent_norm. `names` is
 // a comma list of those a subcommand takes, in the order it lists them;
 // they are appended to out[*n] (which must have room) in group "model".
 void cli_model_opts(GPTConfig *c, const char *names, Opt *out, int *n);
 // The one description of each shape option, for a subcommand that takes
 // one of them in another form (bench's and mem's n_kv_head list).
 const Opt *cli_model_opt(const char *name);
+// Fill in what the options leave to the shape: rope_head_dim 0 means
+// head_size/2 (rounded down to even, at least 2) for MLA with rope, and is
+// 0 for every other shape. Call after parsing, before validating.
+void cli_model_resolve(GPTConfig *c);
 
 // `gqa train`'s option table over tc's fields (static storage), and its
 // parse of [CONFIG_FILE] [--key=value ...] (the file first, then the flags)

@@ -22,7 +22,10 @@ const Opt *cli_train_opts(TrainConfig *tc, int *n) {
              "(weights only)",
              train_init_keywords[TRAIN_INIT_SCRATCH], train_init_keywords[TRAIN_INIT_RESUME]);
     int k = 0;
-    cli_model_opts(&tc->model, "n_layer,n_head,n_kv_head,n_embd,block_size,bias,pos,rope_theta,dropout", opts, &k);
+    cli_model_opts(&tc->model,
+                   "n_layer,n_head,n_kv_head,n_embd,block_size,bias,pos,rope_theta,kv_lora_rank,rope_head_dim,"
+                   "latent_norm,dropout",
+                   opts, &k);
     const Opt table[] = {
         {"batch_size", OPT_INT, &tc->batch_size, 1, 1 << 20, "sequences per step (all MPI ranks together)", NULL, 0,
          "optimizer", NULL},
@@ -74,6 +77,7 @@ int cli_train_parse(TrainConfig *tc, int argc, char **argv, char *err, size_t er
     const Opt *opts = cli_train_opts(tc, &n);
     const int rc = opts_parse(opts, n, argc, argv, 1, err, errlen);
     if (rc != 0) return rc;
+    cli_model_resolve(&tc->model);
     return train_config_validate(tc, err, errlen);
 }
 

@@ -1,6 +1,9 @@
 /*
  * attention.c: causal GQA attention, forward and backward, for training.
  *
+ * Query and key heads are D wide and value heads DV wide: D = DV = HS for
+ * grouped attention, D = HS + rope_head_dim for MLA's unabsorbed form.
+ *
  * Per (batch, query head) the scores are one sgemm over strided views of
  * qkv, the causal softmax is a row loop, and the output is a second sgemm
  * written straight into its head's columns of `out`. The loops over (batch,
@@ -23,7 +26,8 @@
 #include "ops.h"
 #include "simd.h"
 
-// Per thread: two (T, T) matrices and one (HS, T) transposed K or V.
+// Per thread: two (T, T) matrices and one (HS, T) transposed K or V, HS the
+// wider of a key and a value head.
 static size_t scratch_per_thread(int T, int HS) { return (size_t)2 * T * T + (size_t)HS * T; }
 
 size_t attention_scratch_floats(int T, int HS, int threads) { return scratch_per_thread(T, HS) * (size_t)threads; }
@@ -83,35 +87,35 @@ static float *dropout_block(float *dst, const float *P, int b, int h, int NH, in
     return dst;
 }
 
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH, int NKV, int HS,
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH, int NKV, int D, int DV,
                        float p, uint64_t key, size_t i0, float *scratch) {
-    const int group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
-    const float scale = 1.0f / sqrtf((float)HS);
+    const int group = NH / NKV, QKV = (NH + NKV) * D + NKV * DV, C = NH * DV, HSmax = D > DV ? D : DV;
+    const float scale = 1.0f / sqrtf((float)D);
     // one task per (batch, KV head); its group's query heads share kT
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int g = 0; g < NKV; g++) {
-            float *tmp = scratch + (size_t)omp_get_thread_num() * scratch_per_thread(T, HS);  // (T, T)
-            float *kT = tmp + (size_t)2 * T * T;                                                 // (HS, T)
-            const float *v = qkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;  // (T, HS) ld QKV
-            transpose_head(kT, qkv + (size_t)b * T * QKV + (NH + g) * HS, T, HS, QKV);
+            float *tmp = scratch + (size_t)omp_get_thread_num() * scratch_per_thread(T, HSmax);  // (T, T)
+            float *kT = tmp + (size_t)2 * T * T;                                                    // (D, T)
+            const float *v = qkv + (size_t)b * T * QKV + (NH + NKV) * D + g * DV;  // (T, DV) ld QKV
+            transpose_head(kT, qkv + (size_t)b * T * QKV + (NH + g) * D, T, D, QKV);
             for (int h = g * group; h < (g + 1) * group; h++) {
-                const float *q = qkv + (size_t)b * T * QKV + h * HS;  // (T, HS) ld QKV
-                float *P = att + ((size_t)b * NH + h) * T * T;        // (T, T)
-                float *y = out + (size_t)b * T * C + h * HS;          // (T, HS) ld C
+                const float *q = qkv + (size_t)b * T * QKV + h * D;  // (T, D) ld QKV
+                float *P = att + ((size_t)b * NH + h) * T * T;       // (T, T)
+                float *y = out + (size_t)b * T * C + h * DV;         // (T, DV) ld C
                 // rows in blocks [t0, t1): a block's queries see keys [0, t1) only,
                 // so the masked upper triangle beyond each block is never computed
                 for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {
                     const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
                     // S = q k^T * scale
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, t1, HS, scale, q + (size_t)t0 * QKV, QKV,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, t1, D, scale, q + (size_t)t0 * QKV, QKV,
                                 kT, T, 0.0f, P + (size_t)t0 * T, T);
                     // causal softmax, row by row; j > t is masked to exactly 0
                     for (int t = t0; t < t1; t++) causal_softmax_row(P + (size_t)t * T, t + 1, T);
                     // attention dropout on a private copy; att keeps P
                     const float *Pd = p > 0.0f ? dropout_block(tmp, P, b, h, NH, T, t0, t1, p, key, i0) : P;
                     // y_h = Pd v, into head h's columns of out
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, Pd + (size_t)t0 * T, T,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, DV, t1, 1.0f, Pd + (size_t)t0 * T, T,
                                 v, QKV, 0.0f, y + (size_t)t0 * C, C);
                 }
             }
@@ -120,35 +124,35 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
-                        int NH, int NKV, int HS, float p, uint64_t key, size_t i0, float *scratch) {
-    const int group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
-    const float scale = 1.0f / sqrtf((float)HS);
+                        int NH, int NKV, int D, int DV, float p, uint64_t key, size_t i0, float *scratch) {
+    const int group = NH / NKV, QKV = (NH + NKV) * D + NKV * DV, C = NH * DV, HSmax = D > DV ? D : DV;
+    const float scale = 1.0f / sqrtf((float)D);
     // One task per (batch, KV head): the group's query heads run in this task,
     // so their += into the shared dK, dV never race.
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int g = 0; g < NKV; g++) {
-            float *dP = scratch + (size_t)omp_get_thread_num() * scratch_per_thread(T, HS);  // (T, T)
-            float *Pd = dP + (size_t)T * T;                                                   // (T, T)
-            float *vT = Pd + (size_t)T * T;                                                   // (HS, T)
-            const float *k = qkv + (size_t)b * T * QKV + (NH + g) * HS;
-            const float *v = qkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;
-            float *dk = dqkv + (size_t)b * T * QKV + (NH + g) * HS;
-            float *dv = dqkv + (size_t)b * T * QKV + (NH + NKV + g) * HS;
-            transpose_head(vT, v, T, HS, QKV);
+            float *dP = scratch + (size_t)omp_get_thread_num() * scratch_per_thread(T, HSmax);  // (T, T)
+            float *Pd = dP + (size_t)T * T;                                                      // (T, T)
+            float *vT = Pd + (size_t)T * T;                                                      // (DV, T)
+            const float *k = qkv + (size_t)b * T * QKV + (NH + g) * D;
+            const float *v = qkv + (size_t)b * T * QKV + (NH + NKV) * D + g * DV;
+            float *dk = dqkv + (size_t)b * T * QKV + (NH + g) * D;
+            float *dv = dqkv + (size_t)b * T * QKV + (NH + NKV) * D + g * DV;
+            transpose_head(vT, v, T, DV, QKV);
             for (int h = g * group; h < (g + 1) * group; h++) {
-                const float *q = qkv + (size_t)b * T * QKV + h * HS;
-                float *dq = dqkv + (size_t)b * T * QKV + h * HS;
+                const float *q = qkv + (size_t)b * T * QKV + h * D;
+                float *dq = dqkv + (size_t)b * T * QKV + h * D;
                 const float *P = att + ((size_t)b * NH + h) * T * T;
-                const float *dy = dout + (size_t)b * T * C + h * HS;  // (T, HS) ld C
+                const float *dy = dout + (size_t)b * T * C + h * DV;  // (T, DV) ld C
                 for (int t0 = 0; t0 < T; t0 += ATT_ROW_BLOCK) {  // the forward's row blocks
                     const int t1 = t0 + ATT_ROW_BLOCK < T ? t0 + ATT_ROW_BLOCK : T, rb = t1 - t0;
                     // the probabilities that multiplied v
                     const float *Pv = p > 0.0f ? dropout_block(Pd, P, b, h, NH, T, t0, t1, p, key, i0) : P;
                     // y = Pv v  =>  dPv = dy v^T ; dV_g += Pv^T dy (summed over the group)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, t1, HS, 1.0f, dy + (size_t)t0 * C, C, vT,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, t1, DV, 1.0f, dy + (size_t)t0 * C, C, vT,
                                 T, 0.0f, dP + (size_t)t0 * T, T);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, HS, rb, 1.0f, Pv + (size_t)t0 * T, T,
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, DV, rb, 1.0f, Pv + (size_t)t0 * T, T,
                                 dy + (size_t)t0 * C, C, 1.0f, dv, QKV);
                     // through the dropout mask, then the softmax: dS = P (dP - rowsum(P dP)) * scale
                     for (int t = t0; t < t1; t++) {
@@ -162,9 +166,9 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         for (int j = t + 1; j < t1; j++) dr[j] = 0.0f;
                     }
                     // S = q k^T  =>  dq_h += dS k ; dK_g += dS^T q_h (summed over the group)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, HS, t1, 1.0f, dP + (size_t)t0 * T, T, k,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, D, t1, 1.0f, dP + (size_t)t0 * T, T, k,
                                 QKV, 1.0f, dq + (size_t)t0 * QKV, QKV);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, HS, rb, 1.0f, dP + (size_t)t0 * T, T,
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, D, rb, 1.0f, dP + (size_t)t0 * T, T,
                                 q + (size_t)t0 * QKV, QKV, 1.0f, dk, QKV);
                 }
             }

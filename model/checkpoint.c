@@ -87,6 +87,9 @@ static int write_checkpoint(FILE *f, void *ctx_) {
     put_u32(&o, (uint32_t)ctx->vocab_len);
     put_i32(&o, c->pos);  // version 2
     put_f32(&o, c->rope_theta);
+    put_i32(&o, c->kv_lora_rank);  // version 3
+    put_i32(&o, c->rope_head_dim);
+    put_i32(&o, gpt_is_latent(c) ? c->latent_norm : 0);  // 0 when unused: one spelling of a grouped model
     put_bytes(&o, ctx->vocab, ctx->vocab_len);
     put_f32s(&o, ctx->m->params_memory, P);
     if (ctx->ts) {
@@ -154,11 +157,14 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     if (len < 8) FAIL("file is %zu bytes, too short for a checkpoint", len);
     if (memcmp(buf, "GQAC", 4) != 0) FAIL("bad magic (not a gqa checkpoint)");
     uint32_t version = get_u32le(buf + 4);
-    if (version != 1 && version != CHECKPOINT_VERSION)
-        FAIL("unsupported checkpoint version %u (this build reads 1 and %d)", version, CHECKPOINT_VERSION);
-    const size_t header = version == 1 ? CHECKPOINT_V1_HEADER_BYTES : CHECKPOINT_HEADER_BYTES;
+    if (version < 1 || version > CHECKPOINT_VERSION)
+        FAIL("unsupported checkpoint version %u (this build reads 1 to %d)", version, CHECKPOINT_VERSION);
+    const size_t header = version == 1   ? CHECKPOINT_V1_HEADER_BYTES
+                          : version == 2 ? CHECKPOINT_V2_HEADER_BYTES
+                                         : CHECKPOINT_HEADER_BYTES;
     if (len < header) FAIL("truncated header: file is %zu bytes, the version-%u header alone is %zu", len, version, header);
-    GPTConfig c = {.pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};  // as every version-1 file
+    // as every version-1 file: learned positions; versions 1 and 2: grouped attention
+    GPTConfig c = {.pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
     c.vocab_size = get_i32le(buf + 8), c.block_size = get_i32le(buf + 12), c.n_layer = get_i32le(buf + 16);
     c.n_head = get_i32le(buf + 20), c.n_kv_head = get_i32le(buf + 24), c.n_embd = get_i32le(buf + 28);
     c.bias = get_i32le(buf + 32);
@@ -167,6 +173,8 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     uint64_t np = get_u64le(buf + 44);
     uint32_t vlen = get_u32le(buf + 52);
     if (version >= 2) c.pos = get_i32le(buf + 56), c.rope_theta = get_f32le(buf + 60);
+    if (version >= 3)
+        c.kv_lora_rank = get_i32le(buf + 64), c.rope_head_dim = get_i32le(buf + 68), c.latent_norm = get_i32le(buf + 72);
     char cerr[200];
     if (gpt_config_validate(&c, cerr, sizeof cerr) != 0) FAIL("bad config: %s", cerr);
     if (flags > 1) FAIL("unknown flags 0x%x", flags);

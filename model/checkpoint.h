@@ -19,9 +19,12 @@
 #include "gpt.h"
 
 // Version 2 adds the position scheme (pos, rope_theta) at the end of the
-// header; version-1 files still load, as pos = learned.
-#define CHECKPOINT_VERSION 2
-#define CHECKPOINT_HEADER_BYTES 64
+// header, version 3 the attention kind (kv_lora_rank, rope_head_dim,
+// latent_norm); older files still load, as pos = learned (version 1) and
+// grouped attention (versions 1 and 2).
+#define CHECKPOINT_VERSION 3
+#define CHECKPOINT_HEADER_BYTES 76
+#define CHECKPOINT_V2_HEADER_BYTES 64
 #define CHECKPOINT_V1_HEADER_BYTES 56
 
 typedef struct {

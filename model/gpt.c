@@ -22,7 +22,8 @@ const char *const gpt_pos_names[] = {"learned", "rope", NULL};  // GPTPos order
 
 const char *const gpt_param_names[GPT_NUM_PARAM_TENSORS] = {
     [PARAM_WTE] = "wte",           [PARAM_WPE] = "wpe",         [PARAM_LN1W] = "ln1w",       [PARAM_LN1B] = "ln1b",
-    [PARAM_QKVW] = "qkvw",         [PARAM_QKVB] = "qkvb",       [PARAM_ATTPROJW] = "attprojw",
+    [PARAM_QKVW] = "qkvw",         [PARAM_QKVB] = "qkvb",       [PARAM_DKVW] = "dkvw",       [PARAM_DKVB] = "dkvb",
+    [PARAM_KVNW] = "kvnw",         [PARAM_UKVW] = "ukvw",       [PARAM_UKVB] = "ukvb",       [PARAM_ATTPROJW] = "attprojw",
     [PARAM_ATTPROJB] = "attprojb", [PARAM_LN2W] = "ln2w",       [PARAM_LN2B] = "ln2b",       [PARAM_FCW] = "fcw",
     [PARAM_FCB] = "fcb",           [PARAM_FCPROJW] = "fcprojw", [PARAM_FCPROJB] = "fcprojb", [PARAM_LNFW] = "lnfw",
     [PARAM_LNFB] = "lnfb"};
@@ -70,7 +71,32 @@ int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen) {
                  GPT_POS_ROPE, gpt_pos_names[GPT_POS_ROPE], c->pos);
         return -1;
     }
-    if (c->pos == GPT_POS_ROPE && (c->n_embd / c->n_head) % 2 != 0) {
+    if (c->kv_lora_rank < 0 || c->kv_lora_rank > GPT_DIM_MAX) {
+        snprintf(err, errlen, "kv_lora_rank must be in [0, %d] (0: grouped attention), got %d", GPT_DIM_MAX,
+                 c->kv_lora_rank);
+        return -1;
+    }
+    if (c->latent_norm != 0 && c->latent_norm != 1) {
+        snprintf(err, errlen, "latent_norm must be 0 or 1, got %d", c->latent_norm);
+        return -1;
+    }
+    if (gpt_is_latent(c) && c->n_kv_head != c->n_head) {
+        snprintf(err, errlen, "MLA (kv_lora_rank %d) gives every query head its own K and V: n_kv_head must equal "
+                 "n_head=%d, got %d", c->kv_lora_rank, c->n_head, c->n_kv_head);
+        return -1;
+    }
+    const int mla_rope = gpt_is_latent(c) && c->pos == GPT_POS_ROPE;
+    if (!mla_rope && c->rope_head_dim != 0) {
+        snprintf(err, errlen, "rope_head_dim is MLA's decoupled rotary part (kv_lora_rank > 0 with pos=rope); "
+                 "it must be 0 here, got %d", c->rope_head_dim);
+        return -1;
+    }
+    if (mla_rope && (c->rope_head_dim < 2 || c->rope_head_dim > GPT_DIM_MAX || c->rope_head_dim % 2 != 0)) {
+        snprintf(err, errlen, "MLA with pos=rope needs an even rope_head_dim >= 2 (the decoupled rotary part; "
+                 "DeepSeek-V2 uses head_size/2), got %d", c->rope_head_dim);
+        return -1;
+    }
+    if (c->pos == GPT_POS_ROPE && !gpt_is_latent(c) && (c->n_embd / c->n_head) % 2 != 0) {
         snprintf(err, errlen, "pos=rope rotates pairs of dimensions: the head size n_embd/n_head = %d must be even",
                  c->n_embd / c->n_head);
         return -1;
@@ -89,15 +115,20 @@ int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen) {
 // ----------------------------------------------------------------------------
 // parameters
 
-void gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]) {
-    const int C = c->n_embd, QKV = (int)gpt_qkv_width(c);
-    const GPTLinear layers[GPT_NUM_LINEAR] = {
-        {"qkv", PARAM_QKVW, PARAM_QKVB, C, QKV},
-        {"attproj", PARAM_ATTPROJW, PARAM_ATTPROJB, C, C},
-        {"fc", PARAM_FCW, PARAM_FCB, C, 4 * C},
-        {"fcproj", PARAM_FCPROJW, PARAM_FCPROJB, 4 * C, C},
-    };
-    memcpy(out, layers, sizeof layers);
+int gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]) {
+    const int C = c->n_embd, r = c->kv_lora_rank, W = r + c->rope_head_dim, NH = c->n_head, HS = C / NH;
+    int n = 0;
+    if (gpt_is_latent(c)) {
+        out[n++] = (GPTLinear){"q", PARAM_QKVW, PARAM_QKVB, C, (int)gpt_qkvw_rows(c)};
+        out[n++] = (GPTLinear){"dkv", PARAM_DKVW, PARAM_DKVB, C, W};
+        out[n++] = (GPTLinear){"ukv", PARAM_UKVW, PARAM_UKVB, r, 2 * NH * HS};
+    } else {
+        out[n++] = (GPTLinear){"qkv", PARAM_QKVW, PARAM_QKVB, C, (int)gpt_qkv_width(c)};
+    }
+    out[n++] = (GPTLinear){"attproj", PARAM_ATTPROJW, PARAM_ATTPROJB, C, C};
+    out[n++] = (GPTLinear){"fc", PARAM_FCW, PARAM_FCB, C, 4 * C};
+    out[n++] = (GPTLinear){"fcproj", PARAM_FCPROJW, PARAM_FCPROJB, 4 * C, C};
+    return n;
 }
 
 void gpt_param_sizes(const GPTConfig *c, size_t s[GPT_NUM_PARAM_TENSORS]) {
@@ -111,19 +142,21 @@ void gpt_param_sizes(const GPTConfig *c, size_t s[GPT_NUM_PARAM_TENSORS]) {
     s[PARAM_LN2B] = bias * L * C;
     s[PARAM_LNFW] = C;
     s[PARAM_LNFB] = bias * C;
-    // the Linear layers: weights (L, out, in), biases (L, out)
+    s[PARAM_KVNW] = gpt_is_latent(c) && c->latent_norm ? L * (size_t)c->kv_lora_rank : 0;
+    // the Linear layers: weights (L, out, in), biases (L, out); MLA's are empty unless latent
+    s[PARAM_DKVW] = s[PARAM_DKVB] = s[PARAM_UKVW] = s[PARAM_UKVB] = 0;
     GPTLinear lin[GPT_NUM_LINEAR];
-    gpt_linear_layers(c, lin);
-    for (int i = 0; i < GPT_NUM_LINEAR; i++) {
+    const int nlin = gpt_linear_layers(c, lin);
+    for (int i = 0; i < nlin; i++) {
         s[lin[i].weight] = L * (size_t)lin[i].out * (size_t)lin[i].in;
         s[lin[i].bias] = bias * L * (size_t)lin[i].out;
     }
 }
 
 int gpt_param_decays(int i) {
-    // wte, wpe, qkvw, attprojw, fcw, fcprojw: the tensors of dim >= 2 (nanoGPT)
-    return i == PARAM_WTE || i == PARAM_WPE || i == PARAM_QKVW || i == PARAM_ATTPROJW || i == PARAM_FCW ||
-           i == PARAM_FCPROJW;
+    // wte, wpe and the Linear weights: the tensors of dim >= 2 (nanoGPT)
+    return i == PARAM_WTE || i == PARAM_WPE || i == PARAM_QKVW || i == PARAM_DKVW || i == PARAM_UKVW ||
+           i == PARAM_ATTPROJW || i == PARAM_FCW || i == PARAM_FCPROJW;
 }
 
 size_t gpt_num_parameters(const GPTConfig *c) {
@@ -131,7 +164,8 @@ size_t gpt_num_parameters(const GPTConfig *c) {
     // below 2^72 only in theory: check with doubles first, then sum exactly.
     if (c->n_head <= 0 || c->n_kv_head <= 0 || c->n_embd <= 0) return 0;
     double C = c->n_embd, L = c->n_layer, V = c->vocab_size, T = c->block_size;
-    double approx = V * C + T * C + L * (12.0 * C * C + 12.0 * C) + 2 * C;
+    double r = c->kv_lora_rank, D = (double)c->n_embd + (double)c->n_head * c->rope_head_dim;
+    double approx = V * C + T * C + L * (12.0 * C * C + 12.0 * C + (r + 2) * (D + 3 * C)) + 2 * C;
     if (approx > 1e18) return 0;
     size_t s[GPT_NUM_PARAM_TENSORS], n = 0;
     gpt_param_sizes(c, s);
@@ -152,6 +186,8 @@ void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT
     float **ptrs[GPT_NUM_PARAM_TENSORS] = {
         [PARAM_WTE] = &p->wte,         [PARAM_WPE] = &p->wpe,           [PARAM_LN1W] = &p->ln1w,
         [PARAM_LN1B] = &p->ln1b,       [PARAM_QKVW] = &p->qkvw,         [PARAM_QKVB] = &p->qkvb,
+        [PARAM_DKVW] = &p->dkvw,       [PARAM_DKVB] = &p->dkvb,         [PARAM_KVNW] = &p->kvnw,
+        [PARAM_UKVW] = &p->ukvw,       [PARAM_UKVB] = &p->ukvb,
         [PARAM_ATTPROJW] = &p->attprojw, [PARAM_ATTPROJB] = &p->attprojb, [PARAM_LN2W] = &p->ln2w,
         [PARAM_LN2B] = &p->ln2b,       [PARAM_FCW] = &p->fcw,           [PARAM_FCB] = &p->fcb,
         [PARAM_FCPROJW] = &p->fcprojw, [PARAM_FCPROJB] = &p->fcprojb,   [PARAM_LNFW] = &p->lnfw,
@@ -163,8 +199,7 @@ void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT
 }
 
 size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes) {
-    size_t HS = (size_t)c->n_embd / c->n_head;
-    return 2 * (size_t)c->n_layer * c->n_kv_head * HS * elem_bytes;
+    return (size_t)c->n_layer * gpt_kv_per_token_layer(c) * elem_bytes;
 }
 
 int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
@@ -185,7 +220,8 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
     advise_huge_pages(m->params_memory, m->num_parameters * sizeof(float));
     gpt_point_params(&m->params, m->params_memory, m->param_sizes);
     if (c->pos == GPT_POS_ROPE) {  // the rotation tables, once for the model's life
-        const size_t n = (size_t)c->block_size * (size_t)(c->n_embd / c->n_head / 2);
+        const int dim = gpt_rope_dim(c);  // HS, or MLA's rope_head_dim
+        const size_t n = (size_t)c->block_size * (size_t)(dim / 2);
         m->rope_memory = malloc(2 * n * sizeof(float));
         if (!m->rope_memory) {
             snprintf(m->error, sizeof m->error, "cannot allocate the rope tables (2 x %zu floats)", n);
@@ -193,7 +229,7 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
             m->params_memory = NULL;
             return -1;
         }
-        rope_tables(m->rope_memory, m->rope_memory + n, c->block_size, c->n_embd / c->n_head, (double)c->rope_theta);
+        rope_tables(m->rope_memory, m->rope_memory + n, c->block_size, dim, (double)c->rope_theta);
         m->rope_cos = m->rope_memory;
         m->rope_sin = m->rope_memory + n;
     }
@@ -204,7 +240,7 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
     float *mem = m->params_memory;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
         size_t n = m->param_sizes[i];
-        int is_ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW);
+        int is_ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW || i == PARAM_KVNW);
         int is_proj = (i == PARAM_ATTPROJW || i == PARAM_FCPROJW);  // into the residual stream
         for (size_t j = 0; j < n; j++) {
             if (is_ln_weight) mem[j] = 1.0f;
@@ -230,20 +266,37 @@ void gpt_free(GPT *m) {
 // ----------------------------------------------------------------------------
 // activations
 
+// Floats per row of MLA's scratch (0 for grouped attention): the query
+// projection (NH*D), the up-projected keys and values (2*NH*HS), and in the
+// backward the latent's gradient (r) and that of x W_dkv^T (r + dR).
+static size_t latent_scratch_row(const GPTConfig *c) {
+    if (!gpt_is_latent(c)) return 0;
+    const size_t C = c->n_embd, r = c->kv_lora_rank, W = r + c->rope_head_dim;
+    return gpt_qkvw_rows(c) + 2 * C + r + W;
+}
+
 // Backward scratch layout: dresidual, dC1, dC2 (BT, C); d4C1, d4C2 (BT, 4C);
-// dqkv (BT, QKV); then attention scratch (2 T T + HS T per thread).
+// dqkv (BT, QKV); MLA's (BT, latent_scratch_row); then attention scratch
+// (2 T T + max(D, HS) T per thread). The forward borrows dC1 and MLA's part.
 static size_t scratch_floats(const GPTConfig *c, size_t BT, int T, int threads) {
     size_t C = c->n_embd, QKV = gpt_qkv_width(c);
-    return BT * (3 * C + 8 * C + QKV) + attention_scratch_floats(T, (int)(C / c->n_head), threads);
+    return BT * (3 * C + 8 * C + QKV + latent_scratch_row(c)) + attention_scratch_floats(T, gpt_qk_head_size(c), threads);
+}
+
+// Where MLA's scratch starts (see scratch_floats), for a capacity of BTc rows.
+static float *latent_scratch(const GPT *m, size_t BTc) {
+    return m->scratch + BTc * (11 * (size_t)m->config.n_embd + gpt_qkv_width(&m->config));
 }
 
 static void act_sizes(const GPTConfig *c, size_t BT, size_t BTT, size_t s[GPT_NUM_ACT_TENSORS]) {
     size_t L = c->n_layer, C = c->n_embd, V = c->vocab_size, NH = c->n_head;
-    size_t QKV = gpt_qkv_width(c);
+    size_t QKV = gpt_qkv_width(c), r = c->kv_lora_rank, W = r + c->rope_head_dim;
     size_t sizes[GPT_NUM_ACT_TENSORS] = {
         BT * C,                                  // encoded
         L * BT * C, L * BT, L * BT,              // ln1, ln1_mean, ln1_rstd
         L * BT * QKV,                            // qkv
+        L * BT * W, L * BT * r,                  // ckv, latent (MLA; empty otherwise)
+        c->latent_norm && r ? L * BT : 0,        // latent_rstd
         L * NH * BTT,                            // att
         L * BT * C, L * BT * C,                  // atty, residual2
         L * BT * C, L * BT, L * BT,              // ln2, ln2_mean, ln2_rstd
@@ -289,7 +342,7 @@ static int ensure_activations(GPT *m, int B, int T) {
     }
     float **ptrs[GPT_NUM_ACT_TENSORS] = {
         &m->acts.encoded, &m->acts.ln1, &m->acts.ln1_mean, &m->acts.ln1_rstd, &m->acts.qkv,
-        &m->acts.att, &m->acts.atty, &m->acts.residual2, &m->acts.ln2, &m->acts.ln2_mean,
+        &m->acts.ckv, &m->acts.latent, &m->acts.latent_rstd, &m->acts.att, &m->acts.atty, &m->acts.residual2, &m->acts.ln2, &m->acts.ln2_mean,
         &m->acts.ln2_rstd, &m->acts.fch, &m->acts.fch_gelu, &m->acts.residual3, &m->acts.lnf,
         &m->acts.lnf_mean, &m->acts.lnf_rstd, &m->acts.logits, &m->acts.probs, &m->acts.losses};
     float *p = m->acts_memory;
@@ -303,9 +356,6 @@ static int ensure_activations(GPT *m, int B, int T) {
     m->threads_cap = threads;
     return 0;
 }
-
-// ----------------------------------------------------------------------------
-// forward
 
 int gpt_validate_tokens(const GPTConfig *c, const int *tokens, size_t n, char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++) {
@@ -331,6 +381,95 @@ static void dropout_offsets(const GPT *m, int T, size_t *i0C, size_t *i0att) {
     *i0att = (size_t)m->batch_offset * m->config.n_head * T * T;
 }
 
+// ----------------------------------------------------------------------------
+// MLA: the latent projections around the attention (training, unabsorbed)
+
+// Layer l's MLA q/k/v rows (B*T, QKV) from x = LN1 output (B*T, C): the
+// query projection (its rope parts rotated), ckv = x W_dkv^T (+ b) with the
+// rope key rotated, the latent = norm(ckv[:, :r]), keys and values
+// up-projected from it, each key head ending in the shared rope key. The
+// backward needs ckv, latent and latent_rstd, kept in the activations.
+static void latent_qkv_forward(GPT *m, int l, const float *x, float *qkv, float *ckv, float *latent,
+                               float *latent_rstd, int B, int T, float *scr) {
+    const GPTConfig *c = &m->config;
+    const ParameterTensors w = m->params;
+    const int C = c->n_embd, NH = c->n_head, HS = C / NH, r = c->kv_lora_rank, dR = c->rope_head_dim;
+    const int D = HS + dR, W = r + dR, NQ = NH * D, NKV2 = 2 * NH * HS, QKV = (int)gpt_qkv_width(c), N = B * T;
+    float *q = scr, *kv = scr + (size_t)N * NQ;  // (N, NQ), (N, 2*NH*HS)
+    matmul_forward(q, x, w.qkvw + (size_t)l * NQ * C, c->bias ? w.qkvb + (size_t)l * NQ : NULL, N, C, NQ);
+    matmul_forward(ckv, x, w.dkvw + (size_t)l * W * C, c->bias ? w.dkvb + (size_t)l * W : NULL, N, C, W);
+    if (dR) {  // decoupled rope: each query head's last dR numbers, and the one shared key
+        rope_rotate_rows(q + HS, B, T, NQ, 0, NH, D, dR, m->rope_cos, m->rope_sin, 0);
+        rope_rotate_rows(ckv + r, B, T, W, 0, 1, dR, dR, m->rope_cos, m->rope_sin, 0);
+    }
+    if (c->latent_norm) {
+        rmsnorm_forward(latent, latent_rstd, ckv, W, w.kvnw + (size_t)l * r, GPT_LATENT_NORM_EPS, N, r);
+    } else {
+        for (int n = 0; n < N; n++) memcpy(latent + (size_t)n * r, ckv + (size_t)n * W, (size_t)r * sizeof(float));
+    }
+    matmul_forward(kv, latent, w.ukvw + (size_t)l * NKV2 * r, c->bias ? w.ukvb + (size_t)l * NKV2 : NULL, N, r, NKV2);
+    // rows [q heads (D) | k heads (D) = [k_nope_h | rope key] | v heads (HS)]
+    for (int n = 0; n < N; n++) {
+        float *row = qkv + (size_t)n * QKV;
+        const float *kvn = kv + (size_t)n * NKV2;
+        memcpy(row, q + (size_t)n * NQ, (size_t)NQ * sizeof(float));
+        for (int h = 0; h < NH; h++) {
+            memcpy(row + NQ + h * D, kvn + h * HS, (size_t)HS * sizeof(float));
+            memcpy(row + NQ + h * D + HS, ckv + (size_t)n * W + r, (size_t)dR * sizeof(float));
+        }
+        memcpy(row + 2 * NQ, kvn + NH * HS, (size_t)NH * HS * sizeof(float));
+    }
+}
+
+// Its backward: from dqkv (B*T, QKV), accumulate the gradients of qkvw,
+// dkvw, kvnw, ukvw (and biases) and write dx (B*T, C) (overwritten); dtmp
+// (B*T, C) is scratch.
+static void latent_qkv_backward(GPT *m, int l, const float *x, const float *ckv, const float *latent,
+                                const float *latent_rstd, float *dqkv, float *dx, float *dtmp, int B, int T,
+                                float *scr) {
+    const GPTConfig *c = &m->config;
+    const ParameterTensors w = m->params, g = m->grads;
+    const int C = c->n_embd, NH = c->n_head, HS = C / NH, r = c->kv_lora_rank, dR = c->rope_head_dim;
+    const int D = HS + dR, W = r + dR, NQ = NH * D, NKV2 = 2 * NH * HS, QKV = (int)gpt_qkv_width(c), N = B * T;
+    float *dq = scr, *dkv = dq + (size_t)N * NQ, *dlatent = dkv + (size_t)N * NKV2, *dckv = dlatent + (size_t)N * r;
+    for (int n = 0; n < N; n++) {
+        const float *row = dqkv + (size_t)n * QKV;
+        float *dkvn = dkv + (size_t)n * NKV2, *dkr = dckv + (size_t)n * W + r;
+        memcpy(dq + (size_t)n * NQ, row, (size_t)NQ * sizeof(float));
+        memset(dkr, 0, (size_t)dR * sizeof(float));
+        for (int h = 0; h < NH; h++) {
+            memcpy(dkvn + h * HS, row + NQ + h * D, (size_t)HS * sizeof(float));
+            // the rope key is shared by every head: its gradient is the sum over heads
+            for (int i = 0; i < dR; i++) dkr[i] += row[NQ + h * D + HS + i];
+        }
+        memcpy(dkvn + NH * HS, row + 2 * NQ, (size_t)NH * HS * sizeof(float));
+    }
+    if (dR) {  // through the rotations: the inverse rotation of the gradients
+        rope_rotate_rows(dq + HS, B, T, NQ, 0, NH, D, dR, m->rope_cos, m->rope_sin, 1);
+        rope_rotate_rows(dckv + r, B, T, W, 0, 1, dR, dR, m->rope_cos, m->rope_sin, 1);
+    }
+    // kv = latent ukvw^T + ukvb
+    matmul_backward(dlatent, g.ukvw + (size_t)l * NKV2 * r, c->bias ? g.ukvb + (size_t)l * NKV2 : NULL, dkv, latent,
+                    w.ukvw + (size_t)l * NKV2 * r, N, r, NKV2);
+    // latent = norm(ckv[:, :r])
+    for (int n = 0; n < N; n++) {
+        float *d = dckv + (size_t)n * W;
+        if (c->latent_norm) memset(d, 0, (size_t)r * sizeof(float));
+        else memcpy(d, dlatent + (size_t)n * r, (size_t)r * sizeof(float));
+    }
+    if (c->latent_norm)
+        rmsnorm_backward(dckv, g.kvnw + (size_t)l * r, dlatent, ckv, W, w.kvnw + (size_t)l * r, latent_rstd, N, r);
+    // ckv = x dkvw^T + dkvb ; q = x qkvw^T + qkvb: x feeds both, so dx is their sum
+    matmul_backward(dx, g.dkvw + (size_t)l * W * C, c->bias ? g.dkvb + (size_t)l * W : NULL, dckv, x,
+                    w.dkvw + (size_t)l * W * C, N, C, W);
+    matmul_backward(dtmp, g.qkvw + (size_t)l * NQ * C, c->bias ? g.qkvb + (size_t)l * NQ : NULL, dq, x,
+                    w.qkvw + (size_t)l * NQ * C, N, C, NQ);
+    residual_forward(dx, dx, dtmp, (size_t)N * C);
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
 int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     const GPTConfig *c = &m->config;
     if (B <= 0 || T <= 0) {
@@ -353,7 +492,8 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     if (ensure_activations(m, B, T) != 0) return -1;
 
     const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
-    const int HS = C / NH, QKV = (NH + 2 * NKV) * HS, N = B * T;
+    const int HS = C / NH, D = gpt_qk_head_size(c), QKV = (int)gpt_qkv_width(c), N = B * T;
+    const int mla = gpt_is_latent(c), r = c->kv_lora_rank, W = r + c->rope_head_dim;
     const size_t BTc = m->acts_BT;  // per-layer stride of activations is by capacity
     const float p = (m->training && c->dropout > 0.0f) ? c->dropout : 0.0f;
     if (p > 0.0f) m->dropout_key = rng_u64(&m->rng_state);
@@ -365,7 +505,8 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     ParameterTensors w = m->params;
     ActivationTensors a = m->acts;
     float *tmp = m->scratch + BTc * C;  // dC1 of the backward scratch: projections land here
-    float *att_scratch = m->scratch + BTc * (11 * (size_t)C + QKV);
+    float *mla_scratch = latent_scratch(m, BTc);
+    float *att_scratch = mla_scratch + BTc * latent_scratch_row(c);
 
     const int rope = c->pos == GPT_POS_ROPE;
     encoder_forward(a.encoded, inputs, w.wte, rope ? NULL : w.wpe, B, T, C);
@@ -376,16 +517,23 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
         const float *residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTc * C;
         float *ln1 = a.ln1 + l * BTc * C, *ln1_mean = a.ln1_mean + l * BTc, *ln1_rstd = a.ln1_rstd + l * BTc;
         float *qkv = a.qkv + l * BTc * QKV, *att = a.att + l * (size_t)NH * m->acts_BTT;
+        float *ckv = a.ckv + l * BTc * W, *latent = a.latent + l * BTc * r;
+        float *latent_rstd = c->latent_norm ? a.latent_rstd + l * BTc : NULL;
         float *atty = a.atty + l * BTc * C, *residual2 = a.residual2 + l * BTc * C;
         float *ln2 = a.ln2 + l * BTc * C, *ln2_mean = a.ln2_mean + l * BTc, *ln2_rstd = a.ln2_rstd + l * BTc;
         float *fch = a.fch + l * BTc * 4 * C, *fch_gelu = a.fch_gelu + l * BTc * 4 * C;
         float *residual3 = a.residual3 + l * BTc * C;
 
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
-        matmul_forward(qkv, ln1, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N, C, QKV);
-        // rope: q and k rotated in place; the backward needs only the rotated ones
-        if (rope) rope_rotate(qkv, B, T, 0, NH, NKV, HS, m->rope_cos, m->rope_sin, 0);
-        attention_forward(atty, att, qkv, B, T, NH, NKV, HS, p, site_key(m, l, 1), i0att, att_scratch);
+        if (mla) {
+            latent_qkv_forward(m, l, ln1, qkv, ckv, latent, latent_rstd, B, T, mla_scratch);
+        } else {
+            matmul_forward(qkv, ln1, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N, C,
+                           QKV);
+            // rope: q and k rotated in place; the backward needs only the rotated ones
+            if (rope) rope_rotate(qkv, B, T, 0, NH, NKV, HS, m->rope_cos, m->rope_sin, 0);
+        }
+        attention_forward(atty, att, qkv, B, T, NH, NKV, D, HS, p, site_key(m, l, 1), i0att, att_scratch);
         matmul_forward(tmp, atty, w.attprojw + (size_t)l * C * C, c->bias ? w.attprojb + l * C : NULL, N, C, C);
         dropout_forward(tmp, (size_t)N * C, p, site_key(m, l, 2), i0C);
         residual_forward(residual2, residual, tmp, (size_t)N * C);
@@ -427,7 +575,8 @@ void gpt_backward(GPT *m) {
     if (!m->grads_memory) gpt_zero_grad(m);
     const GPTConfig *c = &m->config;
     const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
-    const int B = m->B, T = m->T, HS = C / NH, QKV = (NH + 2 * NKV) * HS, N = B * T;
+    const int B = m->B, T = m->T, HS = C / NH, D = gpt_qk_head_size(c), QKV = (int)gpt_qkv_width(c), N = B * T;
+    const int mla = gpt_is_latent(c), r = c->kv_lora_rank, W = r + c->rope_head_dim;
     const size_t BTc = m->acts_BT, nC = (size_t)N * C, n4C = nC * 4;
     const float p = (m->training && c->dropout > 0.0f) ? c->dropout : 0.0f;
     size_t i0C, i0att;
@@ -437,7 +586,7 @@ void gpt_backward(GPT *m) {
     ActivationTensors a = m->acts;
     float *dresidual = m->scratch, *dC1 = dresidual + BTc * C, *dC2 = dC1 + BTc * C;
     float *d4C1 = dC2 + BTc * C, *d4C2 = d4C1 + BTc * 4 * C, *dqkv = d4C2 + BTc * 4 * C;
-    float *att_scratch = dqkv + BTc * QKV;
+    float *mla_scratch = latent_scratch(m, BTc), *att_scratch = mla_scratch + BTc * latent_scratch_row(c);
 
     // loss = mean over N rows of -log p[target]
     float *dlogits = a.probs;  // in place
@@ -452,6 +601,8 @@ void gpt_backward(GPT *m) {
         const float *residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTc * C;
         const float *ln1 = a.ln1 + l * BTc * C, *ln1_mean = a.ln1_mean + l * BTc, *ln1_rstd = a.ln1_rstd + l * BTc;
         const float *qkv = a.qkv + l * BTc * QKV, *att = a.att + l * (size_t)NH * m->acts_BTT;
+        const float *ckv = a.ckv + l * BTc * W, *latent = a.latent + l * BTc * r;
+        const float *latent_rstd = c->latent_norm ? a.latent_rstd + l * BTc : NULL;
         const float *atty = a.atty + l * BTc * C, *residual2 = a.residual2 + l * BTc * C;
         const float *ln2 = a.ln2 + l * BTc * C, *ln2_mean = a.ln2_mean + l * BTc, *ln2_rstd = a.ln2_rstd + l * BTc;
         const float *fch = a.fch + l * BTc * 4 * C, *fch_gelu = a.fch_gelu + l * BTc * 4 * C;
@@ -486,12 +637,16 @@ void gpt_backward(GPT *m) {
                         w.attprojw + (size_t)l * C * C, N, C, C);
         // atty = attention(qkv): dK, dV summed over each KV head's group
         memset(dqkv, 0, (size_t)N * QKV * sizeof(float));
-        attention_backward(dqkv, dC2, qkv, att, B, T, NH, NKV, HS, p, site_key(m, l, 1), i0att, att_scratch);
-        // rope: q = R_t q0, so dq0 = R_t^T dq, the inverse rotation (k likewise)
-        if (c->pos == GPT_POS_ROPE) rope_rotate(dqkv, B, T, 0, NH, NKV, HS, m->rope_cos, m->rope_sin, 1);
-        // qkv = ln1 qkvw^T + qkvb
-        matmul_backward(dC1, g.qkvw + (size_t)l * QKV * C, c->bias ? g.qkvb + (size_t)l * QKV : NULL, dqkv, ln1,
-                        w.qkvw + (size_t)l * QKV * C, N, C, QKV);
+        attention_backward(dqkv, dC2, qkv, att, B, T, NH, NKV, D, HS, p, site_key(m, l, 1), i0att, att_scratch);
+        if (mla) {  // qkv = the latent projections of ln1 (dC2 is free again: scratch)
+            latent_qkv_backward(m, l, ln1, ckv, latent, latent_rstd, dqkv, dC1, dC2, B, T, mla_scratch);
+        } else {
+            // rope: q = R_t q0, so dq0 = R_t^T dq, the inverse rotation (k likewise)
+            if (c->pos == GPT_POS_ROPE) rope_rotate(dqkv, B, T, 0, NH, NKV, HS, m->rope_cos, m->rope_sin, 1);
+            // qkv = ln1 qkvw^T + qkvb
+            matmul_backward(dC1, g.qkvw + (size_t)l * QKV * C, c->bias ? g.qkvb + (size_t)l * QKV : NULL, dqkv, ln1,
+                            w.qkvw + (size_t)l * QKV * C, N, C, QKV);
+        }
         // ln1 = LN1(residual); dresidual becomes d residual
         layernorm_backward(dresidual, g.ln1w + l * C, c->bias ? g.ln1b + l * C : NULL, dC1, residual, w.ln1w + l * C,
                            ln1_mean, ln1_rstd, N, C);

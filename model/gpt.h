@@ -19,6 +19,18 @@
  * backward inverse-rotates dq and dk; at inference keys enter the KV cache
  * already rotated, by their absolute position.
  *
+ * Attention kinds (config.kv_lora_rank): 0 is grouped attention, above;
+ * r > 0 is multi-head latent attention (MLA, DeepSeek-V2): every head has
+ * its own K and V, up-projected from one cached latent of width r per token,
+ * c = norm(x W_dkv) (RMSNorm when latent_norm = 1): K_h = c W_uk_h, V_h =
+ * c W_uv_h. With pos = rope, MLA rotates only a decoupled part: a key of
+ * rope_head_dim dR shared by all heads (x W_kr, rotated) and a per-head
+ * query part of dR, concatenated to the unrotated ("nope") head vectors, so
+ * a query/key head is D = HS + dR wide and scores are scaled by 1/sqrt(D).
+ * Training runs the unabsorbed form (K and V materialised, the grouped
+ * attention kernel with NKV = NH); decode runs the absorbed form over the
+ * latent cache (model/attention_latent.h).
+ *
  * This module knows nothing of training loops, token files or sampling.
  */
 #ifndef GQA_GPT_H
@@ -44,10 +56,25 @@ typedef struct {
     float dropout;   // p in [0, 1): embedding, attention and residual dropout
     int pos;           // GPTPos: learned (wpe) or rope
     float rope_theta;  // rope's base theta (> 0, finite; GPT_ROPE_THETA_DEFAULT); unused by learned
+    int kv_lora_rank;  // r: 0 = grouped attention (by n_kv_head); > 0 = MLA with a latent of r (n_kv_head = n_head)
+    int rope_head_dim; // dR: MLA's decoupled rotary part (pos = rope: even, >= 2); 0 otherwise
+    int latent_norm;   // MLA: 1 = RMSNorm of the latent (DeepSeek-V2), 0 = none (converted models)
 } GPTConfig;
 
+// RMSNorm epsilon of the MLA latent.
+#define GPT_LATENT_NORM_EPS 1e-6f
+
+static inline int gpt_is_latent(const GPTConfig *c) { return c->kv_lora_rank > 0; }
+// Width of a query/key head: HS, or HS + rope_head_dim with MLA.
+static inline int gpt_qk_head_size(const GPTConfig *c) { return c->n_embd / c->n_head + c->rope_head_dim; }
+// Width of the vector the rotation turns: HS (grouped), rope_head_dim (MLA).
+static inline int gpt_rope_dim(const GPTConfig *c) {
+    return gpt_is_latent(c) ? c->rope_head_dim : c->n_embd / c->n_head;
+}
+
 // Returns 0 if the config is valid, else -1 with a message naming the values.
-// With pos = rope the head size must be even and rope_theta finite and > 0.
+// With pos = rope the rotated width must be even and rope_theta finite and
+// > 0; MLA needs n_kv_head = n_head and rope_head_dim > 0 exactly with rope.
 int gpt_config_validate(const GPTConfig *c, char *err, size_t errlen);
 
 // Parameters (and, with the same layout, gradients): views into one arena.
@@ -60,6 +87,11 @@ enum {
     PARAM_LN1B,
     PARAM_QKVW,
     PARAM_QKVB,
+    PARAM_DKVW,
+    PARAM_DKVB,
+    PARAM_KVNW,
+    PARAM_UKVW,
+    PARAM_UKVB,
     PARAM_ATTPROJW,
     PARAM_ATTPROJB,
     PARAM_LN2W,
@@ -77,8 +109,14 @@ typedef struct {
     float *wpe;       // (maxT, C)       empty when pos = rope
     float *ln1w;      // (L, C)
     float *ln1b;      // (L, C)        empty when bias = 0
-    float *qkvw;      // (L, QKV, C)   QKV = (NH + 2*NKV) * HS, rows [q | k | v]
-    float *qkvb;      // (L, QKV)
+    float *qkvw;      // (L, QKV, C)   QKV = (NH + 2*NKV) * HS, rows [q | k | v];
+                      //               MLA: the query only, (L, NH*D, C), head h rows [nope HS | rope dR]
+    float *qkvb;      // (L, QKV)      MLA: (L, NH*D)
+    float *dkvw;      // (L, r + dR, C) MLA: rows [latent down-projection W_dkv (r) | rope key W_kr (dR)]
+    float *dkvb;      // (L, r + dR)
+    float *kvnw;      // (L, r)        MLA latent RMSNorm weight; empty when latent_norm = 0
+    float *ukvw;      // (L, 2*NH*HS, r) MLA: rows [W_uk of heads 0..NH-1 | W_uv of heads 0..NH-1]
+    float *ukvb;      // (L, 2*NH*HS)
     float *attprojw;  // (L, C, C)
     float *attprojb;  // (L, C)
     float *ln2w;      // (L, C)
@@ -95,13 +133,16 @@ typedef struct {
 extern const char *const gpt_param_names[GPT_NUM_PARAM_TENSORS];
 
 // Activations for a (B, T) forward, kept for backward. One arena.
-#define GPT_NUM_ACT_TENSORS 20
+#define GPT_NUM_ACT_TENSORS 23
 typedef struct {
     float *encoded;    // (B, T, C)   embedding (after dropout)
     float *ln1;        // (L, B, T, C)
     float *ln1_mean;   // (L, B, T)
     float *ln1_rstd;   // (L, B, T)
-    float *qkv;        // (L, B, T, QKV)
+    float *qkv;        // (L, B, T, QKV)  MLA: (L, B, T, NH*D + NH*D + NH*HS) [q | k | v] heads
+    float *ckv;        // (L, B, T, r + dR) MLA: x W_dkv^T (+ b), its rope part rotated
+    float *latent;     // (L, B, T, r)    MLA: the latent after its norm (what decode caches)
+    float *latent_rstd;// (L, B, T)       MLA: 1 / rms of the latent (latent_norm = 1)
     float *att;        // (L, B, NH, T, T)  softmax probabilities
     float *atty;       // (L, B, T, C)  attention output, heads side by side
     float *residual2;  // (L, B, T, C)  x + attn
@@ -175,18 +216,19 @@ int gpt_param_decays(int tensor_index);
 // Point a ParameterTensors at an arena laid out as gpt_param_sizes.
 void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]);
 
-// The Linear layers of every block, in forward order: qkv (C -> QKV), attproj
-// (C -> C), fc (C -> 4C), fcproj (4C -> C). A layer's weight is the tensor
-// PARAM_* `weight`, (L, out, in): block l's (out, in) matrix, out = x @ w^T;
-// its bias is `bias`, (L, out), empty when config.bias = 0. The tied LM head
-// (wte) is not among them.
-#define GPT_NUM_LINEAR 4
+// The Linear layers of every block, in forward order: grouped: qkv (C ->
+// QKV), attproj (C -> C), fc (C -> 4C), fcproj (4C -> C); MLA: q (C -> NH*D),
+// dkv (C -> r + dR), ukv (r -> 2*NH*HS), then attproj, fc, fcproj. A layer's
+// weight is the tensor PARAM_* `weight`, (L, out, in): block l's (out, in)
+// matrix, out = x @ w^T; its bias is `bias`, (L, out), empty when
+// config.bias = 0. The tied LM head (wte) is not among them. Returns the count.
+#define GPT_NUM_LINEAR 6
 typedef struct {
-    const char *name;  // "qkv", "attproj", "fc", "fcproj"
+    const char *name;  // "qkv", "attproj", "fc", "fcproj"; MLA "q", "dkv", "ukv"
     int weight, bias;  // PARAM_* of the weight and of the bias
     int in, out;       // features
 } GPTLinear;
-void gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
+int gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
 
 // Parameter floats one decode step reads: every parameter once (the tied
 // wte counted once), but of wpe only the row of the step's position, i.e.
@@ -196,13 +238,27 @@ void gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
 // traffic. 0 if the count overflows size_t, as gpt_num_parameters.
 size_t gpt_decode_params_read(const GPTConfig *c);
 
-// Width of a row of the fused q/k/v projection, QKV = (NH + 2 NKV) HS: the
-// query heads, then the key heads, then the value heads.
+// Width of a row of the attention's q/k/v activations: the query heads, then
+// the key heads, then the value heads. Grouped: the fused projection's
+// output, QKV = (NH + 2 NKV) HS. MLA: NH*D + NH*D + NH*HS (keys and values
+// up-projected from the latent, each key head ending in the shared rope key).
 static inline size_t gpt_qkv_width(const GPTConfig *c) {
-    return ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * (size_t)(c->n_embd / c->n_head);
+    const size_t HS = (size_t)(c->n_embd / c->n_head), D = (size_t)gpt_qk_head_size(c);
+    if (gpt_is_latent(c)) return (size_t)c->n_head * (2 * D + HS);
+    return ((size_t)c->n_head + 2 * (size_t)c->n_kv_head) * HS;
+}
+// Rows of the query (MLA) or fused q/k/v (grouped) projection weight qkvw.
+static inline size_t gpt_qkvw_rows(const GPTConfig *c) {
+    return gpt_is_latent(c) ? (size_t)c->n_head * (size_t)gpt_qk_head_size(c) : gpt_qkv_width(c);
 }
 
-// KV-cache bytes per token of one sequence: 2 * L * NKV * HS * elem_bytes.
+// KV-cache numbers per token per layer: grouped 2 * NKV * HS (a key and a
+// value per KV head); MLA r + dR (the latent and the rope key).
+static inline size_t gpt_kv_per_token_layer(const GPTConfig *c) {
+    if (gpt_is_latent(c)) return (size_t)c->kv_lora_rank + (size_t)c->rope_head_dim;
+    return 2 * (size_t)c->n_kv_head * (size_t)(c->n_embd / c->n_head);
+}
+// KV-cache bytes per token of one sequence: L * gpt_kv_per_token_layer * elem_bytes.
 size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes);
 
 // Check token ids are in [0, V). Returns 0 or -1 with a message naming the

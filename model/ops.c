@@ -256,6 +256,38 @@ static void matmul_forward_skinny(float *out, const float *inp, const float *w, 
 #endif
 }
 
+void rmsnorm_forward(float *out, float *rstd, const float *inp, int ld, const float *w, float eps, int N, int C) {
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= 65536)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * ld;
+        float *y = out + (size_t)n * C;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < C; i++) ss += x[i] * x[i];
+        const float s = 1.0f / sqrtf(ss / C + eps);
+        for (int i = 0; i < C; i++) y[i] = x[i] * s * w[i];
+        rstd[n] = s;
+    }
+}
+
+void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, int ld, const float *w,
+                      const float *rstd, int N, int C) {
+    // y = x s w, s = (mean(x^2) + eps)^(-1/2)  =>  dx = s (w dy) - x s^3 mean(w dy x) ; dw += x s dy
+    for (int n = 0; n < N; n++) {
+        const float *d = dout + (size_t)n * C, *x = inp + (size_t)n * ld;
+        float *dx = dinp + (size_t)n * ld;
+        const float s = rstd[n];
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int i = 0; i < C; i++) dot += w[i] * d[i] * x[i];
+        const float k = s * s * s * dot / C;
+        for (int i = 0; i < C; i++) {
+            dx[i] += s * w[i] * d[i] - x[i] * k;
+            dw[i] += x[i] * s * d[i];
+        }
+    }
+}
+
 void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
     if (N <= SKINNY_ROWS) {
         matmul_forward_skinny(out, inp, w, b, N, C, OC);

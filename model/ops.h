@@ -32,6 +32,13 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, const float *mean, const float *rstd, int N, int C);
 
+// RMSNorm (MLA's latent norm): out (N,C) = inp * rstd * w, rstd = 1 /
+// sqrt(mean(inp^2) + eps) saved (N); inp rows are ld floats apart (ld >= C).
+void rmsnorm_forward(float *out, float *rstd, const float *inp, int ld, const float *w, float eps, int N, int C);
+// dinp (N, ld) += in its first C columns, dw (C) +=
+void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, int ld, const float *w,
+                      const float *rstd, int N, int C);
+
 // out (N,OC) = inp (N,C) @ w^T (OC,C) + b (OC); b may be NULL.
 void matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
 // dinp (N,C) = (overwritten), dw (OC,C) +=, db (OC) += (db may be NULL; dinp

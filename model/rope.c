@@ -23,17 +23,23 @@ void rope_tables(float *cos_t, float *sin_t, int maxT, int HS, double theta) {
 
 void rope_rotate(float *qkv, int B, int T, int pos0, int NH, int NKV, int HS, const float *cos_t,
                  const float *sin_t, int inverse) {
-    const int half = HS / 2, QKV = (NH + 2 * NKV) * HS, heads = NH + NKV;
+    // the query heads, then the key heads: NH + NKV vectors of HS from each row's start
+    rope_rotate_rows(qkv, B, T, (NH + 2 * NKV) * HS, pos0, NH + NKV, HS, HS, cos_t, sin_t, inverse);
+}
+
+void rope_rotate_rows(float *x, int B, int T, int ld, int pos0, int n, int stride, int dim, const float *cos_t,
+                      const float *sin_t, int inverse) {
+    const int half = dim / 2;
     const float sign = inverse ? -1.0f : 1.0f;
     // a decode step's few rows are less work than waking the threads
-    const int parallel = (size_t)B * T * heads * half >= ROPE_PARALLEL_MIN;
+    const int parallel = (size_t)B * T * n * half >= ROPE_PARALLEL_MIN;
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
-            float *row = qkv + ((size_t)b * T + t) * QKV;
+            float *row = x + ((size_t)b * T + t) * ld;
             const float *c = cos_t + (size_t)(pos0 + t) * half, *s = sin_t + (size_t)(pos0 + t) * half;
-            for (int h = 0; h < heads; h++) {  // the query heads, then the key heads
-                float *x1 = row + (size_t)h * HS, *x2 = x1 + half;
+            for (int h = 0; h < n; h++) {
+                float *x1 = row + (size_t)h * stride, *x2 = x1 + half;
 #pragma omp simd
                 for (int i = 0; i < half; i++) {
                     const float a = x1[i], b2 = x2[i], si = sign * s[i];

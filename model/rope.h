@@ -33,4 +33,12 @@ void rope_tables(float *cos_t, float *sin_t, int maxT, int HS, double theta);
 void rope_rotate(float *qkv, int B, int T, int pos0, int NH, int NKV, int HS, const float *cos_t,
                  const float *sin_t, int inverse);
 
+// The general form: in every row (b, t) of x (B*T rows, ld floats apart),
+// rotate n vectors of `dim` numbers starting at x + row * ld + i * stride
+// (i < n) by position pos0 + t, tables (maxT, dim/2). MLA rotates its
+// decoupled parts with it: the rope part of each query head (n = NH,
+// stride D) and the one shared rope key (n = 1).
+void rope_rotate_rows(float *x, int B, int T, int ld, int pos0, int n, int stride, int dim, const float *cos_t,
+                      const float *sin_t, int inverse);
+
 #endif

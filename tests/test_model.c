@@ -47,15 +47,20 @@ static void fixture_load(Fixture *fx, const char *path) {
     float hp[5];
     fread_check(magic, 1, 4, f);
     fread_check(&version, 4, 1, f);
-    ck_assert_msg(memcmp(magic, "GQAF", 4) == 0 && (version == 1 || version == 2), "%s: not a fixture", path);
+    ck_assert_msg(memcmp(magic, "GQAF", 4) == 0 && version >= 1 && version <= 3, "%s: not a fixture", path);
     fread_check(h, 4, 10, f);
     fread_check(hp, 4, 5, f);
     fx->c = (GPTConfig){.vocab_size = h[0], .block_size = h[1], .n_layer = h[2], .n_head = h[3],
                         .n_kv_head = h[4], .n_embd = h[5], .bias = h[6], .dropout = 0.0f,
                         .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
-    if (version == 2) {  // the position scheme (version 1: learned)
+    if (version >= 2) {  // the position scheme (version 1: learned)
         fread_check(&fx->c.pos, 4, 1, f);
         fread_check(&fx->c.rope_theta, 4, 1, f);
+    }
+    if (version >= 3) {  // the attention kind (before: grouped)
+        fread_check(&fx->c.kv_lora_rank, 4, 1, f);
+        fread_check(&fx->c.rope_head_dim, 4, 1, f);
+        fread_check(&fx->c.latent_norm, 4, 1, f);
     }
     fx->B = h[7], fx->T = h[8], fx->steps = h[9];
     fx->lr = hp[0], fx->beta1 = hp[1], fx->beta2 = hp[2], fx->eps = hp[3], fx->weight_decay = hp[4];
@@ -85,7 +90,8 @@ static void fixture_free(Fixture *fx) {
 static const char *fixture_paths[] = {"tests/fixtures/gpt_nkv4.bin",      "tests/fixtures/gpt_nkv2.bin",
                                       "tests/fixtures/gpt_nkv1.bin",      "tests/fixtures/gpt_nkv2_nobias.bin",
                                       "tests/fixtures/gpt_rope_nkv4.bin", "tests/fixtures/gpt_rope_nkv2.bin",
-                                      "tests/fixtures/gpt_rope_nkv1.bin"};
+                                      "tests/fixtures/gpt_rope_nkv1.bin", "tests/fixtures/gpt_mla_r8.bin",
+                                      "tests/fixtures/gpt_mla_r64_nonorm.bin", "tests/fixtures/gpt_mla_rope.bin"};
 #define N_FIXTURES (int)(sizeof fixture_paths / sizeof fixture_paths[0])
 
 // Tolerances against the float64 reference. Measured float32 errors: logits
@@ -180,7 +186,7 @@ static double attn_objective(AttnFD *f) {
         rope_rotate(f->rot, f->B, f->T, 0, f->NH, f->NKV, f->HS, f->rope_cos, f->rope_sin, 0);
         in = f->rot;
     }
-    attention_forward(f->out, f->att, in, f->B, f->T, f->NH, f->NKV, f->HS, f->p, 1234, 0, f->scratch);
+    attention_forward(f->out, f->att, in, f->B, f->T, f->NH, f->NKV, f->HS, f->HS, f->p, 1234, 0, f->scratch);
     double sum = 0;
     for (size_t i = 0; i < (size_t)f->B * f->T * f->NH * f->HS; i++) sum += (double)f->out[i] * f->dout[i];
     return sum;
@@ -215,7 +221,7 @@ static void attn_fd_init(AttnFD *f, int B, int T, int NH, int NKV, int HS, float
         rope_tables(f->rope_cos, f->rope_sin, T, HS, rope_theta);
     }
     attn_objective(f);
-    attention_backward(f->dqkv, f->dout, f->rot ? f->rot : f->qkv, f->att, B, T, NH, NKV, HS, p, 1234, 0, f->scratch);
+    attention_backward(f->dqkv, f->dout, f->rot ? f->rot : f->qkv, f->att, B, T, NH, NKV, HS, HS, p, 1234, 0, f->scratch);
     if (f->rot) rope_rotate(f->dqkv, B, T, 0, NH, NKV, HS, f->rope_cos, f->rope_sin, 1);
 }
 
@@ -393,17 +399,23 @@ static void randomize_params(GPT *m, uint64_t seed, float std) {
     uint64_t rng = seed;
     float *p = m->params_memory;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        int ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW);
+        int ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW || i == PARAM_KVNW);
         for (size_t j = 0; j < m->param_sizes[i]; j++) p[j] = (ln_weight ? 1.0f : 0.0f) + std * rng_normal(&rng);
         p += m->param_sizes[i];
     }
 }
 
-// _i: pos (0 learned, 1 rope with GQA, 2 rope with MQA)
+// _i: 0 learned, 1 rope with GQA, 2 rope with MQA; MLA: 3 learned with the
+// latent norm, 4 rope (decoupled part of 4) with the norm, 5 learned without
+// the norm and biases
 START_TEST(test_model_finite_differences_dropout) {
     GPTConfig c = {.vocab_size = 11, .block_size = 6, .n_layer = 2, .n_head = 4, .n_kv_head = _i == 2 ? 1 : 2,
-                   .n_embd = 16, .bias = 1, .dropout = 0.2f, .pos = _i ? GPT_POS_ROPE : GPT_POS_LEARNED,
+                   .n_embd = 16, .bias = 1, .dropout = 0.2f, .pos = _i == 1 || _i == 2 ? GPT_POS_ROPE : GPT_POS_LEARNED,
                    .rope_theta = 100.0f};
+    if (_i >= 3) {
+        c.n_kv_head = c.n_head, c.kv_lora_rank = 6, c.latent_norm = _i != 5, c.bias = _i != 5;
+        if (_i == 4) c.pos = GPT_POS_ROPE, c.rope_head_dim = 4;
+    }
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 7), 0);
     randomize_params(&m, 8, 0.3f);
@@ -435,8 +447,9 @@ START_TEST(test_model_finite_differences_dropout) {
             m.params_memory[i] = x;
             double num = (fp - fm) / (2.0 * h), ana = m.grads_memory[i];
             // float32 loss: round-off ~3e-6 / 2h = 1.5e-4, plus O(h^2) curvature
-            ck_assert_msg(fabs(num - ana) <= 5e-4 + 2e-2 * fabs(ana), "pos %s: %s[%zu]: analytic %.6f, numeric %.6f",
-                          gpt_pos_names[c.pos], gpt_param_names[t], i - off, ana, num);
+            ck_assert_msg(fabs(num - ana) <= 5e-4 + 2e-2 * fabs(ana),
+                          "pos %s, kv_lora_rank %d: %s[%zu]: analytic %.6f, numeric %.6f", gpt_pos_names[c.pos],
+                          c.kv_lora_rank, gpt_param_names[t], i - off, ana, num);
         }
         off += m.param_sizes[t];
     }
@@ -466,7 +479,7 @@ END_TEST
 // ----------------------------------------------------------------------------
 // invariant: a training pass sharded over threads == one pass over the batch
 
-static const int shard_counts[] = {2, 3, 5, 8, 3};  // 8 > B: clamped to 5; the last with rope
+static const int shard_counts[] = {2, 3, 5, 8, 3, 2};  // 8 > B: clamped to 5; then rope, then MLA with rope
 
 START_TEST(test_sharded_pass_equals_one_pass) {
     const int shards = shard_counts[_i];
@@ -474,6 +487,7 @@ START_TEST(test_sharded_pass_equals_one_pass) {
     GPTConfig c = {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
                    .bias = 1, .dropout = 0.2f, .pos = _i == 4 ? GPT_POS_ROPE : GPT_POS_LEARNED,
                    .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    if (_i == 5) c.pos = GPT_POS_ROPE, c.n_kv_head = 4, c.kv_lora_rank = 8, c.rope_head_dim = 2, c.latent_norm = 1;
     GPT one, sh;
     ck_assert_int_eq(gpt_init(&one, &c, 3), 0);
     ck_assert_int_eq(gpt_init(&sh, &c, 3), 0);
@@ -941,25 +955,49 @@ static const GPTConfig linear_configs[] = {
     {.vocab_size = 7, .block_size = 9, .n_layer = 3, .n_head = 8, .n_kv_head = 1, .n_embd = 24, .bias = 1},
     {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16, .bias = 1,
      .pos = GPT_POS_ROPE, .rope_theta = 10000.0f},
+    {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 4, .n_embd = 16, .bias = 1,
+     .kv_lora_rank = 6, .latent_norm = 1},
+    {.vocab_size = 7, .block_size = 9, .n_layer = 3, .n_head = 2, .n_kv_head = 2, .n_embd = 24, .bias = 0,
+     .kv_lora_rank = 10, .latent_norm = 0},
+    {.vocab_size = 11, .block_size = 70, .n_layer = 2, .n_head = 4, .n_kv_head = 4, .n_embd = 16, .bias = 1,
+     .pos = GPT_POS_ROPE, .rope_theta = 10000.0f, .kv_lora_rank = 8, .rope_head_dim = 2, .latent_norm = 1},
 };
 
 START_TEST(test_linear_layers_and_decode_params) {
     const GPTConfig c = linear_configs[_i];
-    const size_t L = c.n_layer, C = c.n_embd, bias = c.bias;
+    const size_t L = c.n_layer, C = c.n_embd, bias = c.bias, HS = C / c.n_head;
+    const int mla = gpt_is_latent(&c), r = c.kv_lora_rank, dR = c.rope_head_dim, NH = c.n_head;
     GPTLinear lin[GPT_NUM_LINEAR];
-    gpt_linear_layers(&c, lin);
-    static const char *names[GPT_NUM_LINEAR] = {"qkv", "attproj", "fc", "fcproj"};
-    const int in[GPT_NUM_LINEAR] = {c.n_embd, c.n_embd, c.n_embd, 4 * c.n_embd};
-    const int out[GPT_NUM_LINEAR] = {(int)gpt_qkv_width(&c), c.n_embd, 4 * c.n_embd, c.n_embd};
+    const int nlin = gpt_linear_layers(&c, lin);
+    ck_assert_int_eq(nlin, mla ? 6 : 4);
     size_t sizes[GPT_NUM_PARAM_TENSORS];
     gpt_param_sizes(&c, sizes);
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    // grouped: qkv, attproj, fc, fcproj; MLA: q, dkv, ukv, then the same three
+    const char *names[GPT_NUM_LINEAR] = {"qkv", "attproj", "fc", "fcproj"};
+    int in[GPT_NUM_LINEAR] = {c.n_embd, c.n_embd, c.n_embd, 4 * c.n_embd};
+    int out[GPT_NUM_LINEAR] = {(int)gpt_qkv_width(&c), c.n_embd, 4 * c.n_embd, c.n_embd};
     const float *weights[GPT_NUM_LINEAR] = {m.params.qkvw, m.params.attprojw, m.params.fcw, m.params.fcprojw};
+    if (mla) {
+        const char *mnames[] = {"q", "dkv", "ukv", "attproj", "fc", "fcproj"};
+        const int min[] = {c.n_embd, c.n_embd, r, c.n_embd, c.n_embd, 4 * c.n_embd};
+        const int mout[] = {NH * (int)(HS + dR), r + dR, 2 * c.n_embd, c.n_embd, 4 * c.n_embd, c.n_embd};
+        const float *mw[] = {m.params.qkvw, m.params.dkvw, m.params.ukvw, m.params.attprojw, m.params.fcw,
+                             m.params.fcprojw};
+        for (int j = 0; j < 6; j++) names[j] = mnames[j], in[j] = min[j], out[j] = mout[j], weights[j] = mw[j];
+        // the latent's norm weight: r per layer with latent_norm, initialised to 1
+        ck_assert_uint_eq(sizes[PARAM_KVNW], c.latent_norm ? L * r : 0);
+        for (size_t i = 0; i < sizes[PARAM_KVNW]; i++) ck_assert_float_eq(m.params.kvnw[i], 1.0f);
+        ck_assert(!gpt_param_decays(PARAM_KVNW));
+    } else {
+        ck_assert_uint_eq(sizes[PARAM_DKVW] + sizes[PARAM_DKVB] + sizes[PARAM_KVNW] + sizes[PARAM_UKVW] +
+                              sizes[PARAM_UKVB], 0);
+    }
     const int rope = c.pos == GPT_POS_ROPE;
-    size_t total = sizes[PARAM_WTE] + sizes[PARAM_WPE];
+    size_t total = sizes[PARAM_WTE] + sizes[PARAM_WPE] + sizes[PARAM_KVNW];
     ck_assert_uint_eq(sizes[PARAM_WPE], rope ? 0 : (size_t)c.block_size * C);  // rope: no wpe
-    for (int j = 0; j < GPT_NUM_LINEAR; j++) {
+    for (int j = 0; j < nlin; j++) {
         ck_assert_str_eq(lin[j].name, names[j]);
         ck_assert_int_eq(lin[j].in, in[j]);
         ck_assert_int_eq(lin[j].out, out[j]);
@@ -978,12 +1016,16 @@ START_TEST(test_linear_layers_and_decode_params) {
     ck_assert_uint_eq(gpt_decode_params_read(&c),
                       rope ? gpt_num_parameters(&c) : gpt_num_parameters(&c) - (size_t)c.block_size * C + C);
     ck_assert_ptr_eq(m.params.wpe, m.params.ln1w - sizes[PARAM_WPE]);  // the slot stays in the arena order
-    // the rope tables are the model's, outside the arena: (block_size, HS/2) each
-    ck_assert(rope ? m.rope_cos && m.rope_sin == m.rope_cos + (size_t)c.block_size * (C / c.n_head / 2)
+    // the rope tables are the model's, outside the arena: (block_size, dim/2) each, dim = HS or MLA's dR
+    const size_t half = (size_t)(mla ? dR : (int)HS) / 2;
+    ck_assert(rope ? m.rope_cos && m.rope_sin == m.rope_cos + (size_t)c.block_size * half
                    : !m.rope_cos && !m.rope_sin && !m.rope_memory);
+    // KV cache per token per layer: 2 NKV HS (grouped) or r + dR (MLA)
+    ck_assert_uint_eq(gpt_kv_bytes_per_token(&c, 2), L * 2 * (mla ? (size_t)(r + dR) : 2 * c.n_kv_head * HS));
     ck_assert_str_eq(gpt_param_names[PARAM_WPE], "wpe");
     ck_assert_str_eq(gpt_param_names[PARAM_FCPROJW], "fcprojw");
     ck_assert_str_eq(gpt_param_names[PARAM_LNFB], "lnfb");
+    ck_assert_str_eq(gpt_param_names[PARAM_UKVW], "ukvw");
     gpt_free(&m);
 }
 END_TEST
@@ -1002,13 +1044,13 @@ static Suite *model_suite(void) {
     tcase_add_loop_test(tc, test_attention_rope_finite_differences, 0, 8);
     tcase_add_test(tc, test_rope_convention);
     tcase_add_test(tc, test_rope_shift_invariance);
-    tcase_add_loop_test(tc, test_model_finite_differences_dropout, 0, 3);
+    tcase_add_loop_test(tc, test_model_finite_differences_dropout, 0, 6);
     tcase_add_test(tc, test_dropout_only_in_training);
     suite_add_tcase(s, tc);
     tc = tcase_create("invariants");
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, test_gqa_equals_expanded_mha, 0, 4);
-    tcase_add_loop_test(tc, test_sharded_pass_equals_one_pass, 0, 5);
+    tcase_add_loop_test(tc, test_sharded_pass_equals_one_pass, 0, 6);
     tcase_add_test(tc, test_bad_configs);
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);

@@ -287,7 +287,7 @@ START_TEST(test_checkpoint_damage) {
     uint8_t *buf = slurp(path, &len);
 
     // truncated at every header field boundary, inside the data, and before the CRC
-    const size_t cuts[] = {0, 3, 4, 8, 20, 36, 40, 44, 52, 56, 60, 64, 1000, len - 5, len - 1};
+    const size_t cuts[] = {0, 3, 4, 8, 20, 36, 40, 44, 52, 56, 60, 64, 68, 72, 76, 1000, len - 5, len - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         spit(bad, buf, cuts[i]);
         const char *want = cuts[i] < 8 ? "too short for a checkpoint"
@@ -312,7 +312,11 @@ START_TEST(test_checkpoint_damage) {
     memcpy(copy, buf, len);
     copy[4] = 9;
     spit(bad, copy, len);
-    expect_load_error(bad, "unsupported checkpoint version 9 (this build reads 1 and 2)");
+    expect_load_error(bad, "unsupported checkpoint version 9 (this build reads 1 to 3)");
+    memcpy(copy, buf, len);
+    copy[4] = 0;
+    spit(bad, copy, len);
+    expect_load_error(bad, "unsupported checkpoint version 0 (this build reads 1 to 3)");
 
     memcpy(copy, buf, len);
     int32_t nkv = 3;  // n_head 4 % 3 != 0
@@ -352,6 +356,29 @@ START_TEST(test_checkpoint_damage) {
         snprintf(want, sizeof want, "bad config: rope_theta must be a finite number > 0, %s", theta_msgs[i]);
         expect_load_error(bad, want);
     }
+
+    // the attention fields (version 3): a negative rank; MLA over a model whose
+    // n_kv_head is not n_head; a decoupled rope part with learned positions; a
+    // latent_norm that is no flag; MLA whose parameters the file does not hold
+    struct { size_t at; int32_t v; const char *msg; } bad_attn[] = {
+        {64, -1, "bad config: kv_lora_rank must be in [0, 16777216] (0: grouped attention), got -1"},
+        {64, 8, "bad config: MLA (kv_lora_rank 8) gives every query head its own K and V: n_kv_head must equal "
+                "n_head=4, got 2"},
+        {68, 4, "bad config: rope_head_dim is MLA's decoupled rotary part (kv_lora_rank > 0 with pos=rope); it must "
+                "be 0 here, got 4"},
+        {72, 2, "bad config: latent_norm must be 0 or 1, got 2"},
+    };
+    for (size_t i = 0; i < sizeof bad_attn / sizeof bad_attn[0]; i++) {
+        memcpy(copy, buf, len);
+        put_u32le(copy + bad_attn[i].at, (uint32_t)bad_attn[i].v);
+        spit(bad, copy, len);
+        expect_load_error(bad, bad_attn[i].msg);
+    }
+    memcpy(copy, buf, len);
+    put_u32le(copy + 24, 4);  // n_kv_head = n_head, then MLA of rank 8
+    put_u32le(copy + 64, 8);
+    spit(bad, copy, len);
+    expect_load_error(bad, "but the config implies");
 
     // a flipped bit anywhere in the body is caught by the checksum
     const size_t flips[] = {CHECKPOINT_HEADER_BYTES + 2, CHECKPOINT_HEADER_BYTES + 100, len / 2, len - 10};
@@ -452,7 +479,7 @@ START_TEST(test_checkpoint_byte_layout) {
     const size_t P = m.num_parameters, V = sizeof vocab_blob, H = CHECKPOINT_HEADER_BYTES;
     ck_assert_uint_eq(len, H + V + 4 * P + 28 + 8 * P + 4);
     ck_assert_mem_eq(b, "GQAC", 4);
-    ck_assert_uint_eq(le_bytes(b + 4, 4), 2);  // version
+    ck_assert_uint_eq(le_bytes(b + 4, 4), 3);  // version
     const uint64_t dims[7] = {3, 8, 2, 4, 2, 16, 1};  // vocab, block, layers, heads, kv heads, embd, bias
     for (int i = 0; i < 7; i++) ck_assert_uint_eq(le_bytes(b + 8 + 4 * i, 4), dims[i]);
     ck_assert_uint_eq(le_bytes(b + 36, 4), 0x3DCCCCCDu);  // dropout 0.1f
@@ -461,7 +488,10 @@ START_TEST(test_checkpoint_byte_layout) {
     ck_assert_uint_eq(le_bytes(b + 52, 4), V);
     ck_assert_uint_eq(le_bytes(b + 56, 4), 0);            // pos: learned
     ck_assert_uint_eq(le_bytes(b + 60, 4), 0x461C4000u);  // rope_theta 10000.0f (unused by learned)
-    ck_assert_uint_eq(H, 64);
+    ck_assert_uint_eq(le_bytes(b + 64, 4), 0);            // kv_lora_rank: grouped attention
+    ck_assert_uint_eq(le_bytes(b + 68, 4), 0);            // rope_head_dim
+    ck_assert_uint_eq(le_bytes(b + 72, 4), 0);            // latent_norm (0 when unused)
+    ck_assert_uint_eq(H, 76);
     ck_assert_mem_eq(b + H, vocab_blob, V);
     const uint8_t *params = b + H + V;
     for (size_t i = 0; i < P; i += P / 7)
@@ -503,14 +533,16 @@ START_TEST(test_checkpoint_byte_layout) {
 END_TEST
 
 // Committed checkpoints load, and saving what was loaded gives back the very
-// same bytes: version-2 files as they are; version-1 files (tiny_gqa.bin,
-// written before the position fields, and two crafted ones) as version 2,
-// i.e. the same bytes with the version 2, pos = learned (0) and rope_theta
-// 10000 inserted after the 56-byte header, and a new CRC.
+// same bytes: version-3 files as they are; older ones as version 3: a
+// version-1 file (tiny_gqa.bin, written before the position fields, and two
+// crafted ones) with pos = learned (0) and rope_theta 10000 inserted after
+// its 56-byte header, then (versions 1 and 2) kv_lora_rank, rope_head_dim
+// and latent_norm = 0 after the 64-byte header, a new version and CRC.
 static const char *committed_checkpoints[] = {
     "tests/fixtures/tiny_gqa.bin",                  "tests/corpus/checkpoint/ok-model.bin",
     "tests/corpus/checkpoint/ok-state.bin",         "tests/corpus/checkpoint/ok-model-v2-rope.bin",
-    "tests/corpus/checkpoint/ok-state-v2-rope.bin", "tests/corpus/checkpoint/ok-state-v2-learned.bin"};
+    "tests/corpus/checkpoint/ok-state-v2-rope.bin", "tests/corpus/checkpoint/ok-state-v2-learned.bin",
+    "tests/corpus/checkpoint/ok-model-v3-mla.bin",  "tests/corpus/checkpoint/ok-state-v3-mla-rope.bin"};
 
 START_TEST(test_checkpoint_committed_bytes) {
     const char *src = committed_checkpoints[_i];
@@ -537,6 +569,16 @@ START_TEST(test_checkpoint_committed_bytes) {
         put_u32le(v2 + len + 4, crc32_update(0, v2, len + 4));
         free(want);
         want = v2, len += 8;
+    }
+    if (le_bytes(want + 4, 4) == 2) {  // version 2: grouped attention, the three fields 0
+        ck_assert_int_eq(m.config.kv_lora_rank, 0);
+        uint8_t *v3 = calloc_check(len + 12, 1);
+        memcpy(v3, want, CHECKPOINT_V2_HEADER_BYTES);
+        put_u32le(v3 + 4, 3);
+        memcpy(v3 + 76, want + 64, len - 68);
+        put_u32le(v3 + len + 8, crc32_update(0, v3, len + 8));
+        free(want);
+        want = v3, len += 12;
     }
     ck_assert_uint_eq(len2, len);
     ck_assert_msg(memcmp(got, want, len) == 0, "%s: rewritten bytes differ", src);

@@ -42,7 +42,7 @@ void train_config_defaults(TrainConfig *tc) {
     strcpy(tc->init_from, "scratch");
     tc->model = (GPTConfig){.vocab_size = 0, .block_size = 64, .n_layer = 4, .n_head = 4, .n_kv_head = 4,
                             .n_embd = 128, .bias = 1, .dropout = 0.0f, .pos = GPT_POS_LEARNED,
-                            .rope_theta = GPT_ROPE_THETA_DEFAULT};
+                            .rope_theta = GPT_ROPE_THETA_DEFAULT, .latent_norm = 1};
     tc->batch_size = 12, tc->max_iters = 2000, tc->warmup_iters = 100, tc->lr_decay_iters = 2000;
     tc->decay_lr = 1;
     tc->learning_rate = 1e-3f, tc->min_lr = 1e-4f, tc->weight_decay = 0.1f;
@@ -214,11 +214,15 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
         const GPTConfig *want = &tc->model;
         if (c->n_layer != want->n_layer || c->n_head != want->n_head || c->n_kv_head != want->n_kv_head ||
             c->n_embd != want->n_embd || c->block_size != want->block_size || c->bias != want->bias ||
-            c->pos != want->pos || (c->pos == GPT_POS_ROPE && c->rope_theta != want->rope_theta))
+            c->pos != want->pos || (c->pos == GPT_POS_ROPE && c->rope_theta != want->rope_theta) ||
+            c->kv_lora_rank != want->kv_lora_rank || c->rope_head_dim != want->rope_head_dim ||
+            (gpt_is_latent(c) && c->latent_norm != want->latent_norm))
             fprintf(stderr, "note: model shape taken from %s (n_layer=%d n_head=%d n_kv_head=%d n_embd=%d "
-                            "block_size=%d bias=%d pos=%s rope_theta=%g)\n",
+                            "block_size=%d bias=%d pos=%s rope_theta=%g kv_lora_rank=%d rope_head_dim=%d "
+                            "latent_norm=%d)\n",
                     src, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->block_size, c->bias,
-                    gpt_pos_names[c->pos], (double)c->rope_theta);
+                    gpt_pos_names[c->pos], (double)c->rope_theta, c->kv_lora_rank, c->rope_head_dim,
+                    c->latent_norm);
         c->dropout = tc->model.dropout;  // dropout is a training choice, not part of the shape
         tc->model = *c;
         adamw_init(&r->opt, r->model.num_parameters, tc->beta1, tc->beta2, 1e-8f, tc->weight_decay);
@@ -250,10 +254,12 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
     r->log = fopen(r->dist.rank == 0 ? path : "/dev/null", "a");
     if (!r->log) die("cannot open log file '%s': %s", path, strerror(errno));
     log_line(r, "# run time=%ld n_layer=%d n_head=%d n_kv_head=%d n_embd=%d block_size=%d batch_size=%d dropout=%g "
-                "bias=%d pos=%s rope_theta=%g init_from=%s start_step=%d\n",
+                "bias=%d pos=%s rope_theta=%g kv_lora_rank=%d rope_head_dim=%d latent_norm=%d init_from=%s "
+                "start_step=%d\n",
              (long)time(NULL), tc->model.n_layer, tc->model.n_head, tc->model.n_kv_head, tc->model.n_embd, T,
              tc->batch_size, (double)tc->model.dropout, tc->model.bias, gpt_pos_names[tc->model.pos],
-             (double)tc->model.rope_theta, tc->init_from, r->step);
+             (double)tc->model.rope_theta, tc->model.kv_lora_rank, tc->model.rope_head_dim, tc->model.latent_norm,
+             tc->init_from, r->step);
 }
 
 static void progress(const Trainer *r, double elapsed, int start) {
