@@ -75,6 +75,7 @@ void cli_model_resolve(GPTConfig *c) {
         c->rope_head_dim = half >= 2 ? half : 2;
     }
     if (!gpt_is_latent(c) || c->pos != GPT_POS_ROPE) c->rope_head_dim = 0;
+    if (!gpt_is_latent(c)) c->latent_norm = 0;  // no latent, no norm: as checkpoints spell it
 }
 
 int cli_check_output(const char *option, const char *path) {

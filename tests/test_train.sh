@@ -75,12 +75,12 @@ pa=$(params "$tmp/a.out") pq=$(params "$tmp/q.out")
 grep -q '^  pos *= rope$' "$tmp/q.out" && grep -q '^  rope_theta *= 500$' "$tmp/q.out" && ok ||
     bad "rope run's configuration: $(grep -E '^  (pos|rope_theta) ' "$tmp/q.out")"
 grep -q '^  pos *= learned$' "$tmp/a.out" && ok || bad "the default is not pos = learned"
-grep -q '^# run .* bias=1 pos=rope rope_theta=500 init_from=scratch ' "$tmp/q/log.txt" && ok || bad "rope log header: $(head -1 "$tmp/q/log.txt")"
+grep -q '^# run .* bias=1 pos=rope rope_theta=500 kv_lora_rank=0 rope_head_dim=0 latent_norm=0 init_from=scratch ' "$tmp/q/log.txt" && ok || bad "rope log header: $(head -1 "$tmp/q/log.txt")"
 grep -q '^# run .* pos=learned rope_theta=10000 ' "$tmp/a/log.txt" && ok || bad "learned log header: $(head -1 "$tmp/a/log.txt")"
 [ "$(losses "$tmp/q" | wc -l)" -eq 20 ] && [ "$(losses "$tmp/q")" != "$(losses "$tmp/a")" ] && ok || bad "rope losses"
 train "$tmp/qr" --max_iters 10 --pos rope --rope_theta 500 > /dev/null 2>&1 || bad "rope train qr (10 steps) failed"
 train "$tmp/qr" --max_iters 20 --init_from resume > "$tmp/qr.out" 2>&1 || bad "rope resume failed: $(tail -3 "$tmp/qr.out")"
-grep -q "note: model shape taken from $tmp/qr/ckpt.bin (.* pos=rope rope_theta=500)" "$tmp/qr.out" && ok ||
+grep -q "note: model shape taken from $tmp/qr/ckpt.bin (.* pos=rope rope_theta=500 kv_lora_rank=0 rope_head_dim=0 latent_norm=0)" "$tmp/qr.out" && ok ||
     bad "no note of the checkpoint's scheme: $(grep note "$tmp/qr.out")"
 if [ "$(losses "$tmp/q")" = "$(losses "$tmp/qr")" ]; then ok; else bad "rope resume differs from the straight run"; fi
 "$GQA" sample --ckpt "$tmp/q/ckpt.bin" --temperature 0 --max_new_tokens 80 --prompt "ROMEO:" > "$tmp/q.txt" 2> "$tmp/q.err" &&
@@ -92,6 +92,32 @@ if [ "$(losses "$tmp/q")" = "$(losses "$tmp/qr")" ]; then ok; else bad "rope res
 "$GQA" convert --ckpt "$tmp/q/ckpt.bin" --n_kv_head 1 --out "$tmp/q1.bin" > /dev/null 2>&1 &&
     "$GQA" sample --ckpt "$tmp/q1.bin" --max_new_tokens 40 2>&1 | grep -q "n_kv_head 1, 32 positions" && ok ||
     bad "the rope model converted to MQA does not sample"
+
+# MLA (kv_lora_rank 16, n_kv_head = n_head): its parameters by the formula (per layer: the query
+# projection, W_dkv, the latent norm, W_uk/W_uv, with biases, in place of the fused qkv of n_kv_head 2);
+# the kind in the configuration and the log header; learned and rope (decoupled part of 4) both train;
+# 10 steps + resume + 10 == 20 straight; n_kv_head != n_head is refused
+mla="--n_kv_head 4 --kv_lora_rank 16"
+train "$tmp/m" --max_iters 20 $mla > "$tmp/m.out" 2>&1 || bad "MLA train failed: $(tail -3 "$tmp/m.out")"
+pm=$(params "$tmp/m.out")
+per_layer_gqa=$(( (4 + 2 * 2) * 8 * 32 + (4 + 2 * 2) * 8 ))
+per_layer_mla=$(( 32 * 32 + 32 + 16 * 32 + 16 + 16 + 64 * 16 + 64 ))
+[ -n "$pm" ] && [ "$pm" = $((pa + 2 * (per_layer_mla - per_layer_gqa))) ] && ok ||
+    bad "MLA has $pm parameters, GQA $pa: want $((pa + 2 * (per_layer_mla - per_layer_gqa)))"
+grep -q '^  kv_lora_rank *= 16$' "$tmp/m.out" && grep -q '^  latent_norm *= true$' "$tmp/m.out" && ok ||
+    bad "MLA run's configuration: $(grep -E '^  (kv_lora_rank|latent_norm) ' "$tmp/m.out")"
+grep -q '^# run .* kv_lora_rank=16 rope_head_dim=0 latent_norm=1 ' "$tmp/m/log.txt" && ok ||
+    bad "MLA log header: $(head -1 "$tmp/m/log.txt")"
+[ "$(losses "$tmp/m" | wc -l)" -eq 20 ] && [ "$(losses "$tmp/m")" != "$(losses "$tmp/a")" ] && ok || bad "MLA losses"
+train "$tmp/mq" --max_iters 20 $mla --pos rope --rope_theta 500 > "$tmp/mq.out" 2>&1 ||
+    bad "MLA rope train failed: $(tail -3 "$tmp/mq.out")"
+grep -q '^  rope_head_dim *= 4$' "$tmp/mq.out" && ok ||
+    bad "MLA rope: rope_head_dim is not head_size/2: $(grep rope_head_dim "$tmp/mq.out")"
+train "$tmp/mr" --max_iters 10 $mla --pos rope --rope_theta 500 > /dev/null 2>&1 || bad "MLA rope train mr failed"
+train "$tmp/mr" --max_iters 20 --init_from resume > "$tmp/mr.out" 2>&1 || bad "MLA resume failed: $(tail -3 "$tmp/mr.out")"
+if [ "$(losses "$tmp/mq")" = "$(losses "$tmp/mr")" ]; then ok; else bad "MLA rope resume differs from the straight run"; fi
+train "$tmp/mx" --max_iters 1 --kv_lora_rank 16 > "$tmp/mx.out" 2>&1 && bad "MLA with n_kv_head 2 trained" ||
+    grep -q "n_kv_head must equal n_head=4, got 2" "$tmp/mx.out" && ok || bad "MLA with n_kv_head 2: $(tail -1 "$tmp/mx.out")"
 
 # SIGINT: finish the step, save, exit 0; then resume continues
 "$GQA" train --out_dir "$tmp/s" $common --max_iters 1000000 --eval_interval 100000 > "$tmp/s.out" 2>&1 &
