@@ -1,7 +1,9 @@
 /*
- * convert.c: `gqa convert`, a checkpoint with another number of KV heads
- * (model/convert.h does the conversion).
+ * convert.c: `gqa convert`, a checkpoint with another number of KV heads or
+ * turned into multi-head latent attention (model/convert.h does the
+ * conversion).
  */
+#include <math.h>
 #include <stdlib.h>
 
 #include "../model/checkpoint.h"
@@ -11,40 +13,74 @@
 
 int cmd_convert(int argc, char **argv) {
     char in[OPT_STR_MAX] = "", out[OPT_STR_MAX] = "";
-    int G = 0, seed = 1337, method = CONVERT_MEAN;
+    int G = 0, R = 0, seed = 1337, method = CONVERT_MEAN;
     Opt kv = *cli_model_opt("n_kv_head");
-    kv.ptr = &G, kv.help = "key/value heads of the result (dividing n_head)", kv.flags = OPT_REQUIRED, kv.group = NULL;
+    kv.ptr = &G, kv.min = 0, kv.group = NULL;
+    kv.help = "key/value heads of the result, dividing n_head (0: not this conversion; give this or --kv_lora_rank)";
+    Opt lr = *cli_model_opt("kv_lora_rank");
+    lr.ptr = &R, lr.group = NULL;
+    lr.help = "convert to multi-head latent attention (MLA) with a latent of this width per token and layer, at "
+              "most 2 x n_kv_head x head_size of the source (its full rank: the same model); below it, the "
+              "smallest singular directions of the K/V projection are dropped (0: not this conversion; give "
+              "this or --n_kv_head)";
     const Opt opts[] = {
         {"ckpt", OPT_STRING, in, 0, 0, "source checkpoint (ckpt.bin or best.bin)", NULL, OPT_REQUIRED, NULL, "PATH"},
         kv,
+        lr,
         {"out", OPT_STRING, out, 0, 0, "where to write the converted checkpoint", NULL, OPT_REQUIRED, NULL, "PATH"},
         {"method", OPT_CHOICE, &method, 0, 0,
-         "mean, first or random reduce the KV heads (mean-pooling is the GQA paper's); repeat expands them",
+         "with --n_kv_head: mean, first or random reduce the KV heads (mean-pooling is the GQA paper's); repeat "
+         "expands them",
          convert_method_names, 0, NULL, NULL},
         {"seed", OPT_INT, &seed, 0, 2147483647, "seed for --method random", NULL, 0, NULL, NULL},
     };
     const int nopts = sizeof opts / sizeof opts[0];
     static const char usage[] =
         "usage: gqa convert --ckpt IN --n_kv_head G --out OUT [--method mean|first|random|repeat]\n"
+        "       gqa convert --ckpt IN --kv_lora_rank R --out OUT\n"
         "\n"
         "Change the number of KV heads of a checkpoint (MHA -> GQA/MQA by mean-pooling, as Ainslie et\n"
-        "al. 2023). The result has no optimizer state: continue with `gqa train --init_from=OUT`.\n";
+        "al. 2023), or turn its attention into multi-head latent attention (MLA, DeepSeek-V2) by a\n"
+        "truncated SVD of each layer's stacked K/V projection (as MHA2MLA and TransMLA): lossless at\n"
+        "R = 2 x n_kv_head x head_size, the best rank-R approximation below it; the summary line gives\n"
+        "its relative Frobenius error. MLA conversion needs pos=learned; the result has no latent norm.\n"
+        "The result has no optimizer state: continue with `gqa train --init_from=OUT`.\n";
     const int rc = opts_parse_command(opts, nopts, argc, argv, usage, 0);
     if (rc != 0) return rc < 0;  // --help: 0, an error: 1
+    if ((G > 0) == (R > 0)) {
+        error_message("give one of --n_kv_head G (grouped attention, G >= 1) or --kv_lora_rank R (MLA, R >= 1)%s",
+                      G > 0 ? ", not both" : "");
+        return 1;
+    }
+    if (cli_check_output("out", out) != 0) return 1;
     char err[1024];
     GPT src, dst;
     uint8_t *vocab;
     size_t vocab_len;
     if (checkpoint_load(in, &src, &vocab, &vocab_len, NULL, NULL, err, sizeof err) != 0) die("%s", err);
-    if (gpt_convert_kv_heads(&src, &dst, G, (ConvertMethod)method, (uint64_t)seed, err, sizeof err) != 0)
+    ConvertLatentStats st;
+    if (R > 0) {
+        if (gpt_convert_to_latent(&src, &dst, R, &st, err, sizeof err) != 0) die("%s: %s", in, err);
+        if (R > src.config.n_embd)
+            fprintf(stderr, "note: kv_lora_rank %d > n_embd %d: a latent of x spans at most n_embd dimensions, so "
+                            "the other %d are zero and stay zero in training; kv_lora_rank %d is already lossless\n",
+                    R, src.config.n_embd, R - src.config.n_embd, src.config.n_embd);
+    } else if (gpt_convert_kv_heads(&src, &dst, G, (ConvertMethod)method, (uint64_t)seed, err, sizeof err) != 0) {
         die("%s: %s", in, err);
+    }
     if (checkpoint_save(out, &dst, vocab, vocab_len, NULL, err, sizeof err) != 0) die("%s", err);
-    char b1[32], b2[32];
-    printf("converted %s (n_kv_head %d) -> %s (n_kv_head %d, %s): parameters %zu -> %zu, "
-           "KV cache per token %s -> %s\n",
-           in, src.config.n_kv_head, out, G, convert_method_names[method], src.num_parameters, dst.num_parameters,
+    char b1[32], b2[32], what[64];
+    if (R > 0) snprintf(what, sizeof what, "MLA, kv_lora_rank %d", R);
+    else snprintf(what, sizeof what, "n_kv_head %d, %s", G, convert_method_names[method]);
+    printf("converted %s (n_kv_head %d) -> %s (%s): parameters %zu -> %zu, KV cache per token %s -> %s", in,
+           src.config.n_kv_head, out, what, src.num_parameters, dst.num_parameters,
            format_bytes((double)gpt_kv_bytes_per_token(&src.config, 4), b1, sizeof b1),
            format_bytes((double)gpt_kv_bytes_per_token(&dst.config, 4), b2, sizeof b2));
+    if (R > 0)
+        printf(", K/V projection at rank %d: relative Frobenius error %.4f over %d layers (worst: layer %d, %.4f)",
+               R, st.kv_sq > 0 ? sqrt(st.discarded_sq / st.kv_sq) : 0.0, src.config.n_layer, st.worst_layer,
+               st.worst_rel);
+    printf("\n");
     free(vocab);
     gpt_free(&src);
     gpt_free(&dst);

@@ -862,6 +862,370 @@ START_TEST(test_convert_methods_and_errors) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// grouped -> latent attention (gqa convert --kv_lora_rank)
+
+// Layer l's stacked K/V projection of a grouped model expanded to the NH query
+// heads, in double: M (2*NH*HS, C), rows [K of heads 0..NH-1 | V of heads
+// 0..NH-1], head h a copy of KV head h / group (written here from the
+// source's layout, independently of convert.c).
+static double *kv_stack_expanded(const GPT *g, int l) {
+    const GPTConfig *c = &g->config;
+    const int NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, HS = C / NH, group = NH / NKV;
+    const float *w = g->params.qkvw + (size_t)l * (NH + 2 * NKV) * HS * C;
+    double *M = malloc_check((size_t)2 * NH * HS * C * sizeof(double));
+    for (int part = 0; part < 2; part++)
+        for (int h = 0; h < NH; h++)
+            for (int d = 0; d < HS; d++)
+                for (int k = 0; k < C; k++)
+                    M[((size_t)part * NH * HS + (size_t)h * HS + d) * C + k] =
+                        w[((size_t)(NH + part * NKV + h / group) * HS + d) * C + k];
+    return M;
+}
+
+static double frobenius_sq(const double *a, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * a[i];
+    return s;
+}
+
+// The largest singular value of A (m, n) by power iteration on A^T A, double.
+static double power_iteration_sigma1(const double *a, int m, int n) {
+    double *x = malloc_check((size_t)n * sizeof(double)), *y = malloc_check((size_t)m * sizeof(double)), lambda = 0;
+    for (int k = 0; k < n; k++) x[k] = 1.0 + 0.01 * k;
+    for (int it = 0; it < 3000; it++) {
+        for (int i = 0; i < m; i++) {
+            y[i] = 0;
+            for (int k = 0; k < n; k++) y[i] += a[(size_t)i * n + k] * x[k];
+        }
+        double nx = 0;
+        for (int k = 0; k < n; k++) {
+            x[k] = 0;
+            for (int i = 0; i < m; i++) x[k] += a[(size_t)i * n + k] * y[i];
+            nx += x[k] * x[k];
+        }
+        nx = sqrt(nx);
+        lambda = nx;  // |A^T A x| for the unit x of the last iteration -> sigma_1^2
+        for (int k = 0; k < n; k++) x[k] /= nx;
+    }
+    free(x), free(y);
+    return sqrt(lambda);
+}
+
+// A random orthogonal (n, n) matrix: a product of n Householder reflections.
+static void random_orthogonal(double *q, int n, uint64_t *rng) {
+    double *v = malloc_check((size_t)n * sizeof(double)), *col = malloc_check((size_t)n * sizeof(double));
+    memset(q, 0, (size_t)n * n * sizeof(double));
+    for (int i = 0; i < n; i++) q[(size_t)i * n + i] = 1;
+    for (int r = 0; r < n; r++) {
+        double nv = 0;
+        for (int i = 0; i < n; i++) v[i] = rng_normal(rng), nv += v[i] * v[i];
+        nv = sqrt(nv);
+        for (int j = 0; j < n; j++) {  // q = (I - 2 v v^T / |v|^2) q, column by column
+            double dot = 0;
+            for (int i = 0; i < n; i++) col[i] = q[(size_t)i * n + j], dot += v[i] * col[i];
+            for (int i = 0; i < n; i++) q[(size_t)i * n + j] = col[i] - 2 * dot * v[i] / (nv * nv);
+        }
+    }
+    free(v), free(col);
+}
+
+// _i: a shape. A = Q1 diag(s) Q2^T with a known spectrum (a repeated value,
+// a zero, wide and tall shapes): convert_svd finds s, an orthonormal V, and
+// A V; and it is deterministic.
+START_TEST(test_convert_svd_known_spectrum) {
+    static const int shapes[][2] = {{9, 6}, {6, 9}, {7, 7}, {40, 24}};
+    const int m = shapes[_i][0], n = shapes[_i][1], k = m < n ? m : n;
+    uint64_t rng = 77 + (uint64_t)_i;
+    double *q1 = malloc_check((size_t)m * m * 8), *q2 = malloc_check((size_t)n * n * 8), *s = calloc_check((size_t)n, 8);
+    double *a = calloc_check((size_t)m * n, 8);
+    random_orthogonal(q1, m, &rng);
+    random_orthogonal(q2, n, &rng);
+    for (int j = 0; j < k; j++) s[j] = 10.0 / (1 + j);  // descending
+    s[1] = s[2];                                         // a repeated singular value
+    s[k - 1] = 0;                                        // and a zero one
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            for (int t = 0; t < k; t++) a[(size_t)i * n + j] += q1[(size_t)i * m + t] * s[t] * q2[(size_t)j * n + t];
+    double *sigma = malloc_check((size_t)n * 8), *vt = malloc_check((size_t)n * n * 8), *av = malloc_check((size_t)m * n * 8);
+    const int sweeps = convert_svd(a, m, n, sigma, vt, av);
+    ck_assert_msg(sweeps > 0 && sweeps < 30, "%d sweeps", sweeps);
+    double worst_s = 0, worst_v = 0, worst_av = 0, worst_a = 0;
+    for (int j = 0; j < n; j++) worst_s = fmax(worst_s, fabs(sigma[j] - s[j]));
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double d = 0;
+            for (int t = 0; t < n; t++) d += vt[(size_t)i * n + t] * vt[(size_t)j * n + t];
+            worst_v = fmax(worst_v, fabs(d - (i == j)));
+        }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double d = 0, back = 0;  // (A V)[i, j], and A = (A V) V^T
+            for (int t = 0; t < n; t++) d += a[(size_t)i * n + t] * vt[(size_t)j * n + t];
+            for (int t = 0; t < n; t++) back += av[(size_t)i * n + t] * vt[(size_t)t * n + j];
+            worst_av = fmax(worst_av, fabs(d - av[(size_t)i * n + j]));
+            worst_a = fmax(worst_a, fabs(back - a[(size_t)i * n + j]));
+        }
+    // the columns of A V are orthogonal, their norms the singular values
+    for (int p = 0; p < n; p++)
+        for (int q = p + 1; q < n; q++) {
+            double d = 0;
+            for (int i = 0; i < m; i++) d += av[(size_t)i * n + p] * av[(size_t)i * n + q];
+            ck_assert_msg(fabs(d) <= 1e-12 * 100, "columns %d, %d of A V: dot %g", p, q, d);
+        }
+    printf("svd %dx%d: %d sweeps, sigma err %.2g, V^T V - I %.2g, A V err %.2g, A - (A V) V^T %.2g\n", m, n,
+           sweeps, worst_s, worst_v, worst_av, worst_a);
+    ck_assert_msg(worst_s < 1e-12 && worst_v < 1e-13 && worst_av < 1e-12 && worst_a < 1e-12,
+                  "svd %dx%d: sigma %g, V %g, AV %g, A %g", m, n, worst_s, worst_v, worst_av, worst_a);
+    // deterministic: the same bits again
+    double *sigma2 = malloc_check((size_t)n * 8), *vt2 = malloc_check((size_t)n * n * 8), *av2 = malloc_check((size_t)m * n * 8);
+    ck_assert_int_eq(convert_svd(a, m, n, sigma2, vt2, av2), sweeps);
+    ck_assert_mem_eq(sigma2, sigma, (size_t)n * 8);
+    ck_assert_mem_eq(vt2, vt, (size_t)n * n * 8);
+    ck_assert_mem_eq(av2, av, (size_t)m * n * 8);
+    free(q1), free(q2), free(s), free(a), free(sigma), free(vt), free(av), free(sigma2), free(vt2), free(av2);
+}
+END_TEST
+
+// _i: NKV 4 (MHA), 2 (GQA), 1 (MQA) of NH = 4, each with (even) and without
+// (odd) biases. At full rank 2*NKV*HS (64 > C, 32 = C, 16 < C) the MLA model
+// computes the source's logits (MHA also at r = C): the only differences are
+// float round-off in the factors (~1e-7 relative) and in the longer product
+// x dkvw^T ukvw^T. Measured worst logit difference: 4.1e-6 (the largest
+// logits are 3.5-6.5); tolerance 2e-5.
+#define TOL_LATENT_LOGITS 2e-5
+START_TEST(test_convert_latent_full_rank_logits) {
+    const int NKV = 4 >> (_i / 2), bias = _i % 2 == 0, C = 32, NH = 4, HS = 8, L = 2, B = 2, T = 16, V = 29;
+    GPTConfig c = {.vocab_size = V, .block_size = T, .n_layer = L, .n_head = NH, .n_kv_head = NKV, .n_embd = C,
+                   .bias = bias, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    GPT g, mla;
+    char err[256];
+    ck_assert_int_eq(gpt_init(&g, &c, 5), 0);
+    randomize_params(&g, 300 + _i, 0.2f);
+    const int full = 2 * NKV * HS;
+    ConvertLatentStats st;
+    ck_assert_msg(gpt_convert_to_latent(&g, &mla, full, &st, err, sizeof err) == 0, "%s", err);
+    // the shape: MLA, one K and V per query head, no rotary part, no latent norm
+    const GPTConfig *cm = &mla.config;
+    ck_assert_int_eq(cm->kv_lora_rank, full);
+    ck_assert_int_eq(cm->n_kv_head, NH);
+    ck_assert_int_eq(cm->rope_head_dim, 0);
+    ck_assert_int_eq(cm->latent_norm, 0);
+    ck_assert_int_eq(cm->bias, bias);
+    ck_assert_uint_eq(mla.param_sizes[PARAM_KVNW], 0);
+    ck_assert_uint_eq(mla.param_sizes[PARAM_DKVW], (size_t)L * full * C);
+    ck_assert_uint_eq(mla.param_sizes[PARAM_UKVW], (size_t)L * 2 * NH * HS * full);
+    // nothing discarded at full rank
+    ck_assert(st.discarded_sq < 1e-20 * st.kv_sq && st.kv_sq > 0);
+    // every tensor outside the attention's K/V is the source's, bit for bit; the query rows too
+    const int same[] = {PARAM_WTE, PARAM_WPE, PARAM_LN1W, PARAM_LN1B, PARAM_ATTPROJW, PARAM_ATTPROJB, PARAM_LN2W,
+                        PARAM_LN2B, PARAM_FCW, PARAM_FCB, PARAM_FCPROJW, PARAM_FCPROJB, PARAM_LNFW, PARAM_LNFB};
+    float *gp[GPT_NUM_PARAM_TENSORS], *mp[GPT_NUM_PARAM_TENSORS];
+    gp[0] = g.params_memory, mp[0] = mla.params_memory;
+    for (int i = 1; i < GPT_NUM_PARAM_TENSORS; i++)
+        gp[i] = gp[i - 1] + g.param_sizes[i - 1], mp[i] = mp[i - 1] + mla.param_sizes[i - 1];
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        ck_assert_uint_eq(mla.param_sizes[same[i]], g.param_sizes[same[i]]);
+        ck_assert_mem_eq(mp[same[i]], gp[same[i]], g.param_sizes[same[i]] * sizeof(float));
+    }
+    for (int l = 0; l < L; l++) {
+        ck_assert_mem_eq(mla.params.qkvw + (size_t)l * NH * HS * C, g.params.qkvw + (size_t)l * (NH + 2 * NKV) * HS * C,
+                         (size_t)NH * HS * C * sizeof(float));
+        if (!bias) continue;
+        ck_assert_mem_eq(mla.params.qkvb + (size_t)l * NH * HS, g.params.qkvb + (size_t)l * (NH + 2 * NKV) * HS,
+                         (size_t)NH * HS * sizeof(float));
+        for (int j = 0; j < full; j++) ck_assert_float_eq(mla.params.dkvb[(size_t)l * full + j], 0.0f);
+        // ukvb: K then V biases of each query head's KV head
+        for (int part = 0; part < 2; part++)
+            for (int h = 0; h < NH; h++)
+                ck_assert_mem_eq(mla.params.ukvb + (size_t)l * 2 * NH * HS + (size_t)part * NH * HS + (size_t)h * HS,
+                                 g.params.qkvb + (size_t)l * (NH + 2 * NKV) * HS + (size_t)(NH + part * NKV + h / (NH / NKV)) * HS,
+                                 (size_t)HS * sizeof(float));
+    }
+    // MHA: the full rank 64 exceeds C = 32; the latent's last 32 dimensions are zero in both factors
+    if (full > C)
+        for (int l = 0; l < L; l++) {
+            for (size_t k = (size_t)C * C; k < (size_t)full * C; k++) ck_assert_float_eq(mla.params.dkvw[(size_t)l * full * C + k], 0.0f);
+            for (int row = 0; row < 2 * NH * HS; row++)
+                for (int j = C; j < full; j++) ck_assert_float_eq(mla.params.ukvw[((size_t)l * 2 * NH * HS + row) * full + j], 0.0f);
+        }
+    // the logits and the loss
+    int tok[B * T], tgt[B * T];
+    uint64_t rng = 41 + (uint64_t)_i;
+    for (int i = 0; i < B * T; i++) tok[i] = (int)(rng_u64(&rng) % V), tgt[i] = (int)(rng_u64(&rng) % V);
+    ck_assert_int_eq(gpt_forward(&g, tok, tgt, B, T), 0);
+    ck_assert_int_eq(gpt_forward(&mla, tok, tgt, B, T), 0);
+    Diff d = diff_tensors(mla.acts.logits, g.acts.logits, (size_t)B * T * V);
+    float big = 0;
+    for (int i = 0; i < B * T * V; i++) big = fmaxf(big, fabsf(g.acts.logits[i]));
+    printf("MLA at full rank %d (NKV %d, bias %d): logits max abs err %.2g (largest |logit| %.2g), normalised %.2g; "
+           "loss %.7f vs %.7f\n", full, NKV, bias, d.max_abs, big, d.norm_err, mla.mean_loss, g.mean_loss);
+    ck_assert_tensor_close("full-rank MLA vs source logits", mla.acts.logits, g.acts.logits, (size_t)B * T * V,
+                           TOL_LATENT_LOGITS);
+    ck_assert_float_eq_tol(mla.mean_loss, g.mean_loss, 1e-5f);
+    // MHA: M has C columns, so its rank is at most C: r = C (half the cache) is lossless already
+    if (full > C) {
+        GPT half;
+        ck_assert_msg(gpt_convert_to_latent(&g, &half, C, &st, err, sizeof err) == 0, "%s", err);
+        ck_assert(st.discarded_sq < 1e-20 * st.kv_sq);
+        ck_assert_int_eq(gpt_forward(&half, tok, tgt, B, T), 0);
+        d = diff_tensors(half.acts.logits, g.acts.logits, (size_t)B * T * V);
+        printf("MLA at rank C = %d (NKV %d, bias %d): logits max abs err %.2g\n", C, NKV, bias, d.max_abs);
+        ck_assert_tensor_close("rank-C MLA vs MHA logits", half.acts.logits, g.acts.logits, (size_t)B * T * V,
+                               TOL_LATENT_LOGITS);
+        gpt_free(&half);
+    }
+    gpt_free(&g), gpt_free(&mla);
+}
+END_TEST
+
+// _i: a rank below full (32). Eckart-Young on every layer of a GQA model
+// (NKV 2 of 4 heads): the singular values of the expanded stack M, computed
+// here from M itself, pass independent checks (their squares sum to
+// ||M||_F^2; the largest equals power iteration's; they are sqrt(group)
+// times those of the source's own, unexpanded K/V rows), and the converted
+// factors' error ||M - ukvw dkvw||_F equals sqrt(sum of the discarded
+// squared singular values), up to the factors' float round-off.
+START_TEST(test_convert_latent_eckart_young) {
+    static const int ranks[] = {1, 5, 12, 31};
+    const int r = ranks[_i], NH = 4, NKV = 2, C = 32, HS = 8, L = 3, m = 2 * NH * HS, ms = 2 * NKV * HS;
+    GPTConfig c = {.vocab_size = 13, .block_size = 8, .n_layer = L, .n_head = NH, .n_kv_head = NKV, .n_embd = C,
+                   .bias = 1, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    GPT g, mla;
+    char err[256];
+    ck_assert_int_eq(gpt_init(&g, &c, 2), 0);
+    randomize_params(&g, 17, 0.2f);
+    ConvertLatentStats st;
+    ck_assert_msg(gpt_convert_to_latent(&g, &mla, r, &st, err, sizeof err) == 0, "%s", err);
+    double kv_sq = 0, cut_sq = 0, worst_rel = 0;
+    int worst_layer = -1;
+    double *sigma = malloc_check(C * 8), *vt = malloc_check((size_t)C * C * 8), *av = malloc_check((size_t)m * C * 8);
+    double *sigma_src = malloc_check(C * 8), *av_src = malloc_check((size_t)ms * C * 8);
+    for (int l = 0; l < L; l++) {
+        double *M = kv_stack_expanded(&g, l);
+        const double norm2 = frobenius_sq(M, (size_t)m * C);
+        convert_svd(M, m, C, sigma, vt, av);
+        double all = 0, cut = 0;
+        for (int j = 0; j < C; j++) {
+            all += sigma[j] * sigma[j];
+            if (j >= r) cut += sigma[j] * sigma[j];
+            if (j > 0) ck_assert(sigma[j] <= sigma[j - 1]);
+        }
+        ck_assert_msg(fabs(all - norm2) <= 1e-12 * norm2, "layer %d: sum sigma^2 %.17g, ||M||^2 %.17g", l, all, norm2);
+        const double s1 = power_iteration_sigma1(M, m, C);
+        ck_assert_msg(fabs(s1 - sigma[0]) <= 1e-10 * s1, "layer %d: sigma_1 %.17g, power iteration %.17g", l, sigma[0], s1);
+        // the source's distinct K/V rows: singular values smaller by sqrt(group) = sqrt(2)
+        const float *w = g.params.qkvw + ((size_t)l * (NH + 2 * NKV) + NH) * HS * C;
+        for (size_t i = 0; i < (size_t)ms * C; i++) av_src[i] = w[i];
+        double *Ms = malloc_check((size_t)ms * C * 8);
+        memcpy(Ms, av_src, (size_t)ms * C * 8);
+        convert_svd(Ms, ms, C, sigma_src, vt, av_src);
+        for (int j = 0; j < C; j++) ck_assert(fabs(sigma[j] - sqrt(2.0) * sigma_src[j]) <= 1e-12 * sigma[0]);
+        free(Ms);
+        // the converted factors, multiplied out in double
+        double e2 = 0;
+        for (int row = 0; row < m; row++)
+            for (int k = 0; k < C; k++) {
+                double p = 0;
+                for (int j = 0; j < r; j++)
+                    p += (double)mla.params.ukvw[((size_t)l * m + row) * r + j] * mla.params.dkvw[((size_t)l * r + j) * C + k];
+                e2 += (M[(size_t)row * C + k] - p) * (M[(size_t)row * C + k] - p);
+            }
+        const double got = sqrt(e2), want = sqrt(cut), fro = sqrt(norm2);
+        printf("rank %d, layer %d: ||M - ukvw dkvw|| %.9g, sqrt(discarded sigma^2) %.9g, difference %.2g ||M||\n", r,
+               l, got, want, fabs(got - want) / fro);
+        ck_assert_msg(fabs(got - want) <= 2e-7 * fro, "rank %d layer %d: error %.9g, Eckart-Young %.9g", r, l, got, want);
+        kv_sq += norm2, cut_sq += cut;
+        if (sqrt(cut / norm2) > worst_rel) worst_rel = sqrt(cut / norm2), worst_layer = l;
+        free(M);
+    }
+    // the stats the CLI prints are these sums
+    ck_assert(fabs(st.kv_sq - kv_sq) <= 1e-12 * kv_sq);
+    ck_assert(fabs(st.discarded_sq - cut_sq) <= 1e-10 * kv_sq);
+    ck_assert_int_eq(st.worst_layer, worst_layer);
+    ck_assert(fabs(st.worst_rel - worst_rel) <= 1e-9);
+    free(sigma), free(vt), free(av), free(sigma_src), free(av_src);
+    gpt_free(&g), gpt_free(&mla);
+}
+END_TEST
+
+START_TEST(test_convert_latent_errors) {
+    GPTConfig c = {.vocab_size = 11, .block_size = 8, .n_layer = 1, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
+                   .bias = 1, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    GPT g, out;
+    char err[256];
+    ck_assert_int_eq(gpt_init(&g, &c, 1), 0);
+    // full rank: 2 x 2 KV heads x head size 4 = 16
+    const int bad[] = {0, -3, 17};
+    const char *msg[] = {"kv_lora_rank must be at least 1, got 0", "kv_lora_rank must be at least 1, got -3",
+                         "kv_lora_rank 17 exceeds the full rank of the stacked K/V projection, 2 x n_kv_head x "
+                         "head_size = 2 x 2 x 4 = 16 (lossless there)"};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(gpt_convert_to_latent(&g, &out, bad[i], NULL, err, sizeof err), -1);
+        ck_assert_str_eq(err, msg[i]);
+        ck_assert_ptr_null(out.params_memory);  // nothing to free
+    }
+    ck_assert_int_eq(gpt_convert_to_latent(&g, &out, 16, NULL, err, sizeof err), 0);
+    // an MLA source, either way
+    GPT again;
+    ck_assert_int_eq(gpt_convert_to_latent(&out, &again, 4, NULL, err, sizeof err), -1);
+    ck_assert_str_eq(err, "the source is already MLA (kv_lora_rank 16); convert from a grouped (MHA/GQA) checkpoint");
+    ck_assert_int_eq(gpt_convert_kv_heads(&out, &again, 2, CONVERT_MEAN, 0, err, sizeof err), -1);
+    ck_assert_str_eq(err, "the source is MLA (kv_lora_rank 16): n_kv_head conversion needs grouped attention");
+    gpt_free(&out);
+    gpt_free(&g);
+    // a rope source
+    c.pos = GPT_POS_ROPE;
+    ck_assert_int_eq(gpt_init(&g, &c, 1), 0);
+    ck_assert_int_eq(gpt_convert_to_latent(&g, &out, 8, NULL, err, sizeof err), -1);
+    ck_assert_str_eq(err, "conversion to MLA needs learned positions: the decoupled rotary key has no counterpart "
+                          "in the source");
+    gpt_free(&g);
+}
+END_TEST
+
+// _i: 0 GQA at a low rank (6 of 32), 1 MHA at full rank 64 > C = 32. The
+// converted model trains: a forward-backward pass (2 shards) gives a finite
+// loss and finite gradients, non-zero for the latent factors; with r > C the
+// dead latent dimensions get exactly zero gradients (each factor is the
+// other's gradient's multiplier), so they stay zero; one AdamW step runs.
+START_TEST(test_convert_latent_trains) {
+    const int NKV = _i == 0 ? 2 : 4, r = _i == 0 ? 6 : 64, C = 32, NH = 4, HS = 8, L = 2, B = 4, T = 16, V = 23;
+    GPTConfig c = {.vocab_size = V, .block_size = T, .n_layer = L, .n_head = NH, .n_kv_head = NKV, .n_embd = C,
+                   .bias = 1, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    GPT g, mla;
+    char err[256];
+    ck_assert_int_eq(gpt_init(&g, &c, 8), 0);
+    randomize_params(&g, 23, 0.1f);
+    ck_assert_msg(gpt_convert_to_latent(&g, &mla, r, NULL, err, sizeof err) == 0, "%s", err);
+    int tok[B * T], tgt[B * T];
+    uint64_t rng = 5;
+    for (int i = 0; i < B * T; i++) tok[i] = (int)(rng_u64(&rng) % V), tgt[i] = (int)(rng_u64(&rng) % V);
+    ck_assert_int_eq(gpt_forward_backward(&mla, tok, tgt, B, T, 2), 0);
+    const float loss0 = mla.mean_loss;
+    ck_assert(isfinite(loss0));
+    for (size_t i = 0; i < mla.num_parameters; i++) ck_assert_msg(isfinite(mla.grads_memory[i]), "gradient %zu", i);
+    double gd = 0, gu = 0;
+    for (size_t i = 0; i < mla.param_sizes[PARAM_DKVW]; i++) gd += fabs(mla.grads.dkvw[i]);
+    for (size_t i = 0; i < mla.param_sizes[PARAM_UKVW]; i++) gu += fabs(mla.grads.ukvw[i]);
+    ck_assert_msg(gd > 0 && gu > 0, "latent gradients %g %g", gd, gu);
+    if (r > C)
+        for (int l = 0; l < L; l++) {
+            for (size_t k = (size_t)C * C; k < (size_t)r * C; k++) ck_assert_float_eq(mla.grads.dkvw[(size_t)l * r * C + k], 0.0f);
+            for (int row = 0; row < 2 * NH * HS; row++)
+                for (int j = C; j < r; j++) ck_assert_float_eq(mla.grads.ukvw[((size_t)l * 2 * NH * HS + row) * r + j], 0.0f);
+        }
+    AdamW opt;
+    adamw_init(&opt, mla.num_parameters, 0.9f, 0.99f, 1e-8f, 0.1f);
+    adamw_step(&opt, &mla, 1e-2f);
+    ck_assert_int_eq(gpt_forward_backward(&mla, tok, tgt, B, T, 2), 0);
+    printf("MLA (NKV %d -> r %d) trains: loss %.5f -> %.5f after one AdamW step\n", NKV, r, loss0, mla.mean_loss);
+    ck_assert(isfinite(mla.mean_loss) && mla.mean_loss < loss0);
+    adamw_free(&opt);
+    gpt_free(&g), gpt_free(&mla);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // validation
 
 static void expect_config_error(GPTConfig c, const char *needle) {
@@ -1061,6 +1425,11 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_gelu_vs_double);
     tcase_add_loop_test(tc, test_convert_mean_lossless_and_round_trip, 0, 2);
     tcase_add_test(tc, test_convert_methods_and_errors);
+    tcase_add_loop_test(tc, test_convert_svd_known_spectrum, 0, 4);
+    tcase_add_loop_test(tc, test_convert_latent_full_rank_logits, 0, 6);
+    tcase_add_loop_test(tc, test_convert_latent_eckart_young, 0, 4);
+    tcase_add_test(tc, test_convert_latent_errors);
+    tcase_add_loop_test(tc, test_convert_latent_trains, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
