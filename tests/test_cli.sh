@@ -128,6 +128,8 @@ tmpd=$(mktemp -d /tmp/gqa_cli_XXXXXX)
 tiny="--vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 32 --train_batch_size 2 --train_block_size 8
     --decode_tokens 4 --train_steps 1 --threads 1"
 header="n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,decode_speedup,gemm_tok_s_median,train_gemm_frac"
+# the columns MLA added, after all of the above (readers by position keep working)
+header="$header,kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_step_flops,decode_roofline_tok_s,decode_roofline_frac,decode_bound"
 # shellcheck disable=SC2086
 expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch_size 1,2 --kv_dtype f32,bf16 \
     --repeats 2 --roofline=false --csv "$tmpd/b.csv"
@@ -167,6 +169,7 @@ expect 0 "| 2 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 -
 # and a second reading at the end of the run
 # shellcheck disable=SC2086
 expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --repeats 1 --csv "$tmpd/r.csv"
+roofline_out=$out  # the MLA section below checks its roofline cell
 case "$out" in *"roofline at the end (the percentages above are of the first): sgemm peak "*) ok ;;
     *) bad "bench prints no roofline at the end: $out" ;; esac
 # the peak is the faster of the two sgemm backends it names
@@ -236,9 +239,10 @@ fi
 expect 1 "ctx 40 + decode_tokens 32 exceeds block_size 64" -- "$GQA" bench --block_size 64 --ctx 40
 expect 1 "option 'kv_dtype': 'f8' is not one of f32, bf16, f16" -- "$GQA" bench --kv_dtype f32,f8
 
-# ---- MLA in info/mem: multi-head latent attention (kv_lora_rank r > 0, rope_head_dim dR) caches
+# ---- MLA in info/mem/bench: multi-head latent attention (kv_lora_rank r > 0, rope_head_dim dR) caches
 # n_layer x (r + dR) numbers per token; DeepSeek-V2's Table 1 calls that GQA with (r + dR) / (2 head_dim) groups.
-# Decoding MLA comes with model/attention_latent.h: until this tree has it, sample cannot run an MLA cache.
+# Decoding MLA comes with model/attention_latent.h: until this tree has it, sample and bench cannot run an MLA
+# cache, and bench must refuse to time one rather than time another attention.
 mla_decode=0
 [ -f "$(dirname "$0")/../model/attention_latent.h" ] && mla_decode=1
 # one_line STATUS NEEDLE -- cmd...: as expect, and the output is exactly one line
@@ -334,17 +338,78 @@ grep -q "bytes: MLA kv_lora_rank 8 + rope_head_dim 2, 6 positions, 1 sequence, f
 if [ $mla_decode = 1 ]; then
     grep -q "kv cache: 240 B (240 bytes: MLA kv_lora_rank 8" "$tmpd/mla.err" && ok || bad "sample MLA cache bytes: $(cat "$tmpd/mla.err")"
 fi
+# bench: one list of settings, the n_kv_head rows then the MLA rows (n_kv_head = n_head), new columns at the end
+# shellcheck disable=SC2086
+expect 0 "| MLA-8 | 4 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 4,2 --kv_lora_rank 8,4 --measure=train --roofline=false \
+    --csv "$tmpd/mla.csv"
+case "$out" in *"| MHA | 4 | - |"*"| GQA-2 | 2 | - |"*"| MLA-8 | 4 | - |"*"| MLA-4 | 4 | - |"*) ok ;; *) bad "bench MLA row order: $out" ;; esac
+if [ "$(head -1 "$tmpd/mla.csv")" = "$header" ] && [ "$(rows "$tmpd/mla.csv")" -eq 4 ] &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 4 && v("kv_lora_rank") == 0 && v("rope_head_dim") == 0 && v("attention") == "MHA" && v("params") == 4000' &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 2 && v("kv_lora_rank") == 0 && v("attention") == "GQA-2" && v("params") == 3728' &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 4 && v("kv_lora_rank") == 8 && v("rope_head_dim") == 0 && v("attention") == "MLA-8" && v("params") == 3888' &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 4 && v("kv_lora_rank") == 4 && v("attention") == "MLA-4" && v("params") == 3688' &&
+    csv_all "$tmpd/mla.csv" 'num("train_tok_s") && empty("decode_tok_s") && empty("decode_step_bytes") && empty("decode_bound")'
+then ok; else bad "bench MLA CSV: $(cat "$tmpd/mla.csv")"; fi
+# with rope, dR defaults to head_size / 2 (2 here) and the MLA settings say so in the header line
+# shellcheck disable=SC2086
+expect 0 "pos=rope rope_theta=10000 rope_head_dim=2 latent_norm=1;" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --pos rope \
+    --measure=train,gemm --repeats 1 --roofline=false --csv "$tmpd/mlar.csv"
+csv_has "$tmpd/mlar.csv" 'v("kv_lora_rank") == 8 && v("rope_head_dim") == 2 && v("params") == 3546 && num("train_tok_s") &&
+    num("gemm_tok_s_median")' && ok || bad "bench MLA rope CSV: $(cat "$tmpd/mlar.csv")"
+# the roofline of a decode row (the grouped one measured above with --roofline): the larger of the FMA time at the
+# peak and the read time at the bandwidth. n_kv_head 2, batch 1, ctx 8, f32: bytes 4 x (3728 - 31 x 16) weights +
+# 8 x 64 cache; FLOPs 2 x (16 x 32 + 256 + 1024 + 1024 + 11 x 16) MACs + 2 x 4 heads x 8 x 4 x 2
+csv_all "$tmpd/r.csv" "v(\"decode_step_bytes\") == $((4 * (3728 - 31 * 16) + 8 * 64)) &&
+    v(\"decode_step_flops\") == $((2 * (16 * 32 + 256 + 1024 + 1024 + 11 * 16) + 2 * 4 * 8 * 4 * 2)) && v(\"kv_lora_rank\") == 0 &&
+    v(\"attention\") == \"GQA-2\"" && ok || bad "bench decode step bytes/FLOPs: $(cat "$tmpd/r.csv")"
+# peak = train_gflops / train_mfu and bandwidth = decode_gbs / decode_bw_frac (the CSV rounds them: 1% slack)
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    { peak = $(c["train_gflops"]) / $(c["train_mfu"]) * 1e9; bw = $(c["decode_gbs"]) / $(c["decode_bw_frac"]) * 1e9
+      f = $(c["decode_step_flops"]) / peak; b = $(c["decode_step_bytes"]) / bw; t = f > b ? f : b
+      want = $(c["batch"]) / t; got = $(c["decode_roofline_tok_s"])
+      frac = $(c["decode_tok_s"]) / got
+      if (got < 0.99 * want || got > 1.01 * want) bad = 1
+      if ((frac - $(c["decode_roofline_frac"])) ^ 2 > 1e-8 * frac * frac + 1e-8) bad = 1
+      if ($(c["decode_bound"]) != (f > b ? "fma" : "read")) bad = 1
+      n++ }
+    END { exit bad || n != 1 }' "$tmpd/r.csv" && ok || bad "bench decode roofline: $(cat "$tmpd/r.csv")"
+echo "$roofline_out" | grep -q '^| GQA-2 | 2 | 1 | 8 | f32 | .* | [0-9]*% of [0-9]* (\(read\|fma\)) |$' && ok ||
+    bad "bench table lacks the roofline cell: $roofline_out"
+# MLA decode rows: the cache of r + dR numbers per position and the absorbed attention's FLOPs; without MLA decode
+# such a row fails, with one line saying why
+if [ $mla_decode = 1 ]; then
+    # shellcheck disable=SC2086
+    expect 0 "| MLA-8 | 4 | 2 | 8 | f32 |" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --ctx 8 --batch_size 2 --measure=infer \
+        --roofline=false --csv "$tmpd/mlai.csv"
+    # 1 layer x 2 sequences x 8 positions x 8 numbers x 4 B; weights 4 x (3888 - 31 x 16); FLOPs: 2 tokens x 2 x
+    # (q 16 x 16 + dkv 16 x 8 + 256 + 1024 + 1024 + 11 x 16) + 2 x 2 x 4 heads x 8 x (8 + 8) + 2 x 2 x 4 x 4 x 8 x 2
+    csv_has "$tmpd/mlai.csv" "v(\"kv_lora_rank\") == 8 && v(\"batch\") == 2 && v(\"kv_cache_bytes\") == 512 &&
+        v(\"decode_step_bytes\") == $((4 * (3888 - 31 * 16) + 512)) &&
+        v(\"decode_step_flops\") == $((2 * 2 * (256 + 128 + 256 + 1024 + 1024 + 176) + 2 * 2 * 4 * 8 * 16 + 2 * 2 * 4 * 4 * 8 * 2)) &&
+        num(\"decode_tok_s\") && v(\"decode_speedup\") != \"\"" && ok || bad "bench MLA decode CSV: $(cat "$tmpd/mlai.csv")"
+else
+    # shellcheck disable=SC2086
+    "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --ctx 8 --batch_size 2 --measure=infer --roofline=false > "$tmpd/mlai.out" 2>&1 &&
+        bad "bench timed an MLA decode this tree does not have: $(cat "$tmpd/mlai.out")"
+    # the cache for ctx 8 + decode_tokens 4 positions: 1 layer x 2 x 12 x 8 x 4 B
+    [ "$(grep -c "^error: MLA-8: decode allocated a KV cache of [0-9]* bytes where this setting needs 768 " "$tmpd/mlai.out")" -eq 1 ] &&
+        ok || bad "bench MLA decode without MLA decode: $(cat "$tmpd/mlai.out")"
+fi
 # bad values: one line each
+one_line 1 "option 'kv_lora_rank': -1 is out of range [1, 1048576]" -- "$GQA" bench --kv_lora_rank -1
 one_line 1 "option 'kv_lora_rank': -1 is out of range [1, 1048576]" -- "$GQA" mem --kv_lora_rank -1
 one_line 1 "option 'kv_lora_rank': -1 is out of range [0, 1048576]" -- "$GQA" info --kv_lora_rank -1
+# shellcheck disable=SC2086
+one_line 1 "kv_lora_rank 8: MLA with pos=rope needs an even rope_head_dim >= 2" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --pos rope --rope_head_dim 3
 one_line 1 "kv_lora_rank 512: MLA with pos=rope needs an even rope_head_dim >= 2" -- "$GQA" mem --kv_lora_rank 512 --pos rope --rope_head_dim 63
 one_line 1 "MLA with pos=rope needs an even rope_head_dim >= 2 (the decoupled rotary part; DeepSeek-V2 uses head_size/2), got 5" -- \
     "$GQA" info --kv_lora_rank 64 --pos rope --rope_head_dim 5
 one_line 1 "kv_lora_rank 512: rope_head_dim is MLA's decoupled rotary part (kv_lora_rank > 0 with pos=rope); it must be 0 here, got 64" -- \
     "$GQA" mem --kv_lora_rank 512 --rope_head_dim 64
 one_line 1 "rope_head_dim 64 is for the MLA rows, and there are none: give --kv_lora_rank too" -- "$GQA" mem --rope_head_dim 64
+one_line 1 "rope_head_dim 2 is for the MLA settings, and there are none: give --kv_lora_rank too" -- "$GQA" bench --rope_head_dim 2
 one_line 1 "n_kv_head must equal n_head=6, got 2" -- "$GQA" info --kv_lora_rank 64 --n_kv_head 2
-for c in mem info; do
+for c in bench mem info; do
     for o in kv_lora_rank rope_head_dim latent_norm; do "$GQA" "$c" --help | grep -q "^  --$o " && ok || bad "gqa $c --help lacks --$o"; done
 done
 
