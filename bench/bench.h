@@ -1,6 +1,7 @@
 /*
  * bench.h: `gqa bench`'s measurements, tokens/sec and memory across
- * n_kv_head settings, batch sizes, contexts and KV-cache element types.
+ * attention settings (n_kv_head for MHA/GQA/MQA, kv_lora_rank for MLA),
+ * batch sizes, contexts and KV-cache element types.
  *
  * The parent (run.c) expands the lists and runs every measurement in a
  * fresh child process (fork + exec of this binary with a hidden --_worker
@@ -47,9 +48,15 @@ typedef enum { WORKER_NONE, WORKER_TRAIN, WORKER_GEMM, WORKER_INFER, WORKER_ROOF
 // alternated step by step in the training measurement.
 typedef enum { BENCH_GEMM_OURS, BENCH_GEMM_OPENBLAS, BENCH_GEMM_ALTERNATE } BenchGemm;
 
+// The attention settings of a run, in table order: every n_kv_head of the
+// list (grouped attention, kv_lora_rank 0), then every kv_lora_rank of its
+// list (MLA, n_kv_head = n_head as MLA requires). Setting s is n_kv_head.v[s]
+// for s < n_kv_head.n, else kv_lora_rank.v[s - n_kv_head.n].
 typedef struct {
-    GPTConfig model;        // shape and dropout; n_kv_head is taken from the list
-    BenchList n_kv_head;    // the settings compared
+    GPTConfig model;        // shape and dropout; n_kv_head and kv_lora_rank come from the lists;
+                            // rope_head_dim and latent_norm are those of the MLA settings
+    BenchList n_kv_head;    // the grouped settings compared
+    BenchList kv_lora_rank; // the MLA settings compared (may be empty)
     BenchList ctx;          // positions in the cache for prefill and decode
     BenchList batch_size;   // decode batch sizes
     BenchList kv_dtype;     // KVDtype values
@@ -70,27 +77,54 @@ typedef struct {
 // atomically at the end. Returns the exit status (1 if a measurement failed).
 int bench_run(const BenchConfig *bc, int argc, char **argv);
 
-// A child: one measurement at the first value of each list, its RESULT line
-// on stdout. Dies on an error.
-void bench_worker(const BenchConfig *bc, BenchWorker w);
+// A child: one measurement of attention setting `setting` at the first value
+// of the other lists, its RESULT line on stdout. Dies on an error.
+void bench_worker(const BenchConfig *bc, BenchWorker w, int setting);
+
+// The attention settings of a run (n_kv_head.n + kv_lora_rank.n), and the
+// model of setting s: bc's shape with that n_kv_head (kv_lora_rank 0,
+// rope_head_dim 0) or that kv_lora_rank (n_kv_head = n_head).
+int bench_num_settings(const BenchConfig *bc);
+GPTConfig bench_model_config(const BenchConfig *bc, int setting);
+// The attention of a config as the table names it: "MHA", "GQA-4", "MQA",
+// "MLA-128" (kv_lora_rank).
+const char *bench_attention_name(const GPTConfig *c, char *buf, size_t len);
 
 // ---- internal to bench/: the workers, the roofline and the report
 
-void worker_train(const BenchConfig *bc, int n_kv_head);
-void worker_gemm(const BenchConfig *bc, int n_kv_head);
-void worker_infer(const BenchConfig *bc, int n_kv_head, int batch, int ctx, KVDtype dt);
+void worker_train(const BenchConfig *bc, int setting);
+void worker_gemm(const BenchConfig *bc, int setting);
+void worker_infer(const BenchConfig *bc, int setting, int batch, int ctx, KVDtype dt);
 
 // The roofline's sizes: fixed, and small enough to take well under 2 s.
 #define ROOFLINE_GEMM_N 2048                     // (N, N) = (N, N) @ (N, N): 17.2 GFLOP a call
 #define ROOFLINE_READ_BYTES ((size_t)512 << 20)  // far beyond the last-level cache
 void worker_roofline(void);
 
-// The model of one measurement: bc's shape with n_kv_head.
-GPTConfig bench_model_config(const BenchConfig *bc, int n_kv_head);
+// The work of one decode step of B sequences with ctx positions cached (the
+// roofline's model of it, docs/benchmarks.md): the bytes read, every
+// parameter once (4 bytes each, of wpe one row) plus B * ctx cached tokens
+// of gpt_kv_bytes_per_token(c, elem_bytes), and the FLOPs, 2 per MAC: the
+// linear layers and the tied LM head for B tokens, plus per layer
+//   grouped: 2 * B * NH * ctx * HS * 2                 (scores, weighted sum)
+//   MLA:     2 * B * NH * ctx * ((r + dR) + r)         (absorbed: scores over
+//            the latent row, weighted sum of latents)
+//          + 2 * B * NH * HS * r * 2                   (W_uk into the query, W_uv
+//            out of the latent; the ukv layer itself is not run)
+typedef struct {
+    double bytes, flops;
+} BenchStep;
+BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_bytes);
+// The roofline of such a step, in seconds: the larger of its FMA time at
+// peak_gflops and its read time at read_gbs (NAN if either is NAN). *bound
+// (may be NULL) is "fma" or "read", whichever is larger.
+double bench_roofline_seconds(BenchStep s, double peak_gflops, double read_gbs, const char **bound);
 
 // One row of the table and the CSV; NAN marks what was not measured.
 typedef struct {
     int n_kv_head, batch, ctx;  // batch = ctx = 0: no inference measurement
+    int kv_lora_rank, rope_head_dim;  // 0, 0: grouped attention
+    char attention[32];               // bench_attention_name
     const char *kv_dtype;
     double train, train_sd, train_median, train_gflops, train_mfu;  // tok/s, GFLOP/s, fraction of peak
     double prefill, decode, decode_sd, decode_median;                // tok/s
@@ -99,6 +133,10 @@ typedef struct {
     double kv_bytes, rss;
     size_t params;
     double gemm, train_gemm_frac;  // median GEMM-only tok/s; median train tok/s over it
+    double step_bytes, step_flops;  // bench_decode_step of the row's decode shape
+    double roofline_tok_s;          // batch / bench_roofline_seconds: the most decode tok/s the machine allows
+    double roofline_frac;           // decode tok/s over it
+    const char *bound;              // "fma" or "read": the side that sets the roofline (NULL: none)
 } BenchRow;
 
 void report_header(int first_n_kv_head);

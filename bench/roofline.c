@@ -4,8 +4,12 @@
  * spinning for a while after work, beside every measurement it forks): the
  * sgemm peak (the faster of OpenBLAS and our gemm()) and the memory read
  * bandwidth. Training is then also given as GFLOP/s and MFU against that
- * peak; decode as GB/s read and the fraction of the bandwidth.
+ * peak; decode as GB/s read, the fraction of the bandwidth, and the
+ * fraction of its roofline: a decode step takes at least the larger of its
+ * FMA time at the sgemm peak and its read time at the bandwidth (the model
+ * of a step's bytes and FLOPs is bench_decode_step, at the end).
  */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,4 +72,34 @@ void worker_roofline(void) {
     }
     free(buf);
     printf("RESULT roofline %.3f %.3f %d %.3f %.3f\n", gflops, gbs, omp_get_max_threads(), ours, openblas);
+}
+
+// ----------------------------------------------------------------------------
+// the roofline model of a decode step (bench.h states the formulas)
+
+BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_bytes) {
+    const double L = c->n_layer, NH = c->n_head, HS = (double)(c->n_embd / c->n_head);
+    const double r = c->kv_lora_rank, dR = c->rope_head_dim, b = B, t = ctx;
+    GPTLinear lin[GPT_NUM_LINEAR];
+    const int nlin = gpt_linear_layers(c, lin);
+    // MACs of one token through the linear layers of every block and the LM head (V, C);
+    // absorbed MLA decode never runs ukv (r -> 2 NH HS): its weights enter through W_uk and W_uv below
+    double macs = (double)c->vocab_size * c->n_embd;
+    for (int i = 0; i < nlin; i++)
+        if (lin[i].weight != PARAM_UKVW) macs += L * lin[i].in * lin[i].out;
+    double attn;  // FLOPs of the attention of all layers for B tokens over ctx positions
+    if (gpt_is_latent(c))
+        attn = L * (2.0 * b * NH * t * ((r + dR) + r) + 2.0 * b * NH * HS * r * 2.0);
+    else
+        attn = L * 2.0 * b * NH * t * HS * 2.0;  // every query head over its KV head's keys and values
+    BenchStep s;
+    s.flops = 2.0 * b * macs + attn;
+    s.bytes = 4.0 * (double)gpt_decode_params_read(c) + b * t * (double)gpt_kv_bytes_per_token(c, elem_bytes);
+    return s;
+}
+
+double bench_roofline_seconds(BenchStep s, double peak_gflops, double read_gbs, const char **bound) {
+    const double fma = s.flops / (peak_gflops * 1e9), read = s.bytes / (read_gbs * 1e9);
+    if (bound) *bound = isnan(fma) || isnan(read) ? NULL : fma > read ? "fma" : "read";
+    return isnan(fma) || isnan(read) ? NAN : fma > read ? fma : read;
 }

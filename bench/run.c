@@ -6,8 +6,10 @@
  * With roofline, a child measures the machine's sgemm peak and read
  * bandwidth first; training is then also given as GFLOP/s (nanoGPT's 6N +
  * 12 L C T FLOPs per token) and MFU against that peak, decode as GB/s read
- * (all weights plus the K and V of ctx positions per step) and the fraction
- * of the bandwidth. A second child measures the roofline again after the
+ * (all weights plus the cache of ctx positions per step), the fraction of
+ * the bandwidth, and the fraction of the step's roofline, the larger of its
+ * FMA time at the peak and its read time at the bandwidth
+ * (bench_decode_step). A second child measures the roofline again after the
  * last row, so the output brackets what the rows met on a host whose
  * bandwidth drifts.
  */
@@ -98,10 +100,10 @@ static void parse_doubles(const char *s, double *out, int n) {
 }
 
 // One measurement: training or its GEMM-only floor (gemm = 1) at one
-// n_kv_head (batch 0 for both), or inference at one (n_kv_head, batch, ctx,
-// kv_dtype). Its rounds pool their timings here.
+// attention setting (batch 0 for both), or inference at one (setting, batch,
+// ctx, kv_dtype). Its rounds pool their timings here.
 typedef struct {
-    int kv, gemm, batch, ctx;  // kv: index into the n_kv_head list
+    int kv, gemm, batch, ctx;  // kv: the attention setting (bench_model_config)
     KVDtype dt;
     double *tok;  // train, gemm or decode tok/s: repeats per round, rounds x repeats
     int ntok;
@@ -111,23 +113,32 @@ typedef struct {
     int failed;  // a round failed: no more rounds, no row (training: "-")
 } Job;
 
+// "n_kv_head 4" or "kv_lora_rank 64": the setting of a config, for progress lines.
+static const char *setting_name(const GPTConfig *c, char *buf, size_t len) {
+    if (gpt_is_latent(c)) snprintf(buf, len, "kv_lora_rank %d", c->kv_lora_rank);
+    else snprintf(buf, len, "n_kv_head %d", c->n_kv_head);
+    return buf;
+}
+
 // Round `round` of one job in a child process of its own.
-static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int kv, int round, int *failures) {
-    char s_kv[16], s_b[16], s_c[16], line[4096], what[128];
+static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int round, int *failures) {
+    char s_set[32], s_b[16], s_c[16], line[4096], what[160], name[48];
     size_t rss;
-    snprintf(s_kv, sizeof s_kv, "%d", kv);
+    const GPTConfig c = bench_model_config(bc, jb->kv);
+    setting_name(&c, name, sizeof name);
+    snprintf(s_set, sizeof s_set, "--_setting=%d", jb->kv);
     snprintf(s_b, sizeof s_b, "%d", jb->batch);
     snprintf(s_c, sizeof s_c, "%d", jb->ctx);
-    const char *targs[] = {jb->gemm ? "--_worker=gemm" : "--_worker=train", "--n_kv_head", s_kv};
-    const char *iargs[] = {"--_worker=infer", "--n_kv_head", s_kv, "--batch_size", s_b, "--ctx", s_c,
-                           "--kv_dtype", kv_dtype_name(jb->dt)};
-    if (jb->batch) snprintf(what, sizeof what, "n_kv_head %d, batch %d, ctx %d, %s", kv, jb->batch, jb->ctx,
+    const char *targs[] = {jb->gemm ? "--_worker=gemm" : "--_worker=train", s_set};
+    const char *iargs[] = {"--_worker=infer", s_set, "--batch_size", s_b, "--ctx", s_c, "--kv_dtype",
+                           kv_dtype_name(jb->dt)};
+    if (jb->batch) snprintf(what, sizeof what, "%s, batch %d, ctx %d, %s", name, jb->batch, jb->ctx,
                             kv_dtype_name(jb->dt));
-    else snprintf(what, sizeof what, "n_kv_head %d: %s", kv, jb->gemm ? "training's GEMMs alone" : "training");
+    else snprintf(what, sizeof what, "%s: %s", name, jb->gemm ? "training's GEMMs alone" : "training");
     if (bc->rounds > 1) fprintf(stderr, "bench: round %d/%d: %s ...\n", round + 1, bc->rounds, what);
     else fprintf(stderr, "bench: %s ...\n", what);
-    const int ok = jb->batch ? run_child(argc, argv, iargs, 9, line, sizeof line, &rss) == 0
-                             : run_child(argc, argv, targs, 3, line, sizeof line, &rss) == 0;
+    const int ok = jb->batch ? run_child(argc, argv, iargs, 8, line, sizeof line, &rss) == 0
+                             : run_child(argc, argv, targs, 2, line, sizeof line, &rss) == 0;
     if (!ok) {
         fprintf(stderr, "bench: measurement failed (%s)\n", what);
         jb->failed = 1;
@@ -181,20 +192,21 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
         if (!csv) die("open_memstream: %s", strerror(errno));
         report_csv_header(csv);
     }
-    const BenchList *kvs = &bc->n_kv_head;
     const int do_train = (bc->measure >> BENCH_TRAIN) & 1, do_gemm = (bc->measure >> BENCH_GEMM) & 1;
     const int do_infer = (bc->measure >> BENCH_INFER) & 1;
-    const int nk = kvs->n, nb = bc->batch_size.n, nc = bc->ctx.n, nd = bc->kv_dtype.n;
+    const int nk = bench_num_settings(bc), nb = bc->batch_size.n, nc = bc->ctx.n, nd = bc->kv_dtype.n;
     char measure[32];
     snprintf(measure, sizeof measure, "%s%s%s", do_train ? ",train" : "", do_gemm ? ",gemm" : "",
              do_infer ? ",infer" : "");
-    char pos[64];
+    char pos[64], mla[64] = "";
     snprintf(pos, sizeof pos, bc->model.pos == GPT_POS_ROPE ? "%s rope_theta=%g" : "%s", gpt_pos_names[bc->model.pos],
              (double)bc->model.rope_theta);
-    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d pos=%s; training at batch "
+    if (bc->kv_lora_rank.n)  // what the MLA settings share
+        snprintf(mla, sizeof mla, " rope_head_dim=%d latent_norm=%d", bc->model.rope_head_dim, bc->model.latent_norm);
+    printf("gqa bench: vocab_size=%d n_layer=%d n_head=%d n_embd=%d block_size=%d bias=%d pos=%s%s; training at batch "
            "%d x %d (%d shards); %d decode steps; %d repeats x %d rounds; %d threads; measure=%s\n",
            bc->model.vocab_size, bc->model.n_layer, bc->model.n_head, bc->model.n_embd, bc->model.block_size,
-           bc->model.bias, pos, bc->train_batch_size, bc->train_block_size,
+           bc->model.bias, pos, mla, bc->train_batch_size, bc->train_block_size,
            train_shards(bc->shards, bc->train_batch_size), bc->decode_tokens, bc->repeats, bc->rounds,
            omp_get_max_threads(), measure + 1);
     int failures = 0;
@@ -204,11 +216,12 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     } else {
         printf("roofline: not measured (--roofline=false): no MFU, no fraction of bandwidth\n");
     }
-    report_header(kvs->v[0]);
+    report_header(bc->n_kv_head.v[0]);
 
-    // The jobs in table order: per n_kv_head its training run, its GEMM-only
-    // run, then its inference runs (batch x ctx x kv_dtype). Round r runs
-    // every job once; the last round prints each row as soon as its job is done.
+    // The jobs in table order: per attention setting its training run, its
+    // GEMM-only run, then its inference runs (batch x ctx x kv_dtype). Round r
+    // runs every job once; the last round prints each row as soon as its job
+    // is done.
     const int n_own = do_train + do_gemm;  // the jobs without batch at the head of each group
     const int per_kv = n_own + (do_infer ? nb * nc * nd : 0), njobs = nk * per_kv;
     Job *jobs = calloc_check((size_t)njobs, sizeof(Job));
@@ -225,17 +238,19 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
         const int last = round == bc->rounds - 1;
         for (int ji = 0; ji < njobs; ji++) {
             Job *jb = jobs + ji;
-            const int kv = kvs->v[jb->kv];
-            if (!jb->failed) run_job(bc, argc, argv, jb, kv, round, &failures);
-            // the row: an inference job with its n_kv_head's training figures,
-            // or without inference that n_kv_head's last job without batch
+            if (!jb->failed) run_job(bc, argc, argv, jb, round, &failures);
+            // the row: an inference job with its setting's training figures,
+            // or without inference that setting's last job without batch
             const int row = jb->batch ? !jb->failed : !do_infer && ji % per_kv == n_own - 1;
             if (!last || !row) continue;
-            GPTConfig c = bench_model_config(bc, kv);
-            BenchRow r = {.n_kv_head = kv, .kv_dtype = "-", .params = gpt_num_parameters(&c)};
+            GPTConfig c = bench_model_config(bc, jb->kv);
+            BenchRow r = {.n_kv_head = c.n_kv_head, .kv_lora_rank = c.kv_lora_rank, .rope_head_dim = c.rope_head_dim,
+                          .kv_dtype = "-", .params = gpt_num_parameters(&c)};
+            bench_attention_name(&c, r.attention, sizeof r.attention);
             r.train = r.train_sd = r.train_median = r.train_gflops = r.train_mfu = NAN;
             r.prefill = r.decode = r.decode_sd = r.decode_median = r.decode_x = r.decode_gbs = r.decode_bw_frac = NAN;
             r.kv_bytes = r.rss = r.gemm = r.train_gemm_frac = NAN;
+            r.step_bytes = r.step_flops = r.roofline_tok_s = r.roofline_frac = NAN;
             const Job *tj = do_train ? jobs + (size_t)jb->kv * per_kv : NULL;
             const Job *gj = do_gemm ? jobs + (size_t)jb->kv * per_kv + do_train : NULL;
             if (tj && !tj->failed) {
@@ -253,17 +268,21 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
                 r.prefill = median_of(jb->prefill, jb->nprefill);
                 r.decode = mean_of(jb->tok, jb->ntok), r.decode_sd = sd_of(jb->tok, jb->ntok);
                 r.decode_median = median_of(jb->tok, jb->ntok);
-                const Job *ref = jobs + (ji - jb->kv * per_kv);  // the same setting at kvs[0]
+                const Job *ref = jobs + (ji - jb->kv * per_kv);  // the same batch, ctx, dtype at setting 0
                 if (!ref->failed) r.decode_x = r.decode_median / median_of(ref->tok, ref->ntok);
                 // the bytes a cache of exactly ctx positions needs
-                const size_t kv_bytes = kvcache_bytes(&c, jb->batch, jb->ctx, kv_dtype_bytes(jb->dt));
-                r.kv_bytes = (double)kv_bytes, r.rss = (double)jb->rss;
+                const size_t elem = kv_dtype_bytes(jb->dt);
+                r.kv_bytes = (double)gpt_kv_bytes_per_token(&c, elem) * jb->batch * jb->ctx, r.rss = (double)jb->rss;
                 // a decode step reads every weight once (of wpe one row; none with rope) and
-                // the K and V of ctx positions of every sequence; steps/s =
-                // tok/s / batch
-                const double step_bytes = 4.0 * (double)gpt_decode_params_read(&c) + (double)kv_bytes;
-                r.decode_gbs = step_bytes * r.decode / jb->batch / 1e9;
+                // the cache of ctx positions of every sequence, and does the FLOPs of
+                // bench_decode_step; steps/s = tok/s / batch
+                const BenchStep step = bench_decode_step(&c, jb->batch, jb->ctx, elem);
+                r.step_bytes = step.bytes, r.step_flops = step.flops;
+                r.decode_gbs = step.bytes * r.decode / jb->batch / 1e9;
                 r.decode_bw_frac = r.decode_gbs / read_gbs;  // NAN without the roofline
+                // the roofline: a step takes at least max(FMA time at the peak, read time at the bandwidth)
+                r.roofline_tok_s = jb->batch / bench_roofline_seconds(step, peak_gflops, read_gbs, &r.bound);
+                r.roofline_frac = r.decode / r.roofline_tok_s;
             }
             report_row(&r);
             if (csv) report_csv_row(csv, &r);
@@ -286,12 +305,13 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     return failures ? 1 : 0;
 }
 
-void bench_worker(const BenchConfig *bc, BenchWorker w) {
-    const int kv = bc->n_kv_head.v[0];
+void bench_worker(const BenchConfig *bc, BenchWorker w, int setting) {
     switch (w) {
-    case WORKER_TRAIN: worker_train(bc, kv); break;
-    case WORKER_GEMM: worker_gemm(bc, kv); break;
-    case WORKER_INFER: worker_infer(bc, kv, bc->batch_size.v[0], bc->ctx.v[0], (KVDtype)bc->kv_dtype.v[0]); break;
+    case WORKER_TRAIN: worker_train(bc, setting); break;
+    case WORKER_GEMM: worker_gemm(bc, setting); break;
+    case WORKER_INFER:
+        worker_infer(bc, setting, bc->batch_size.v[0], bc->ctx.v[0], (KVDtype)bc->kv_dtype.v[0]);
+        break;
     case WORKER_ROOFLINE: worker_roofline(); break;
     case WORKER_NONE: break;
     }

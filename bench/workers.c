@@ -25,24 +25,40 @@
 #include "../util/util.h"
 #include "bench.h"
 
-GPTConfig bench_model_config(const BenchConfig *bc, int n_kv_head) {
+int bench_num_settings(const BenchConfig *bc) { return bc->n_kv_head.n + bc->kv_lora_rank.n; }
+
+GPTConfig bench_model_config(const BenchConfig *bc, int setting) {
     GPTConfig c = bc->model;
-    c.n_kv_head = n_kv_head;
+    if (setting < bc->n_kv_head.n) {  // grouped: MHA, GQA or MQA
+        c.n_kv_head = bc->n_kv_head.v[setting];
+        c.kv_lora_rank = c.rope_head_dim = 0;
+    } else {  // MLA: every head its own K and V, up-projected from the cached latent
+        c.n_kv_head = c.n_head;
+        c.kv_lora_rank = bc->kv_lora_rank.v[setting - bc->n_kv_head.n];
+    }
     return c;
 }
 
+const char *bench_attention_name(const GPTConfig *c, char *buf, size_t len) {
+    if (gpt_is_latent(c)) snprintf(buf, len, "MLA-%d", c->kv_lora_rank);
+    else if (c->n_kv_head == c->n_head) snprintf(buf, len, "MHA");
+    else if (c->n_kv_head == 1) snprintf(buf, len, "MQA");
+    else snprintf(buf, len, "GQA-%d", c->n_kv_head);
+    return buf;
+}
+
 // The model of a training measurement, with random weights.
-static void train_model(GPT *m, const BenchConfig *bc, int nkv) {
-    GPTConfig c = bench_model_config(bc, nkv);
+static void train_model(GPT *m, const BenchConfig *bc, int setting) {
+    GPTConfig c = bench_model_config(bc, setting);
     if (bc->train_block_size > c.block_size)
         die("train_block_size %d exceeds block_size %d", bc->train_block_size, c.block_size);
     if (gpt_init(m, &c, (uint64_t)bc->seed) != 0) die("%s", m->error);
 }
 
-void worker_train(const BenchConfig *bc, int nkv) {
+void worker_train(const BenchConfig *bc, int setting) {
     const int B = bc->train_batch_size, T = bc->train_block_size;
     GPT m;
-    train_model(&m, bc, nkv);
+    train_model(&m, bc, setting);
     const GPTConfig c = m.config;
     m.training = 1;
     AdamW opt;
@@ -69,10 +85,12 @@ void worker_train(const BenchConfig *bc, int nkv) {
         }
         if (r >= 0) tps[r] = (double)bc->train_steps * B * T / (now_seconds() - t0);
     }
+    char name[32];
     if (alternate && nfb[0] && nfb[1])
-        fprintf(stderr, "gemm alternate, n_kv_head %d: forward+backward %.3f ms a step with ours, %.3f with "
+        fprintf(stderr, "gemm alternate, %s (n_kv_head %d): forward+backward %.3f ms a step with ours, %.3f with "
                         "OpenBLAS: ours/OpenBLAS %.4f (%d + %d steps)\n",
-                nkv, 1e3 * fb[0] / nfb[0], 1e3 * fb[1] / nfb[1], (fb[0] / nfb[0]) / (fb[1] / nfb[1]), nfb[0], nfb[1]);
+                bench_attention_name(&c, name, sizeof name), c.n_kv_head, 1e3 * fb[0] / nfb[0], 1e3 * fb[1] / nfb[1],
+                (fb[0] / nfb[0]) / (fb[1] / nfb[1]), nfb[0], nfb[1]);
     printf("RESULT train");
     for (int r = 0; r < bc->repeats; r++) printf(" %.3f", tps[r]);
     printf("\n");
@@ -82,17 +100,18 @@ void worker_train(const BenchConfig *bc, int nkv) {
 }
 
 // The training step's linear-layer products and nothing else, as the step
-// calls them: each shard on a thread of its own, per layer qkv, attention
-// projection, fc and fc projection, then the tied LM head, forward and
-// backward (input gradient and weight gradient), on buffers of the step's
-// shapes and the model's weights, without biases; the shards join once a
-// step, as the training pass does. Attention, LayerNorm, GELU, the loss and
-// AdamW cost nothing here, so its tok/s is the most a step made of these
-// gemm() calls could reach: the GEMM-only floor of the training figure.
-void worker_gemm(const BenchConfig *bc, int nkv) {
+// calls them: each shard on a thread of its own, per layer qkv (MLA: q, dkv
+// and ukv), attention projection, fc and fc projection, then the tied LM
+// head, forward and backward (input gradient and weight gradient), on
+// buffers of the step's shapes and the model's weights, without biases; the
+// shards join once a step, as the training pass does. Attention, LayerNorm,
+// GELU, the loss and AdamW cost nothing here, so its tok/s is the most a
+// step made of these gemm() calls could reach: the GEMM-only floor of the
+// training figure.
+void worker_gemm(const BenchConfig *bc, int setting) {
     const int B = bc->train_batch_size, T = bc->train_block_size;
     GPT m;
-    train_model(&m, bc, nkv);
+    train_model(&m, bc, setting);
     const GPTConfig c = m.config;
     const int L = c.n_layer, C = c.n_embd, V = c.vocab_size;
     const int shards = train_shards(bc->shards, B);
@@ -153,8 +172,8 @@ void worker_gemm(const BenchConfig *bc, int nkv) {
     gpt_free(&m);
 }
 
-void worker_infer(const BenchConfig *bc, int nkv, int B, int ctx, KVDtype dt) {
-    GPTConfig c = bench_model_config(bc, nkv);
+void worker_infer(const BenchConfig *bc, int setting, int B, int ctx, KVDtype dt) {
+    GPTConfig c = bench_model_config(bc, setting);
     c.dropout = 0.0f;
     const int steps = bc->decode_tokens, max_T = ctx + steps;
     if (max_T > c.block_size) die("ctx %d + decode_tokens %d exceeds block_size %d", ctx, steps, c.block_size);
@@ -163,6 +182,15 @@ void worker_infer(const BenchConfig *bc, int nkv, int B, int ctx, KVDtype dt) {
     Inference inf;
     const int chunk = ctx < 512 ? ctx : 512;
     if (infer_init(&inf, &m, B, max_T, chunk, dt) != 0) die("%s", inf.error);
+    // the cache decode holds must be the one the setting defines (MLA: the latent and rope key per
+    // position, not a K and V per head), or the timing would be of some other attention
+    const size_t want = gpt_kv_bytes_per_token(&c, kv_dtype_bytes(dt)) * (size_t)B * (size_t)max_T;
+    if (inf.cache.bytes != want) {
+        char name[32];
+        die("%s: decode allocated a KV cache of %zu bytes where this setting needs %zu (L x B x positions x "
+            "per-token numbers x %zu bytes): this build's decode does not implement it",
+            bench_attention_name(&c, name, sizeof name), inf.cache.bytes, want, kv_dtype_bytes(dt));
+    }
     int *tok = malloc_check((size_t)B * chunk * sizeof(int));
     uint64_t rng = 2;
     for (int i = 0; i < B * chunk; i++) tok[i] = (int)(rng_u64(&rng) % c.vocab_size);

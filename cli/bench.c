@@ -26,12 +26,13 @@ int cmd_bench(int argc, char **argv) {
     // cfg-d (docs/design.md): the cache outweighs the weights at long context
     bc.model = (GPTConfig){.vocab_size = 256, .block_size = 4096, .n_layer = 6, .n_head = 8, .n_kv_head = 8,
                            .n_embd = 512, .bias = 1, .dropout = 0.0f, .pos = GPT_POS_LEARNED,
-                           .rope_theta = GPT_ROPE_THETA_DEFAULT};
+                           .rope_theta = GPT_ROPE_THETA_DEFAULT, .latent_norm = 1};
     bc.train_batch_size = 8, bc.train_block_size = 256, bc.train_steps = 5, bc.decode_tokens = 32;
     bc.repeats = 3, bc.rounds = 1, bc.roofline = 1, bc.gemm = BENCH_GEMM_OURS, bc.seed = 1337;
-    OptList kvs = {4, {8, 4, 2, 1}}, ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}};
+    OptList kvs = {4, {8, 4, 2, 1}}, ranks = {0, {0}};  // the attention settings: no MLA unless asked
+    OptList ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}};
     OptList measure = {2, {BENCH_TRAIN, BENCH_INFER}};
-    int threads = 0, worker = WORKER_NONE;
+    int threads = 0, worker = WORKER_NONE, setting = 0;
 
     Opt opts[40];
     int n = 0;
@@ -40,7 +41,12 @@ int cmd_bench(int argc, char **argv) {
     kv.type = OPT_INT_LIST, kv.ptr = &kvs;
     kv.help = "key/value heads NKV to compare, a comma list (each divides n_head)";
     opts[n++] = kv;
-    cli_model_opts(&bc.model, "n_embd,bias,pos,rope_theta,dropout", opts, &n);
+    Opt rank = *cli_model_opt("kv_lora_rank");
+    rank.type = OPT_INT_LIST, rank.ptr = &ranks, rank.min = 1;
+    rank.help = "MLA settings to compare after the n_kv_head ones: latent widths r, a comma list (each row has "
+                "n_kv_head = n_head; none: no MLA rows)";
+    opts[n++] = rank;
+    cli_model_opts(&bc.model, "n_embd,bias,pos,rope_theta,rope_head_dim,latent_norm,dropout", opts, &n);
     const Opt own[] = {
         {"measure", OPT_CHOICE_LIST, &measure, 0, 0,
          "what to measure: train (forward + backward + AdamW), gemm (the training step's linear-layer "
@@ -79,30 +85,42 @@ int cmd_bench(int argc, char **argv) {
          "system", NULL},
         {"_worker", OPT_CHOICE, &worker, 0, 0, "internal: run one measurement", worker_choices, OPT_HIDDEN, NULL,
          NULL},
+        {"_setting", OPT_INT, &setting, 0, 2 * BENCH_LIST_MAX - 1,
+         "internal: the worker's attention setting (n_kv_head list, then kv_lora_rank list)", NULL, OPT_HIDDEN,
+         NULL, NULL},
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
 
-    char usage[4096];
+    char usage[6144];
     snprintf(usage, sizeof usage,
              "usage: gqa bench [CONFIG_FILE] [--key=value ...]\n\n"
              "Measure training, prefill and decode tokens/sec, KV cache bytes and peak resident memory\n"
-             "for every n_kv_head x batch_size x ctx x kv_dtype, each in a fresh process, with random weights.\n"
+             "for every attention setting x batch_size x ctx x kv_dtype, each in a fresh process, with\n"
+             "random weights. The settings are the n_kv_head list (MHA, GQA, MQA), then the kv_lora_rank\n"
+             "list (MLA, DeepSeek-V2's latent attention, every row with n_kv_head = n_head).\n"
              "Defaults are cfg-d (vocab 256, 6 layers, 8 heads, n_embd 512, block 4096).\n\n"
              "Training runs AdamW with fixed hyperparameters (lr %g, beta1 %g, beta2 %g, eps %g,\n"
              "weight_decay %g); they do not change the time of a step.\n"
              "With --roofline the machine's sgemm peak and memory read bandwidth are measured first;\n"
              "training is also given in GFLOP/s (6N + 12 L C T per token) with MFU against that peak,\n"
              "decode in GB/s read (4 bytes per parameter, one row of wpe with learned positions, plus the\n"
-             "K and V of ctx positions per step) with the fraction of the bandwidth (CSV: train_gflops,\n"
+             "cache of ctx positions per step) with the fraction of the bandwidth (CSV: train_gflops,\n"
              "train_mfu, decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not\n"
              "percent, empty without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit\n"
              "in the caches); after the table a second reading is printed as 'roofline at the end'.\n"
-             "Without infer in --measure there is one row per n_kv_head, without batch, ctx or kv_dtype.\n"
+             "Decode is also given as a fraction of its roofline: a step takes at least the larger of its\n"
+             "FLOPs at the sgemm peak (fma) and its bytes at the read bandwidth (read); FLOPs are the\n"
+             "linear layers and LM head for batch tokens plus the attention over ctx positions, absorbed\n"
+             "for MLA (CSV: decode_step_bytes, decode_step_flops, decode_roofline_tok_s,\n"
+             "decode_roofline_frac, decode_bound; docs/benchmarks.md gives the formulas).\n"
+             "Without infer in --measure there is one row per setting, without batch, ctx or kv_dtype.\n"
              "With --rounds R every measurement runs in R processes, round-robin over the settings (all\n"
              "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"
              "tok/s are then mean +- stddev over rounds x repeats. The column 'decode x n_kv_head G' is\n"
-             "the median decode tok/s over that of the list's first n_kv_head G at the same batch, ctx\n"
-             "and kv_dtype (CSV: decode_speedup, with train_tok_s_median and decode_tok_s_median).\n"
+             "the median decode tok/s over that of the first setting (the first n_kv_head G) at the same\n"
+             "batch, ctx and kv_dtype (CSV: decode_speedup, with train_tok_s_median and\n"
+             "decode_tok_s_median). CSV columns kv_lora_rank, rope_head_dim (0 for grouped rows) and\n"
+             "attention (MHA, GQA-4, MQA, MLA-128) name the setting.\n"
              "--measure=gemm times the training step's linear-layer products alone (each shard's gemm()\n"
              "calls, forward and backward, nothing else): the most a step of those calls could reach.\n"
              "Its column gives that tok/s and, with train, the median training tok/s as a percentage of\n"
@@ -111,17 +129,30 @@ int cmd_bench(int argc, char **argv) {
              (double)BENCH_ADAMW_WEIGHT_DECAY);
     const int rc = opts_parse_command(opts, n, argc, argv, usage, 1);
     if (rc != 0) return rc < 0;  // --help: 0, an error: 1
-    list_copy(&bc.n_kv_head, &kvs), list_copy(&bc.ctx, &ctxs), list_copy(&bc.batch_size, &batches);
+    list_copy(&bc.n_kv_head, &kvs), list_copy(&bc.kv_lora_rank, &ranks);
+    list_copy(&bc.ctx, &ctxs), list_copy(&bc.batch_size, &batches);
     list_copy(&bc.kv_dtype, &dts);
     for (int i = 0; i < measure.n; i++) bc.measure |= 1 << measure.v[i];
     if (bc.train_block_size == 0) bc.train_block_size = bc.model.block_size;
     if (threads > 0) omp_set_num_threads(threads);
     gemm_use_openblas(bc.gemm == BENCH_GEMM_OPENBLAS);
 
+    // the MLA settings share rope_head_dim: given, or DeepSeek-V2's head_size/2 with rope
+    if (bc.kv_lora_rank.n == 0 && bc.model.rope_head_dim != 0)
+        die("rope_head_dim %d is for the MLA settings, and there are none: give --kv_lora_rank too",
+            bc.model.rope_head_dim);
+    if (bc.kv_lora_rank.n && bc.model.rope_head_dim == 0) {
+        GPTConfig c = bench_model_config(&bc, bc.n_kv_head.n);
+        cli_model_resolve(&c);
+        bc.model.rope_head_dim = c.rope_head_dim;
+    }
     char err[512];
-    for (int i = 0; i < bc.n_kv_head.n; i++) {
-        GPTConfig c = bench_model_config(&bc, bc.n_kv_head.v[i]);
-        if (gpt_config_validate(&c, err, sizeof err) != 0) die("%s", err);
+    for (int i = 0; i < bench_num_settings(&bc); i++) {
+        GPTConfig c = bench_model_config(&bc, i);
+        if (gpt_config_validate(&c, err, sizeof err) != 0) {
+            if (gpt_is_latent(&c)) die("kv_lora_rank %d: %s", c.kv_lora_rank, err);
+            die("%s", err);
+        }
     }
     for (int i = 0; (bc.measure >> BENCH_INFER) & 1 && i < bc.ctx.n; i++)
         if (bc.ctx.v[i] + bc.decode_tokens > bc.model.block_size)
@@ -131,7 +162,9 @@ int cmd_bench(int argc, char **argv) {
         die("train_block_size %d exceeds block_size %d", bc.train_block_size, bc.model.block_size);
 
     if (worker != WORKER_NONE) {  // a child: one measurement, then out
-        bench_worker(&bc, (BenchWorker)worker);
+        if (setting >= bench_num_settings(&bc)) die("internal: --_setting %d: there are %d settings", setting,
+                                                     bench_num_settings(&bc));
+        bench_worker(&bc, (BenchWorker)worker, setting);
         return 0;
     }
     if (bc.csv[0] && cli_check_output("csv", bc.csv) != 0) return 1;

@@ -154,8 +154,15 @@ int cmd_sample(int argc, char **argv) {
         fprintf(stderr, "decode: %d steps x %d sequence%s in %.3f s (%.1f tok/s%s)\n", decode_steps, B,
                 B == 1 ? "" : "s", t_decode, (double)decode_steps * B / (t_decode > 0 ? t_decode : 1e-9),
                 reprefills ? ", including re-prefills past block_size" : "");
-    fprintf(stderr, "kv cache: %s (%zu bytes: n_kv_head %d, %d positions, %d sequence%s, %s)\n",
-            format_bytes((double)inf.cache.bytes, b1, sizeof b1), inf.cache.bytes, m.config.n_kv_head, max_T, B,
+    // what a position holds: a K and V per KV head, or MLA's latent and rope key
+    char kind[96];
+    if (gpt_is_latent(&m.config))
+        snprintf(kind, sizeof kind, "MLA kv_lora_rank %d + rope_head_dim %d", m.config.kv_lora_rank,
+                 m.config.rope_head_dim);
+    else
+        snprintf(kind, sizeof kind, "n_kv_head %d", m.config.n_kv_head);
+    fprintf(stderr, "kv cache: %s (%zu bytes: %s, %d positions, %d sequence%s, %s)\n",
+            format_bytes((double)inf.cache.bytes, b1, sizeof b1), inf.cache.bytes, kind, max_T, B,
             B == 1 ? "" : "s", kv_dtype_name(kv_dtype));
     fprintf(stderr, "peak resident memory: %s\n", format_bytes((double)peak_rss_bytes(), b2, sizeof b2));
 

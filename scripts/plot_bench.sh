@@ -4,7 +4,8 @@
 #   scripts/plot_bench.sh bench.csv OUT_PREFIX
 #
 # writes OUT_PREFIX-decode.png (decode tok/s against context length, one
-# line per n_kv_head x batch x kv_dtype, one panel per batch size) and
+# line per attention setting (n_kv_head, or MLA's kv_lora_rank) x batch x
+# kv_dtype, one panel per batch size) and
 # OUT_PREFIX-memory.png (KV cache bytes, solid, and measured peak resident
 # memory, dashed, against context length). Needs gnuplot (gnuplot-nox).
 set -eu
@@ -15,23 +16,32 @@ head -1 "$csv" | grep -q '^n_kv_head,batch,ctx,kv_dtype,' || { echo "error: $csv
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# one data file per series: ctx decode_tok_s decode_sd kv_bytes rss_bytes
-tail -n +2 "$csv" | awk -F, -v dir="$tmp" '{
-    f = dir "/s_" $1 "_" $2 "_" $4 ".dat"
-    print $3, $8, $9, $10, $11 >> f
-}'
+# one data file per series (attention setting x batch x kv_dtype): ctx decode_tok_s
+# decode_sd kv_bytes rss_bytes (columns 3, 8-11: fixed since the first CSV); series.txt
+# lists them as "order batch file label": grouped settings first, most KV heads first,
+# then MLA (kv_lora_rank > 0, a column of later CSVs), largest rank first.
+awk -F, -v dir="$tmp" 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    { r = ("kv_lora_rank" in col) ? $(col["kv_lora_rank"]) + 0 : 0
+      name = r > 0 ? "MLA kv_lora_rank " r : "n_kv_head " $1
+      key = name SUBSEP $2 SUBSEP $4
+      if (!(key in file)) {
+          file[key] = dir "/s" (++n) ".dat"
+          printf "%d%09d %s %s %s %s\n", (r > 0), 999999999 - (r > 0 ? r : $1), $2, file[key], name, $4 > (dir "/series.txt")
+      }
+      print $3, $8, $9, $10, $11 >> file[key]
+    }' "$csv"
 batches=$(tail -n +2 "$csv" | cut -d, -f2 | sort -n -u)
 nb=$(echo "$batches" | wc -l)
 
 series() {  # series BATCH COLUMN STYLE TITLE_SUFFIX -> gnuplot plot clause
     b=$1 col=$2 style=$3 suffix=$4 clause="" i=0
-    for f in $(ls "$tmp"/s_*_"$b"_*.dat | sort -t_ -k2,2nr); do
-        base=$(basename "$f" .dat)
-        g=$(echo "$base" | cut -d_ -f2) dt=$(echo "$base" | cut -d_ -f4)
+    sort -k1,1 -k5 "$tmp/series.txt" > "$tmp/series.sorted"
+    while read -r _order batch f label; do
+        [ "$batch" = "$b" ] || continue
         i=$((i + 1))
         sort -n "$f" -o "$f"
-        clause="$clause${clause:+, }'$f' using 1:$col $style lc $i title 'n_kv_head $g $dt$suffix'"
-    done
+        clause="$clause${clause:+, }'$f' using 1:$col $style lc $i title '$label$suffix'"
+    done < "$tmp/series.sorted"
     echo "$clause"
 }
 

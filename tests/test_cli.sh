@@ -105,8 +105,8 @@ expect 1 "--csv: cannot write '/nonexistent/x.csv'" -- "$GQA" mem --csv /nonexis
 case "$out" in *"| n_kv_head |"*) bad "mem printed its table before failing on the CSV path" ;; *) ok ;; esac
 memcsv=$(mktemp /tmp/gqa_mem_XXXXXX)
 "$GQA" mem --n_kv_head 8,1 --ctx 1024 --csv "$memcsv" > /dev/null 2>&1 &&
-    [ "$(head -1 "$memcsv")" = "n_kv_head,ctx,kv_cache_bytes" ] && [ "$(wc -l < "$memcsv")" -eq 10 ] &&
-    grep -q '^1,1024,16777216$' "$memcsv" && [ ! -e "$memcsv.tmp" ] && ok || bad "mem CSV: $(cat "$memcsv")"
+    [ "$(head -1 "$memcsv")" = "n_kv_head,ctx,kv_cache_bytes,kv_lora_rank,rope_head_dim" ] && [ "$(wc -l < "$memcsv")" -eq 10 ] &&
+    grep -q '^1,1024,16777216,0,0$' "$memcsv" && [ ! -e "$memcsv.tmp" ] && ok || bad "mem CSV: $(cat "$memcsv")"
 rm -f "$memcsv"
 
 # csv_has FILE CONDITION: some data row of FILE meets CONDITION, an awk expression over the columns by
@@ -128,6 +128,8 @@ tmpd=$(mktemp -d /tmp/gqa_cli_XXXXXX)
 tiny="--vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 32 --train_batch_size 2 --train_block_size 8
     --decode_tokens 4 --train_steps 1 --threads 1"
 header="n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,decode_speedup,gemm_tok_s_median,train_gemm_frac"
+# the columns MLA added, after all of the above (readers by position keep working)
+header="$header,kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_step_flops,decode_roofline_tok_s,decode_roofline_frac,decode_bound"
 # shellcheck disable=SC2086
 expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch_size 1,2 --kv_dtype f32,bf16 \
     --repeats 2 --roofline=false --csv "$tmpd/b.csv"
@@ -167,6 +169,7 @@ expect 0 "| 2 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 -
 # and a second reading at the end of the run
 # shellcheck disable=SC2086
 expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --repeats 1 --csv "$tmpd/r.csv"
+roofline_out=$out  # the MLA section below checks its roofline cell
 case "$out" in *"roofline at the end (the percentages above are of the first): sgemm peak "*) ok ;;
     *) bad "bench prints no roofline at the end: $out" ;; esac
 # the peak is the faster of the two sgemm backends it names
@@ -235,6 +238,180 @@ if command -v gnuplot >/dev/null; then
 fi
 expect 1 "ctx 40 + decode_tokens 32 exceeds block_size 64" -- "$GQA" bench --block_size 64 --ctx 40
 expect 1 "option 'kv_dtype': 'f8' is not one of f32, bf16, f16" -- "$GQA" bench --kv_dtype f32,f8
+
+# ---- MLA in info/mem/bench: multi-head latent attention (kv_lora_rank r > 0, rope_head_dim dR) caches
+# n_layer x (r + dR) numbers per token; DeepSeek-V2's Table 1 calls that GQA with (r + dR) / (2 head_dim) groups.
+# Decoding MLA comes with model/attention_latent.h: until this tree has it, sample and bench cannot run an MLA
+# cache, and bench must refuse to time one rather than time another attention.
+mla_decode=0
+[ -f "$(dirname "$0")/../model/attention_latent.h" ] && mla_decode=1
+# one_line STATUS NEEDLE -- cmd...: as expect, and the output is exactly one line
+one_line() {
+    expect "$@"
+    [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && ok || bad "more than one line: $out"
+}
+# DeepSeek-V2's attention: 60 layers, 128 heads of 128 (n_embd 16384 = 128 x 128), d_c 512, d_R 64. Per token:
+# MHA 2 L NH HS, GQA-8 2 L 8 HS, MQA 2 L HS, MLA L (d_c + d_R) numbers; 2 bytes each in f16, 4 in f32
+ds="--n_layer 60 --n_head 128 --n_embd 16384 --n_kv_head 128,8,1 --kv_lora_rank 512 --rope_head_dim 64 --pos rope"
+for e in 2 4; do
+    dt=$([ $e = 2 ] && echo f16 || echo f32)
+    # shellcheck disable=SC2086
+    out=$("$GQA" mem $ds --kv_dtype $dt 2>&1) || bad "mem DeepSeek-V2 $dt failed: $out"
+    for row in "128 | MHA | $((2 * 60 * 128 * 128 * e))" "8 | GQA | $((2 * 60 * 8 * 128 * e))" "1 | MQA | $((2 * 60 * 1 * 128 * e))" \
+        "128 | MLA (r 512, dR 64) | $((60 * (512 + 64) * e))"; do
+        # "| n_kv_head | attention | X.XX MB (BYTES B) |"
+        echo "$out" | grep -q "^| ${row% *} [0-9.]* MB (${row##* } B) |" && ok || bad "mem DeepSeek-V2 $dt: no row '| $row B': $out"
+    done
+    echo "$out" | grep -q '^| 128 | MLA (r 512, dR 64) | .* | 56.89x | .* | 2.25 |$' && ok ||
+        bad "mem DeepSeek-V2 $dt: MLA is not 56.89x smaller than MHA, as GQA with 2.25 groups: $out"
+done
+[ $((60 * (512 + 64) * 2)) -eq 69120 ] && [ $((2 * 60 * 128 * 128 * 2)) -eq 3932160 ] && ok || bad "shell arithmetic"
+# shellcheck disable=SC2086
+expect 0 "| 128 | MLA (r 512, dR 64) | 0.07 MB (69120 B) | 283.12 MB (270.00 MiB) | 56.89x" -- "$GQA" mem $ds --kv_dtype f16
+# shellcheck disable=SC2086
+expect 0 "| 8 | GQA | 0.25 MB (245760 B) | 1.01 GB (960.00 MiB) | 16.00x" -- "$GQA" mem $ds --kv_dtype f16
+case "$out" in *"| 128 | MHA | 3.93 MB (3932160 B) | 16.11 GB (15.00 GiB) | 1.00x | 0 B |"*"| 128 |"*) ok ;;
+    *) bad "mem DeepSeek-V2: the MHA row: $out" ;; esac
+case "$out" in *"pos rope; MLA rope_head_dim 64, latent_norm 1;"*) ok ;; *) bad "mem does not name the MLA shape: $out" ;; esac
+# d_c = 4 d_h and d_R = d_h / 2 (the default with rope) is GQA with 2.25 groups at any head size, and has its bytes:
+# head_dim 64, 10 layers: MLA 10 x (256 + 32) x 4 = 11520 B = 2 x 10 x 2.25 x 64 x 4
+expect 0 "| 8 | MLA (r 256, dR 32) | 0.01 MB (11520 B) |" -- "$GQA" mem --n_layer 10 --n_head 8 --n_embd 512 --n_kv_head 8 \
+    --kv_lora_rank 256 --pos rope --kv_dtype f32
+echo "$out" | grep -q '^| 8 | MLA (r 256, dR 32) | .* | 3.56x | .* | 2.25 |$' && ok || bad "2.25 groups at head_dim 64: $out"
+[ $((10 * (256 + 32) * 4)) -eq $((2 * 10 * 64 * 4 * 9 / 4)) ] && ok || bad "11520 is not GQA-2.25's bytes"
+# learned positions: no decoupled key, dR = 0: r = 2 head_dim is GQA-2 exactly; the grouped rows say n_kv_head
+expect 0 "| 8 | MLA (r 256, dR 0) | 0.01 MB (10240 B) |" -- "$GQA" mem --n_layer 10 --n_head 8 --n_embd 512 --n_kv_head 2 \
+    --kv_lora_rank 256 --kv_dtype f32
+echo "$out" | grep -q '^| 8 | MLA (r 256, dR 0) | .* | 2 |$' && echo "$out" | grep -q '^| 2 | GQA | 0.01 MB (10240 B) | .* | 2 |$' &&
+    echo "$out" | grep -q '^| 8 | MHA | .* | 8 |$' && ok || bad "as GQA groups, learned: $out"
+# every MLA row of a list is L (r + dR) elem bytes per token, and the CSV gives them with their r and dR
+memcsv=$(mktemp /tmp/gqa_mem_XXXXXX)
+"$GQA" mem --n_kv_head 8 --kv_lora_rank 512,128,8 --pos rope --rope_head_dim 64 --ctx 512 --csv "$memcsv" > "$memcsv.md" 2>/dev/null ||
+    bad "mem with a kv_lora_rank list failed"
+for r in 512 128 8; do
+    grep -q "^| 32 | MLA (r $r, dR 64) | [0-9.]* MB ($((32 * (r + 64) * 2)) B) |" "$memcsv.md" && ok || bad "mem MLA r $r bytes: $(cat "$memcsv.md")"
+    grep -q "^32,512,$((32 * (r + 64) * 2 * 512)),$r,64\$" "$memcsv" && ok || bad "mem CSV MLA r $r: $(cat "$memcsv")"
+done
+[ "$(head -1 "$memcsv")" = "n_kv_head,ctx,kv_cache_bytes,kv_lora_rank,rope_head_dim" ] && grep -q '^8,256,33554432,0,0$' "$memcsv" &&
+    [ "$(wc -l < "$memcsv")" -eq 11 ] && ok || bad "mem CSV columns: $(cat "$memcsv")"
+rm -f "$memcsv" "$memcsv.md"
+if command -v gnuplot >/dev/null; then
+    # shellcheck disable=SC2086
+    GQA=$GQA sh "$(dirname "$0")/../scripts/plot_mem.sh" "$tmpd/mla.png" $ds --ctx 8192 > /dev/null 2>&1 && [ -s "$tmpd/mla.png" ] &&
+        ok || bad "plot_mem.sh with MLA rows made no PNG"
+fi
+# info: the kind, r, dR, the per-token formula and the GQA it equals; the parameter count as ref_gpt.py builds it
+# (wte 65 x 512; per layer q 8 x 96 x 512, dkv 288 x 512, kvnw 256, ukv 1024 x 256, attproj, fc, fcproj, 2 LN, biases)
+mla="--n_layer 10 --n_head 8 --n_kv_head 8 --n_embd 512 --kv_lora_rank 256 --pos rope"
+# shellcheck disable=SC2086
+expect 0 "attention: MLA, head_dim 64, 8 query heads" -- "$GQA" info $mla
+for k in "pos=rope kv_lora_rank=256 rope_head_dim=32 latent_norm=1" "latent of kv_lora_rank 256 (RMSNorm); query/key heads 64 + rope_head_dim 32 = 96 wide" \
+    "kv cache per token: 11520 bytes float32 (n_layer * (kv_lora_rank + rope_head_dim) * 4 = 10 * (256 + 32) * 4)" \
+    "kv cache as GQA: equal to GQA with 2.25 groups" "parameters: 31729984" "at block_size 256: 2949120 bytes" "MHA would need 10.00 MiB"; do
+    case "$out" in *"$k"*) ok ;; *) bad "info MLA lacks '$k': $out" ;; esac
+done
+# shellcheck disable=SC2086
+expect 0 "kv cache per token: 10240 bytes float32 (n_layer * (kv_lora_rank + rope_head_dim) * 4 = 10 * (256 + 0) * 4)" -- \
+    "$GQA" info $mla --pos learned
+case "$out" in *"equal to GQA with 2 groups"*) ok ;; *) bad "info MLA learned: $out" ;; esac
+# shellcheck disable=SC2086
+expect 0 "latent of kv_lora_rank 256 (no norm)" -- "$GQA" info $mla --latent_norm=0 --rope_head_dim 16
+case "$out" in *"parameters: $((31729984 - 10 * 256 - 10 * 8 * 16 * 513 - 10 * 16 * 513))"*"equal to GQA with 2.125 groups"*) ok ;;
+    *) bad "info MLA without the norm, dR 16: $out" ;; esac
+# the shape of a checkpoint: a one-step MLA model trained here, and the grouped fixture
+head -c 20000 "$(dirname "$0")/../data/shakespeare_char/input.txt" > "$tmpd/small.txt"
+"$GQA" prepare --input "$tmpd/small.txt" --out_dir "$tmpd/data" > /dev/null 2>&1 &&
+    "$GQA" train --data_dir "$tmpd/data" --out_dir "$tmpd/mla" --n_layer 1 --n_head 4 --n_kv_head 4 --n_embd 16 --block_size 16 \
+        --batch_size 2 --max_iters 1 --eval_iters 1 --eval_interval 1 --kv_lora_rank 8 --pos rope --threads 1 > "$tmpd/mla.log" 2>&1 &&
+    ok || bad "a one-step MLA training failed: $(tail -3 "$tmpd/mla.log")"
+expect 0 "kv_lora_rank=8 rope_head_dim=2 latent_norm=1" -- "$GQA" info --ckpt "$tmpd/mla/ckpt.bin"
+case "$out" in *"checkpoint: $tmpd/mla/ckpt.bin"*"kv cache per token: 40 bytes float32"*"equal to GQA with 1.25 groups"*) ok ;;
+    *) bad "info --ckpt MLA: $out" ;; esac
+expect 0 "attention: GQA, head_dim 12, 2 query heads per KV head" -- "$GQA" info --ckpt "$(dirname "$0")/fixtures/tiny_gqa.bin"
+one_line 1 "--n_head: with --ckpt the shape is the checkpoint's" -- "$GQA" info --ckpt "$tmpd/mla/ckpt.bin" --n_head 4
+one_line 1 "cannot open '$tmpd/none.bin'" -- "$GQA" info --ckpt "$tmpd/none.bin"
+# sample names what its cache holds
+"$GQA" sample --ckpt "$tmpd/mla/ckpt.bin" --max_new_tokens 5 --prompt "A" > /dev/null 2> "$tmpd/mla.err"
+grep -q "bytes: MLA kv_lora_rank 8 + rope_head_dim 2, 6 positions, 1 sequence, f32)" "$tmpd/mla.err" && ok ||
+    bad "sample's kv cache line does not name MLA: $(cat "$tmpd/mla.err")"
+# ... and, with MLA decode, holds 1 layer x 6 positions x (8 + 2) numbers x 4 B
+if [ $mla_decode = 1 ]; then
+    grep -q "kv cache: 240 B (240 bytes: MLA kv_lora_rank 8" "$tmpd/mla.err" && ok || bad "sample MLA cache bytes: $(cat "$tmpd/mla.err")"
+fi
+# bench: one list of settings, the n_kv_head rows then the MLA rows (n_kv_head = n_head), new columns at the end
+# shellcheck disable=SC2086
+expect 0 "| MLA-8 | 4 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 4,2 --kv_lora_rank 8,4 --measure=train --roofline=false \
+    --csv "$tmpd/mla.csv"
+case "$out" in *"| MHA | 4 | - |"*"| GQA-2 | 2 | - |"*"| MLA-8 | 4 | - |"*"| MLA-4 | 4 | - |"*) ok ;; *) bad "bench MLA row order: $out" ;; esac
+if [ "$(head -1 "$tmpd/mla.csv")" = "$header" ] && [ "$(rows "$tmpd/mla.csv")" -eq 4 ] &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 4 && v("kv_lora_rank") == 0 && v("rope_head_dim") == 0 && v("attention") == "MHA" && v("params") == 4000' &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 2 && v("kv_lora_rank") == 0 && v("attention") == "GQA-2" && v("params") == 3728' &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 4 && v("kv_lora_rank") == 8 && v("rope_head_dim") == 0 && v("attention") == "MLA-8" && v("params") == 3888' &&
+    csv_has "$tmpd/mla.csv" 'v("n_kv_head") == 4 && v("kv_lora_rank") == 4 && v("attention") == "MLA-4" && v("params") == 3688' &&
+    csv_all "$tmpd/mla.csv" 'num("train_tok_s") && empty("decode_tok_s") && empty("decode_step_bytes") && empty("decode_bound")'
+then ok; else bad "bench MLA CSV: $(cat "$tmpd/mla.csv")"; fi
+# with rope, dR defaults to head_size / 2 (2 here) and the MLA settings say so in the header line
+# shellcheck disable=SC2086
+expect 0 "pos=rope rope_theta=10000 rope_head_dim=2 latent_norm=1;" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --pos rope \
+    --measure=train,gemm --repeats 1 --roofline=false --csv "$tmpd/mlar.csv"
+csv_has "$tmpd/mlar.csv" 'v("kv_lora_rank") == 8 && v("rope_head_dim") == 2 && v("params") == 3546 && num("train_tok_s") &&
+    num("gemm_tok_s_median")' && ok || bad "bench MLA rope CSV: $(cat "$tmpd/mlar.csv")"
+# the roofline of a decode row (the grouped one measured above with --roofline): the larger of the FMA time at the
+# peak and the read time at the bandwidth. n_kv_head 2, batch 1, ctx 8, f32: bytes 4 x (3728 - 31 x 16) weights +
+# 8 x 64 cache; FLOPs 2 x (16 x 32 + 256 + 1024 + 1024 + 11 x 16) MACs + 2 x 4 heads x 8 x 4 x 2
+csv_all "$tmpd/r.csv" "v(\"decode_step_bytes\") == $((4 * (3728 - 31 * 16) + 8 * 64)) &&
+    v(\"decode_step_flops\") == $((2 * (16 * 32 + 256 + 1024 + 1024 + 11 * 16) + 2 * 4 * 8 * 4 * 2)) && v(\"kv_lora_rank\") == 0 &&
+    v(\"attention\") == \"GQA-2\"" && ok || bad "bench decode step bytes/FLOPs: $(cat "$tmpd/r.csv")"
+# peak = train_gflops / train_mfu and bandwidth = decode_gbs / decode_bw_frac (the CSV rounds them: 1% slack)
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    { peak = $(c["train_gflops"]) / $(c["train_mfu"]) * 1e9; bw = $(c["decode_gbs"]) / $(c["decode_bw_frac"]) * 1e9
+      f = $(c["decode_step_flops"]) / peak; b = $(c["decode_step_bytes"]) / bw; t = f > b ? f : b
+      want = $(c["batch"]) / t; got = $(c["decode_roofline_tok_s"])
+      frac = $(c["decode_tok_s"]) / got
+      if (got < 0.99 * want || got > 1.01 * want) bad = 1
+      if ((frac - $(c["decode_roofline_frac"])) ^ 2 > 1e-8 * frac * frac + 1e-8) bad = 1
+      if ($(c["decode_bound"]) != (f > b ? "fma" : "read")) bad = 1
+      n++ }
+    END { exit bad || n != 1 }' "$tmpd/r.csv" && ok || bad "bench decode roofline: $(cat "$tmpd/r.csv")"
+echo "$roofline_out" | grep -q '^| GQA-2 | 2 | 1 | 8 | f32 | .* | [0-9]*% of [0-9]* (\(read\|fma\)) |$' && ok ||
+    bad "bench table lacks the roofline cell: $roofline_out"
+# MLA decode rows: the cache of r + dR numbers per position and the absorbed attention's FLOPs; without MLA decode
+# such a row fails, with one line saying why
+if [ $mla_decode = 1 ]; then
+    # shellcheck disable=SC2086
+    expect 0 "| MLA-8 | 4 | 2 | 8 | f32 |" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --ctx 8 --batch_size 2 --measure=infer \
+        --roofline=false --csv "$tmpd/mlai.csv"
+    # 1 layer x 2 sequences x 8 positions x 8 numbers x 4 B; weights 4 x (3888 - 31 x 16); FLOPs: 2 tokens x 2 x
+    # (q 16 x 16 + dkv 16 x 8 + 256 + 1024 + 1024 + 11 x 16) + 2 x 2 x 4 heads x 8 x (8 + 8) + 2 x 2 x 4 x 4 x 8 x 2
+    csv_has "$tmpd/mlai.csv" "v(\"kv_lora_rank\") == 8 && v(\"batch\") == 2 && v(\"kv_cache_bytes\") == 512 &&
+        v(\"decode_step_bytes\") == $((4 * (3888 - 31 * 16) + 512)) &&
+        v(\"decode_step_flops\") == $((2 * 2 * (256 + 128 + 256 + 1024 + 1024 + 176) + 2 * 2 * 4 * 8 * 16 + 2 * 2 * 4 * 4 * 8 * 2)) &&
+        num(\"decode_tok_s\") && v(\"decode_speedup\") != \"\"" && ok || bad "bench MLA decode CSV: $(cat "$tmpd/mlai.csv")"
+else
+    # shellcheck disable=SC2086
+    "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --ctx 8 --batch_size 2 --measure=infer --roofline=false > "$tmpd/mlai.out" 2>&1 &&
+        bad "bench timed an MLA decode this tree does not have: $(cat "$tmpd/mlai.out")"
+    # the cache for ctx 8 + decode_tokens 4 positions: 1 layer x 2 x 12 x 8 x 4 B
+    [ "$(grep -c "^error: MLA-8: decode allocated a KV cache of [0-9]* bytes where this setting needs 768 " "$tmpd/mlai.out")" -eq 1 ] &&
+        ok || bad "bench MLA decode without MLA decode: $(cat "$tmpd/mlai.out")"
+fi
+# bad values: one line each
+one_line 1 "option 'kv_lora_rank': -1 is out of range [1, 1048576]" -- "$GQA" bench --kv_lora_rank -1
+one_line 1 "option 'kv_lora_rank': -1 is out of range [1, 1048576]" -- "$GQA" mem --kv_lora_rank -1
+one_line 1 "option 'kv_lora_rank': -1 is out of range [0, 1048576]" -- "$GQA" info --kv_lora_rank -1
+# shellcheck disable=SC2086
+one_line 1 "kv_lora_rank 8: MLA with pos=rope needs an even rope_head_dim >= 2" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --pos rope --rope_head_dim 3
+one_line 1 "kv_lora_rank 512: MLA with pos=rope needs an even rope_head_dim >= 2" -- "$GQA" mem --kv_lora_rank 512 --pos rope --rope_head_dim 63
+one_line 1 "MLA with pos=rope needs an even rope_head_dim >= 2 (the decoupled rotary part; DeepSeek-V2 uses head_size/2), got 5" -- \
+    "$GQA" info --kv_lora_rank 64 --pos rope --rope_head_dim 5
+one_line 1 "kv_lora_rank 512: rope_head_dim is MLA's decoupled rotary part (kv_lora_rank > 0 with pos=rope); it must be 0 here, got 64" -- \
+    "$GQA" mem --kv_lora_rank 512 --rope_head_dim 64
+one_line 1 "rope_head_dim 64 is for the MLA rows, and there are none: give --kv_lora_rank too" -- "$GQA" mem --rope_head_dim 64
+one_line 1 "rope_head_dim 2 is for the MLA settings, and there are none: give --kv_lora_rank too" -- "$GQA" bench --rope_head_dim 2
+one_line 1 "n_kv_head must equal n_head=6, got 2" -- "$GQA" info --kv_lora_rank 64 --n_kv_head 2
+for c in bench mem info; do
+    for o in kv_lora_rank rope_head_dim latent_norm; do "$GQA" "$c" --help | grep -q "^  --$o " && ok || bad "gqa $c --help lacks --$o"; done
+done
 
 # gqa convert: the tiny GQA fixture (4 query heads, 2 KV heads)
 fx=$(dirname "$0")/fixtures
