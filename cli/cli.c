@@ -74,7 +74,6 @@ void cli_model_resolve(GPTConfig *c) {
         const int half = c->n_embd / c->n_head / 2 / 2 * 2;  // head_size/2, rounded down to even
         c->rope_head_dim = half >= 2 ? half : 2;
     }
-    if (!gpt_is_latent(c) || c->pos != GPT_POS_ROPE) c->rope_head_dim = 0;
     if (!gpt_is_latent(c)) c->latent_norm = 0;  // no latent, no norm: as checkpoints spell it
 }
 

@@ -33,9 +33,9 @@ void cli_model_opts(GPTConfig *c, const char *names, Opt *out, int *n);
 // one of them in another form (bench's and mem's n_kv_head list).
 const Opt *cli_model_opt(const char *name);
 // Fill in what the options leave to the shape: rope_head_dim 0 means
-// head_size/2 (rounded down to even, at least 2) for MLA with rope, and is
-// 0 for every other shape; latent_norm is 0 without a latent. Call after
-// parsing, before validating.
+// head_size/2 (rounded down to even, at least 2) for MLA with rope (a value
+// given for any other shape stays, and validation refuses it); latent_norm
+// is 0 without a latent. Call after parsing, before validating.
 void cli_model_resolve(GPTConfig *c);
 
 // `gqa train`'s option table over tc's fields (static storage), and its
