@@ -23,12 +23,24 @@
  *
  * The products, both register-blocked over rows of the cache (row-major,
  * so no transposed copy of the tile is ever made):
- *   scores: one query row against 16 cached rows at a time, 16 accumulators
- *           over the W numbers (a query vector loaded once per 16 FMAs, each
- *           cached vector read straight into its FMA), then one 16 x 16
- *           transpose-and-add turns the 16 accumulators into 16 scores.
+ *   scores: a pair of query rows against 8 cached rows at a time, 16
+ *           accumulators over the W numbers: each cached vector is loaded
+ *           once into a register for the two rows' FMAs (a memory operand in
+ *           each FMA loaded it twice and cost ~20% of the kernel), then one
+ *           16 x 16 transpose-and-add turns the accumulators into 16 scores
+ *           (lanes 0-7 the first row's, 8-15 the second's). An odd row left
+ *           over meets 16 cached rows at a time alone.
  *   sum:    up to 4 rows x 4 vectors of 16 latent dims in registers, one
  *           load of each cached vector per 4 FMAs (as attention_cached.c).
+ * The score pass touches the cache first and would bear all its memory
+ * latency, while the sum runs from L1 with the memory idle; so the sum
+ * prefetches the next tile into L1, a few lines per key of its loop (not
+ * all at once: a burst of 256 prefetches at a tile's start gained nothing).
+ * That made the kernel 20-25% faster. Tried and dropped (cfg-d decode,
+ * batch 8, 4032 positions, f32, 2 threads of an Intel Xeon): tiles of 8
+ * KiB (30-45% slower) and 32 KiB (no gain); 1 row x 16 cached rows (17
+ * loads per 16 FMAs, ~5% slower), 4 query rows x 4 and 8 x 2 (5-20% slower);
+ * prefetching 2 or 3 tiles ahead (5-10% slower than 1).
  * The portable C path runs the same items, tiles and online softmax with
  * plain loops; it is the only one without AVX-512 and a test's reference
  * for the vector one.
@@ -79,27 +91,32 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 // ----------------------------------------------------------------------------
 // the kernels of one tile, portable and AVX-512
 //   convert: dst[0, n) = the n cache numbers at src as floats
-//   score:   s[j] = q . K[j] (W numbers), j < n; K rows W apart
+//   score:   S[i][j] = Q[i] . K[j] (W numbers), i < nq <= 2, j < n; Q and K
+//            rows W apart, S rows lds apart (a pair shares the cached loads)
 //   online:  the online-softmax step of one row: s[0, n) -> e^(s - m'),
 //            s[n, nk) = 0, *l = a *l + sum, *m = m'; returns a = e^(m - m')
-//   pv:      O[i][0, r) += sum_{j < nk} P[i][j] K[j][0, r), i < nr
+//   pv:      O[i][0, r) += sum_{j < nk} P[i][j] K[j][0, r), i < nr; meanwhile
+//            the pf_bytes at pf (the next tile in the cache, or NULL) are
+//            prefetched into L1, a few lines per key
 
 typedef struct {
     void (*convert)(const void *src, KVDtype dt, float *dst, size_t n);
-    void (*score)(const float *q, const float *K, int W, int n, float *s);
+    void (*score)(int nq, const float *Q, const float *K, int W, int n, float *S, int lds);
     float (*online)(float *s, int n, int nk, float *m, float *l);
-    void (*pv)(int nr, const float *P, int ldp, const float *K, int W, int r, int nk, float *O);
+    void (*pv)(int nr, const float *P, int ldp, const float *K, int W, int r, int nk, float *O, const char *pf,
+               size_t pf_bytes);
 } Kernels;
 
 static void convert_c(const void *src, KVDtype dt, float *dst, size_t n) { kv_to_float(src, dt, dst, n); }
 
-static void score_c(const float *q, const float *K, int W, int n, float *s) {
-    for (int j = 0; j < n; j++) {
-        const float *k = K + (size_t)j * W;
-        float acc = 0.0f;
-        for (int d = 0; d < W; d++) acc += q[d] * k[d];
-        s[j] = acc;
-    }
+static void score_c(int nq, const float *Q, const float *K, int W, int n, float *S, int lds) {
+    for (int i = 0; i < nq; i++)
+        for (int j = 0; j < n; j++) {
+            const float *q = Q + (size_t)i * W, *k = K + (size_t)j * W;
+            float acc = 0.0f;
+            for (int d = 0; d < W; d++) acc += q[d] * k[d];
+            S[(size_t)i * lds + j] = acc;
+        }
 }
 
 static float online_c(float *s, int n, int nk, float *m, float *l) {
@@ -114,7 +131,9 @@ static float online_c(float *s, int n, int nk, float *m, float *l) {
     return a;
 }
 
-static void pv_c(int nr, const float *P, int ldp, const float *K, int W, int r, int nk, float *O) {
+static void pv_c(int nr, const float *P, int ldp, const float *K, int W, int r, int nk, float *O, const char *pf,
+                 size_t pf_bytes) {
+    (void)pf, (void)pf_bytes;
     for (int i = 0; i < nr; i++)
         for (int j = 0; j < nk; j++) {
             const float p = P[(size_t)i * ldp + j];
@@ -166,7 +185,8 @@ ALWAYS_INLINE __m512 hsum16x16(const __m512 a[16]) {
     return _mm512_permutexvar_ps(perm, y);
 }
 
-static void score_avx(const float *q, const float *K, int W, int n, float *s) {
+// One query row against 16 cached rows at a time.
+static void score1_avx(const float *q, const float *K, int W, int n, float *s) {
     const int Wv = W / 16 * 16;
     const __mmask16 tail = mask16(W - Wv);
     for (int j0 = 0; j0 < n; j0 += 16) {
@@ -205,6 +225,65 @@ static void score_avx(const float *q, const float *K, int W, int n, float *s) {
     }
 }
 
+// Two query rows against 8 cached rows at a time: each cached vector loaded
+// once for 2 FMAs; accumulators 0-7 are row 0's, 8-15 row 1's.
+static void score2_avx(const float *q0, const float *q1, const float *K, int W, int n, float *s0, float *s1) {
+    const int Wv = W / 16 * 16;
+    const __mmask16 tail = mask16(W - Wv);
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        const int nj = n - j0 < 8 ? n - j0 : 8;
+        const float *k0 = K + (size_t)j0 * W;
+        const size_t last = (size_t)(nj - 1) * W;
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
+        if (nj == 8) {
+            for (int d = 0; d < Wv; d += 16) {
+                const __m512 a = _mm512_loadu_ps(q0 + d), b = _mm512_loadu_ps(q1 + d);
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    __m512 kv = _mm512_loadu_ps(k0 + (size_t)j * W + d);
+                    __asm__("" : "+v"(kv));  // one load for both rows' FMAs, not a memory operand in each
+                    acc[j] = _mm512_fmadd_ps(a, kv, acc[j]);
+                    acc[8 + j] = _mm512_fmadd_ps(b, kv, acc[8 + j]);
+                }
+            }
+            if (tail) {
+                const __m512 a = _mm512_maskz_loadu_ps(tail, q0 + Wv), b = _mm512_maskz_loadu_ps(tail, q1 + Wv);
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    const __m512 kv = _mm512_maskz_loadu_ps(tail, k0 + (size_t)j * W + Wv);
+                    acc[j] = _mm512_fmadd_ps(a, kv, acc[j]);
+                    acc[8 + j] = _mm512_fmadd_ps(b, kv, acc[8 + j]);
+                }
+            }
+        } else {  // rows past n repeat the last one (never read past the tile)
+            for (int d = 0; d < W; d += 16) {
+                const __mmask16 m = mask16(W - d);
+                const __m512 a = _mm512_maskz_loadu_ps(m, q0 + d), b = _mm512_maskz_loadu_ps(m, q1 + d);
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    const size_t off = (size_t)j * W < last ? (size_t)j * W : last;
+                    const __m512 kv = _mm512_maskz_loadu_ps(m, k0 + off + d);
+                    acc[j] = _mm512_fmadd_ps(a, kv, acc[j]);
+                    acc[8 + j] = _mm512_fmadd_ps(b, kv, acc[8 + j]);
+                }
+            }
+        }
+        const __m512 sc = hsum16x16(acc);
+        const __mmask16 m = mask16(nj);
+        _mm512_mask_storeu_ps(s0 + j0, m, sc);
+        _mm512_mask_storeu_ps(s1 + j0, m, _mm512_shuffle_f32x4(sc, sc, 0xEE));  // lanes 8-15 down to 0-7
+    }
+}
+
+
+// nq <= 2 rows: a pair together, a single row alone.
+static void score_avx(int nq, const float *Q, const float *K, int W, int n, float *S, int lds) {
+    if (nq == 2) score2_avx(Q, Q + W, K, W, n, S, S + lds);
+    else score1_avx(Q, K, W, n, S);
+}
+
 static float online_avx(float *s, int n, int nk, float *m, float *l) {
     __m512 mv = _mm512_set1_ps(*m);
     for (int j = 0; j < n; j += 16) mv = _mm512_mask_max_ps(mv, mask16(n - j), mv, _mm512_maskz_loadu_ps(mask16(n - j), s + j));
@@ -225,7 +304,7 @@ static float online_avx(float *s, int n, int nk, float *m, float *l) {
 
 // NR <= 4 rows x ND <= 4 vectors of 16 dims from d0 (the last masked by mlast).
 ALWAYS_INLINE void pv_rows(const int NR, const int ND, const float *P, int ldp, const float *K, int W, int d0,
-                           __mmask16 mlast, int nk, float *O, int r) {
+                           __mmask16 mlast, int nk, float *O, int r, const char *pf, int lpj) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < NR; i++)
@@ -234,6 +313,8 @@ ALWAYS_INLINE void pv_rows(const int NR, const int ND, const float *P, int ldp, 
             acc[i][v] = _mm512_maskz_loadu_ps(v == ND - 1 ? mlast : 0xFFFF, O + (size_t)i * r + d0 + 16 * v);
     for (int j = 0; j < nk; j++) {
         const float *row = K + (size_t)j * W + d0;
+        if (pf)
+            for (int c = 0; c < lpj; c++) _mm_prefetch(pf + ((size_t)j * lpj + c) * 64, _MM_HINT_T0);
         __m512 x[4];
 #pragma GCC unroll 4
         for (int v = 0; v < ND; v++) {
@@ -255,11 +336,16 @@ ALWAYS_INLINE void pv_rows(const int NR, const int ND, const float *P, int ldp, 
 }
 
 #define PV_CASE(NR, ND) \
-    case (NR) * 8 + (ND): pv_rows(NR, ND, Pc, ldp, K, W, d0, mlast, nk, Oc, r); break;
+    case (NR) * 8 + (ND): pv_rows(NR, ND, Pc, ldp, K, W, d0, mlast, nk, Oc, r, pfc, lpj); break;
 
-static void pv_avx(int nr_all, const float *P, int ldp, const float *K, int W, int r, int nk, float *O) {
+static void pv_avx(int nr_all, const float *P, int ldp, const float *K, int W, int r, int nk, float *O, const char *pf,
+                   size_t pf_bytes) {
     const int nvec = (r + 15) / 16;
     const __mmask16 tail = mask16(r - 16 * (nvec - 1));
+    // the next tile's lines, spread over every block's key loop
+    const int calls = (nr_all + 3) / 4 * ((nvec + 3) / 4), lines = (int)((pf_bytes + 63) / 64);
+    const int lpj = pf && nk ? (lines + calls * nk - 1) / (calls * nk) : 0;
+    const char *pfc = pf;
     for (int i0 = 0; i0 < nr_all; i0 += 4) {
         const int nr = nr_all - i0 < 4 ? nr_all - i0 : 4;
         const float *Pc = P + (size_t)i0 * ldp;
@@ -267,11 +353,13 @@ static void pv_avx(int nr_all, const float *P, int ldp, const float *K, int W, i
         for (int v0 = 0; v0 < nvec; v0 += 4) {
             const int nd = nvec - v0 < 4 ? nvec - v0 : 4, d0 = 16 * v0;
             const __mmask16 mlast = v0 + nd == nvec ? tail : 0xFFFF;
+            if (pf && pfc >= pf + pf_bytes) pfc = NULL;
             switch (nr * 8 + nd) {
                 PV_CASE(1, 1) PV_CASE(1, 2) PV_CASE(1, 3) PV_CASE(1, 4) PV_CASE(2, 1) PV_CASE(2, 2) PV_CASE(2, 3)
                 PV_CASE(2, 4) PV_CASE(3, 1) PV_CASE(3, 2) PV_CASE(3, 3) PV_CASE(3, 4) PV_CASE(4, 1) PV_CASE(4, 2)
                 PV_CASE(4, 3) PV_CASE(4, 4)
             }
+            if (pfc) pfc += (size_t)nk * lpj * 64;
         }
     }
 }
@@ -344,6 +432,25 @@ size_t attention_latent_scratch_floats(const KVCache *kv, int NH, int Tn, int ct
 // ----------------------------------------------------------------------------
 // the kernel
 
+// Causal visibility within an item: row i is token t0 + i / NH at position
+// pos0 + t0 + i / NH, and sees keys up to that position (and below k1, the
+// end of the item's key split).
+typedef struct {
+    int pos0, t0, NH, k1;
+} Rows;
+
+// One past the last key row i sees.
+static inline int row_end(const Rows *x, int i) {
+    const int e = x->pos0 + x->t0 + i / x->NH + 1;
+    return e < x->k1 ? e : x->k1;
+}
+
+// The first row that sees key k (rows are ordered by token: all later ones do too).
+static inline int first_row(const Rows *x, int k) {
+    const int t = k - x->pos0 - x->t0;
+    return t > 0 ? t * x->NH : 0;
+}
+
 // The cached rows [k, k + nk) of one sequence as floats: in place (f32) or
 // converted into tile.
 static const float *load_tile(const Kernels *kn, const KVCache *kv, const char *Kseq, int k, int nk, float *tile) {
@@ -384,10 +491,11 @@ void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, 
         // keys [k0, kend): the split's range, up to what the item's last token sees
         const int k0 = s * p.chunk, k1 = k0 + p.chunk < ctx ? k0 + p.chunk : ctx;
         const int kend = pos0 + t1 < k1 ? pos0 + t1 : k1;
-        float *Op = partials + (size_t)it * partial_stride, *mp = Op + (size_t)NH * r, *lp = mp + NH;
-        if (kend <= k0) {  // an empty split (decode only): R = NH rows
-            for (int i = 0; i < R; i++) mp[i] = -INFINITY, lp[i] = 0.0f;
+        // with splits: the item's partial result, O (NH, r) then m and l (NH each)
+        float *Op = p.nsplit > 1 ? partials + (size_t)it * partial_stride : NULL;
+        if (kend <= k0) {  // an empty split (decode only: R = NH rows)
             memset(Op, 0, (size_t)R * r * sizeof(float));
+            for (int i = 0; i < R; i++) Op[(size_t)NH * r + i] = -INFINITY, Op[(size_t)NH * r + NH + i] = 0.0f;
             continue;
         }
         // the item's query rows are contiguous in qabs: (t0, head 0) .. (t1 - 1, head NH - 1)
@@ -395,54 +503,57 @@ void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, 
         for (size_t i = 0; i < (size_t)R * W; i++) Q[i] = q[i] * scale;
         memset(O, 0, (size_t)R * r * sizeof(float));
         const char *Kseq = kvcache_latent(kv, l, b);
-        // row i (token t0 + i / NH) sees keys [k0, vis(i)); the rows a key k
-        // reaches are those from first_row(k) on
-#define VIS(i) (pos0 + t0 + (i) / NH + 1 < k1 ? pos0 + t0 + (i) / NH + 1 : k1)
-#define FIRST_ROW(k) ((k) - pos0 - t0 > 0 ? ((k) - pos0 - t0) * NH : 0)
+        const Rows rows = {pos0, t0, NH, k1};
         if (passes == 1) {
             for (int i = 0; i < R; i++) m[i] = -INFINITY, lsum[i] = 0.0f;
             for (int k = k0; k < kend; k += p.TK) {
-                const int nk = kend - k < p.TK ? kend - k : p.TK, i0 = FIRST_ROW(k);
+                const int nk = kend - k < p.TK ? kend - k : p.TK, i0 = first_row(&rows, k);
                 const float *K = load_tile(kn, kv, Kseq, k, nk, tile);
+                // rows in pairs, each pair scored up to its later row's end
+                for (int i = i0; i < R; i += 2) {
+                    const int nq = R - i < 2 ? R - i : 2, end = row_end(&rows, i + nq - 1);
+                    kn->score(nq, Q + (size_t)i * W, K, W, (end < k + nk ? end : k + nk) - k, S + (size_t)i * p.lds,
+                              p.lds);
+                }
                 for (int i = i0; i < R; i++) {
-                    const int n = (VIS(i) < k + nk ? VIS(i) : k + nk) - k;
-                    float *Si = S + (size_t)i * p.lds;
-                    kn->score(Q + (size_t)i * W, K, W, n, Si);
-                    const float a = kn->online(Si, n, nk, &m[i], &lsum[i]);
+                    const int end = row_end(&rows, i), n = (end < k + nk ? end : k + nk) - k;
+                    const float a = kn->online(S + (size_t)i * p.lds, n, nk, &m[i], &lsum[i]);
                     if (a != 1.0f)
                         for (int d = 0; d < r; d++) O[(size_t)i * r + d] *= a;
                 }
-                kn->pv(R - i0, S + (size_t)i0 * p.lds, p.lds, K, W, r, nk, O + (size_t)i0 * r);
+                // the sum, fetching the next tile (if any) from memory meanwhile
+                const int nn = kend - (k + nk) < p.TK ? kend - (k + nk) : p.TK;
+                kn->pv(R - i0, S + (size_t)i0 * p.lds, p.lds, K, W, r, nk, O + (size_t)i0 * r,
+                       nn > 0 ? Kseq + (size_t)(k + nk) * W * kv->elem : NULL, nn > 0 ? (size_t)nn * W * kv->elem : 0);
             }
         } else {
             // pass 1: every score of the item, then each row's softmax
             for (int k = k0; k < kend; k += p.TK) {
-                const int nk = kend - k < p.TK ? kend - k : p.TK, i0 = FIRST_ROW(k);
+                const int nk = kend - k < p.TK ? kend - k : p.TK, i0 = first_row(&rows, k);
                 const float *K = load_tile(kn, kv, Kseq, k, nk, tile);
-                for (int i = i0; i < R; i++) {
-                    const int n = (VIS(i) < k + nk ? VIS(i) : k + nk) - k;
-                    kn->score(Q + (size_t)i * W, K, W, n, S + (size_t)i * p.lds + (k - k0));
+                for (int i = i0; i < R; i += 2) {
+                    const int nq = R - i < 2 ? R - i : 2, end = row_end(&rows, i + nq - 1);
+                    kn->score(nq, Q + (size_t)i * W, K, W, (end < k + nk ? end : k + nk) - k,
+                              S + (size_t)i * p.lds + (k - k0), p.lds);
                 }
             }
             for (int i = 0; i < R; i++) {  // unnormalised; keys [vis, kend) masked to 0 for the sum
                 float *Si = S + (size_t)i * p.lds;
-                const int n = VIS(i) - k0;
+                const int n = row_end(&rows, i) - k0;
                 m[i] = softmax_exp_row(Si, n, &lsum[i]);
                 memset(Si + n, 0, (size_t)(kend - k0 - n) * sizeof(float));
             }
             // pass 2: the weighted sum, reading the cache again
             for (int k = k0; k < kend; k += p.TK) {
-                const int nk = kend - k < p.TK ? kend - k : p.TK, i0 = FIRST_ROW(k);
+                const int nk = kend - k < p.TK ? kend - k : p.TK, i0 = first_row(&rows, k);
                 const float *K = load_tile(kn, kv, Kseq, k, nk, tile);
-                kn->pv(R - i0, S + (size_t)i0 * p.lds + (k - k0), p.lds, K, W, r, nk, O + (size_t)i0 * r);
+                kn->pv(R - i0, S + (size_t)i0 * p.lds + (k - k0), p.lds, K, W, r, nk, O + (size_t)i0 * r, NULL, 0);
             }
         }
-#undef VIS
-#undef FIRST_ROW
         if (p.nsplit > 1) {  // keep m, l and the unnormalised O for the merge
             memcpy(Op, O, (size_t)R * r * sizeof(float));
-            memcpy(mp, m, (size_t)R * sizeof(float));
-            memcpy(lp, lsum, (size_t)R * sizeof(float));
+            memcpy(Op + (size_t)NH * r, m, (size_t)R * sizeof(float));
+            memcpy(Op + (size_t)NH * r + NH, lsum, (size_t)R * sizeof(float));
             continue;
         }
         float *o = olat + ((size_t)b * Tn + t0) * NH * r;  // the item's rows, contiguous
