@@ -1,10 +1,13 @@
 /*
  * infer.c: the cached forward (prefill and decode) and the samplers. The
  * layer kernels are model/ops.h; attention over the cache is
- * model/attention_cached.h's grouped kernel. Nothing here allocates per token.
- * With pos = rope the new tokens' queries and keys are rotated by their
- * absolute positions (pos0 + t) before the keys are stored, so the cache
- * holds rotated keys and the kernel is the same for both schemes.
+ * model/attention_cached.h's grouped kernel, or for MLA the absorbed latent
+ * kernel of model/attention_latent.h (see infer.h for why prefill uses it
+ * too). Nothing here allocates per token. With pos = rope the new tokens'
+ * queries and keys (MLA: the rope parts of the queries and the shared rope
+ * key) are rotated by their absolute positions (pos0 + t) before the keys
+ * are stored, so the cache holds rotated keys and the kernels are the same
+ * for both schemes.
  */
 #include "infer.h"
 
@@ -14,6 +17,8 @@
 #include <string.h>
 
 #include "../model/attention_cached.h"
+#include "../model/attention_latent.h"
+#include "../model/gemm.h"
 #include "../model/ops.h"
 #include "../model/rope.h"
 #include "../util/rng.h"
@@ -29,17 +34,23 @@ int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDt
     if (max_chunk > max_T) max_chunk = max_T;
     inf->model = m, inf->batch = batch, inf->max_T = max_T, inf->max_chunk = max_chunk;
     if (kvcache_init(&inf->cache, c, batch, max_T, kv_dtype, inf->error, sizeof inf->error) != 0) return -1;
-    const size_t N = (size_t)batch * max_chunk, C = c->n_embd;
-    const size_t QKV = gpt_qkv_width(c);
+    const size_t N = (size_t)batch * max_chunk, C = c->n_embd, NH = c->n_head;
+    const size_t QKV = gpt_qkvw_rows(c), mla = gpt_is_latent(c) ? 1 : 0;  // MLA: the query projection only
+    const size_t r = c->kv_lora_rank, W = r + c->rope_head_dim;
     const int threads = omp_get_max_threads();
-    inf->att_scratch_floats = attention_cached_scratch_floats(&inf->cache, c->n_head, max_chunk, max_T, threads);
-    size_t sizes[] = {N * C, N * C, N, N, N * QKV, N * C, N * C, N * 4 * C, N * c->vocab_size, inf->att_scratch_floats};
+    inf->att_scratch_floats = mla ? attention_latent_scratch_floats(&inf->cache, c->n_head, max_chunk, max_T, threads)
+                                  : attention_cached_scratch_floats(&inf->cache, c->n_head, max_chunk, max_T, threads);
+    size_t sizes[] = {N * C, N * C, N, N, N * QKV, N * C, N * C, N * 4 * C,
+                      mla * N * W, mla * N * r, mla * N, mla * N * NH * W, mla * N * NH * r,
+                      N * c->vocab_size, inf->att_scratch_floats};
     float **ptrs[] = {&inf->x, &inf->ln, &inf->mean, &inf->rstd, &inf->qkv, &inf->atty, &inf->tmp, &inf->fch,
+                      &inf->ckv, &inf->latent, &inf->latent_rstd, &inf->qabs, &inf->olat,
                       &inf->logits, &inf->att_scratch};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         // on cache lines: small buffers come from the heap, and where their
         // rows start would otherwise depend on what was allocated before
-        *ptrs[i] = aligned_alloc(64, (sizes[i] * sizeof(float) + 63) / 64 * 64);
+        // (at least one line, so that every pointer is a real allocation)
+        *ptrs[i] = aligned_alloc(64, sizes[i] ? (sizes[i] * sizeof(float) + 63) / 64 * 64 : 64);
         if (!*ptrs[i]) {
             snprintf(inf->error, sizeof inf->error, "cannot allocate inference buffers for batch %d x %d tokens", batch,
                      max_chunk);
@@ -52,11 +63,65 @@ int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDt
 
 void infer_free(Inference *inf) {
     kvcache_free(&inf->cache);
-    float *bufs[] = {inf->x, inf->ln, inf->mean, inf->rstd, inf->qkv, inf->atty, inf->tmp, inf->fch, inf->logits,
-                     inf->att_scratch};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-    inf->x = inf->ln = inf->mean = inf->rstd = inf->qkv = inf->atty = inf->tmp = inf->fch = NULL;
-    inf->logits = inf->att_scratch = NULL;
+    float **bufs[] = {&inf->x, &inf->ln, &inf->mean, &inf->rstd, &inf->qkv, &inf->atty, &inf->tmp, &inf->fch,
+                      &inf->ckv, &inf->latent, &inf->latent_rstd, &inf->qabs, &inf->olat, &inf->logits,
+                      &inf->att_scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+// MLA attention of layer l for the new tokens (B, Tn) at positions pos0..,
+// from inf->ln (N, C) to inf->atty (N, C), in the absorbed form:
+//   q    = x qkvw^T (+ b)                          (N, NH*D), head h [nope HS | rope dR]
+//   ckv  = x dkvw^T (+ b)                          (N, W), [latent r | rope key dR]
+//   c    = RMSNorm(ckv[:, :r]) * kvnw (latent_norm; else ckv[:, :r])
+//   rope: each query head's rope part and the rope key turned by position pos0 + t
+//   cache row = [c | kr]
+//   qabs_h = [q_nope_h W_uk_h | q_rope_h]            W_uk_h the (HS, r) rows h of ukvw
+//   olat_h = attention_latent(qabs_h, cache)        (r)
+//   o_h    = olat_h W_uv_h^T + b_uv_h               (HS), into atty's head h columns
+// The key bias b_uk_h would add q_nope_h . b_uk_h to every score of query
+// row (t, h), the same for every cached position: the softmax ignores it, so
+// the absorbed form drops it. The value bias passes through (the weights sum
+// to 1) and is added after W_uv.
+static void latent_attention(Inference *inf, int l, int B, int Tn, int pos0) {
+    GPT *m = inf->model;
+    const GPTConfig *c = &m->config;
+    const ParameterTensors w = m->params;
+    const int C = c->n_embd, NH = c->n_head, HS = C / NH, r = c->kv_lora_rank, dR = c->rope_head_dim;
+    const int D = HS + dR, W = r + dR, NQ = NH * D, N = B * Tn;
+    const float *ukvw = w.ukvw + (size_t)l * 2 * NH * HS * r;  // (2 NH HS, r): W_uk heads, then W_uv heads
+    const float *ukvb = c->bias ? w.ukvb + (size_t)l * 2 * NH * HS : NULL;
+    float *q = inf->qkv, *ckv = inf->ckv;
+    matmul_forward(q, inf->ln, w.qkvw + (size_t)l * NQ * C, c->bias ? w.qkvb + (size_t)l * NQ : NULL, N, C, NQ);
+    matmul_forward(ckv, inf->ln, w.dkvw + (size_t)l * W * C, c->bias ? w.dkvb + (size_t)l * W : NULL, N, C, W);
+    const float *lat = ckv;
+    int ldc = W;
+    if (c->latent_norm) {
+        rmsnorm_forward(inf->latent, inf->latent_rstd, ckv, W, w.kvnw + (size_t)l * r, GPT_LATENT_NORM_EPS, N, r);
+        lat = inf->latent, ldc = r;
+    }
+    if (dR) {
+        rope_rotate_rows(q + HS, B, Tn, NQ, pos0, NH, D, dR, m->rope_cos, m->rope_sin, 0);
+        rope_rotate_rows(ckv + r, B, Tn, W, pos0, 1, dR, dR, m->rope_cos, m->rope_sin, 0);
+    }
+    kvcache_store_latent(&inf->cache, l, lat, ldc, ckv + r, W, B, Tn, pos0);
+    // the absorbed queries, one small product per head (each on one thread)
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < NH; h++) {
+        gemm(N, r, HS, q + (size_t)h * D, NQ, 1, ukvw + (size_t)h * HS * r, r, 1, NULL, 0, inf->qabs + (size_t)h * W,
+             (long)NH * W);
+        for (int n = 0; n < N && dR; n++)
+            memcpy(inf->qabs + ((size_t)n * NH + h) * W + r, q + (size_t)n * NQ + h * D + HS, (size_t)dR * sizeof(float));
+    }
+    attention_latent(inf->olat, inf->qabs, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch, inf->att_scratch_floats);
+    // o_h = olat_h W_uv_h^T + b_uv_h: W_uv_h (HS, r) read as the (r, HS) operand
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < NH; h++)
+        gemm(N, HS, r, inf->olat + (size_t)h * r, (long)NH * r, 1, ukvw + ((size_t)NH + h) * HS * r, 1, r,
+             ukvb ? ukvb + (size_t)(NH + h) * HS : NULL, 0, inf->atty + (size_t)h * HS, C);
 }
 
 // The forward over the first B sequences of the batch.
@@ -64,7 +129,7 @@ static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int po
     GPT *m = inf->model;
     const GPTConfig *c = &m->config;
     const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
-    const int QKV = (NH + 2 * NKV) * (C / NH), N = B * Tn;
+    const int QKV = (int)gpt_qkv_width(c), N = B * Tn;
     if (Tn < 1 || Tn > inf->max_chunk || pos0 < 0 || pos0 + Tn > inf->max_T) {
         snprintf(inf->error, sizeof inf->error, "positions [%d, %d) do not fit (chunk %d, cache %d)", pos0, pos0 + Tn,
                  inf->max_chunk, inf->max_T);
@@ -78,13 +143,17 @@ static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int po
     encoder_forward(x, tokens, w.wte, rope ? NULL : w.wpe + (size_t)pos0 * C, B, Tn, C);
     for (int l = 0; l < L; l++) {
         layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
-        matmul_forward(inf->qkv, inf->ln, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N,
-                       C, QKV);
-        // rope: q and k turned by their absolute positions, so keys enter the cache rotated
-        if (rope) rope_rotate(inf->qkv, B, Tn, pos0, NH, NKV, C / NH, m->rope_cos, m->rope_sin, 0);
-        kvcache_store(&inf->cache, l, inf->qkv, B, Tn, pos0, NH);
-        attention_cached(inf->atty, inf->qkv, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch,
-                         inf->att_scratch_floats);
+        if (gpt_is_latent(c)) {
+            latent_attention(inf, l, B, Tn, pos0);
+        } else {
+            matmul_forward(inf->qkv, inf->ln, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL,
+                           N, C, QKV);
+            // rope: q and k turned by their absolute positions, so keys enter the cache rotated
+            if (rope) rope_rotate(inf->qkv, B, Tn, pos0, NH, NKV, C / NH, m->rope_cos, m->rope_sin, 0);
+            kvcache_store(&inf->cache, l, inf->qkv, B, Tn, pos0, NH);
+            attention_cached(inf->atty, inf->qkv, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch,
+                             inf->att_scratch_floats);
+        }
         matmul_forward(inf->tmp, inf->atty, w.attprojw + (size_t)l * C * C, c->bias ? w.attprojb + l * C : NULL, N, C,
                        C);
         residual_forward(x, x, inf->tmp, (size_t)N * C);

@@ -7,6 +7,18 @@
  * attends to everything cached before them. Prefill is Tn = prompt length
  * (in chunks), decode is Tn = 1. All sequences of a batch share positions
  * (they share the prompt), so weights are read once per step for all.
+ *
+ * Multi-head latent attention (MLA, gpt_is_latent): the cache holds one
+ * latent row [c | kr] per position (kvcache.h) and attention runs in the
+ * absorbed form (model/attention_latent.h): W_uk is folded into the query,
+ * W_uv applied to the kernel's latent output, so K and V are never
+ * materialised. Prefill uses the absorbed kernel too, not the unabsorbed
+ * form training runs: one attention path and one cache format for both
+ * phases (chunked prefill and decode then agree by construction), at a
+ * price only at prefill: the absorbed scores and sum cost NH (2r + dR)
+ * multiply-adds per (query, key) pair instead of NH (2 HS + dR), about 2x
+ * the attention FLOPs at r = 2 HS, while the unabsorbed form would spend
+ * NH 2 HS r per new key on up-projecting K and V instead.
  */
 #ifndef GQA_INFER_H
 #define GQA_INFER_H
@@ -19,10 +31,17 @@
 
 typedef struct {
     GPT *model;       // borrowed
-    KVCache cache;    // (L, B, NKV, max_T, HS)
+    KVCache cache;    // grouped (L, B, NKV, max_T, HS) K and V; MLA (L, B, max_T, r + dR) latent rows
     int batch, max_T, max_chunk;  // B, cache length, most new tokens per call
-    // activations for up to B * max_chunk rows
-    float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch;
+    // activations for up to N = B * max_chunk rows
+    float *x, *ln, *mean, *rstd, *atty, *tmp, *fch;  // (N, C) but fch (N, 4C), mean and rstd (N)
+    float *qkv;       // (N, QKV); MLA: the query projection (N, NH*D), D = HS + dR
+    // MLA only (one float otherwise)
+    float *ckv;       // (N, r + dR)  x W_dkv^T (+ b), its rope key rotated
+    float *latent;    // (N, r)       the latent after its RMSNorm (latent_norm = 1)
+    float *latent_rstd; // (N)
+    float *qabs;      // (N, NH, r + dR)  absorbed queries [W_uk_h^T q_nope_h | rotated q_rope_h]
+    float *olat;      // (N, NH, r)   the kernel's output, before W_uv
     float *logits;    // (B, V) last position, or (B, Tn, V) with all_logits
     float *att_scratch;
     size_t att_scratch_floats;

@@ -1,8 +1,9 @@
 /*
  * kvcache.c: the KV cache object (see kvcache.h): its element types and
  * their conversions, allocation, and storing, reading and broadcasting
- * positions in its layout. The attention that reads the cache is
- * attention_cached.c.
+ * positions in its two layouts (grouped K/V, MLA latent rows). The
+ * attention that reads it is attention_cached.c (grouped) or
+ * attention_latent.c (MLA).
  */
 #include "kvcache.h"
 
@@ -98,16 +99,21 @@ void kv_from_float(const float *src, KVDtype d, void *dst, size_t n) {
     }
 }
 
+// Numbers per position per layer and sequence: 2 NKV HS (grouped), r + dR (MLA).
 size_t kvcache_bytes(const GPTConfig *c, int batch, int max_T, size_t elem_bytes) {
-    return 2 * (size_t)c->n_layer * batch * c->n_kv_head * (size_t)max_T * (c->n_embd / c->n_head) * elem_bytes;
+    return (size_t)c->n_layer * batch * (size_t)max_T * gpt_kv_per_token_layer(c) * elem_bytes;
 }
 
 int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, KVDtype dtype, char *err, size_t errlen) {
     memset(kv, 0, sizeof *kv);
     kv->n_layer = c->n_layer, kv->batch = batch, kv->n_kv_head = c->n_kv_head;
     kv->max_T = max_T, kv->head_size = c->n_embd / c->n_head;
+    if (gpt_is_latent(c)) {
+        kv->kv_lora_rank = c->kv_lora_rank, kv->rope_head_dim = c->rope_head_dim;
+        kv->width = c->kv_lora_rank + c->rope_head_dim;
+    }
     kv->dtype = dtype, kv->elem = kv_dtype_bytes(dtype);
-    double want = 2.0 * c->n_layer * batch * c->n_kv_head * (double)max_T * kv->head_size * kv->elem;
+    const double want = (double)c->n_layer * batch * (double)max_T * (double)gpt_kv_per_token_layer(c) * kv->elem;
     kv->bytes = kvcache_bytes(c, batch, max_T, kv->elem);
     char b[32];
     if (batch <= 0 || max_T <= 0 || want > (double)SIZE_MAX / 2) {
@@ -115,31 +121,42 @@ int kvcache_init(KVCache *kv, const GPTConfig *c, int batch, int max_T, KVDtype 
                  format_bytes(want, b, sizeof b));
         return -1;
     }
-    kv->k = calloc(kv->bytes / 2, 1);
-    kv->v = calloc(kv->bytes / 2, 1);
-    if (!kv->k || !kv->v) {
+    if (kvcache_is_latent(kv)) {
+        kv->latent = calloc(kv->bytes, 1);
+    } else {
+        kv->k = calloc(kv->bytes / 2, 1);
+        kv->v = calloc(kv->bytes / 2, 1);
+    }
+    if (kvcache_is_latent(kv) ? !kv->latent : !kv->k || !kv->v) {
         snprintf(err, errlen, "cannot allocate the KV cache: %s for batch %d x %d positions",
                  format_bytes((double)kv->bytes, b, sizeof b), batch, max_T);
         kvcache_free(kv);
         return -1;
     }
-    advise_huge_pages(kv->k, kv->bytes / 2);
-    advise_huge_pages(kv->v, kv->bytes / 2);
+    if (kvcache_is_latent(kv)) {
+        advise_huge_pages(kv->latent, kv->bytes);
+    } else {
+        advise_huge_pages(kv->k, kv->bytes / 2);
+        advise_huge_pages(kv->v, kv->bytes / 2);
+    }
     return 0;
 }
 
 void kvcache_free(KVCache *kv) {
     free(kv->k);
     free(kv->v);
-    kv->k = kv->v = NULL;
+    free(kv->latent);
+    kv->k = kv->v = kv->latent = NULL;
 }
 
 // ----------------------------------------------------------------------------
-// layout: V rows (maxT, HS) per head; K in tiles of KV_TILE positions, transposed
+// layout. Grouped: V rows (maxT, HS) per head; K in tiles of KV_TILE
+// positions, transposed. MLA: rows (maxT, W) per sequence.
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH) {
+    CHECK(!kvcache_is_latent(kv));  // MLA stores latent rows: kvcache_store_latent
     const int NKV = kv->n_kv_head, HS = kv->head_size, QKV = (NH + 2 * NKV) * HS;
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
     const size_t row_bytes = (size_t)HS * kv->elem;
@@ -158,15 +175,47 @@ void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0
     }
 }
 
+void kvcache_store_latent(KVCache *kv, int l, const float *c, int ldc, const float *kr, int ldkr, int B, int Tn,
+                          int pos0) {
+    CHECK(kvcache_is_latent(kv));
+    CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch && (kr || kv->rope_head_dim == 0));
+    const int r = kv->kv_lora_rank, dR = kv->rope_head_dim, W = kv->width;
+    // a decode step's few rows are less work than waking the threads
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * Tn * W >= 65536)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < Tn; t++) {
+            const size_t n = (size_t)b * Tn + t;
+            char *row = (char *)kvcache_latent(kv, l, b) + (size_t)(pos0 + t) * W * kv->elem;
+            kv_from_float(c + n * ldc, kv->dtype, row, (size_t)r);
+            if (dR) kv_from_float(kr + n * ldkr, kv->dtype, row + (size_t)r * kv->elem, (size_t)dR);
+        }
+    }
+}
+
 void kvcache_read(const KVCache *kv, int l, int b, int g, int t, float *k, float *v) {
+    if (kvcache_is_latent(kv)) {
+        const char *row = (const char *)kvcache_latent(kv, l, b) + (size_t)t * kv->width * kv->elem;
+        if (k) kv_to_float(row, kv->dtype, k, (size_t)kv->width);
+        if (v) kv_to_float(row, kv->dtype, v, (size_t)kv->kv_lora_rank);
+        return;
+    }
     const int HS = kv->head_size;
     const char *kc = kvcache_k(kv, l, b, g), *vc = kvcache_v(kv, l, b, g);
-    kv_to_float(vc + (size_t)t * HS * kv->elem, kv->dtype, v, (size_t)HS);
-    for (int d = 0; d < HS; d++) kv_to_float(kc + kvcache_k_offset(kv->max_T, HS, t, d) * kv->elem, kv->dtype, k + d, 1);
+    if (v) kv_to_float(vc + (size_t)t * HS * kv->elem, kv->dtype, v, (size_t)HS);
+    if (k)
+        for (int d = 0; d < HS; d++)
+            kv_to_float(kc + kvcache_k_offset(kv->max_T, HS, t, d) * kv->elem, kv->dtype, k + d, 1);
 }
 
 void kvcache_broadcast(KVCache *kv, int T) {
     CHECK(T >= 0 && T <= kv->max_T);
+    if (kvcache_is_latent(kv)) {  // positions [0, T) are the first T rows of each block
+        const size_t bytes = (size_t)T * kv->width * kv->elem;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int l = 0; l < kv->n_layer; l++)
+            for (int b = 1; b < kv->batch; b++) memcpy(kvcache_latent(kv, l, b), kvcache_latent(kv, l, 0), bytes);
+        return;
+    }
     // positions [0, T) are the first T rows of V and the first ceil(T / KV_TILE)
     // tiles of K (a partial tile's extra columns are overwritten before use)
     const int Tk = round_up(T, KV_TILE) < kv->max_T ? round_up(T, KV_TILE) : kv->max_T;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # valgrind.sh: memcheck over a short `gqa prepare` + `gqa train` (with a
-# resume) + `gqa sample` on a slice of Tiny Shakespeare. Any memory error
-# or definite leak fails. Usage: sh scripts/valgrind.sh GQA_BINARY
+# resume) + `gqa sample` on a slice of Tiny Shakespeare, then rope and MLA
+# models trained and sampled. Any memory error or definite leak fails.
+# Usage: sh scripts/valgrind.sh GQA_BINARY
 # The binary must be built without -march=native (valgrind 3.19 has no
 # AVX-512); OpenBLAS is pinned to its Haswell kernels for the same reason.
 set -eu
@@ -23,6 +24,10 @@ run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --kv_d
 # rotary positions: training (rotation and its inverse), then decode past block_size
 run train $common --out_dir "$tmp/rope" --pos rope --max_iters 2 --peak_gflops 200
 run sample --ckpt "$tmp/rope/ckpt.bin" --max_new_tokens 40 --num_samples 2
+# multi-head latent attention: training (unabsorbed), then the absorbed decode
+# over the latent cache (16-bit, converted tile by tile), past block_size
+run train $common --out_dir "$tmp/mla" --n_kv_head 4 --kv_lora_rank 8 --pos rope --max_iters 2 --peak_gflops 200
+run sample --ckpt "$tmp/mla/ckpt.bin" --max_new_tokens 40 --num_samples 2 --kv_dtype f16
 # an error path: exit status 1 from the bad prompt, never valgrind's 99
 echo "valgrind: gqa sample (bad prompt)"
 rc=0

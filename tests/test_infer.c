@@ -6,6 +6,12 @@
  *   learned positions and RoPE; 16-bit caches within their tolerances.
  * - The grouped cached-attention kernel equals a per-query-head reference
  *   loop (kept here), including decode with the key axis split over threads.
+ * - MLA: the absorbed decode over the latent cache gives the unabsorbed full
+ *   forward's logits (learned and rope, with and without the latent norm and
+ *   biases, batch 1 and 3, f32 and 16-bit caches); decode token by token ==
+ *   chunked prefill; the latent kernel (one and two passes, AVX-512 and
+ *   portable) equals a float64 loop; cache bytes and buffers equal the
+ *   formula; broadcast and shared prefill; `gqa sample` of an MLA model.
  * - Samplers keep exactly the expected candidate sets; greedy is argmax.
  * - `gqa sample` end to end: golden greedy text from a committed tiny
  *   checkpoint (version 1, learned positions), temperature 0 == top_k 1,
@@ -13,6 +19,7 @@
  *   full forward over the cropped context (this suite also runs under
  *   ASan+UBSan).
  */
+#include <malloc.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -24,6 +31,7 @@
 #include "../infer/infer.h"
 #include "../model/checkpoint.h"
 #include "../model/attention_cached.h"
+#include "../model/attention_latent.h"
 #include "../model/gpt.h"
 #include "../model/kvcache.h"
 #include "../util/util.h"
@@ -33,7 +41,7 @@ static void randomize(GPT *m, uint64_t seed) {
     uint64_t rng = seed;
     float *p = m->params_memory;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        int ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW);
+        int ln_weight = (i == PARAM_LN1W || i == PARAM_LN2W || i == PARAM_LNFW || i == PARAM_KVNW);
         for (size_t j = 0; j < m->param_sizes[i]; j++) p[j] = (ln_weight ? 1.0f : 0.0f) + 0.2f * rng_normal(&rng);
         p += m->param_sizes[i];
     }
@@ -174,11 +182,14 @@ START_TEST(test_kv_dtype_conversions) {
 }
 END_TEST
 
-// a prompt prefilled once and broadcast == the same prompt run for every sequence
+// a prompt prefilled once and broadcast == the same prompt run for every
+// sequence. _i: grouped learned, rope; MLA learned, rope
 START_TEST(test_prefill_shared_equals_batched) {
-    const int B = 3, P = 11, V = 19;
-    GPTConfig c = {.vocab_size = V, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 16,
-                   .bias = 1, .pos = _i ? GPT_POS_ROPE : GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    const int B = 3, P = 11, V = 19, mla = _i >= 2;
+    GPTConfig c = {.vocab_size = V, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = mla ? 4 : 2,
+                   .n_embd = 16, .bias = 1, .pos = _i % 2 ? GPT_POS_ROPE : GPT_POS_LEARNED,
+                   .rope_theta = GPT_ROPE_THETA_DEFAULT, .kv_lora_rank = mla ? 6 : 0,
+                   .rope_head_dim = mla && _i % 2 ? 2 : 0, .latent_norm = 1};
     GPT m;
     ck_assert_int_eq(gpt_init(&m, &c, 2), 0);
     randomize(&m, 8);
@@ -308,6 +319,319 @@ START_TEST(test_grouped_kernel_vs_reference) {
     ck_assert_tensor_close(name, out, ref, nout, 2e-5);
     free(qkv), free(out), free(ref), free(scratch);
     kvcache_free(&kv);
+}
+END_TEST
+
+
+// ----------------------------------------------------------------------------
+// MLA: absorbed decode over the latent cache == the unabsorbed full forward
+
+// A small MLA model: n_head 4 (batch 1) or 3 (batch 3, odd), head size 8 or
+// 12, kv_lora_rank 20 (not a multiple of 16), rope_head_dim 6 with rope.
+static GPTConfig mla_config(int B, int pos, int latent_norm, int bias) {
+    const int NH = B == 1 ? 4 : 3;
+    GPTConfig c = {.vocab_size = 23, .block_size = 32, .n_layer = 2, .n_head = NH, .n_kv_head = NH,
+                   .n_embd = NH == 4 ? 32 : 36, .bias = bias, .pos = pos, .rope_theta = 100.0f,
+                   .kv_lora_rank = 20, .rope_head_dim = pos == GPT_POS_ROPE ? 6 : 0, .latent_norm = latent_norm};
+    return c;
+}
+
+// The largest |logit| of the full forward: errors are stated relative to it.
+static double max_abs(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+// _i: batch 1, 3 x learned, rope x (latent_norm, bias) (1, 1), (0, 0), (1, 0), (0, 1)
+// f32 cache; errors relative to the largest logit (3-5 here). Measured (gcc
+// 12, 2 threads, AVX-512 and portable builds): decode and chunked prefill
+// vs the full forward <= 1.1e-6 of the logit scale, decode token by token vs
+// chunked prefill <= 9.4e-7 (bit-identical at batch 1, where every matmul
+// takes the few-row path); the tolerance 1e-5 leaves room for other
+// kernels and thread counts.
+START_TEST(test_mla_decode_equals_full_forward) {
+    const int B = _i % 2 ? 3 : 1, pos = (_i / 2) % 2 ? GPT_POS_ROPE : GPT_POS_LEARNED, nb = _i / 4;
+    const int norm = nb == 0 || nb == 2, bias = nb == 0 || nb == 3, T = 24;
+    GPTConfig c = mla_config(B, pos, norm, bias);
+    const int V = c.vocab_size;
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    randomize(&m, 300 + _i);
+    int tok[3 * 24];
+    uint64_t rng = 19 + _i;
+    for (int i = 0; i < B * T; i++) tok[i] = (int)(rng_u64(&rng) % V);
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, B, T), 0);
+    float *full = malloc_check((size_t)B * T * V * sizeof(float)), *dec = malloc_check((size_t)B * T * V * sizeof(float));
+    memcpy(full, m.acts.logits, (size_t)B * T * V * sizeof(float));
+    const double scale = max_abs(full, (size_t)B * T * V);
+
+    // (a) prefill 5 tokens, then decode one at a time: dec (B, T, V)
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 8, KV_F32), 0);
+    ck_assert_uint_eq(inf.cache.bytes, (size_t)c.n_layer * B * T * (c.kv_lora_rank + c.rope_head_dim) * 4);
+    int chunk[3 * 8];
+    const int P = 5;
+    for (int b = 0; b < B; b++) memcpy(chunk + b * P, tok + b * T, P * sizeof(int));
+    ck_assert_int_eq(infer_forward(&inf, chunk, P, 0, 1), 0);
+    for (int b = 0; b < B; b++)
+        memcpy(dec + (size_t)b * T * V, inf.logits + (size_t)b * P * V, (size_t)P * V * sizeof(float));
+    for (int t = P; t < T; t++) {
+        for (int b = 0; b < B; b++) chunk[b] = tok[b * T + t];
+        ck_assert_int_eq(infer_forward(&inf, chunk, 1, t, 0), 0);
+        for (int b = 0; b < B; b++)
+            memcpy(dec + ((size_t)b * T + t) * V, inf.logits + (size_t)b * V, (size_t)V * sizeof(float));
+    }
+    const double err_decode = diff_tensors(dec, full, (size_t)B * T * V).max_abs / scale;
+
+    // (b) chunked prefill of all T tokens, 7 at a time, all logits
+    double err_chunked = 0, err_vs_decode = 0;
+    for (int start = 0; start < T; start += 7) {
+        int n = T - start < 7 ? T - start : 7;
+        for (int b = 0; b < B; b++) memcpy(chunk + b * n, tok + b * T + start, n * sizeof(int));
+        ck_assert_int_eq(infer_forward(&inf, chunk, n, start, 1), 0);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < n; t++) {
+                const float *got = inf.logits + ((size_t)b * n + t) * V;
+                const size_t at = ((size_t)b * T + start + t) * V;
+                Diff d = diff_tensors(got, full + at, V), e = diff_tensors(got, dec + at, V);
+                err_chunked = d.max_abs / scale > err_chunked ? d.max_abs / scale : err_chunked;
+                err_vs_decode = e.max_abs / scale > err_vs_decode ? e.max_abs / scale : err_vs_decode;
+            }
+    }
+    printf("MLA pos %s latent_norm %d bias %d batch %d (logits up to %.3g): decode vs full forward %.2g, chunked "
+           "prefill %.2g, decode vs chunked %.2g (of the logit scale)\n",
+           gpt_pos_names[pos], norm, bias, B, scale, err_decode, err_chunked, err_vs_decode);
+    ck_assert_msg(err_decode <= 1e-5, "decode vs full forward: %.3g of the logit scale", err_decode);
+    ck_assert_msg(err_chunked <= 1e-5, "chunked prefill vs full forward: %.3g", err_chunked);
+    ck_assert_msg(err_vs_decode <= 1e-5, "decode vs chunked prefill: %.3g", err_vs_decode);
+    free(full), free(dec);
+    infer_free(&inf);
+    gpt_free(&m);
+}
+END_TEST
+
+// 16-bit latent caches against the float32 full forward (the latent and the
+// rotated rope key are what is rounded). _i: bf16, f16 x learned, rope.
+// Measured (relative to the largest logit, 3-5): bf16 <= 2.8e-3, f16 <=
+// 3.4e-4 (about the grouped cache's, per number stored); tolerances 1.5e-2
+// and 2e-3, and the error must not be 0 (the cache really rounds).
+START_TEST(test_mla_decode_16bit_accuracy) {
+    const KVDtype dt = _i % 2 == 0 ? KV_BF16 : KV_F16;
+    const double tol = dt == KV_BF16 ? 1.5e-2 : 2e-3;
+    const int B = 3, T = 20;
+    GPTConfig c = mla_config(B, _i < 2 ? GPT_POS_LEARNED : GPT_POS_ROPE, 1, 1);
+    const int V = c.vocab_size;
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    randomize(&m, 77 + _i);
+    int tok[3 * 20];
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 7 + 3) % V;
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, B, T), 0);
+    const double scale = max_abs(m.acts.logits, (size_t)B * T * V);
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 4, dt), 0);
+    ck_assert_uint_eq(inf.cache.bytes, kvcache_bytes(&c, B, T, 4) / 2);  // half of f32
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        int step[3] = {tok[t], tok[T + t], tok[2 * T + t]};
+        ck_assert_int_eq(infer_forward(&inf, step, 1, t, 0), 0);
+        for (int b = 0; b < B; b++) {
+            Diff d = diff_tensors(inf.logits + (size_t)b * V, m.acts.logits + ((size_t)b * T + t) * V, V);
+            worst = d.max_abs / scale > worst ? d.max_abs / scale : worst;
+        }
+    }
+    printf("MLA %s latent cache, pos %s: decode logits error vs float32 forward %.3g of the logit scale %.3g "
+           "(tolerance %.1e)\n", kv_dtype_name(dt), gpt_pos_names[c.pos], worst, scale, tol);
+    ck_assert_msg(worst <= tol && worst > 0, "%s: error %.3g of the logit scale", kv_dtype_name(dt), worst);
+    infer_free(&inf);
+    gpt_free(&m);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// latent kernel == float64 loop
+
+// Every head on its own, in double, over the rows as stored (kvcache_read).
+static void latent_reference(float *out, const float *qabs, const KVCache *kv, int l, int B, int Tn, int pos0, int NH) {
+    const int W = kv->width, r = kv->kv_lora_rank;
+    const double scale = 1.0 / sqrt((double)(kv->head_size + kv->rope_head_dim));
+    const int ctx = pos0 + Tn;
+    float *rows = malloc_check((size_t)ctx * W * sizeof(float));
+    double *p = malloc_check((size_t)ctx * sizeof(double)), *o = malloc_check((size_t)r * sizeof(double));
+    for (int b = 0; b < B; b++) {
+        for (int j = 0; j < ctx; j++) kvcache_read(kv, l, b, 0, j, rows + (size_t)j * W, NULL);
+        for (int t = 0; t < Tn; t++)
+            for (int h = 0; h < NH; h++) {
+                const float *q = qabs + (((size_t)b * Tn + t) * NH + h) * W;
+                const int n = pos0 + t + 1;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int d = 0; d < W; d++) s += (double)q[d] * rows[(size_t)j * W + d];
+                    p[j] = s * scale;
+                    mx = p[j] > mx ? p[j] : mx;
+                }
+                for (int d = 0; d < r; d++) o[d] = 0;
+                for (int j = 0; j < n; j++) {
+                    sum += (p[j] = exp(p[j] - mx));
+                    for (int d = 0; d < r; d++) o[d] += p[j] * rows[(size_t)j * W + d];
+                }
+                for (int d = 0; d < r; d++) out[(((size_t)b * Tn + t) * NH + h) * r + d] = (float)(o[d] / sum);
+            }
+    }
+    free(rows), free(p), free(o);
+}
+
+typedef struct {
+    int B, Tn, pos0, threads, NH, HS, r, dR;
+    KVDtype dtype;
+} LatentCase;
+
+// The tile is 64 positions at these widths (W <= 64), 32 at W 128, 16 at W
+// 320: contexts below, at and past tiles, not multiples of them; r not a
+// multiple of 16 (20, 12, 40); odd NH (3, 5); decode with the key axis split
+// (batch 1 and 3 on 2 threads, batch 1 on 3 and 5); prefill chunks of more
+// rows than one work item (Tn x NH > 32).
+static const LatentCase latent_cases[] = {
+    {1, 1, 0, 2, 4, 8, 20, 0, KV_F32},     {1, 1, 40, 2, 4, 8, 20, 6, KV_F32},   {2, 1, 77, 2, 3, 12, 12, 4, KV_F32},
+    {1, 1, 700, 2, 8, 16, 32, 0, KV_F32},  {3, 1, 600, 2, 5, 8, 40, 8, KV_F32},  {1, 1, 1999, 5, 4, 8, 20, 6, KV_F32},
+    {1, 1, 1300, 3, 3, 8, 16, 0, KV_F32},  {8, 1, 300, 2, 8, 16, 128, 0, KV_F32}, {2, 1, 500, 2, 2, 16, 300, 20, KV_F32},
+    {1, 9, 30, 2, 4, 8, 20, 6, KV_F32},    {2, 33, 0, 2, 3, 12, 12, 4, KV_F32},  {1, 17, 63, 2, 5, 8, 40, 8, KV_F32},
+    {3, 20, 5, 2, 8, 16, 128, 32, KV_F32}, {1, 70, 130, 2, 1, 16, 24, 0, KV_F32},
+    // 16-bit caches, converted once per tile
+    {1, 1, 700, 2, 4, 8, 20, 6, KV_BF16},  {2, 1, 300, 2, 3, 12, 12, 4, KV_F16},  {1, 9, 600, 2, 8, 16, 128, 0, KV_BF16},
+    {1, 33, 0, 2, 5, 8, 40, 8, KV_F16},    {3, 1, 1000, 2, 4, 8, 20, 6, KV_F16},
+};
+
+// _i: case x passes (1, 2) x kernels (AVX-512, portable)
+START_TEST(test_latent_kernel_vs_reference) {
+    const LatentCase lc = latent_cases[_i / 4];
+    const int passes = _i % 2 + 1, portable = (_i / 2) % 2;
+    omp_set_num_threads(lc.threads);
+    attention_latent_set_passes(passes);
+    const int old_portable = attention_latent_set_portable(portable);
+    const int L = 2, l = 1, NH = lc.NH, W = lc.r + lc.dR;
+    GPTConfig c = {.vocab_size = 5, .block_size = 4096, .n_layer = L, .n_head = NH, .n_kv_head = NH,
+                   .n_embd = NH * lc.HS, .pos = lc.dR ? GPT_POS_ROPE : GPT_POS_LEARNED, .rope_theta = 1e4f,
+                   .kv_lora_rank = lc.r, .rope_head_dim = lc.dR, .latent_norm = 1};
+    KVCache kv;
+    char err[256];
+    const int max_T = lc.pos0 + lc.Tn;
+    ck_assert_int_eq(kvcache_init(&kv, &c, lc.B, max_T, lc.dtype, err, sizeof err), 0);
+    uint64_t rng = 41 + _i / 4;
+    const size_t nel = kv.bytes / kv.elem;
+    float *fill = malloc_check(nel * sizeof(float));
+    fill_normal(fill, nel, 1.0f, &rng);
+    kv_from_float(fill, lc.dtype, kv.latent, nel);
+    free(fill);
+    // the new tokens' rows: latent and rope key from separate arrays, as infer stores them
+    const size_t N = (size_t)lc.B * lc.Tn, nq = N * NH * W, nout = N * NH * lc.r;
+    float *lat = malloc_check(N * lc.r * 4), *kr = malloc_check(N * (lc.dR + 1) * 4);
+    fill_normal(lat, N * lc.r, 1.0f, &rng);
+    fill_normal(kr, N * lc.dR, 1.0f, &rng);
+    kvcache_store_latent(&kv, l, lat, lc.r, lc.dR ? kr : NULL, lc.dR, lc.B, lc.Tn, lc.pos0);
+    float *qabs = malloc_check(nq * 4), *out = malloc_check(nout * 4), *ref = malloc_check(nout * 4);
+    fill_normal(qabs, nq, 1.0f, &rng);
+    const size_t ns = attention_latent_scratch_floats(&kv, NH, lc.Tn, max_T, omp_get_max_threads());
+    float *scratch = malloc_check(ns * 4);
+    attention_latent(out, qabs, &kv, l, lc.B, lc.Tn, lc.pos0, NH, scratch, ns);
+    latent_reference(ref, qabs, &kv, l, lc.B, lc.Tn, lc.pos0, NH);
+    char name[128];
+    snprintf(name, sizeof name, "B %d Tn %d pos0 %d NH %d r %d dR %d %s, %d pass(es), %s", lc.B, lc.Tn, lc.pos0, NH,
+             lc.r, lc.dR, kv_dtype_name(lc.dtype), passes, portable ? "portable" : "AVX-512 (where compiled)");
+    ck_assert_tensor_close(name, out, ref, nout, 2e-5);
+    attention_latent_set_passes(1);
+    attention_latent_set_portable(old_portable);
+    free(lat), free(kr), free(qabs), free(out), free(ref), free(scratch);
+    kvcache_free(&kv);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
+// latent cache: bytes, buffers, read, broadcast
+
+START_TEST(test_latent_cache_bytes) {
+    struct { int L, NH, C, NKV, r, dR, B, maxT; KVDtype dt; } cases[] = {
+        {6, 8, 512, 8, 128, 0, 8, 4096, KV_F32},  // cfg-d shape, MLA r = 2 HS: 96 MiB
+        {6, 8, 512, 8, 128, 32, 1, 4032, KV_BF16}, {2, 4, 32, 4, 20, 6, 3, 17, KV_F16},
+        {1, 3, 36, 3, 7, 2, 2, 5, KV_F32},         {3, 4, 64, 2, 0, 0, 3, 33, KV_F32},  // grouped, unchanged
+        {2, 8, 128, 1, 0, 0, 2, 100, KV_BF16},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        GPTConfig c = {.vocab_size = 5, .block_size = 4096, .n_layer = cases[i].L, .n_head = cases[i].NH,
+                       .n_kv_head = cases[i].NKV, .n_embd = cases[i].C, .pos = cases[i].dR ? GPT_POS_ROPE : 0,
+                       .rope_theta = 1e4f, .kv_lora_rank = cases[i].r, .rope_head_dim = cases[i].dR};
+        const size_t elem = kv_dtype_bytes(cases[i].dt), B = cases[i].B, maxT = cases[i].maxT, L = cases[i].L;
+        const size_t want = cases[i].r ? L * B * maxT * (cases[i].r + cases[i].dR) * elem
+                                       : 2 * L * B * cases[i].NKV * maxT * (cases[i].C / cases[i].NH) * elem;
+        ck_assert_uint_eq(kvcache_bytes(&c, (int)B, (int)maxT, elem), want);
+        ck_assert_uint_eq(gpt_kv_bytes_per_token(&c, elem) * B * maxT, want);
+        KVCache kv;
+        char err[256];
+        ck_assert_int_eq(kvcache_init(&kv, &c, (int)B, (int)maxT, cases[i].dt, err, sizeof err), 0);
+        ck_assert_uint_eq(kv.bytes, want);
+        // the buffers hold exactly that (malloc rounds up by less than a page);
+        // the last byte is written, which ASan checks
+        if (cases[i].r) {
+            ck_assert_ptr_null(kv.k);
+            ck_assert_ptr_null(kv.v);
+            ck_assert_int_eq(kv.width, cases[i].r + cases[i].dR);
+            const size_t got = malloc_usable_size(kv.latent);
+            ck_assert_msg(got >= want && got < want + 4096, "latent buffer %zu bytes for %zu", got, want);
+            ((char *)kv.latent)[want - 1] = 1;
+            // the last row of the last sequence of the last layer ends at the buffer's end
+            ck_assert_ptr_eq((char *)kvcache_latent(&kv, (int)L - 1, (int)B - 1) + maxT * kv.width * elem,
+                             (char *)kv.latent + want);
+        } else {
+            ck_assert_ptr_null(kv.latent);
+            const size_t gk = malloc_usable_size(kv.k), gv = malloc_usable_size(kv.v);
+            ck_assert_msg(gk >= want / 2 && gk < want / 2 + 4096 && gv >= want / 2 && gv < want / 2 + 4096,
+                          "K %zu, V %zu bytes for %zu each", gk, gv, want / 2);
+        }
+        kvcache_free(&kv);
+    }
+    // the cfg-d MLA cache at batch 8 and 4096 positions: 6 * 8 * 4096 * 128 * 4 bytes = 96 MiB
+    ck_assert_uint_eq(cases[0].L * cases[0].B * cases[0].maxT * 128 * 4, 96u << 20);
+}
+END_TEST
+
+START_TEST(test_latent_cache_broadcast) {
+    const int B = 3, T = 13, P = 9, L = 2;
+    GPTConfig c = mla_config(1, GPT_POS_ROPE, 1, 0);
+    for (int dt = KV_F32; dt <= KV_F16; dt++) {
+        KVCache kv;
+        char err[256];
+        ck_assert_int_eq(kvcache_init(&kv, &c, B, T, (KVDtype)dt, err, sizeof err), 0);
+        const int W = kv.width, r = kv.kv_lora_rank, dR = kv.rope_head_dim;
+        ck_assert_int_eq(W, 26);
+        // every row of every sequence distinct: value = layer, sequence, position, dim
+        float *lat = malloc_check((size_t)B * T * r * 4), *kr = malloc_check((size_t)B * T * dR * 4);
+        for (int l = 0; l < L; l++) {
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++) {
+                    for (int d = 0; d < r; d++) lat[((size_t)b * T + t) * r + d] = (float)(l * 1000 + b * 100 + t) + d / 32.0f;
+                    for (int d = 0; d < dR; d++) kr[((size_t)b * T + t) * dR + d] = -(float)(l * 1000 + b * 100 + t) - d / 8.0f;
+                }
+            kvcache_store_latent(&kv, l, lat, r, kr, dR, B, T, 0);
+        }
+        kvcache_broadcast(&kv, P);
+        float row[32], row0[32], v[32];
+        for (int l = 0; l < L; l++)
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++) {
+                    kvcache_read(&kv, l, b, 0, t, row, v);
+                    kvcache_read(&kv, l, t < P ? 0 : b, 0, t, row0, NULL);  // what the row must now hold
+                    const float want = (float)(l * 1000 + (t < P ? 0 : b) * 100 + t);
+                    ck_assert_mem_eq(row, row0, (size_t)W * sizeof(float));
+                    ck_assert_mem_eq(v, row, (size_t)r * sizeof(float));  // the value: the first r numbers
+                    ck_assert_msg(fabsf(row[0] - want) <= 0.01f * fabsf(want) + 1e-6f && fabsf(row[r] + want) <= 0.01f * fabsf(want) + 1e-6f,
+                                  "%s layer %d seq %d pos %d: %g, %g, want %g, %g", kv_dtype_name(kv.dtype), l, b, t,
+                                  row[0], row[r], want, -want);
+                }
+        free(lat), free(kr);
+        kvcache_free(&kv);
+    }
 }
 END_TEST
 
@@ -445,6 +769,8 @@ END_TEST
 // 0.. (the crop and re-prefill restart the positions at 0, as the forward of
 // the cropped context does). A random rope model with the tiny fixture's
 // vocabulary, GQA, written to a checkpoint and sampled through cmd_sample.
+// _i = 1, 2: the same with MLA (kv_lora_rank 12), rope and learned: the
+// absorbed decode of the latent cache against the unabsorbed full forward.
 START_TEST(test_sample_rope_past_block_size) {
     GPT tiny, m;
     uint8_t *blob;
@@ -452,7 +778,8 @@ START_TEST(test_sample_rope_past_block_size) {
     char err[512], path[] = "/tmp/gqa_rope_XXXXXX";
     ck_assert_int_eq(checkpoint_load(TINY, &tiny, &blob, &blob_len, NULL, NULL, err, sizeof err), 0);
     GPTConfig c = {.vocab_size = tiny.config.vocab_size, .block_size = 16, .n_layer = 2, .n_head = 4, .n_kv_head = 2,
-                   .n_embd = 32, .bias = 1, .pos = GPT_POS_ROPE, .rope_theta = 50.0f};
+                   .n_embd = 32, .bias = 1, .pos = _i == 2 ? GPT_POS_LEARNED : GPT_POS_ROPE, .rope_theta = 50.0f};
+    if (_i > 0) c.n_kv_head = 4, c.kv_lora_rank = 12, c.rope_head_dim = _i == 1 ? 4 : 0, c.latent_norm = 1;
     ck_assert_int_eq(gpt_init(&m, &c, 3), 0);
     randomize(&m, 21);
     int fd = mkstemp(path);
@@ -489,8 +816,8 @@ START_TEST(test_sample_rope_past_block_size) {
     want[len++] = '\n';
     want[len] = '\0';
     ck_assert_msg(min_margin > 1e-3, "a near tie (%.2g) would make the comparison fragile", min_margin);
-    printf("rope sample, 120 tokens past block_size 16: == argmax of the cropped full forward (smallest margin %.3g)\n",
-           min_margin);
+    printf("%s%s sample, 120 tokens past block_size 16: == argmax of the cropped full forward (smallest margin %.3g)\n",
+           _i ? "MLA " : "", gpt_pos_names[c.pos], min_margin);
     ck_assert_str_eq(got, want);
     free(got), free(blob);
     tokenizer_free(&tok);
@@ -527,11 +854,25 @@ static Suite *infer_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_decode_equals_full_forward, 0, 12);
     tcase_add_test(tc, test_infer_bounds);
-    tcase_add_loop_test(tc, test_prefill_shared_equals_batched, 0, 2);
+    tcase_add_loop_test(tc, test_prefill_shared_equals_batched, 0, 4);
     tcase_add_loop_test(tc, test_decode_16bit_accuracy, 0, 4);
     tcase_add_test(tc, test_kv_dtype_conversions);
     tcase_add_loop_test(tc, test_grouped_kernel_vs_reference, 0, sizeof kernel_cases / sizeof kernel_cases[0]);
     tcase_add_test(tc, test_sampler_candidate_sets);
+    suite_add_tcase(s, tc);
+
+    TCase *mla = tcase_create("mla");
+    tcase_set_timeout(mla, 120);
+    tcase_add_loop_test(mla, test_mla_decode_equals_full_forward, 0, 16);
+    tcase_add_loop_test(mla, test_mla_decode_16bit_accuracy, 0, 4);
+    tcase_add_loop_test(mla, test_latent_kernel_vs_reference, 0, 4 * (int)(sizeof latent_cases / sizeof latent_cases[0]));
+    tcase_add_test(mla, test_latent_cache_bytes);
+    tcase_add_test(mla, test_latent_cache_broadcast);
+    tcase_add_loop_test(mla, test_sample_rope_past_block_size, 1, 3);
+    suite_add_tcase(s, mla);
+
+    tc = tcase_create("sample");  // end to end, forked runs: slow on a loaded machine
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_sampler_frequencies);
     tcase_add_test(tc, test_sample_golden_greedy);
     tcase_add_test(tc, test_sample_rope_past_block_size);
