@@ -241,10 +241,6 @@ expect 1 "option 'kv_dtype': 'f8' is not one of f32, bf16, f16" -- "$GQA" bench 
 
 # ---- MLA in info/mem/bench: multi-head latent attention (kv_lora_rank r > 0, rope_head_dim dR) caches
 # n_layer x (r + dR) numbers per token; DeepSeek-V2's Table 1 calls that GQA with (r + dR) / (2 head_dim) groups.
-# Decoding MLA comes with model/attention_latent.h: until this tree has it, sample and bench cannot run an MLA
-# cache, and bench must refuse to time one rather than time another attention.
-mla_decode=0
-[ -f "$(dirname "$0")/../model/attention_latent.h" ] && mla_decode=1
 # one_line STATUS NEEDLE -- cmd...: as expect, and the output is exactly one line
 one_line() {
     expect "$@"
@@ -334,10 +330,8 @@ one_line 1 "cannot open '$tmpd/none.bin'" -- "$GQA" info --ckpt "$tmpd/none.bin"
 "$GQA" sample --ckpt "$tmpd/mla/ckpt.bin" --max_new_tokens 5 --prompt "A" > /dev/null 2> "$tmpd/mla.err"
 grep -q "bytes: MLA kv_lora_rank 8 + rope_head_dim 2, 6 positions, 1 sequence, f32)" "$tmpd/mla.err" && ok ||
     bad "sample's kv cache line does not name MLA: $(cat "$tmpd/mla.err")"
-# ... and, with MLA decode, holds 1 layer x 6 positions x (8 + 2) numbers x 4 B
-if [ $mla_decode = 1 ]; then
-    grep -q "kv cache: 240 B (240 bytes: MLA kv_lora_rank 8" "$tmpd/mla.err" && ok || bad "sample MLA cache bytes: $(cat "$tmpd/mla.err")"
-fi
+# ... and holds 1 layer x 6 positions x (8 + 2) numbers x 4 B
+grep -q "kv cache: 240 B (240 bytes: MLA kv_lora_rank 8" "$tmpd/mla.err" && ok || bad "sample MLA cache bytes: $(cat "$tmpd/mla.err")"
 # bench: one list of settings, the n_kv_head rows then the MLA rows (n_kv_head = n_head), new columns at the end
 # shellcheck disable=SC2086
 expect 0 "| MLA-8 | 4 | - | - | - |" -- "$GQA" bench $tiny --n_kv_head 4,2 --kv_lora_rank 8,4 --measure=train --roofline=false \
@@ -375,26 +369,16 @@ awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
     END { exit bad || n != 1 }' "$tmpd/r.csv" && ok || bad "bench decode roofline: $(cat "$tmpd/r.csv")"
 echo "$roofline_out" | grep -q '^| GQA-2 | 2 | 1 | 8 | f32 | .* | [0-9]*% of [0-9]* (\(read\|fma\)) |$' && ok ||
     bad "bench table lacks the roofline cell: $roofline_out"
-# MLA decode rows: the cache of r + dR numbers per position and the absorbed attention's FLOPs; without MLA decode
-# such a row fails, with one line saying why
-if [ $mla_decode = 1 ]; then
-    # shellcheck disable=SC2086
-    expect 0 "| MLA-8 | 4 | 2 | 8 | f32 |" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --ctx 8 --batch_size 2 --measure=infer \
-        --roofline=false --csv "$tmpd/mlai.csv"
-    # 1 layer x 2 sequences x 8 positions x 8 numbers x 4 B; weights 4 x (3888 - 31 x 16); FLOPs: 2 tokens x 2 x
-    # (q 16 x 16 + dkv 16 x 8 + 256 + 1024 + 1024 + 11 x 16) + 2 x 2 x 4 heads x 8 x (8 + 8) + 2 x 2 x 4 x 4 x 8 x 2
-    csv_has "$tmpd/mlai.csv" "v(\"kv_lora_rank\") == 8 && v(\"batch\") == 2 && v(\"kv_cache_bytes\") == 512 &&
-        v(\"decode_step_bytes\") == $((4 * (3888 - 31 * 16) + 512)) &&
-        v(\"decode_step_flops\") == $((2 * 2 * (256 + 128 + 256 + 1024 + 1024 + 176) + 2 * 2 * 4 * 8 * 16 + 2 * 2 * 4 * 4 * 8 * 2)) &&
-        num(\"decode_tok_s\") && v(\"decode_speedup\") != \"\"" && ok || bad "bench MLA decode CSV: $(cat "$tmpd/mlai.csv")"
-else
-    # shellcheck disable=SC2086
-    "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --ctx 8 --batch_size 2 --measure=infer --roofline=false > "$tmpd/mlai.out" 2>&1 &&
-        bad "bench timed an MLA decode this tree does not have: $(cat "$tmpd/mlai.out")"
-    # the cache for ctx 8 + decode_tokens 4 positions: 1 layer x 2 x 12 x 8 x 4 B
-    [ "$(grep -c "^error: MLA-8: decode allocated a KV cache of [0-9]* bytes where this setting needs 768 " "$tmpd/mlai.out")" -eq 1 ] &&
-        ok || bad "bench MLA decode without MLA decode: $(cat "$tmpd/mlai.out")"
-fi
+# MLA decode rows: the cache of r + dR numbers per position and the absorbed attention's FLOPs
+# shellcheck disable=SC2086
+expect 0 "| MLA-8 | 4 | 2 | 8 | f32 |" -- "$GQA" bench $tiny --n_kv_head 4 --kv_lora_rank 8 --ctx 8 --batch_size 2 --measure=infer \
+    --roofline=false --csv "$tmpd/mlai.csv"
+# 1 layer x 2 sequences x 8 positions x 8 numbers x 4 B; weights 4 x (3888 - 31 x 16); FLOPs: 2 tokens x 2 x
+# (q 16 x 16 + dkv 16 x 8 + 256 + 1024 + 1024 + 11 x 16) + 2 x 2 x 4 heads x 8 x (8 + 8) + 2 x 2 x 4 x 4 x 8 x 2
+csv_has "$tmpd/mlai.csv" "v(\"kv_lora_rank\") == 8 && v(\"batch\") == 2 && v(\"kv_cache_bytes\") == 512 &&
+    v(\"decode_step_bytes\") == $((4 * (3888 - 31 * 16) + 512)) &&
+    v(\"decode_step_flops\") == $((2 * 2 * (256 + 128 + 256 + 1024 + 1024 + 176) + 2 * 2 * 4 * 8 * 16 + 2 * 2 * 4 * 4 * 8 * 2)) &&
+    num(\"decode_tok_s\") && v(\"decode_speedup\") != \"\"" && ok || bad "bench MLA decode CSV: $(cat "$tmpd/mlai.csv")"
 # bad values: one line each
 one_line 1 "option 'kv_lora_rank': -1 is out of range [1, 1048576]" -- "$GQA" bench --kv_lora_rank -1
 one_line 1 "option 'kv_lora_rank': -1 is out of range [1, 1048576]" -- "$GQA" mem --kv_lora_rank -1
@@ -437,8 +421,10 @@ expect 1 "(MLA, R >= 1), not both" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" -
 expect 1 "mla8.bin: the source is already MLA (kv_lora_rank 8); convert from a grouped (MHA/GQA) checkpoint" -- "$GQA" convert --ckpt "$tmpd/mla8.bin" --kv_lora_rank 4 --out "$tmpd/x.bin"
 expect 1 "mla8.bin: the source is MLA (kv_lora_rank 8): n_kv_head conversion needs grouped attention" -- "$GQA" convert --ckpt "$tmpd/mla8.bin" --n_kv_head 1 --out "$tmpd/x.bin"
 # the evaluation of `gqa train --max_iters 0`: the full-rank model has the source's val loss (to float
-# round-off), the rank-8 one a higher one. Once `gqa sample` decodes MLA (built apart from the conversion),
-# also check that its greedy text on mla48.bin is tiny_gqa_greedy.txt.
+# round-off), the rank-8 one a higher one; the full-rank model's greedy text is the source's, through the
+# absorbed decode over the latent cache.
+"$GQA" sample --ckpt "$tmpd/mla48.bin" --temperature 0 --max_new_tokens 200 --prompt "ROMEO:" 2>/dev/null |
+    cmp -s - "$fx/tiny_gqa_greedy.txt" && ok || bad "the full-rank MLA conversion's greedy text differs from the source's"
 "$GQA" prepare --input "$(dirname "$0")/../data/shakespeare_char/input.txt" --out_dir "$tmpd/sc" > /dev/null 2>&1 &&
     ok || bad "prepare of Tiny Shakespeare failed"
 val_loss() {
