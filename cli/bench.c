@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../bench/bench.h"
+#include "../model/attention_latent.h"
 #include "../model/gemm.h"
 #include "../util/util.h"
 #include "cli.h"
@@ -32,7 +33,7 @@ int cmd_bench(int argc, char **argv) {
     OptList kvs = {4, {8, 4, 2, 1}}, ranks = {0, {0}};  // the attention settings: no MLA unless asked
     OptList ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}};
     OptList measure = {2, {BENCH_TRAIN, BENCH_INFER}};
-    int threads = 0, worker = WORKER_NONE, setting = 0;
+    int threads = 0, worker = WORKER_NONE, setting = 0, mla_passes = 1;
 
     Opt opts[40];
     int n = 0;
@@ -73,6 +74,10 @@ int cmd_bench(int argc, char **argv) {
         {"roofline", OPT_BOOL, &bc.roofline, 0, 1,
          "first measure the sgemm peak and memory read bandwidth (~1 s) for MFU and % of bandwidth", NULL, 0,
          "method", NULL},
+        {"mla_passes", OPT_INT, &mla_passes, 1, 2,
+         "MLA decode: passes over the latent cache per step; 1 scores a tile and adds it to the weighted sum while "
+         "it is in cache, 2 scores every position first and reads the cache again for the sum (to compare)",
+         NULL, 0, "method", NULL},
         {"gemm", OPT_CHOICE, &bc.gemm, 0, 0,
          "the linear layers' matrix products: ours, openblas, or alternate (training alternates the two step by "
          "step and prints their forward+backward times to stderr; the rest uses ours)",
@@ -136,6 +141,7 @@ int cmd_bench(int argc, char **argv) {
     if (bc.train_block_size == 0) bc.train_block_size = bc.model.block_size;
     if (threads > 0) omp_set_num_threads(threads);
     gemm_use_openblas(bc.gemm == BENCH_GEMM_OPENBLAS);
+    attention_latent_set_passes(mla_passes);  // the children parse the same flag
 
     // the MLA settings share rope_head_dim: given, or DeepSeek-V2's head_size/2 with rope
     if (bc.kv_lora_rank.n == 0 && bc.model.rope_head_dim != 0)
