@@ -18,8 +18,8 @@ static const Command commands[] = {
     {"train", cmd_train, "train a model (AdamW, evaluation, checkpoints, resume)"},
     {"sample", cmd_sample, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"convert", cmd_convert, "change n_kv_head of a checkpoint (mean-pool MHA -> GQA/MQA, or repeat)"},
-    {"bench", cmd_bench, "tokens/sec and memory across n_kv_head, batch size and context"},
-    {"mem", cmd_mem, "analytical memory: parameters and KV cache, MHA vs GQA, any size"},
+    {"bench", cmd_bench, "tokens/sec and memory across attention settings, batch size and context"},
+    {"mem", cmd_mem, "analytical memory: parameters and KV cache, MHA vs GQA/MQA/MLA, any size"},
     {"info", cmd_info, "parameter count and KV-cache bytes of a model shape"},
 };
 

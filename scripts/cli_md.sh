@@ -44,7 +44,7 @@ tests fail when the two differ.
 | sequences per training step | `--batch_size` in train, `--train_batch_size` in bench | train, bench |
 | KV cache element type | `--kv_dtype f32\|bf16\|f16` (a list in bench) | sample, bench, mem |
 | threads | `--threads` (0: `OMP_NUM_THREADS` or all cores) | train, sample, bench |
-| checkpoint read | `--ckpt` | sample, convert |
+| checkpoint read | `--ckpt` | sample, convert, info |
 
 HEAD
 echo "## gqa"

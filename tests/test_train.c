@@ -54,6 +54,11 @@ START_TEST(test_flops_per_token) {
     c.pos = GPT_POS_ROPE;
     ck_assert_double_eq(train_flops_per_token(&c, 256), learned);
     ck_assert_double_eq(train_flops_per_token(&c, 256), 6.0 * gpt_num_parameters(&c) + 12.0 * 6 * 384 * 256);
+    // MLA with rope: query/key heads HS + rope_head_dim wide, so the scores cost 6 L T NH (HS + dR) more
+    // than 6 L T C, the weighted sum 6 L T C as before
+    c.n_kv_head = 6, c.kv_lora_rank = 96, c.rope_head_dim = 32, c.latent_norm = 1;
+    ck_assert_double_eq(train_flops_per_token(&c, 256),
+                        6.0 * gpt_num_parameters(&c) + 6.0 * 6 * 256 * (6 * (64 + 32) + 384));
 }
 END_TEST
 

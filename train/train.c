@@ -80,8 +80,11 @@ int train_shards(int shards, int B) {
 double train_flops_per_token(const GPTConfig *c, int T) {
     size_t sizes[GPT_NUM_PARAM_TENSORS];
     gpt_param_sizes(c, sizes);
-    // wpe, (maxT, C), is a lookup, no matmul; n_embd = NH * HS
-    return 6.0 * (double)(gpt_num_parameters(c) - sizes[PARAM_WPE]) + 12.0 * c->n_layer * c->n_embd * (double)T;
+    // wpe, (maxT, C), is a lookup, no matmul. Attention: nanoGPT's 12 L C T is 6 L T NH (HS + HS), scores
+    // with query/key heads HS wide and the weighted sum of values HS wide; MLA's query/key heads are
+    // D = HS + rope_head_dim wide (n_embd = NH * HS).
+    const double NH = c->n_head, HS = c->n_embd / c->n_head, D = gpt_qk_head_size(c);
+    return 6.0 * (double)(gpt_num_parameters(c) - sizes[PARAM_WPE]) + 6.0 * c->n_layer * NH * (D + HS) * (double)T;
 }
 
 float train_lr(const TrainConfig *tc, int it) {
