@@ -20,11 +20,17 @@
  * at a time: scores for all rows from the tile, an online-softmax update
  * (running max m and sum l per row, the partial output rescaled when m
  * grows), then the weighted sum from the SAME tile while it is still in L1.
- * One pass over the cache. 16-bit caches are converted to float once per
- * tile, into L1 scratch. attention_latent_set_passes(2) selects the
- * two-pass variant instead (all scores and the softmax first, then a second
- * pass over the cache for the weighted sum) for comparison; it gives the
- * same results up to float rounding.
+ * One pass over the cache (the sum prefetches the next tile). 16-bit
+ * caches are converted to float once per tile, into L1 scratch.
+ * attention_latent_set_passes(2) selects the two-pass variant instead (all
+ * scores and the softmax first, then a second pass over the cache for the
+ * weighted sum, with the same score and sum kernels and no prefetch) for
+ * comparison; it gives the same results up to float rounding.
+ *
+ * Threads: work items are (sequence, block of new tokens, key split). A
+ * decode step splits the key axis when the batch does not fill the threads
+ * evenly (batch 1 on 2 threads: 2 splits), the splits merged with the
+ * online-softmax rescale.
  */
 #ifndef GQA_ATTENTION_LATENT_H
 #define GQA_ATTENTION_LATENT_H
