@@ -345,7 +345,7 @@ static void pv_avx(int nr_all, const float *P, int ldp, const float *K, int W, i
     // the next tile's lines, spread over every block's key loop
     const int calls = (nr_all + 3) / 4 * ((nvec + 3) / 4), lines = (int)((pf_bytes + 63) / 64);
     const int lpj = pf && nk ? (lines + calls * nk - 1) / (calls * nk) : 0;
-    const char *pfc = pf;
+    size_t pf_off = 0;  // where the next block's share of the prefetches starts
     for (int i0 = 0; i0 < nr_all; i0 += 4) {
         const int nr = nr_all - i0 < 4 ? nr_all - i0 : 4;
         const float *Pc = P + (size_t)i0 * ldp;
@@ -353,13 +353,13 @@ static void pv_avx(int nr_all, const float *P, int ldp, const float *K, int W, i
         for (int v0 = 0; v0 < nvec; v0 += 4) {
             const int nd = nvec - v0 < 4 ? nvec - v0 : 4, d0 = 16 * v0;
             const __mmask16 mlast = v0 + nd == nvec ? tail : 0xFFFF;
-            if (pf && pfc >= pf + pf_bytes) pfc = NULL;
+            const char *pfc = pf && pf_off < pf_bytes ? pf + pf_off : NULL;
             switch (nr * 8 + nd) {
                 PV_CASE(1, 1) PV_CASE(1, 2) PV_CASE(1, 3) PV_CASE(1, 4) PV_CASE(2, 1) PV_CASE(2, 2) PV_CASE(2, 3)
                 PV_CASE(2, 4) PV_CASE(3, 1) PV_CASE(3, 2) PV_CASE(3, 3) PV_CASE(3, 4) PV_CASE(4, 1) PV_CASE(4, 2)
                 PV_CASE(4, 3) PV_CASE(4, 4)
             }
-            if (pfc) pfc += (size_t)nk * lpj * 64;
+            pf_off += (size_t)nk * lpj * 64;
         }
     }
 }
