@@ -31,7 +31,7 @@ endif
 GQA_BIN ?= gqa
 
 LIB_SRC := util/util.c model/ops.c model/gemm.c model/attention.c model/rope.c model/gpt.c model/checkpoint.c model/kvcache.c \
-	model/attention_cached.c model/attention_latent.c model/convert.c data/tokenizer.c data/tokens.c train/adamw.c train/dist.c \
+	model/attention_cached.c model/attention_latent.c model/convert.c data/tokenizer.c data/tokens.c data/recall.c train/adamw.c train/dist.c \
 	train/train.c infer/infer.c bench/workers.c bench/roofline.c bench/run.c bench/report.c \
 	cli/opts.c cli/cli.c cli/info.c cli/prepare.c cli/train.c cli/sample.c cli/convert.c cli/bench.c cli/mem.c
 TEST_SUITES := test_model test_data test_train test_infer
@@ -124,7 +124,7 @@ bench-torch: gqa
 # corpus in tests/corpus/ (new finds go to build/fuzz/corpus/). At -O1 clang
 # does not vectorise, and -Wno-pass-failed keeps it from reporting each
 # `omp simd` loop it leaves scalar.
-FUZZERS := fuzz_checkpoint fuzz_tokens fuzz_config
+FUZZERS := fuzz_checkpoint fuzz_tokens fuzz_config fuzz_recall
 FUZZ_SECONDS ?= 60
 fuzz:
 	@sh scripts/install-deps.sh clang libclang-rt-dev libomp-dev

@@ -27,6 +27,9 @@
 #include <unistd.h>
 
 #include "../cli/cli.h"
+#include <dirent.h>
+
+#include "../data/recall.h"
 #include "../data/tokenizer.h"
 #include "../data/tokens.h"
 #include "../util/util.h"
@@ -674,6 +677,241 @@ START_TEST(test_tokens_write_failures) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// the recall task (data/recall.h)
+
+// A task of small numbers, resolved (num_queries filled).
+static RecallTask small_task(int V, int P, int S) {
+    RecallTask t = {.vocab_size = V, .num_pairs = P, .seq_len = S, .num_train = 4, .num_val = 2, .seed = 5};
+    char err[256];
+    ck_assert_msg(recall_task_resolve(&t, err, sizeof err) == 0, "%s", err);
+    return t;
+}
+
+START_TEST(test_recall_hand_case) {
+    // V 8: keys 0..3, values 4..7; P 2 pairs, S 8: Q 2 queries
+    RecallTask t = small_task(8, 2, 8);
+    ck_assert_int_eq(t.num_queries, 2);
+    //                 k  v  k  v  q  a  q  a
+    const int seq[8] = {1, 5, 3, 4, 3, 4, 1, 5};
+    for (int p = 0; p < 8; p++) ck_assert_int_eq(recall_is_answer(&t, (size_t)p), p == 5 || p == 7);
+    // a window starting at the sequence: target i is token i + 1
+    uint8_t mask[16];
+    recall_window_mask(&t, 0, 8, mask);
+    const uint8_t want[8] = {0, 0, 0, 0, 1, 0, 1, 0};
+    ck_assert_mem_eq(mask, want, 8);
+    // a window over two sequences, from the second: targets 4 and 6, then 12 and 14
+    recall_window_mask(&t, 8, 16, mask);
+    for (int i = 0; i < 16; i++) ck_assert_int_eq(mask[i], i == 4 || i == 6 || i == 12 || i == 14);
+    char err[256];
+    ck_assert_msg(recall_check_tokens(&t, seq, 8, err, sizeof err) == 0, "%s", err);
+    // each break of the layout is named
+    struct {
+        int pos, id;
+        const char *want;
+    } bad[] = {
+        {0, 4, "sequence 0 position 0: token 4 is a value where a key belongs"},
+        {1, 2, "position 1: token 2 is a key where a value belongs"},
+        {2, 1, "position 2: token 1 is a repeated key"},
+        {3, 5, "position 3: token 5 is a repeated value"},
+        {4, 2, "position 4: token 2 is a query that is not a key of its pairs"},
+        {4, 6, "position 4: token 6 is a query that is not a key of its pairs"},
+        {5, 5, "position 5: token 5 is an answer that is not its query's value"},
+        {7, 8, "position 7: token 8 is outside the vocabulary"},
+    };
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        int b[8];
+        memcpy(b, seq, sizeof b);
+        b[bad[c].pos] = bad[c].id;
+        ck_assert_int_eq(recall_check_tokens(&t, b, 8, err, sizeof err), -1);
+        ck_assert_substr(err, bad[c].want);
+    }
+    ck_assert_int_eq(recall_check_tokens(&t, seq, 7, err, sizeof err), -1);
+    ck_assert_substr(err, "7 tokens are not whole sequences of seq_len 8");
+
+    // the vocabulary: keys A..D, values a..d
+    Tokenizer tok;
+    recall_vocab(&t, &tok);
+    char text[9];
+    for (int i = 0; i < 8; i++) ck_assert_int_eq(tokenizer_decode(&tok, seq[i], text + i), 1);
+    text[8] = '\0';
+    ck_assert_str_eq(text, "BbDaDaBb");
+    tokenizer_free(&tok);
+}
+END_TEST
+
+// The generator's sequences, checked by a reading of the layout independent
+// of recall_check_tokens: the answer after each query is the value that
+// followed that key among the pairs, every pair is asked once per round.
+static void check_generated(const RecallTask *t, const int *seq) {
+    const int P = t->num_pairs, K = t->vocab_size / 2;
+    for (int q = 0; q < t->num_queries; q++) {
+        const int key = seq[2 * P + 2 * q], ans = seq[2 * P + 2 * q + 1];
+        int found = -1;
+        for (int i = 0; i < P; i++)
+            if (seq[2 * i] == key) found = i;
+        ck_assert_msg(found >= 0, "query %d: key %d not among the pairs", q, key);
+        ck_assert_int_eq(ans, seq[2 * found + 1]);
+        ck_assert(key < K && ans >= K);
+        for (int r = q - q % P; r < q; r++) ck_assert_int_ne(seq[2 * P + 2 * r], key);  // once per round
+    }
+}
+
+START_TEST(test_recall_generator) {
+    const int shapes[][3] = {{8, 2, 8}, {52, 16, 64}, {20, 8, 32}, {12, 2, 14}, {200, 8, 40}, {4, 1, 4}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        RecallTask t = small_task(shapes[c][0], shapes[c][1], shapes[c][2]);
+        const size_t n = 50, S = (size_t)t.seq_len;
+        int *a = malloc_check(n * S * sizeof(int)), *b = malloc_check(n * S * sizeof(int));
+        recall_generate(&t, 0, n, a);
+        recall_generate(&t, 0, n, b);
+        ck_assert_mem_eq(a, b, n * S * sizeof(int));  // deterministic
+        for (size_t s = 0; s < n; s++) check_generated(&t, a + s * S);
+        char err[256];
+        ck_assert_msg(recall_check_tokens(&t, a, n * S, err, sizeof err) == 0, "%s", err);
+        recall_generate(&t, 1, n, b);  // val: another stream
+        ck_assert_msg(memcmp(a, b, n * S * sizeof(int)) != 0, "val repeats train");
+        t.seed++;
+        recall_generate(&t, 0, n, b);
+        ck_assert_msg(memcmp(a, b, n * S * sizeof(int)) != 0, "another seed, the same sequences");
+        free(a), free(b);
+    }
+}
+END_TEST
+
+START_TEST(test_recall_accuracy) {
+    // answers fed as predictions: 100%
+    RecallTask t = small_task(52, 16, 64);
+    const size_t n_seq = 2000, S = 64, n = n_seq * S;
+    int *tokens = malloc_check(n * sizeof(int)), *preds = malloc_check(n * sizeof(int));
+    uint8_t *mask = malloc_check(n);
+    recall_generate(&t, 1, n_seq, tokens);
+    // targets of windows of T = S - 1 at every sequence: y = tokens shifted by one
+    const int T = (int)S - 1;
+    int *y = malloc_check(n_seq * (size_t)T * sizeof(int));
+    for (size_t s = 0; s < n_seq; s++) {
+        memcpy(y + s * T, tokens + s * S + 1, (size_t)T * sizeof(int));
+        recall_window_mask(&t, s * S, T, mask + s * T);
+    }
+    const size_t m = n_seq * (size_t)T;
+    memcpy(preds, y, m * sizeof(int));
+    size_t correct;
+    ck_assert_uint_eq(recall_score(preds, y, mask, m, &correct), n_seq * 16);
+    ck_assert_uint_eq(correct, n_seq * 16);
+    ck_assert_double_eq(recall_accuracy(preds, y, mask, m), 1.0);
+    // only the masked positions count: wrong predictions elsewhere change nothing
+    for (size_t i = 0; i < m; i++)
+        if (!mask[i]) preds[i] = -1;
+    ck_assert_double_eq(recall_accuracy(preds, y, mask, m), 1.0);
+    // one wrong answer
+    for (size_t i = 0; i < m; i++)
+        if (mask[i]) {
+            preds[i] = y[i] == 26 ? 27 : 26;
+            break;
+        }
+    ck_assert_double_eq_tol(recall_accuracy(preds, y, mask, m), 1.0 - 1.0 / (n_seq * 16), 1e-12);
+
+    // uniform random values: chance 1/26 over 32,000 answers; the standard
+    // error is sqrt(p (1 - p) / 32000) = 0.00107, the tolerance 0.006 (5.6 of them)
+    uint64_t rng = 42;
+    for (size_t i = 0; i < m; i++) preds[i] = 26 + (int)(rng_u64(&rng) % 26);
+    const double acc = recall_accuracy(preds, y, mask, m);
+    ck_assert_msg(fabs(acc - 1.0 / 26) < 0.006, "random predictions: accuracy %.4f, chance %.4f", acc, 1.0 / 26);
+
+    // nothing masked: no accuracy
+    memset(mask, 0, m);
+    ck_assert(isnan(recall_accuracy(preds, y, mask, m)));
+
+    // argmax of logits, the lowest id on ties
+    const float logits[3 * 4] = {0.1f, 2.0f, -1.0f, 2.0f, -5.0f, -4.0f, -3.0f, -3.5f, 1.0f, 1.0f, 1.0f, 1.0f};
+    int am[3];
+    recall_argmax(logits, 3, 4, am);
+    ck_assert_int_eq(am[0], 1);
+    ck_assert_int_eq(am[1], 2);
+    ck_assert_int_eq(am[2], 0);
+    free(tokens), free(preds), free(mask), free(y);
+}
+END_TEST
+
+START_TEST(test_recall_file) {
+    char path[512], err[1024];
+    tmp_path(path, sizeof path, "recall.bin");
+    RecallTask t = small_task(52, 16, 64), back;
+    t.num_train = 20000, t.num_val = 2000, t.seed = 1337;
+    ck_assert_int_eq(recall_write(path, &t, err, sizeof err), 0);
+    ck_assert_int_eq(recall_read(path, &back, err, sizeof err), 0);
+    ck_assert_mem_eq(&back, &t, sizeof t);
+    size_t len;
+    uint8_t *ok = read_bytes(path, &len);
+    ck_assert_uint_eq(len, RECALL_FILE_BYTES);
+    uint8_t *want = read_bytes("tests/corpus/recall/ok.bin", &len);  // the same task, written by hand
+    ck_assert_uint_eq(len, RECALL_FILE_BYTES);
+    ck_assert_mem_eq(ok, want, RECALL_FILE_BYTES);
+    free(want);
+    t.num_queries = 3;  // the writer refuses what the reader would
+    ck_assert_int_eq(recall_write(path, &t, err, sizeof err), -1);
+    ck_assert_substr(err, "num_queries 3 is not seq_len / 2 - num_pairs = 16");
+    free(ok);
+    ck_assert_int_eq(recall_read(tmp_root, &back, err, sizeof err), -1);
+    ck_assert_substr(err, ": not a regular file");
+    tmp_path(path, sizeof path, "none.bin");
+    ck_assert_int_eq(recall_read(path, &back, err, sizeof err), -1);
+    ck_assert_substr(err, "none.bin: cannot open: No such file or directory");
+}
+END_TEST
+
+// tests/corpus/recall (also the fuzzer's seeds): every ok-* file loads,
+// every bad-* file is refused with one line naming it and the reason.
+START_TEST(test_recall_corpus) {
+    const struct {
+        const char *name, *want;
+    } bad[] = {
+        {"bad-magic.bin", ": bad magic (not a gqa recall task file; re-run `gqa prepare --task recall`)"},
+        {"bad-version.bin", ": unsupported version 2 (this build reads version 1"},
+        {"bad-trailing.bin", ": file is 49 bytes, a recall task file is 48"},
+        {"bad-truncated-0.bin", ": file is 0 bytes, a recall task file is 48"},
+        {"bad-truncated-3.bin", ": file is 3 bytes"},
+        {"bad-truncated-4.bin", ": file is 4 bytes"},
+        {"bad-truncated-20.bin", ": file is 20 bytes"},
+        {"bad-truncated-47.bin", ": file is 47 bytes"},
+        {"bad-vocab-odd.bin", ": vocab_size 51 must be even"},
+        {"bad-vocab-huge.bin", ": vocab_size 2147483648 is out of range"},
+        {"bad-pairs.bin", ": num_pairs 27 is out of range [1, 26]"},
+        {"bad-seq-len-odd.bin", ": seq_len 63 must be even"},
+        {"bad-no-query.bin", ": seq_len 32 leaves no room for a query after 16 pairs"},
+        {"bad-queries.bin", ": num_queries 15 is not seq_len / 2 - num_pairs = 16"},
+        {"bad-num-train.bin", ": num_train 1 is too few"},
+        {"bad-num-val-huge.bin", ": num_val 1099511627776 x seq_len 64 is more than the 2147483648 tokens allowed"},
+    };
+    DIR *dir = opendir("tests/corpus/recall");
+    ck_assert_ptr_nonnull(dir);
+    int n_ok = 0, n_bad = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        if (e->d_name[0] == '.') continue;
+        char path[600], err[1024];
+        snprintf(path, sizeof path, "tests/corpus/recall/%s", e->d_name);
+        RecallTask t;
+        const int rc = recall_read(path, &t, err, sizeof err);
+        if (!strncmp(e->d_name, "ok", 2)) {
+            ck_assert_msg(rc == 0, "%s: %s", path, err);
+            n_ok++;
+            continue;
+        }
+        ck_assert_msg(rc == -1, "%s was accepted", path);
+        ck_assert_msg(strchr(err, '\n') == NULL && strstr(err, path) == err, "%s: '%s'", path, err);
+        const char *want = NULL;
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            if (!strcmp(bad[i].name, e->d_name)) want = bad[i].want;
+        ck_assert_msg(want != NULL, "%s: no expected message in the test", path);
+        ck_assert_substr(err, want);
+        n_bad++;
+    }
+    closedir(dir);
+    ck_assert_int_eq(n_ok, 2);
+    ck_assert_int_eq(n_bad, (int)(sizeof bad / sizeof bad[0]));
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // gqa prepare
 
 typedef struct {
@@ -683,12 +921,12 @@ typedef struct {
 
 // cmd_prepare("gqa", "prepare", args..., NULL) with stdout and stderr captured.
 static void run_prepare(PrepareRun *r, ...) {
-    char *argv[16] = {"gqa", "prepare"};
+    char *argv[24] = {"gqa", "prepare"};
     int argc = 2;
     va_list ap;
     va_start(ap, r);
     for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
-        CHECK(argc < 15);
+        CHECK(argc < 23);
         argv[argc++] = (char *)a;
     }
     va_end(ap);
@@ -835,6 +1073,123 @@ START_TEST(test_prepare_errors) {
 }
 END_TEST
 
+// Whole files of a prepared directory, for byte comparisons.
+static uint8_t *read_in(const char *dir, const char *name, size_t *len) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return read_bytes(path, len);
+}
+
+START_TEST(test_prepare_recall) {
+    char a[512], b[512], c[512];
+    tmp_path(a, sizeof a, "recall_a");
+    tmp_path(b, sizeof b, "recall_b");
+    tmp_path(c, sizeof c, "recall_c");
+    PrepareRun r;
+    const char *shape[] = {"--num_train", "300", "--num_val", "20", "--seq_len", "40", "--num_pairs", "8"};
+#define SHAPE shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7]
+    run_prepare(&r, "--task", "recall", "--out_dir", a, SHAPE, NULL);
+    ck_assert_msg(r.rc == 0, "rc %d, stderr: %s", r.rc, r.err);
+    ck_assert_str_eq(r.err, "");
+    ck_assert_substr(r.out, "recall: 8 key-value pairs, then 12 queries (key, answer), per sequence of 40 tokens\n");
+    ck_assert_substr(r.out, "keys: ids 0..25 (A..Z), values: ids 26..51 (a..z); chance accuracy 1/26\n");
+    ck_assert_substr(r.out, "answers at positions 17, 19, .., 39 of each sequence");
+    ck_assert_substr(r.out, "train has 300 sequences (12,000 tokens)\n");
+    ck_assert_substr(r.out, "recall.bin: 48 bytes (recall task)\n");
+    ck_assert_msg(!strstr(r.out, "val_fraction") && !strstr(r.out, "input"), "text options listed: %s", r.out);
+    run_prepare(&r, "--task", "recall", "--out_dir", b, SHAPE, NULL);
+    ck_assert_int_eq(r.rc, 0);
+    run_prepare(&r, "--task", "recall", "--out_dir", c, SHAPE, "--seed", "1338", NULL);
+    ck_assert_int_eq(r.rc, 0);
+    const char *names[] = {"train.bin", "val.bin", "vocab.bin", "recall.bin"};
+    for (int i = 0; i < 4; i++) {  // the same seed: the same bytes; another seed: other sequences
+        size_t la, lb, lc;
+        uint8_t *fa = read_in(a, names[i], &la), *fb = read_in(b, names[i], &lb), *fc = read_in(c, names[i], &lc);
+        ck_assert_uint_eq(la, lb);
+        ck_assert_mem_eq(fa, fb, la);
+        ck_assert_uint_eq(la, lc);
+        if (i < 2) ck_assert_msg(memcmp(fa, fc, la) != 0, "%s: seed 1338 gave seed 1337's bytes", names[i]);
+        if (i == 2) ck_assert_mem_eq(fa, fc, la);  // the vocabulary depends on vocab_size alone
+        free(fa), free(fb), free(fc);
+    }
+    // what the trainer reads: the files agree with one another
+    char path[700], err[1024];
+    RecallTask t;
+    Tokenizer tok;
+    TokenFile train;
+    snprintf(path, sizeof path, "%s/recall.bin", a);
+    ck_assert_msg(recall_read(path, &t, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(t.num_queries, 12);
+    ck_assert_uint_eq(t.seed, 1337);
+    snprintf(path, sizeof path, "%s/vocab.bin", a);
+    ck_assert_int_eq(tokenizer_load(&tok, path, err, sizeof err), 0);
+    ck_assert_int_eq(tok.vocab_size, 52);
+    snprintf(path, sizeof path, "%s/train.bin", a);
+    ck_assert_int_eq(tokens_read(path, 52, &train, err, sizeof err), 0);
+    ck_assert_uint_eq(train.count, 300 * 40);
+    ck_assert_msg(recall_check_tokens(&t, train.tokens, train.count, err, sizeof err) == 0, "%s", err);
+    tokens_free(&train);
+    tokenizer_free(&tok);
+
+    // text prepared over a recall directory removes recall.bin
+    char input[512];
+    tmp_path(input, sizeof input, "some.txt");
+    write_bytes(input, "some text, long enough to split\n", 32);
+    run_prepare(&r, "--input", input, "--out_dir", a, NULL);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_substr(r.out, "recall.bin (left by --task recall)");
+    snprintf(path, sizeof path, "%s/recall.bin", a);
+    ck_assert(!file_exists(path));
+#undef SHAPE
+}
+END_TEST
+
+START_TEST(test_prepare_recall_errors) {
+    char dir[512], input[512];
+    tmp_path(dir, sizeof dir, "recall_err");
+    tmp_path(input, sizeof input, "in.txt");
+    write_bytes(input, "To be, or not to be: that is the question.\n", 43);
+    PrepareRun r;
+    run_prepare(&r, "--help", NULL);
+    ck_assert_int_eq(r.rc, 0);
+    ck_assert_substr(r.out, "gqa prepare --task recall --out_dir DIR");
+    ck_assert_substr(r.out, "--num_pairs N");
+    struct {
+        const char *args[8];
+        const char *want;
+    } cases[] = {
+        {{"--task", "recall", "--out_dir", dir, "--vocab_size", "7"}, "--task recall: vocab_size 7 must be even"},
+        {{"--task", "recall", "--out_dir", dir, "--vocab_size", "2"}, "option 'vocab_size': 2 is out of range [4, 22344]"},
+        {{"--task", "recall", "--out_dir", dir, "--num_pairs", "27"},
+         "--task recall: num_pairs 27 is out of range [1, 26]: a sequence's keys are distinct"},
+        {{"--task", "recall", "--out_dir", dir, "--seq_len", "63"}, "--task recall: seq_len 63 must be even"},
+        {{"--task", "recall", "--out_dir", dir, "--seq_len", "32"},
+         "seq_len 32 leaves no room for a query after 16 pairs: it must be >= 2 * num_pairs + 2 = 34"},
+        {{"--task", "recall", "--out_dir", dir, "--num_train", "1"}, "option 'num_train': 1 is out of range [2, "},
+        {{"--task", "recall", "--out_dir", dir, "--num_train", "40000000"},
+         "num_train 40000000 x seq_len 64 is more than the 2147483648 tokens allowed per split"},
+        {{"--task", "recall", "--out_dir", dir, "--seed", "-1"}, "option 'seed': -1 is out of range"},
+        {{"--task", "recall", "--out_dir", dir, "--input", input}, "--input is an option of --task text, not of --task recall"},
+        {{"--task", "recall", "--out_dir", dir, "--val_fraction", "0.2"}, "--val_fraction is an option of --task text"},
+        {{"--input", input, "--out_dir", dir, "--num_pairs", "4"}, "--num_pairs is an option of --task recall, not of --task text"},
+        {{"--task", "text", "--out_dir", dir, "--seed", "4"}, "--seed is an option of --task recall"},
+        {{"--task", "text", "--out_dir", dir}, "error: missing --input FILE"},
+        {{"--task", "recall"}, "error: missing --out_dir DIR"},
+        {{"--task", "copy", "--out_dir", dir}, "option 'task': 'copy' is not one of text, recall"},
+        {{"--task", "recall", "--out_dir", input}, "exists and is not a directory"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *const *a = cases[c].args;
+        run_prepare(&r, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], NULL);
+        ck_assert_msg(r.rc == 1, "case %zu: rc %d, want 1", c, r.rc);
+        ck_assert_msg(strstr(r.err, cases[c].want) != NULL, "case %zu: stderr '%s' lacks '%s'", c, r.err,
+                      cases[c].want);
+        ck_assert_msg(strncmp(r.err, "error: ", 7) == 0 && strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
+                      "case %zu: not one 'error: ' line: '%s'", c, r.err);
+    }
+}
+END_TEST
+
 START_TEST(test_prepare_shakespeare) {
     char dir[512];
     tmp_path(dir, sizeof dir, "shakespeare_char");
@@ -906,6 +1261,16 @@ static Suite *data_suite(void) {
     tcase_add_test(tc, test_prepare_small);
     tcase_add_test(tc, test_prepare_errors);
     tcase_add_test(tc, test_prepare_shakespeare);
+    tcase_add_test(tc, test_prepare_recall);
+    tcase_add_test(tc, test_prepare_recall_errors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("recall");
+    tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
+    tcase_add_test(tc, test_recall_hand_case);
+    tcase_add_test(tc, test_recall_generator);
+    tcase_add_test(tc, test_recall_accuracy);
+    tcase_add_test(tc, test_recall_file);
+    tcase_add_test(tc, test_recall_corpus);
     suite_add_tcase(s, tc);
     return s;
 }

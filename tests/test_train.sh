@@ -176,5 +176,42 @@ expect_fail "option 'block_size': 1e9 is out of range" "$GQA" train --block_size
 expect_fail "cannot allocate 131941532" "$GQA" train --data_dir "$tmp/data" --out_dir "$tmp/e" \
     --n_embd 1048576 --n_head 1 --n_kv_head 1 --n_layer 1000
 
+# the recall task (gqa prepare --task recall): windows start at sequence boundaries, each eval line ends in
+# train_acc and val_acc in [0, 1] (the loss fields keep their places); the accuracy rises above chance
+# (1/6) within 300 steps; a block too short for an answer, or a recall.bin of other data, is refused
+"$GQA" prepare --task recall --out_dir "$tmp/rc" --vocab_size 12 --num_pairs 4 --seq_len 16 --num_train 2000 \
+    --num_val 50 > "$tmp/rc.out" 2>&1 && ok || bad "prepare --task recall failed: $(cat "$tmp/rc.out")"
+rtrain() {
+    out=$1; shift
+    "$GQA" train --data_dir "$tmp/rc" --out_dir "$out" --n_layer 2 --n_head 4 --n_kv_head 1 --n_embd 64 \
+        --block_size 16 --batch_size 16 --learning_rate 3e-3 --warmup_iters 10 --eval_iters 8 --log_interval 50 \
+        --seed 7 --threads 2 "$@"
+}
+rtrain "$tmp/ra" --max_iters 20 --lr_decay_iters 20 --eval_interval 10 > "$tmp/ra.out" 2>&1 ||
+    bad "recall train failed: $(tail -3 "$tmp/ra.out")"
+grep -q '^recall task: 4 pairs, 4 queries per sequence of 16 tokens; windows of 16 start at sequence boundaries' \
+    "$tmp/ra.out" && ok || bad "no recall task line: $(head -30 "$tmp/ra.out" | grep -i recall)"
+awk '$1 == "eval" { n++; if (NF == 10 && $3 == "train" && $5 == "val" && $7 == "train_acc" && $9 == "val_acc" &&
+        $8 >= 0 && $8 <= 1 && $10 >= 0 && $10 <= 1 && $4 > 0 && $6 > 0) good++ }
+    END { exit !(n == 3 && good == 3) }' "$tmp/ra/log.txt" && ok || bad "recall eval lines: $(grep '^eval' "$tmp/ra/log.txt")"
+grep -q '^step 20: train loss [0-9.]*, val loss [0-9.]*, train acc [0-9.]*, val acc [0-9.]*$' "$tmp/ra.out" && ok ||
+    bad "recall step line: $(grep '^step 20' "$tmp/ra.out")"
+rtrain "$tmp/rb" --max_iters 300 --lr_decay_iters 300 --eval_interval 300 > "$tmp/rb.out" 2>&1 ||
+    bad "recall train (300 steps) failed: $(tail -3 "$tmp/rb.out")"
+acc=$(awk '$1 == "eval" && $2 == 300 { print $10 }' "$tmp/rb/log.txt")
+echo "recall: val accuracy after 300 steps $acc (chance 1/6)"
+awk -v a="$acc" 'BEGIN { exit !(a != "" && a > 0.25) }' && ok || bad "recall val accuracy $acc after 300 steps, chance 1/6"
+grep -q '^eval 0 train [0-9.]* val [0-9.]*$' "$tmp/a/log.txt" && ok || bad "text eval lines changed: $(grep '^eval 0' "$tmp/a/log.txt")"
+expect_fail "block_size 8 holds no answer of the recall task: the first is target 8 of a window" \
+    rtrain "$tmp/re" --block_size 8 --max_iters 1
+mkdir -p "$tmp/rmix" && cp "$tmp/data/"*.bin "$tmp/rmix/" && cp "$tmp/rc/recall.bin" "$tmp/rmix/"
+expect_fail "rmix/recall.bin: vocab_size 12, but $tmp/rmix/vocab.bin has" \
+    "$GQA" train --data_dir "$tmp/rmix" --out_dir "$tmp/re" --max_iters 1
+"$GQA" prepare --task recall --out_dir "$tmp/rc2" --vocab_size 12 --num_pairs 4 --seq_len 16 --num_train 100 \
+    --num_val 50 > /dev/null 2>&1
+cp "$tmp/rc/"*.bin "$tmp/rmix/" && cp "$tmp/rc2/recall.bin" "$tmp/rmix/"
+expect_fail "train.bin has 32000 tokens, but $tmp/rmix/recall.bin says 100 sequences of 16" \
+    "$GQA" train --data_dir "$tmp/rmix" --out_dir "$tmp/re" --max_iters 1
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

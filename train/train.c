@@ -9,6 +9,7 @@
 #include "train.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -101,34 +102,76 @@ float train_lr(const TrainConfig *tc, int it) {
 // ----------------------------------------------------------------------------
 // data: random windows of a token file
 
-// Fill x, y (B, T) with B random windows: y is x shifted by one token.
-static void get_batch(const TokenFile *tf, int B, int T, uint64_t *rng, int *x, int *y) {
-    const uint64_t span = (uint64_t)(tf->count - (size_t)T);  // start in [0, count - T)
+// Fill x, y (B, T) with B random windows: y is x shifted by one token. A
+// window starts anywhere in [0, count - T), or with a recall task at a
+// sequence boundary, s * seq_len <= count - T - 1, so that every answer in
+// it comes after its pairs (any T then works). starts (B) gets the starts.
+static void get_batch(const TokenFile *tf, const RecallTask *task, int B, int T, uint64_t *rng, int *x, int *y,
+                      size_t *starts) {
+    const size_t S = task ? (size_t)task->seq_len : 1;
+    const uint64_t span = (uint64_t)((tf->count - (size_t)T - 1) / S + 1);  // starts 0, S, .., (span - 1) S
     for (int b = 0; b < B; b++) {
-        size_t start = (size_t)(rng_u64(rng) % span);
+        size_t start = (size_t)(rng_u64(rng) % span) * S;
+        if (starts) starts[b] = start;
         memcpy(x + (size_t)b * T, tf->tokens + start, (size_t)T * sizeof(int));
         memcpy(y + (size_t)b * T, tf->tokens + start + 1, (size_t)T * sizeof(int));
     }
 }
 
+typedef struct {
+    float loss;
+    double accuracy;  // on the answers of a recall task; NAN without one
+} Estimate;
+
+// Answers scored and hit in the last gpt_loss over the Bl rows at y (its
+// targets): the logits are in the activations of the model and of its
+// thread shards, each holding a run of whole rows. masks (Bl, T).
+static void score_answers(const GPT *m, const int *y, const uint8_t *masks, int Bl, int T, double *answers,
+                          double *hits, int *preds) {
+    const int V = m->config.vocab_size;
+    int rows = 0;
+    for (int s = 0; rows < Bl; s++) {
+        CHECK(s <= m->n_shards);
+        const GPT *r = s == 0 ? m : &m->shards[s - 1];
+        CHECK(r->targets == y + (size_t)rows * T && r->T == T && r->B >= 1 && rows + r->B <= Bl);
+        const size_t n = (size_t)r->B * T;
+        recall_argmax(r->acts.logits, n, V, preds);
+        size_t correct;
+        *answers += (double)recall_score(preds, y + (size_t)rows * T, masks + (size_t)rows * T, n, &correct);
+        *hits += (double)correct;
+        rows += r->B;
+    }
+}
+
 // Mean loss over eval_iters fixed batches of one split (same batches at
-// every evaluation, so curves are comparable and training RNG is untouched).
+// every evaluation, so curves are comparable and training RNG is untouched),
+// and with a recall task the accuracy on answer positions.
 // With several ranks each evaluates its shard of every batch.
-static float estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const TrainConfig *tc, uint64_t split_key,
-                           int shards, int *x, int *y) {
+static Estimate estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const RecallTask *task,
+                              const TrainConfig *tc, uint64_t split_key, int shards, int *x, int *y) {
     int was_training = m->training;
     m->training = 0;
     uint64_t rng = rng_mix64((uint64_t)tc->seed ^ split_key);
-    const int T = tc->model.block_size, Bl = tc->batch_size / d->world;
+    const int T = tc->model.block_size, B = tc->batch_size, Bl = B / d->world;
     const size_t shard = (size_t)d->rank * Bl * T;
-    double sum = 0.0;
+    size_t *starts = task ? malloc_check((size_t)B * sizeof(size_t)) : NULL;
+    uint8_t *masks = task ? malloc_check((size_t)B * T) : NULL;
+    int *preds = task ? malloc_check((size_t)Bl * T * sizeof(int)) : NULL;
+    double sum = 0.0, answers = 0.0, hits = 0.0;
     for (int i = 0; i < tc->eval_iters; i++) {
-        get_batch(tf, tc->batch_size, T, &rng, x, y);
+        get_batch(tf, task, B, T, &rng, x, y, starts);
         if (gpt_loss(m, x + shard, y + shard, Bl, T, shards) != 0) die("%s", m->error);
         sum += m->mean_loss;
+        if (task) {
+            for (int b = 0; b < B; b++) recall_window_mask(task, starts[b], T, masks + (size_t)b * T);
+            score_answers(m, y + shard, masks + shard, Bl, T, &answers, &hits, preds);
+        }
     }
     m->training = was_training;
-    return (float)(dist_sum(d, sum) / d->world / tc->eval_iters);
+    free(starts), free(masks), free(preds);
+    Estimate e = {(float)(dist_sum(d, sum) / d->world / tc->eval_iters), NAN};
+    if (task) e.accuracy = dist_sum(d, hits) / dist_sum(d, answers);
+    return e;
 }
 
 // ----------------------------------------------------------------------------
@@ -175,6 +218,27 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
     if (tokens_read(path, V, &r->train, err, sizeof err) != 0) die("%s", err);
     path_join(path, sizeof path, tc->data_dir, "val.bin");
     if (tokens_read(path, V, &r->val, err, sizeof err) != 0) die("%s", err);
+    path_join(path, sizeof path, tc->data_dir, "recall.bin");
+    if (access(path, F_OK) == 0) {  // a recall task: its layout must be the token files'
+        if (recall_read(path, &r->task, err, sizeof err) != 0) die("%s", err);
+        const RecallTask *k = &r->task;
+        if (k->vocab_size != V)
+            die("%s: vocab_size %d, but %s/vocab.bin has %d (files from different `gqa prepare` runs?)", path,
+                k->vocab_size, tc->data_dir, V);
+        const TokenFile *split[2] = {&r->train, &r->val};
+        const uint64_t n_seq[2] = {k->num_train, k->num_val};
+        for (int i = 0; i < 2; i++) {
+            const char *name = i ? "val.bin" : "train.bin";
+            if (split[i]->count != n_seq[i] * (uint64_t)k->seq_len)
+                die("%s: %s has %zu tokens, but %s says %" PRIu64 " sequences of %d (files from different "
+                    "`gqa prepare` runs?)",
+                    tc->data_dir, name, split[i]->count, path, n_seq[i], k->seq_len);
+            if (recall_check_tokens(k, split[i]->tokens, split[i]->count, err, sizeof err) != 0)
+                die("%s/%s is not in the layout of %s: %s (re-run `gqa prepare --task recall`)", tc->data_dir,
+                    name, path, err);
+        }
+        r->recall = 1;
+    }
 
     FILE *mf = open_memstream((char **)&r->vocab_blob, &r->vocab_len);
     if (!mf) die("open_memstream: %s", strerror(errno));
@@ -248,6 +312,10 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
     if ((size_t)T + 1 > r->val.count || (size_t)T + 1 > r->train.count)
         die("block_size %d needs at least %d tokens per split; train has %zu, val has %zu", T, T + 1,
             r->train.count, r->val.count);
+    if (r->recall && T < 2 * r->task.num_pairs + 1)
+        die("block_size %d holds no answer of the recall task: the first is target %d of a window (after %d "
+            "pairs); use block_size = seq_len = %d",
+            T, 2 * r->task.num_pairs, r->task.num_pairs, r->task.seq_len);
     r->model.training = 1;
     if (tc->batch_size % r->dist.world != 0)
         die("batch_size %d is the global batch and must be divisible by the %d MPI ranks", tc->batch_size,
@@ -289,6 +357,11 @@ int trainer_run(Trainer *r) {
     m->batch_offset = r->dist.rank * (B / r->dist.world);  // this rank's rows draw the one-process dropout masks
     printf("vocab_size = %d, parameters = %zu, threads = %d, ranks = %d (%d sequences each), shards = %d\n",
            m->config.vocab_size, m->num_parameters, omp_get_max_threads(), r->dist.world, B / r->dist.world, shards);
+    const RecallTask *task = r->recall ? &r->task : NULL;
+    if (task)
+        printf("recall task: %d pairs, %d queries per sequence of %d tokens; windows of %d start at sequence "
+               "boundaries; accuracy on the answers (chance 1/%d)\n",
+               task->num_pairs, task->num_queries, task->seq_len, T, task->vocab_size / 2);
     if (r->step > 0) printf("resuming from %s at step %d\n", r->ckpt_path, r->step);
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
@@ -318,11 +391,19 @@ int trainer_run(Trainer *r) {
         int at_end = r->step >= tc->max_iters;
         if ((r->step % tc->eval_interval == 0 && !(r->step == start && start > 0)) || at_end) {
             clear_progress();
-            float tl = estimate_loss(m, &r->dist, &r->train, tc, 0x7A41ull, shards, x, y);
-            float vl = estimate_loss(m, &r->dist, &r->val, tc, 0x7A42ull, shards, x, y);
-            printf("step %d: train loss %.4f, val loss %.4f\n", r->step, tl, vl);
+            const Estimate te = estimate_loss(m, &r->dist, &r->train, task, tc, 0x7A41ull, shards, x, y);
+            const Estimate ve = estimate_loss(m, &r->dist, &r->val, task, tc, 0x7A42ull, shards, x, y);
+            const float tl = te.loss, vl = ve.loss;
+            if (task) {  // the accuracy fields go at the end: parsers of the loss fields keep working
+                printf("step %d: train loss %.4f, val loss %.4f, train acc %.4f, val acc %.4f\n", r->step, tl, vl,
+                       te.accuracy, ve.accuracy);
+                log_line(r, "eval %d train %.6f val %.6f train_acc %.6f val_acc %.6f\n", r->step, tl, vl,
+                         te.accuracy, ve.accuracy);
+            } else {
+                printf("step %d: train loss %.4f, val loss %.4f\n", r->step, tl, vl);
+                log_line(r, "eval %d train %.6f val %.6f\n", r->step, tl, vl);
+            }
             fflush(stdout);
-            log_line(r, "eval %d train %.6f val %.6f\n", r->step, tl, vl);
             if (r->step > start || at_end) {
                 if (vl < r->best_val_loss) {
                     r->best_val_loss = vl;
@@ -336,7 +417,7 @@ int trainer_run(Trainer *r) {
         double t0 = now_seconds();
         float lr = train_lr(tc, r->step);
         // every rank draws the same global batch and runs its own rows
-        get_batch(&r->train, B, T, &r->data_rng, x, y);
+        get_batch(&r->train, task, B, T, &r->data_rng, x, y, NULL);
         if (r->step == nan_step) m->params.wte[0] = NAN;
         const size_t shard = (size_t)r->dist.rank * (B / r->dist.world) * T;
         if (gpt_forward_backward(m, x + shard, y + shard, B / r->dist.world, T, shards) != 0) die("%s", m->error);

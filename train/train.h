@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../data/recall.h"
 #include "../data/tokenizer.h"
 #include "../data/tokens.h"
 #include "../model/gpt.h"
@@ -71,6 +72,10 @@ typedef struct {
     uint8_t *vocab_blob;  // serialised tokenizer, stored in checkpoints
     size_t vocab_len;
     TokenFile train, val;
+    // DIR/recall.bin present: windows start at sequence boundaries and each
+    // evaluation also scores the answers (data/recall.h)
+    int recall;
+    RecallTask task;
     uint64_t data_rng;
     int step;
     float best_val_loss;

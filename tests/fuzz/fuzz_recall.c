@@ -1,0 +1,33 @@
+/*
+ * fuzz_recall.c: libFuzzer harness for the recall task file reader
+ * (DIR/recall.bin, through a file, as `gqa train` reads it). A file the
+ * reader accepts must describe a task the generator can run: a few
+ * sequences of it are generated and pass the layout check.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../../data/recall.h"
+#include "../../util/util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/gqa_fuzz_recall_%d.bin", (int)getpid());
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    fwrite(data, 1, size, f);
+    fclose(f);
+    RecallTask t;
+    char err[512];
+    if (recall_read(path, &t, err, sizeof err) == 0) {
+        const size_t n = 2;
+        int *tokens = malloc_check(n * (size_t)t.seq_len * sizeof(int));
+        recall_generate(&t, 0, n, tokens);
+        CHECK(recall_check_tokens(&t, tokens, n * (size_t)t.seq_len, err, sizeof err) == 0);
+        free(tokens);
+    }
+    unlink(path);
+    return 0;
+}
