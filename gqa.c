@@ -14,7 +14,7 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
-    {"prepare", cmd_prepare, "tokenize a UTF-8 text into train.bin, val.bin and vocab.bin"},
+    {"prepare", cmd_prepare, "tokenize a UTF-8 text, or generate the associative-recall task, into train.bin, val.bin, vocab.bin"},
     {"train", cmd_train, "train a model (AdamW, evaluation, checkpoints, resume)"},
     {"sample", cmd_sample, "generate text from a checkpoint (KV cache, top-k/top-p)"},
     {"convert", cmd_convert, "change n_kv_head of a checkpoint (mean-pool MHA -> GQA/MQA, or repeat)"},
