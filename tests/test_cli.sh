@@ -453,6 +453,11 @@ for s in abc 12abc -5 0 0MiB 1.5 2G "2 GiB" 1e9 1.MiB 5EiB 999999999999999999999
 done
 one_line 1 "kv_budget '2G' is not a size: give bytes or a number with a unit: B, kB, MB, GB, TB (1000s), KiB, MiB, GiB, TiB (1024s), e.g. 512MiB or 1.5GB" -- "$GQA" bench --kv_budget 2G
 one_line 1 "kv_budget sizes the decode rows: give infer in --measure too" -- "$GQA" bench --kv_budget 1GiB --measure train
+# the plot of a budget CSV: throughput at the budget and the batch, against context
+if command -v gnuplot > /dev/null; then
+    sh "$(dirname "$0")/../scripts/plot_bench.sh" "$tmpd/kb.csv" "$tmpd/kb" > /dev/null 2>&1 && [ -s "$tmpd/kb-budget.png" ] &&
+        [ ! -e "$tmpd/kb-decode.png" ] && ok || bad "plot_bench.sh made no budget PNG"
+fi
 
 # gqa convert: the tiny GQA fixture (4 query heads, 2 KV heads)
 fx=$(dirname "$0")/fixtures
