@@ -245,12 +245,12 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int r
     const char *iargs[] = {"--_worker=infer", s_set, "--batch_size", s_b, "--ctx", s_c, "--kv_dtype",
                            kv_dtype_name(jb->dt)};
     if (jb->ctx) snprintf(what, sizeof what, "%s, batch %d, ctx %d, %s", name, jb->batch, jb->ctx,
-                            kv_dtype_name(jb->dt));
+                          kv_dtype_name(jb->dt));
     else snprintf(what, sizeof what, "%s: %s", name, jb->gemm ? "training's GEMMs alone" : "training");
     if (bc->rounds > 1) fprintf(stderr, "bench: round %d/%d: %s ...\n", round + 1, bc->rounds, what);
     else fprintf(stderr, "bench: %s ...\n", what);
     const int ok = jb->ctx ? run_child(argc, argv, iargs, 8, line, sizeof line, &rss) == 0
-                             : run_child(argc, argv, targs, 2, line, sizeof line, &rss) == 0;
+                           : run_child(argc, argv, targs, 2, line, sizeof line, &rss) == 0;
     if (!ok) {
         fprintf(stderr, "bench: measurement failed (%s)\n", what);
         jb->failed = 1;
