@@ -69,6 +69,7 @@ typedef struct {
     int roofline;           // measure the machine's sgemm peak and read bandwidth first (and last)
     int gemm;               // BenchGemm
     int seed, shards;       // weights; training shards (0: auto)
+    size_t kv_budget;       // bytes of KV cache per inference row (0: no budget; the batch_size list instead)
     char csv[512];          // also write the rows here ("" : no CSV)
 } BenchConfig;
 
@@ -90,7 +91,51 @@ GPTConfig bench_model_config(const BenchConfig *bc, int setting);
 // "MLA-128" (kv_lora_rank).
 const char *bench_attention_name(const GPTConfig *c, char *buf, size_t len);
 
+// ---- capacity at a memory budget (--kv_budget)
+//
+// With a budget every inference row runs at the largest batch whose whole
+// cache fits it: the cache the decode measurement allocates, ctx +
+// decode_tokens positions per sequence, of exactly kvcache_bytes bytes.
+
+// The batch is capped here: with a tiny model and a large budget it could
+// otherwise run to billions of sequences.
+#define BENCH_BUDGET_BATCH_MAX (1 << 20)
+
+// Parse a size: a whole number of bytes ("1048576", "1048576B"), or a
+// decimal number and a unit, SI (kB, MB, GB, TB: powers of 1000) or binary
+// (KiB, MiB, GiB, TiB: powers of 1024), case-insensitive ("512MiB", "1.5GB",
+// "2gib"); a prefix without its B ("2G") is refused as ambiguous. Fractions
+// of a byte are dropped (1.0001kB = 1000). Returns 0, or -1 with err filled
+// (one line naming the text) when it is empty, not such a size, zero, or
+// above 2^62 bytes.
+int bench_parse_size(const char *s, size_t *bytes, char *err, size_t errlen);
+
+// The largest batch B with kvcache_bytes(c, B, cache_len, elem) <= budget
+// (0: not even one sequence fits), at most BENCH_BUDGET_BATCH_MAX; *capped
+// (may be NULL) is 1 when the cap, not the budget, set it.
+int bench_budget_batch(const GPTConfig *c, int cache_len, size_t elem, size_t budget, int *capped);
+// The longest cache of one sequence within the budget: the largest T with
+// kvcache_bytes(c, 1, T, elem) <= budget (0: not one position fits), at most
+// block_size; *capped (may be NULL) is 1 when block_size set it.
+int bench_budget_max_ctx(const GPTConfig *c, size_t elem, size_t budget, int *capped);
+
+// What set a budget row's batch.
+typedef enum {
+    BUDGET_NONE,        // no budget: the batch is the batch_size list's
+    BUDGET_FITS,        // the budget's batch, measured
+    BUDGET_NO_FIT,      // not one sequence of cache_len positions fits: no measurement
+    BUDGET_NO_MEMORY,   // the batch fits the budget but not this machine's memory: no measurement
+} BenchBudget;
+extern const char *const bench_budget_names[];  // "", "fits", "does_not_fit", "exceeds_memory"
+
 // ---- internal to bench/: the workers, the roofline and the report
+
+// Decode rows allocate buffers for batch x chunk new tokens (infer_init)
+// while prefill runs one sequence in chunks: the chunk is min(ctx, 512),
+// lowered at large batches so that batch x chunk stays within
+// BENCH_INFER_ROWS (65536) rows.
+#define BENCH_INFER_ROWS 65536
+int bench_infer_chunk(int batch, int ctx);
 
 void worker_train(const BenchConfig *bc, int setting);
 void worker_gemm(const BenchConfig *bc, int setting);
@@ -137,9 +182,21 @@ typedef struct {
     double roofline_tok_s;          // batch / bench_roofline_seconds: the most decode tok/s the machine allows
     double roofline_frac;           // decode tok/s over it
     const char *bound;              // "fma" or "read": the side that sets the roofline (NULL: none)
+    // --kv_budget (kv_budget 0: none, the rest unset)
+    size_t kv_budget;               // bytes
+    BenchBudget budget;             // what set the batch (batch 0 unless BUDGET_FITS)
+    int budget_batch;               // the largest batch within the budget (0: does not fit)
+    int budget_batch_capped;        // 1: BENCH_BUDGET_BATCH_MAX set it
+    double budget_kv_bytes;         // exact bytes of budget_batch x (ctx + decode_tokens) positions
+    double budget_seq_bytes;        // exact bytes of one sequence's (ctx + decode_tokens) positions
+    double budget_need_bytes;       // BUDGET_NO_MEMORY: the cache, weights and buffers the run would need
+    double mem_available;           // BUDGET_NO_MEMORY: MemAvailable at the start
+    int budget_max_ctx;             // the longest cache of one sequence within the budget
+    int budget_max_ctx_capped;      // 1: block_size set it
 } BenchRow;
 
-void report_header(int first_n_kv_head);
+// with_budget: the table's two budget columns
+void report_header(int first_n_kv_head, int with_budget);
 void report_row(const BenchRow *r);
 // The CSV's header line and one row, appended to a growing text (report.c).
 void report_csv_header(FILE *f);

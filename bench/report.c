@@ -11,11 +11,13 @@
 #include "../util/util.h"
 #include "bench.h"
 
-void report_header(int first_n_kv_head) {
+void report_header(int first_n_kv_head, int with_budget) {
     printf("\n| attention | n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s "
            "| decode x n_kv_head %d | KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (of read bw) "
-           "| GEMM-only tok/s (train of it) | decode of roofline tok/s (bound) |\n", first_n_kv_head);
-    printf("|:---|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+           "| GEMM-only tok/s (train of it) | decode of roofline tok/s (bound) |%s\n", first_n_kv_head,
+           with_budget ? " budget batch (its cache of ctx + decode_tokens) | max ctx at batch 1 |" : "");
+    printf("|:---|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|%s\n",
+           with_budget ? ":---|---:|" : "");
     fflush(stdout);
 }
 
@@ -25,7 +27,9 @@ void report_csv_header(FILE *f) {
                "train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,"
                "decode_speedup,gemm_tok_s_median,train_gemm_frac,"
                "kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_step_flops,decode_roofline_tok_s,"
-               "decode_roofline_frac,decode_bound\n");
+               "decode_roofline_frac,decode_bound,"
+               "kv_budget_bytes,budget_batch,budget_max_ctx_batch1,budget_status,budget_kv_bytes,budget_seq_bytes,"
+               "budget_batch_capped,budget_max_ctx_capped\n");
 }
 
 // Table cells: "-" for what was not measured.
@@ -61,15 +65,37 @@ static const char *cell_roofline(char *buf, size_t len, double frac, double tok_
     return buf;
 }
 
-void report_row(const BenchRow *r) {
-    char c[12][64];
-    if (r->batch) {
-        snprintf(c[0], 64, "%d", r->batch);
-        snprintf(c[1], 64, "%d", r->ctx);
-    } else {
-        strcpy(c[0], "-"), strcpy(c[1], "-");
+// The budget's cells: "321 (511.9 MiB)", "1048576 (768 MiB, at the cap)", "does
+// not fit (1 sequence: 12.1 MiB)", "exceeds memory: 1024 (64.0 GiB) needs 65.1
+// GiB of 23.1 GiB available"; and
+// the longest context at batch 1, "4096 (block_size)" when capped.
+static void cells_budget(const BenchRow *r, char *batch, char *max_ctx, size_t len) {
+    char a[32], b[32], m[32];
+    const char *cap = r->budget_batch_capped ? ", at the cap" : "";
+    format_bytes(r->budget_kv_bytes, a, sizeof a);
+    switch (r->budget) {
+    case BUDGET_FITS: snprintf(batch, len, "%d (%s%s)", r->budget_batch, a, cap); break;
+    case BUDGET_NO_FIT:
+        snprintf(batch, len, "does not fit (1 sequence: %s)", format_bytes(r->budget_seq_bytes, b, sizeof b));
+        break;
+    case BUDGET_NO_MEMORY:
+        snprintf(batch, len, "exceeds memory: %d (%s%s) needs %s of %s available", r->budget_batch, a, cap,
+                 format_bytes(r->budget_need_bytes, b, sizeof b), format_bytes(r->mem_available, m, sizeof m));
+        break;
+    case BUDGET_NONE: snprintf(batch, len, "-"); break;
     }
-    printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s | %s | %s |\n", r->attention,
+    if (r->budget_max_ctx == 0) snprintf(max_ctx, len, "does not fit");
+    else snprintf(max_ctx, len, "%d%s", r->budget_max_ctx, r->budget_max_ctx_capped ? " (block_size)" : "");
+}
+
+void report_row(const BenchRow *r) {
+    char c[12][64], budget[2][160] = {"", ""};
+    if (r->batch) snprintf(c[0], 64, "%d", r->batch);
+    else strcpy(c[0], "-");
+    if (r->ctx) snprintf(c[1], 64, "%d", r->ctx);
+    else strcpy(c[1], "-");
+    if (r->kv_budget) cells_budget(r, budget[0], budget[1], sizeof budget[0]);
+    printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s | %s | %s |", r->attention,
            r->n_kv_head, c[0], c[1], r->kv_dtype, cell_pm(c[2], 64, 0, r->train, r->train_sd),
            cell_num(c[3], 64, 0, r->prefill),
            cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_num(c[9], 64, 2, r->decode_x),
@@ -77,6 +103,8 @@ void report_row(const BenchRow *r) {
            cell_rate(c[7], 64, r->train_gflops, r->train_mfu), cell_rate(c[8], 64, r->decode_gbs, r->decode_bw_frac),
            cell_rate(c[10], 64, r->gemm, r->train_gemm_frac),
            cell_roofline(c[11], 64, r->roofline_frac, r->roofline_tok_s, r->bound));
+    if (r->kv_budget) printf(" %s | %s |", budget[0], budget[1]);
+    printf("\n");
     fflush(stdout);
 }
 
@@ -88,7 +116,8 @@ static void csv_field(FILE *f, const char *fmt, double v) {
 
 void report_csv_row(FILE *f, const BenchRow *r) {
     fprintf(f, "%d", r->n_kv_head);
-    if (r->batch) fprintf(f, ",%d,%d,%s", r->batch, r->ctx, r->kv_dtype);
+    if (r->ctx && r->batch) fprintf(f, ",%d,%d,%s", r->batch, r->ctx, r->kv_dtype);
+    else if (r->ctx) fprintf(f, ",,%d,%s", r->ctx, r->kv_dtype);  // a budget row that did not run
     else fprintf(f, ",,,");
     csv_field(f, "%.3f", r->train);
     csv_field(f, "%.3f", r->train_sd);
@@ -112,5 +141,11 @@ void report_csv_row(FILE *f, const BenchRow *r) {
     csv_field(f, "%.0f", r->step_flops);
     csv_field(f, "%.3f", r->roofline_tok_s);
     csv_field(f, "%.4f", r->roofline_frac);
-    fprintf(f, ",%s\n", r->bound ? r->bound : "");
+    fprintf(f, ",%s", r->bound ? r->bound : "");
+    if (r->kv_budget)
+        fprintf(f, ",%zu,%d,%d,%s,%.0f,%.0f,%d,%d\n", r->kv_budget, r->budget_batch, r->budget_max_ctx,
+                bench_budget_names[r->budget], r->budget_kv_bytes, r->budget_seq_bytes, r->budget_batch_capped,
+                r->budget_max_ctx_capped);
+    else
+        fprintf(f, ",,,,,,,,\n");
 }

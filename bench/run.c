@@ -55,6 +55,115 @@ static double median_of(double *x, int n) {
 }
 
 // ----------------------------------------------------------------------------
+// capacity at a memory budget
+
+const char *const bench_budget_names[] = {"", "fits", "does_not_fit", "exceeds_memory"};
+
+#define BENCH_SIZE_MAX ((size_t)1 << 62)
+
+int bench_parse_size(const char *s, size_t *bytes, char *err, size_t errlen) {
+    static const struct {
+        const char *name;
+        unsigned long long unit;
+    } units[] = {{"", 1},          {"b", 1},           {"kb", 1000ull},    {"mb", 1000000ull},
+                 {"gb", 1000000000ull}, {"tb", 1000000000000ull}, {"kib", 1ull << 10}, {"mib", 1ull << 20},
+                 {"gib", 1ull << 30},   {"tib", 1ull << 40}};
+    const char *hint = "give bytes or a number with a unit: B, kB, MB, GB, TB (1000s), KiB, MiB, GiB, TiB (1024s), "
+                       "e.g. 512MiB or 1.5GB";
+    // digits [. digits] unit, nothing else (no sign, no spaces, no exponent)
+    const char *p = s;
+    unsigned __int128 whole = 0, frac = 0, scale = 1;
+    int ndigits = 0, nfrac = 0;
+    for (; *p >= '0' && *p <= '9'; p++, ndigits++) {
+        whole = whole * 10 + (unsigned)(*p - '0');
+        if (whole > BENCH_SIZE_MAX) goto too_large;
+    }
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++, nfrac++)
+            if (nfrac < 18) frac = frac * 10 + (unsigned)(*p - '0'), scale *= 10;  // digits beyond: below a byte
+        if (nfrac == 0) goto not_size;
+    }
+    if (ndigits == 0) goto not_size;
+    char unit[8];
+    size_t n = strlen(p);
+    if (n >= sizeof unit) goto not_size;
+    for (size_t i = 0; i <= n; i++) unit[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] - 'A' + 'a' : p[i]);
+    for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+        if (strcmp(unit, units[u].name) != 0) continue;
+        if (nfrac && units[u].unit == 1) {
+            snprintf(err, errlen, "kv_budget '%s': a number of bytes is whole; %s", s, hint);
+            return -1;
+        }
+        const unsigned __int128 v = whole * units[u].unit + frac * units[u].unit / scale;
+        if (v > BENCH_SIZE_MAX) goto too_large;
+        if (v == 0) {
+            snprintf(err, errlen, "kv_budget '%s' is zero bytes: give a budget of at least one byte", s);
+            return -1;
+        }
+        *bytes = (size_t)v;
+        return 0;
+    }
+not_size:
+    snprintf(err, errlen, "kv_budget '%s' is not a size: %s", s, hint);
+    return -1;
+too_large:
+    snprintf(err, errlen, "kv_budget '%s' is too large (at most 2^62 bytes, 4 EiB)", s);
+    return -1;
+}
+
+int bench_budget_batch(const GPTConfig *c, int cache_len, size_t elem, size_t budget, int *capped) {
+    if (capped) *capped = 0;
+    CHECK(cache_len >= 1 && elem >= 1);
+    // one sequence's cache; a length whose bytes would not fit in a size_t fits no budget
+    const double want = (double)kvcache_bytes(c, 1, 1, elem) * cache_len;
+    if (want > (double)BENCH_SIZE_MAX) return 0;
+    const size_t per_seq = kvcache_bytes(c, 1, cache_len, elem);
+    size_t b = budget / per_seq;  // kvcache_bytes is per_seq x B exactly
+    if (b > BENCH_BUDGET_BATCH_MAX) {
+        b = BENCH_BUDGET_BATCH_MAX;
+        if (capped) *capped = 1;
+    }
+    CHECK(kvcache_bytes(c, (int)b, cache_len, elem) <= budget);
+    return (int)b;
+}
+
+int bench_budget_max_ctx(const GPTConfig *c, size_t elem, size_t budget, int *capped) {
+    if (capped) *capped = 0;
+    CHECK(elem >= 1);
+    const size_t per_pos = kvcache_bytes(c, 1, 1, elem);
+    size_t t = budget / per_pos;
+    if (t > (size_t)c->block_size) {
+        t = (size_t)c->block_size;
+        if (capped) *capped = 1;
+    }
+    return (int)t;
+}
+
+// The memory the machine offers a new process now: MemAvailable of
+// /proc/meminfo (NAN where there is none).
+static double mem_available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return NAN;
+    char line[256];
+    double kib = NAN;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib * 1024.0;
+}
+
+// What a decode measurement of B sequences with a cache of max_T positions
+// allocates: the weights, the cache, and infer_init's buffers of B x chunk
+// rows (its attention scratch left out; pages are touched by B rows, or one
+// chunk, at a time, so this is an upper bound on what it uses).
+static double infer_need_bytes(const GPTConfig *c, int B, int ctx, int max_T, size_t elem) {
+    const double N = (double)B * bench_infer_chunk(B, ctx), C = c->n_embd, NH = c->n_head;
+    const double r = c->kv_lora_rank, W = r + c->rope_head_dim, mla = gpt_is_latent(c) ? 1 : 0;
+    const double row = 8 * C + 2 + gpt_qkvw_rows(c) + c->vocab_size + mla * (W + r + 1 + NH * W + NH * r);
+    return 4.0 * gpt_num_parameters(c) + (double)kvcache_bytes(c, B, max_T, elem) + 4.0 * N * row;
+}
+
+// ----------------------------------------------------------------------------
 // one child per measurement
 
 // Run this binary with argv + extra flags; collect its RESULT line into
@@ -103,8 +212,11 @@ static void parse_doubles(const char *s, double *out, int n) {
 // attention setting (batch 0 for both), or inference at one (setting, batch,
 // ctx, kv_dtype). Its rounds pool their timings here.
 typedef struct {
-    int kv, gemm, batch, ctx;  // kv: the attention setting (bench_model_config)
+    int kv, gemm, batch, ctx;  // kv: the attention setting (bench_model_config); ctx > 0: inference
     KVDtype dt;
+    BenchBudget budget;        // with --kv_budget: what set batch; NO_FIT and NO_MEMORY jobs do not run
+    int budget_batch, budget_batch_capped;  // the budget's batch (batch, unless it is 0 or exceeds memory)
+    double need;                            // the decode measurement's memory (infer_need_bytes)
     double *tok;  // train, gemm or decode tok/s: repeats per round, rounds x repeats
     int ntok;
     double prefill[BENCH_MAX_ROUNDS];  // one per round
@@ -132,13 +244,13 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int r
     const char *targs[] = {jb->gemm ? "--_worker=gemm" : "--_worker=train", s_set};
     const char *iargs[] = {"--_worker=infer", s_set, "--batch_size", s_b, "--ctx", s_c, "--kv_dtype",
                            kv_dtype_name(jb->dt)};
-    if (jb->batch) snprintf(what, sizeof what, "%s, batch %d, ctx %d, %s", name, jb->batch, jb->ctx,
-                            kv_dtype_name(jb->dt));
+    if (jb->ctx) snprintf(what, sizeof what, "%s, batch %d, ctx %d, %s", name, jb->batch, jb->ctx,
+                          kv_dtype_name(jb->dt));
     else snprintf(what, sizeof what, "%s: %s", name, jb->gemm ? "training's GEMMs alone" : "training");
     if (bc->rounds > 1) fprintf(stderr, "bench: round %d/%d: %s ...\n", round + 1, bc->rounds, what);
     else fprintf(stderr, "bench: %s ...\n", what);
-    const int ok = jb->batch ? run_child(argc, argv, iargs, 8, line, sizeof line, &rss) == 0
-                             : run_child(argc, argv, targs, 2, line, sizeof line, &rss) == 0;
+    const int ok = jb->ctx ? run_child(argc, argv, iargs, 8, line, sizeof line, &rss) == 0
+                           : run_child(argc, argv, targs, 2, line, sizeof line, &rss) == 0;
     if (!ok) {
         fprintf(stderr, "bench: measurement failed (%s)\n", what);
         jb->failed = 1;
@@ -146,7 +258,7 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int r
         return;
     }
     if (rss > jb->rss) jb->rss = rss;
-    if (jb->batch) {
+    if (jb->ctx) {
         double vals[2 + BENCH_MAX_REPEATS];
         parse_doubles(line + strlen("infer"), vals, 2 + bc->repeats);
         jb->prefill[jb->nprefill++] = vals[0];
@@ -179,6 +291,24 @@ static int roofline(int argc, char **argv, const char *label, double *gflops, do
     return 0;
 }
 
+// A budget job: its batch, the budget's, and whether it runs: not when not
+// one sequence fits, nor when the measurement would need more than 90% of
+// the memory available (the batch is then 0: no row claims a measurement).
+static void budget_job(const BenchConfig *bc, Job *jb, double mem_available) {
+    const GPTConfig c = bench_model_config(bc, jb->kv);
+    const size_t elem = kv_dtype_bytes(jb->dt);
+    const int max_T = jb->ctx + bc->decode_tokens;  // the cache worker_infer allocates
+    jb->budget_batch = bench_budget_batch(&c, max_T, elem, bc->kv_budget, &jb->budget_batch_capped);
+    jb->batch = jb->budget_batch;
+    jb->budget = BUDGET_FITS;
+    if (jb->budget_batch == 0) {
+        jb->budget = BUDGET_NO_FIT;
+        return;
+    }
+    jb->need = infer_need_bytes(&c, jb->budget_batch, jb->ctx, max_T, elem);
+    if (!isnan(mem_available) && jb->need > 0.9 * mem_available) jb->budget = BUDGET_NO_MEMORY, jb->batch = 0;
+}
+
 // ----------------------------------------------------------------------------
 // the run
 
@@ -194,7 +324,9 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     }
     const int do_train = (bc->measure >> BENCH_TRAIN) & 1, do_gemm = (bc->measure >> BENCH_GEMM) & 1;
     const int do_infer = (bc->measure >> BENCH_INFER) & 1;
-    const int nk = bench_num_settings(bc), nb = bc->batch_size.n, nc = bc->ctx.n, nd = bc->kv_dtype.n;
+    // with a budget one batch per (setting, ctx, kv_dtype), the budget's
+    const int nk = bench_num_settings(bc), nb = bc->kv_budget ? 1 : bc->batch_size.n, nc = bc->ctx.n;
+    const int nd = bc->kv_dtype.n;
     char measure[32];
     snprintf(measure, sizeof measure, "%s%s%s", do_train ? ",train" : "", do_gemm ? ",gemm" : "",
              do_infer ? ",infer" : "");
@@ -216,7 +348,18 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     } else {
         printf("roofline: not measured (--roofline=false): no MFU, no fraction of bandwidth\n");
     }
-    report_header(bc->n_kv_head.v[0]);
+    const double mem_available = mem_available_bytes();
+    if (bc->kv_budget && do_infer) {
+        char b[32], m[32];
+        format_bytes((double)bc->kv_budget, b, sizeof b);
+        if (isnan(mem_available)) snprintf(m, sizeof m, "unknown");
+        else format_bytes(mem_available, m, sizeof m);
+        printf("kv_budget=%s (%zu bytes): each row's batch is the largest whose KV cache of ctx + decode_tokens (%d) "
+               "positions per sequence fits it (at most %d; --batch_size unused); rows whose cache, weights and "
+               "buffers exceed 90%% of the memory available now (%s) are not run\n",
+               b, bc->kv_budget, bc->decode_tokens, BENCH_BUDGET_BATCH_MAX, m);
+    }
+    report_header(bc->n_kv_head.v[0], bc->kv_budget && do_infer);
 
     // The jobs in table order: per attention setting its training run, its
     // GEMM-only run, then its inference runs (batch x ctx x kv_dtype). Round r
@@ -231,17 +374,22 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
         if (do_gemm) jb->kv = i, jb++->gemm = 1;
         for (int j = 0; do_infer && j < nb; j++)
             for (int k = 0; k < nc; k++)
-                for (int d = 0; d < nd; d++, jb++) jb->kv = i, jb->batch = bc->batch_size.v[j], jb->ctx = bc->ctx.v[k], jb->dt = (KVDtype)bc->kv_dtype.v[d];
+                for (int d = 0; d < nd; d++, jb++) {
+                    jb->kv = i, jb->batch = bc->batch_size.v[j], jb->ctx = bc->ctx.v[k];
+                    jb->dt = (KVDtype)bc->kv_dtype.v[d];
+                    if (bc->kv_budget) budget_job(bc, jb, mem_available);
+                }
     }
     for (int i = 0; i < njobs; i++) jobs[i].tok = calloc_check((size_t)bc->rounds * bc->repeats, sizeof(double));
     for (int round = 0; round < bc->rounds; round++) {
         const int last = round == bc->rounds - 1;
         for (int ji = 0; ji < njobs; ji++) {
             Job *jb = jobs + ji;
-            if (!jb->failed) run_job(bc, argc, argv, jb, round, &failures);
+            const int skip = jb->budget == BUDGET_NO_FIT || jb->budget == BUDGET_NO_MEMORY;  // a row, no run
+            if (!jb->failed && !skip) run_job(bc, argc, argv, jb, round, &failures);
             // the row: an inference job with its setting's training figures,
             // or without inference that setting's last job without batch
-            const int row = jb->batch ? !jb->failed : !do_infer && ji % per_kv == n_own - 1;
+            const int row = jb->ctx ? !jb->failed : !do_infer && ji % per_kv == n_own - 1;
             if (!last || !row) continue;
             GPTConfig c = bench_model_config(bc, jb->kv);
             BenchRow r = {.n_kv_head = c.n_kv_head, .kv_lora_rank = c.kv_lora_rank, .rope_head_dim = c.rope_head_dim,
@@ -263,13 +411,23 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
                 r.gemm = median_of(gj->tok, gj->ntok);
                 r.train_gemm_frac = r.train_median / r.gemm;  // NAN without train
             }
-            if (jb->batch) {
+            if (jb->ctx && bc->kv_budget) {
+                const size_t elem = kv_dtype_bytes(jb->dt);
+                r.kv_budget = bc->kv_budget, r.budget = jb->budget;
+                r.budget_batch = jb->budget_batch, r.budget_batch_capped = jb->budget_batch_capped;
+                r.budget_kv_bytes = (double)kvcache_bytes(&c, jb->budget_batch, jb->ctx + bc->decode_tokens, elem);
+                r.budget_seq_bytes = (double)kvcache_bytes(&c, 1, 1, elem) * (jb->ctx + bc->decode_tokens);
+                r.budget_need_bytes = jb->need, r.mem_available = mem_available;
+                r.budget_max_ctx = bench_budget_max_ctx(&c, elem, bc->kv_budget, &r.budget_max_ctx_capped);
+            }
+            if (jb->ctx && !jb->batch) r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt);  // a budget row not run
+            if (jb->ctx && jb->batch) {
                 r.batch = jb->batch, r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt);
                 r.prefill = median_of(jb->prefill, jb->nprefill);
                 r.decode = mean_of(jb->tok, jb->ntok), r.decode_sd = sd_of(jb->tok, jb->ntok);
                 r.decode_median = median_of(jb->tok, jb->ntok);
                 const Job *ref = jobs + (ji - jb->kv * per_kv);  // the same batch, ctx, dtype at setting 0
-                if (!ref->failed) r.decode_x = r.decode_median / median_of(ref->tok, ref->ntok);
+                if (!ref->failed && ref->ntok) r.decode_x = r.decode_median / median_of(ref->tok, ref->ntok);
                 // the bytes a cache of exactly ctx positions needs
                 const size_t elem = kv_dtype_bytes(jb->dt);
                 r.kv_bytes = (double)gpt_kv_bytes_per_token(&c, elem) * jb->batch * jb->ctx, r.rss = (double)jb->rss;

@@ -6,8 +6,9 @@
  * Training tok/s: forward + backward + AdamW at (train_batch_size,
  * train_block_size). GEMM-only tok/s: the training step's linear-layer
  * gemm() calls alone, the most a step made of them could reach. Prefill
- * tok/s: one prompt of ctx tokens (chunks of 512), shared by the batch: its
- * cache is copied to every sequence, as `gqa sample` does. Decode tok/s:
+ * tok/s: one prompt of ctx tokens (chunks of 512, fewer beyond batch 128:
+ * bench_infer_chunk), shared by the batch: its cache is copied to every
+ * sequence, as `gqa sample` does. Decode tok/s:
  * decode_tokens steps with the cache already filled to ctx (batch x steps /
  * seconds; the LM head included, sampling not).
  */
@@ -172,6 +173,12 @@ void worker_gemm(const BenchConfig *bc, int setting) {
     gpt_free(&m);
 }
 
+int bench_infer_chunk(int batch, int ctx) {
+    int chunk = ctx < 512 ? ctx : 512;
+    if ((long long)batch * chunk > BENCH_INFER_ROWS) chunk = BENCH_INFER_ROWS / batch;
+    return chunk > 0 ? chunk : 1;
+}
+
 void worker_infer(const BenchConfig *bc, int setting, int B, int ctx, KVDtype dt) {
     GPTConfig c = bench_model_config(bc, setting);
     c.dropout = 0.0f;
@@ -180,7 +187,7 @@ void worker_infer(const BenchConfig *bc, int setting, int B, int ctx, KVDtype dt
     GPT m;
     if (gpt_init(&m, &c, (uint64_t)bc->seed) != 0) die("%s", m.error);
     Inference inf;
-    const int chunk = ctx < 512 ? ctx : 512;
+    const int chunk = bench_infer_chunk(B, ctx);
     if (infer_init(&inf, &m, B, max_T, chunk, dt) != 0) die("%s", inf.error);
     // the cache decode holds must be the one the setting defines (MLA: the latent and rope key per
     // position, not a K and V per head), or the timing would be of some other attention

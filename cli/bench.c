@@ -34,6 +34,7 @@ int cmd_bench(int argc, char **argv) {
     OptList ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}};
     OptList measure = {2, {BENCH_TRAIN, BENCH_INFER}};
     int threads = 0, worker = WORKER_NONE, setting = 0, mla_passes = 1;
+    char kv_budget[OPT_STR_MAX] = "";
 
     Opt opts[40];
     int n = 0;
@@ -53,7 +54,13 @@ int cmd_bench(int argc, char **argv) {
          "what to measure: train (forward + backward + AdamW), gemm (the training step's linear-layer "
          "products alone), infer (prefill and decode); skipped columns are '-' in the table, empty in CSV",
          measure_choices, 0, "measurements", NULL},
-        {"batch_size", OPT_INT_LIST, &batches, 1, 1 << 20, "decode batch sizes", NULL, 0, "measurements", NULL},
+        {"batch_size", OPT_INT_LIST, &batches, 1, 1 << 20, "decode batch sizes (unused with --kv_budget)", NULL, 0,
+         "measurements", NULL},
+        {"kv_budget", OPT_STRING, kv_budget, 0, 0,
+         "capacity at a memory budget: every decode row at the largest batch whose KV cache of ctx + decode_tokens "
+         "positions per sequence fits SIZE (bytes, or with a unit: 512MiB, 2GiB, 1.5GB; at most 2^20 sequences), "
+         "and the longest context at batch 1 (at most block_size); empty: the batch_size list",
+         NULL, 0, "measurements", "SIZE"},
         {"ctx", OPT_INT_LIST, &ctxs, 1, 1 << 24, "positions in the KV cache for prefill and decode", NULL, 0,
          "measurements", NULL},
         {"kv_dtype", OPT_CHOICE_LIST, &dts, 0, 0, "KV cache element types", cli_kv_dtype_choices, 0,
@@ -96,7 +103,7 @@ int cmd_bench(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) opts[n++] = own[i];
 
-    char usage[6144];
+    char usage[8192];
     snprintf(usage, sizeof usage,
              "usage: gqa bench [CONFIG_FILE] [--key=value ...]\n\n"
              "Measure training, prefill and decode tokens/sec, KV cache bytes and peak resident memory\n"
@@ -129,7 +136,17 @@ int cmd_bench(int argc, char **argv) {
              "--measure=gemm times the training step's linear-layer products alone (each shard's gemm()\n"
              "calls, forward and backward, nothing else): the most a step of those calls could reach.\n"
              "Its column gives that tok/s and, with train, the median training tok/s as a percentage of\n"
-             "it (CSV: gemm_tok_s_median, train_gemm_frac, a fraction).\n",
+             "it (CSV: gemm_tok_s_median, train_gemm_frac, a fraction).\n"
+             "--kv_budget SIZE asks what a memory budget holds: per setting, ctx and kv_dtype one decode row\n"
+             "at the largest batch whose exact KV cache (the one the decode run allocates: ctx +\n"
+             "decode_tokens positions per sequence) is at most SIZE, so 'decode tok/s' is the aggregate\n"
+             "throughput at the budget and 'decode x' compares it between settings. A setting that cannot\n"
+             "hold one sequence gets a 'does not fit' row and no measurement; one whose cache, weights and\n"
+             "buffers would take over 90%% of the memory available is not run either ('exceeds memory').\n"
+             "Two more columns: that batch with its cache bytes, and the longest context one sequence's\n"
+             "cache holds within SIZE, at most block_size (CSV: kv_budget_bytes, budget_batch,\n"
+             "budget_max_ctx_batch1, budget_status (fits, does_not_fit, exceeds_memory), budget_kv_bytes,\n"
+             "budget_seq_bytes (one sequence), budget_batch_capped, budget_max_ctx_capped).\n",
              (double)BENCH_ADAMW_LR, (double)BENCH_ADAMW_BETA1, (double)BENCH_ADAMW_BETA2, (double)BENCH_ADAMW_EPS,
              (double)BENCH_ADAMW_WEIGHT_DECAY);
     const int rc = opts_parse_command(opts, n, argc, argv, usage, 1);
@@ -138,6 +155,11 @@ int cmd_bench(int argc, char **argv) {
     list_copy(&bc.ctx, &ctxs), list_copy(&bc.batch_size, &batches);
     list_copy(&bc.kv_dtype, &dts);
     for (int i = 0; i < measure.n; i++) bc.measure |= 1 << measure.v[i];
+    if (kv_budget[0]) {
+        char err[512];
+        if (bench_parse_size(kv_budget, &bc.kv_budget, err, sizeof err) != 0) die("%s", err);
+        if (!((bc.measure >> BENCH_INFER) & 1)) die("kv_budget sizes the decode rows: give infer in --measure too");
+    }
     if (bc.train_block_size == 0) bc.train_block_size = bc.model.block_size;
     if (threads > 0) omp_set_num_threads(threads);
     gemm_use_openblas(bc.gemm == BENCH_GEMM_OPENBLAS);

@@ -130,6 +130,8 @@ tiny="--vocab_size 11 --n_layer 1 --n_head 4 --n_embd 16 --block_size 32 --train
 header="n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,decode_tok_s,decode_tok_s_sd,kv_cache_bytes,peak_rss_bytes,params,train_gflops,train_mfu,decode_gbs,decode_bw_frac,train_tok_s_median,decode_tok_s_median,decode_speedup,gemm_tok_s_median,train_gemm_frac"
 # the columns MLA added, after all of the above (readers by position keep working)
 header="$header,kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_step_flops,decode_roofline_tok_s,decode_roofline_frac,decode_bound"
+# and --kv_budget's after those (empty without it)
+header="$header,kv_budget_bytes,budget_batch,budget_max_ctx_batch1,budget_status,budget_kv_bytes,budget_seq_bytes,budget_batch_capped,budget_max_ctx_capped"
 # shellcheck disable=SC2086
 expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch_size 1,2 --kv_dtype f32,bf16 \
     --repeats 2 --roofline=false --csv "$tmpd/b.csv"
@@ -396,6 +398,66 @@ one_line 1 "n_kv_head must equal n_head=6, got 2" -- "$GQA" info --kv_lora_rank 
 for c in bench mem info; do
     for o in kv_lora_rank rope_head_dim latent_norm; do "$GQA" "$c" --help | grep -q "^  --$o " && ok || bad "gqa $c --help lacks --$o"; done
 done
+
+# ---- bench --kv_budget: capacity at a memory budget. Every decode row runs at the largest batch B whose exact cache
+# of T = ctx + decode_tokens positions per sequence fits the budget: B x (bytes of one sequence) <= budget, and B + 1
+# exceeds it. 2 layers, 4 heads of 4, rope (so MLA's dR = 2), 4 decode steps; one sequence of T positions holds
+#   grouped 2 L NKV HS T elem, MLA L (r + dR) T elem
+# bytes. At 3000 bytes MHA f32 (2 x 2 x 4 x 4 x 12 x 4 = 3072), MHA bf16 and GQA-2 f32 at ctx 24 (28 positions:
+# 3584) do not fit: no run, a row.
+# shellcheck disable=SC2086
+"$GQA" bench $tiny --n_layer 2 --pos rope --n_kv_head 4,2,1 --kv_lora_rank 8,4 --ctx 8,24 --kv_dtype f32,bf16 \
+    --kv_budget 3000 --measure infer --repeats 1 --roofline=false --csv "$tmpd/kb.csv" > "$tmpd/kb.out" 2> "$tmpd/kb.err" &&
+    ok || bad "bench --kv_budget failed: $(cat "$tmpd/kb.err")"
+if [ "$(head -1 "$tmpd/kb.csv")" = "$header" ] && [ "$(rows "$tmpd/kb.csv")" -eq 20 ]; then ok
+else bad "bench --kv_budget CSV header or row count: $(cat "$tmpd/kb.csv")"; fi
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    { L = 2; HS = 4; T = $(c["ctx"]) + 4; e = $(c["kv_dtype"]) == "f32" ? 4 : 2; budget = $(c["kv_budget_bytes"])
+      r = $(c["kv_lora_rank"]); pos = r > 0 ? L * (r + $(c["rope_head_dim"])) * e : 2 * L * $(c["n_kv_head"]) * HS * e
+      seq = pos * T; B = $(c["budget_batch"]); fits = $(c["budget_status"])
+      if (budget != 3000 || (r > 0 && $(c["rope_head_dim"]) != 2)) { print "budget or dR: " $0; bad = 1 }
+      if ($(c["budget_seq_bytes"]) != seq || $(c["budget_kv_bytes"]) != B * seq) { print "bytes: " $0; bad = 1 }
+      # the largest batch: B fits, B + 1 does not
+      if (B * seq > budget || (B + 1) * seq <= budget || $(c["budget_batch_capped"]) != 0) { print "batch: " $0; bad = 1 }
+      # fits: measured at that batch; does not fit: no batch, no measurement
+      if (B > 0 && (fits != "fits" || $(c["batch"]) != B || $(c["decode_tok_s"]) !~ /^[0-9.]+$/ ||
+                    $(c["kv_cache_bytes"]) != B * pos * $(c["ctx"]))) { print "fits row: " $0; bad = 1 }
+      if (B == 0 && (fits != "does_not_fit" || $(c["batch"]) != "" || $(c["decode_tok_s"]) != "")) { print "no-fit row: " $0; bad = 1 }
+      nofit += B == 0
+      # the longest context at batch 1: floor(budget / bytes per position), at most block_size 32
+      m = int(budget / pos); capped = m > 32; if (capped) m = 32
+      if ($(c["budget_max_ctx_batch1"]) != m || $(c["budget_max_ctx_capped"]) != capped) { print "max ctx: " $0; bad = 1 }
+      n++ }
+    END { exit bad || n != 20 || nofit != 4 }' "$tmpd/kb.csv" > "$tmpd/kb.awk" && ok || bad "bench --kv_budget rows: $(cat "$tmpd/kb.awk")"
+# spot values: MQA f32 ctx 8 holds 3000 / (2 x 2 x 1 x 4 x 12 x 4 = 768) = 3 sequences, MLA-4 bf16 ctx 8
+# 3000 / (2 x 6 x 12 x 2 = 288) = 10; the table names the batch with its cache, the longest context and "does not fit"
+csv_has "$tmpd/kb.csv" 'v("attention") == "MQA" && v("ctx") == 8 && v("kv_dtype") == "f32" && v("batch") == 3' &&
+    csv_has "$tmpd/kb.csv" 'v("attention") == "MLA-4" && v("ctx") == 8 && v("kv_dtype") == "bf16" && v("batch") == 10' &&
+    ok || bad "bench --kv_budget spot batches: $(cat "$tmpd/kb.csv")"
+grep -q '^| MQA | 1 | 3 | 8 | f32 | .* | 3 (2.25 KiB) | 32 (block_size) |$' "$tmpd/kb.out" &&
+    grep -q '^| MHA | 4 | - | 8 | f32 | - | - | - | .* | does not fit (1 sequence: 3.00 KiB) | 11 |$' "$tmpd/kb.out" &&
+    grep -q '^kv_budget=2.93 KiB (3000 bytes): ' "$tmpd/kb.out" && ok || bad "bench --kv_budget table: $(cat "$tmpd/kb.out")"
+# a budget the machine cannot hold: the batch stops at 2^20 sequences (cfg-d MHA, 12.75 MiB a sequence at ctx 512) and
+# the row is refused, not run, with no measurement
+expect 0 "| MHA | 8 | - | 512 | f32 | - | - | - |" -- "$GQA" bench --n_kv_head 8 --ctx 512 --kv_budget 1024TiB --measure infer \
+    --roofline=false --csv "$tmpd/km.csv"
+case "$out" in *"bench: n_kv_head"*) bad "bench ran a row beyond memory: $out" ;;
+    *"| exceeds memory: 1048576 (12.75 TiB, at the cap) needs 12.7"*" TiB of "*" available | 4096 (block_size) |"*) ok ;;
+    *) bad "bench --kv_budget beyond memory: $out" ;; esac
+csv_all "$tmpd/km.csv" 'v("budget_status") == "exceeds_memory" && v("budget_batch") == 1048576 && v("budget_batch_capped") == 1 &&
+    empty("batch") && empty("decode_tok_s") && v("budget_max_ctx_batch1") == 4096 && v("budget_max_ctx_capped") == 1' &&
+    ok || bad "bench --kv_budget beyond memory CSV: $(cat "$tmpd/km.csv")"
+# bad sizes: one line each, exit 1
+for s in abc 12abc -5 0 0MiB 1.5 2G "2 GiB" 1e9 1.MiB 5EiB 99999999999999999999999; do
+    one_line 1 "kv_budget '$s'" -- "$GQA" bench --kv_budget "$s"
+done
+one_line 1 "kv_budget '2G' is not a size: give bytes or a number with a unit: B, kB, MB, GB, TB (1000s), KiB, MiB, GiB, TiB (1024s), e.g. 512MiB or 1.5GB" -- "$GQA" bench --kv_budget 2G
+one_line 1 "kv_budget sizes the decode rows: give infer in --measure too" -- "$GQA" bench --kv_budget 1GiB --measure train
+# the plot of a budget CSV: throughput at the budget and the batch, against context
+if command -v gnuplot > /dev/null; then
+    sh "$(dirname "$0")/../scripts/plot_bench.sh" "$tmpd/kb.csv" "$tmpd/kb" > /dev/null 2>&1 && [ -s "$tmpd/kb-budget.png" ] &&
+        [ ! -e "$tmpd/kb-decode.png" ] && ok || bad "plot_bench.sh made no budget PNG"
+fi
 
 # gqa convert: the tiny GQA fixture (4 query heads, 2 KV heads)
 fx=$(dirname "$0")/fixtures

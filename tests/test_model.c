@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "../bench/bench.h"
 #include "../model/attention.h"
 #include "../model/gemm.h"
 #include "../model/convert.h"
@@ -1394,6 +1395,75 @@ START_TEST(test_linear_layers_and_decode_params) {
 }
 END_TEST
 
+// `gqa bench --kv_budget`'s sizes: bytes or a decimal number with an SI or
+// binary unit, exact; everything else refused with one line naming it.
+START_TEST(test_bench_parse_size) {
+    static const struct {
+        const char *text;
+        size_t bytes;
+    } good[] = {{"1", 1},
+                {"536870912", 536870912},
+                {"512MiB", (size_t)512 << 20},
+                {"512mib", (size_t)512 << 20},
+                {"2GiB", (size_t)2 << 30},
+                {"1.5GB", 1500000000},
+                {"1.5GiB", (size_t)3 << 29},
+                {"0.5KiB", 512},
+                {"1.0001kB", 1000},  // fractions of a byte dropped
+                {"4096B", 4096},
+                {"3TB", 3000000000000ull},
+                {"1TiB", (size_t)1 << 40},
+                {"4194304TiB", (size_t)1 << 62}};  // the largest
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        size_t b = 0;
+        char err[256] = "";
+        ck_assert_msg(bench_parse_size(good[i].text, &b, err, sizeof err) == 0, "%s: %s", good[i].text, err);
+        ck_assert_msg(b == good[i].bytes, "%s: %zu, want %zu", good[i].text, b, good[i].bytes);
+    }
+    static const char *const bad[] = {"", "abc", "12abc", "-5", "+5", "0", "0MiB", "0.0001B", "1.5", "2G", "2 GiB",
+                                      " 2GiB", "1e9", "1.MiB", ".5MiB", "1..5MiB", "4194305TiB",
+                                      "99999999999999999999999", "5EiB", "0x10"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t b = 7;
+        char err[256] = "";
+        ck_assert_msg(bench_parse_size(bad[i], &b, err, sizeof err) == -1, "'%s' was accepted as %zu", bad[i], b);
+        ck_assert_msg(b == 7 && strstr(err, "kv_budget '") && !strchr(err, '\n'), "'%s': %s", bad[i], err);
+    }
+}
+END_TEST
+
+// The budget's batch is the largest whose exact cache (kvcache_bytes) fits:
+// batch + 1 does not; the grouped and latent formulas written out; the cap.
+START_TEST(test_bench_budget_batch) {
+    const GPTConfig c = linear_configs[_i];
+    const size_t per_pos = c.kv_lora_rank ? (size_t)c.n_layer * (c.kv_lora_rank + c.rope_head_dim)
+                                          : (size_t)2 * c.n_layer * c.n_kv_head * (c.n_embd / c.n_head);
+    const size_t budgets[] = {1, 100, 4095, 4096, 123457, (size_t)1 << 20, (size_t)3 << 30};
+    for (size_t e = 2; e <= 4; e += 2)
+        for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++)
+            for (int T = 1; T <= c.block_size; T += 1 + T / 3) {
+                const size_t budget = budgets[i], seq = per_pos * T * e;
+                ck_assert_uint_eq(kvcache_bytes(&c, 1, T, e), seq);
+                int capped = -1;
+                const int B = bench_budget_batch(&c, T, e, budget, &capped);
+                const size_t want = budget / seq;
+                ck_assert_int_eq(B, want > BENCH_BUDGET_BATCH_MAX ? BENCH_BUDGET_BATCH_MAX : (int)want);
+                ck_assert_int_eq(capped, budget / seq > BENCH_BUDGET_BATCH_MAX);
+                ck_assert(kvcache_bytes(&c, B, T, e) <= budget);
+                if (!capped) ck_assert(kvcache_bytes(&c, B + 1, T, e) > budget);
+                const int M = bench_budget_max_ctx(&c, e, budget, &capped);
+                ck_assert_int_eq(M, budget / (per_pos * e) > (size_t)c.block_size ? c.block_size
+                                                                                  : (int)(budget / (per_pos * e)));
+                ck_assert(kvcache_bytes(&c, 1, M, e) <= budget);
+                ck_assert(capped ? M == c.block_size : kvcache_bytes(&c, 1, M + 1, e) > budget);
+            }
+    // a cache of one sequence beyond any size_t budget fits none, without overflow
+    GPTConfig huge = c;
+    huge.n_layer = 1 << 30, huge.block_size = 1 << 24, huge.n_embd *= 1024, huge.kv_lora_rank *= 1024;
+    ck_assert_int_eq(bench_budget_batch(&huge, 1 << 24, 4, (size_t)1 << 62, NULL), 0);
+}
+END_TEST
+
 static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("pytorch");
@@ -1419,6 +1489,8 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_bad_tokens_and_lengths);
     tcase_add_test(tc, test_kv_bytes_and_params);
     tcase_add_loop_test(tc, test_linear_layers_and_decode_params, 0, sizeof linear_configs / sizeof linear_configs[0]);
+    tcase_add_test(tc, test_bench_parse_size);
+    tcase_add_loop_test(tc, test_bench_budget_batch, 0, sizeof linear_configs / sizeof linear_configs[0]);
     tcase_add_test(tc, test_matmul_paths);
     tcase_add_loop_test(tc, test_matmul_backward_vs_double, 0, 6);
     tcase_add_loop_test(tc, test_gemm_vs_double, 0, sizeof gemm_shapes / sizeof gemm_shapes[0]);
