@@ -25,8 +25,7 @@
  * so no transposed copy of the tile is ever made):
  *   scores: a pair of query rows against 8 cached rows at a time, 16
  *           accumulators over the W numbers: each cached vector is loaded
- *           once into a register for the two rows' FMAs (a memory operand in
- *           each FMA loaded it twice and cost ~20% of the kernel), then one
+ *           once into a register for the two rows' FMAs, then one
  *           16 x 16 transpose-and-add turns the accumulators into 16 scores
  *           (lanes 0-7 the first row's, 8-15 the second's). An odd row left
  *           over meets 16 cached rows at a time alone.
@@ -35,12 +34,8 @@
  * The score pass touches the cache first and would bear all its memory
  * latency, while the sum runs from L1 with the memory idle; so the sum
  * prefetches the next tile into L1, a few lines per key of its loop (not
- * all at once: a burst of 256 prefetches at a tile's start gained nothing).
- * That made the kernel 20-25% faster. Tried and dropped (cfg-d decode,
- * batch 8, 4032 positions, f32, 2 threads of an Intel Xeon): tiles of 8
- * KiB (30-45% slower) and 32 KiB (no gain); 1 row x 16 cached rows (17
- * loads per 16 FMAs, ~5% slower), 4 query rows x 4 and 8 x 2 (5-20% slower);
- * prefetching 2 or 3 tiles ahead (5-10% slower than 1).
+ * all at once). How these shapes were chosen, and what was tried and
+ * dropped, is in docs/history.md.
  * The portable C path runs the same items, tiles and online softmax with
  * plain loops; it is the only one without AVX-512 and a test's reference
  * for the vector one.
