@@ -50,6 +50,39 @@ static void randomize(GPT *m, uint64_t seed) {
 // ----------------------------------------------------------------------------
 // incremental decode == full forward
 
+// out (B, T, V): the logits of tok (B, T) through the cache: the first P
+// tokens prefilled in one call, then one token per step (P = 1: decode
+// from the first position).
+static void decode_logits(Inference *inf, const int *tok, int B, int T, int P, float *out) {
+    const int V = inf->model->config.vocab_size;
+    int *chunk = malloc_check((size_t)B * P * sizeof(int));
+    for (int b = 0; b < B; b++) memcpy(chunk + b * P, tok + b * T, P * sizeof(int));
+    ck_assert_int_eq(infer_forward(inf, chunk, P, 0, 1), 0);
+    for (int b = 0; b < B; b++)
+        memcpy(out + (size_t)b * T * V, inf->logits + (size_t)b * P * V, (size_t)P * V * sizeof(float));
+    for (int t = P; t < T; t++) {
+        for (int b = 0; b < B; b++) chunk[b] = tok[b * T + t];
+        ck_assert_int_eq(infer_forward(inf, chunk, 1, t, 0), 0);
+        for (int b = 0; b < B; b++)
+            memcpy(out + ((size_t)b * T + t) * V, inf->logits + (size_t)b * V, (size_t)V * sizeof(float));
+    }
+    free(chunk);
+}
+
+// out (B, T, V): the logits of tok (B, T) prefilled n tokens per call, all logits.
+static void chunked_logits(Inference *inf, const int *tok, int B, int T, int n, float *out) {
+    const int V = inf->model->config.vocab_size;
+    int *chunk = malloc_check((size_t)B * n * sizeof(int));
+    for (int start = 0; start < T; start += n) {
+        const int k = T - start < n ? T - start : n;
+        for (int b = 0; b < B; b++) memcpy(chunk + b * k, tok + b * T + start, k * sizeof(int));
+        ck_assert_int_eq(infer_forward(inf, chunk, k, start, 1), 0);
+        for (int b = 0; b < B; b++)
+            memcpy(out + ((size_t)b * T + start) * V, inf->logits + (size_t)b * k * V, (size_t)k * V * sizeof(float));
+    }
+    free(chunk);
+}
+
 static const int nkv_cases[] = {4, 2, 1};
 
 // _i: n_kv_head 4, 2, 1 x batch 1, 3 x learned positions (_i < 6) or rope
@@ -66,47 +99,21 @@ START_TEST(test_decode_equals_full_forward) {
     ck_assert_int_eq(gpt_forward(&m, tok, NULL, B, T), 0);
     const float *full = m.acts.logits;  // (B, T, V)
 
-    // (a) prefill 5 tokens, then decode one at a time
+    // (a) prefill 5 tokens, then decode one at a time; (b) chunked prefill of all T tokens, 7 at a time
     Inference inf;
     ck_assert_int_eq(infer_init(&inf, &m, B, T, 8, KV_F32), 0);
-    int chunk[3 * 8];
-    const int P = 5;
-    for (int b = 0; b < B; b++) memcpy(chunk + b * P, tok + b * T, P * sizeof(int));
-    ck_assert_int_eq(infer_forward(&inf, chunk, P, 0, 1), 0);
-    double worst = 0;
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < P; t++) {
-            Diff d = diff_tensors(inf.logits + ((size_t)b * P + t) * V, full + ((size_t)b * T + t) * V, V);
-            worst = d.max_abs > worst ? d.max_abs : worst;
-        }
-    for (int t = P; t < T; t++) {
-        for (int b = 0; b < B; b++) chunk[b] = tok[b * T + t];
-        ck_assert_int_eq(infer_forward(&inf, chunk, 1, t, 0), 0);
-        for (int b = 0; b < B; b++) {
-            Diff d = diff_tensors(inf.logits + (size_t)b * V, full + ((size_t)b * T + t) * V, V);
-            worst = d.max_abs > worst ? d.max_abs : worst;
-        }
-    }
-    ck_assert_msg(worst <= 1e-4, "pos %s n_kv_head %d batch %d: decode vs full forward max abs %.3g",
-                  gpt_pos_names[c.pos], nkv, B, worst);
-    const double worst_decode = worst;
-
-    // (b) chunked prefill of all T tokens, 7 at a time, all logits
-    worst = 0;
-    for (int start = 0; start < T; start += 7) {
-        int n = T - start < 7 ? T - start : 7;
-        for (int b = 0; b < B; b++) memcpy(chunk + b * n, tok + b * T + start, n * sizeof(int));
-        ck_assert_int_eq(infer_forward(&inf, chunk, n, start, 1), 0);
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < n; t++) {
-                Diff d = diff_tensors(inf.logits + ((size_t)b * n + t) * V, full + ((size_t)b * T + start + t) * V, V);
-                worst = d.max_abs > worst ? d.max_abs : worst;
-            }
-    }
+    float *got = malloc_check((size_t)B * T * V * sizeof(float));
+    decode_logits(&inf, tok, B, T, 5, got);
+    const double worst_decode = diff_tensors(got, full, (size_t)B * T * V).max_abs;
+    ck_assert_msg(worst_decode <= 1e-4, "pos %s n_kv_head %d batch %d: decode vs full forward max abs %.3g",
+                  gpt_pos_names[c.pos], nkv, B, worst_decode);
+    chunked_logits(&inf, tok, B, T, 7, got);
+    const double worst = diff_tensors(got, full, (size_t)B * T * V).max_abs;
     ck_assert_msg(worst <= 1e-4, "pos %s n_kv_head %d batch %d: chunked prefill max abs %.3g", gpt_pos_names[c.pos],
                   nkv, B, worst);
     printf("pos %s, n_kv_head %d, batch %d: prefill + decode vs full forward max abs %.2g, chunked prefill %.2g\n",
            gpt_pos_names[c.pos], nkv, B, worst_decode, worst);
+    free(got);
     infer_free(&inf);
     gpt_free(&m);
 }
@@ -130,15 +137,10 @@ START_TEST(test_decode_16bit_accuracy) {
     Inference inf;
     ck_assert_int_eq(infer_init(&inf, &m, B, T, 4, dt), 0);
     ck_assert_uint_eq(inf.cache.bytes, kvcache_bytes(&c, B, T, 4) / 2);  // half of f32
-    double worst = 0;
-    for (int t = 0; t < T; t++) {
-        int step[2] = {tok[t], tok[T + t]};
-        ck_assert_int_eq(infer_forward(&inf, step, 1, t, 0), 0);
-        for (int b = 0; b < B; b++) {
-            Diff d = diff_tensors(inf.logits + (size_t)b * V, m.acts.logits + ((size_t)b * T + t) * V, V);
-            worst = d.max_abs > worst ? d.max_abs : worst;
-        }
-    }
+    float *got = malloc_check((size_t)B * T * V * sizeof(float));
+    decode_logits(&inf, tok, B, T, 1, got);
+    const double worst = diff_tensors(got, m.acts.logits, (size_t)B * T * V).max_abs;
+    free(got);
     printf("%s KV cache, pos %s: decode logits max abs error vs float32 forward %.3g (tolerance %.0e)\n",
            kv_dtype_name(dt), gpt_pos_names[c.pos], worst, tol);
     ck_assert_msg(worst <= tol && worst > 0, "%s: max abs error %.3g", kv_dtype_name(dt), worst);
@@ -370,35 +372,15 @@ START_TEST(test_mla_decode_equals_full_forward) {
     Inference inf;
     ck_assert_int_eq(infer_init(&inf, &m, B, T, 8, KV_F32), 0);
     ck_assert_uint_eq(inf.cache.bytes, (size_t)c.n_layer * B * T * (c.kv_lora_rank + c.rope_head_dim) * 4);
-    int chunk[3 * 8];
-    const int P = 5;
-    for (int b = 0; b < B; b++) memcpy(chunk + b * P, tok + b * T, P * sizeof(int));
-    ck_assert_int_eq(infer_forward(&inf, chunk, P, 0, 1), 0);
-    for (int b = 0; b < B; b++)
-        memcpy(dec + (size_t)b * T * V, inf.logits + (size_t)b * P * V, (size_t)P * V * sizeof(float));
-    for (int t = P; t < T; t++) {
-        for (int b = 0; b < B; b++) chunk[b] = tok[b * T + t];
-        ck_assert_int_eq(infer_forward(&inf, chunk, 1, t, 0), 0);
-        for (int b = 0; b < B; b++)
-            memcpy(dec + ((size_t)b * T + t) * V, inf.logits + (size_t)b * V, (size_t)V * sizeof(float));
-    }
+    decode_logits(&inf, tok, B, T, 5, dec);
     const double err_decode = diff_tensors(dec, full, (size_t)B * T * V).max_abs / scale;
 
     // (b) chunked prefill of all T tokens, 7 at a time, all logits
-    double err_chunked = 0, err_vs_decode = 0;
-    for (int start = 0; start < T; start += 7) {
-        int n = T - start < 7 ? T - start : 7;
-        for (int b = 0; b < B; b++) memcpy(chunk + b * n, tok + b * T + start, n * sizeof(int));
-        ck_assert_int_eq(infer_forward(&inf, chunk, n, start, 1), 0);
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < n; t++) {
-                const float *got = inf.logits + ((size_t)b * n + t) * V;
-                const size_t at = ((size_t)b * T + start + t) * V;
-                Diff d = diff_tensors(got, full + at, V), e = diff_tensors(got, dec + at, V);
-                err_chunked = d.max_abs / scale > err_chunked ? d.max_abs / scale : err_chunked;
-                err_vs_decode = e.max_abs / scale > err_vs_decode ? e.max_abs / scale : err_vs_decode;
-            }
-    }
+    float *chunked = malloc_check((size_t)B * T * V * sizeof(float));
+    chunked_logits(&inf, tok, B, T, 7, chunked);
+    const double err_chunked = diff_tensors(chunked, full, (size_t)B * T * V).max_abs / scale;
+    const double err_vs_decode = diff_tensors(chunked, dec, (size_t)B * T * V).max_abs / scale;
+    free(chunked);
     printf("MLA pos %s latent_norm %d bias %d batch %d (logits up to %.3g): decode vs full forward %.2g, chunked "
            "prefill %.2g, decode vs chunked %.2g (of the logit scale)\n",
            gpt_pos_names[pos], norm, bias, B, scale, err_decode, err_chunked, err_vs_decode);
@@ -432,15 +414,10 @@ START_TEST(test_mla_decode_16bit_accuracy) {
     Inference inf;
     ck_assert_int_eq(infer_init(&inf, &m, B, T, 4, dt), 0);
     ck_assert_uint_eq(inf.cache.bytes, kvcache_bytes(&c, B, T, 4) / 2);  // half of f32
-    double worst = 0;
-    for (int t = 0; t < T; t++) {
-        int step[3] = {tok[t], tok[T + t], tok[2 * T + t]};
-        ck_assert_int_eq(infer_forward(&inf, step, 1, t, 0), 0);
-        for (int b = 0; b < B; b++) {
-            Diff d = diff_tensors(inf.logits + (size_t)b * V, m.acts.logits + ((size_t)b * T + t) * V, V);
-            worst = d.max_abs / scale > worst ? d.max_abs / scale : worst;
-        }
-    }
+    float *got = malloc_check((size_t)B * T * V * sizeof(float));
+    decode_logits(&inf, tok, B, T, 1, got);
+    const double worst = diff_tensors(got, m.acts.logits, (size_t)B * T * V).max_abs / scale;
+    free(got);
     printf("MLA %s latent cache, pos %s: decode logits error vs float32 forward %.3g of the logit scale %.3g "
            "(tolerance %.1e)\n", kv_dtype_name(dt), gpt_pos_names[c.pos], worst, scale, tol);
     ck_assert_msg(worst <= tol && worst > 0, "%s: error %.3g of the logit scale", kv_dtype_name(dt), worst);
