@@ -6,14 +6,12 @@
  */
 #include "recall.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "../util/rng.h"
 #include "../util/util.h"
@@ -228,21 +226,12 @@ int recall_write(const char *path, const RecallTask *t, char *err, size_t errlen
 
 int recall_read(const char *path, RecallTask *t, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s (run `gqa prepare --task recall` first?)", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
-        fclose(f);
-        return -1;
-    }
+    uint64_t fsize;
+    FILE *f = fopen_regular(path, "run `gqa prepare --task recall` first?", &fsize, err, errlen);
+    if (!f) return -1;
     uint8_t b[RECALL_FILE_BYTES];
     const size_t got = fread(b, 1, sizeof b, f);
     fclose(f);
-    const uint64_t fsize = (uint64_t)st.st_size;
     if (got >= 4 && memcmp(b, RECALL_MAGIC, 4) != 0) {
         snprintf(err, errlen, "%s: bad magic (not a gqa recall task file; re-run `gqa prepare --task recall`)", path);
         return -1;

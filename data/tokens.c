@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../util/util.h"
@@ -55,18 +54,9 @@ int tokens_write(const char *path, const int *tokens, size_t n, int vocab_size, 
 
 int tokens_read(const char *path, int expect_vocab, TokenFile *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s (run `gqa prepare` first?)", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
-        fclose(f);
-        return -1;
-    }
-    const uint64_t fsize = (uint64_t)st.st_size;
+    uint64_t fsize;
+    FILE *f = fopen_regular(path, "run `gqa prepare` first?", &fsize, err, errlen);
+    if (!f) return -1;
     uint8_t h[TOKENS_HEADER_BYTES];
     size_t got = fread(h, 1, sizeof h, f);
     uint8_t *raw = NULL;

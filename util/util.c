@@ -233,6 +233,22 @@ int write_file_atomic(const char *path, const void *data, size_t len, char *err,
     return write_atomic(path, write_buffer, &b, err, errlen);
 }
 
+FILE *fopen_regular(const char *path, const char *hint, uint64_t *size, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s (%s)", path, strerror(errno), hint);
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        fclose(f);
+        return NULL;
+    }
+    *size = (uint64_t)st.st_size;
+    return f;
+}
+
 int read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, char *err, size_t errlen) {
     *data = NULL;
     *len = 0;

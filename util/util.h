@@ -127,6 +127,11 @@ int write_file_atomic(const char *path, const void *data, size_t len, char *err,
 // Read a whole regular file of at most max_bytes into a malloc'd buffer (one
 // extra NUL byte after the data; *len excludes it). Returns 0, or -1 with err
 // naming the path. The caller frees *data.
+// Open a regular file for reading and give its size: NULL with err
+// "PATH: cannot open: REASON (HINT)" or "PATH: not a regular file". The
+// readers of gqa's own data files (token files, the recall task) use it.
+FILE *fopen_regular(const char *path, const char *hint, uint64_t *size, char *err, size_t errlen);
+
 int read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, char *err, size_t errlen);
 
 // mkdir -p: create dir and its missing parents. 0, or -1 with err (also
