@@ -48,6 +48,10 @@ const Opt *cli_train_opts(TrainConfig *tc, int *n) {
          "evaluation", NULL},
         {"eval_iters", OPT_INT, &tc->eval_iters, 1, 1e9, "batches per split in an evaluation", NULL, 0,
          "evaluation", NULL},
+        {"loss_on", OPT_CHOICE, &tc->loss_on, 0, 0,
+         "targets the loss counts: all; answers (a recall task's answer positions alone, as Zoology trains); "
+         "auto: answers on a recall task, else all",
+         train_loss_on_names, 0, "evaluation", NULL},
         {"data_dir", OPT_STRING, tc->data_dir, 0, 0, "directory with train.bin, val.bin, vocab.bin (gqa prepare)",
          NULL, 0, "input and output", "DIR"},
         {"out_dir", OPT_STRING, tc->out_dir, 0, 0, "where ckpt.bin, best.bin and log.txt go (created)", NULL, 0,

@@ -95,9 +95,7 @@ void recall_generate(const RecallTask *t, int split, size_t n_seq, int *out) {
     // over any permutation draws a uniform set of distinct ids, so they are
     // never reset (and generation is O(P) per sequence, not O(V)).
     int *kperm = malloc_check((size_t)K * sizeof(int)), *vperm = malloc_check((size_t)K * sizeof(int));
-    int *order = malloc_check((size_t)P * sizeof(int));
     for (int i = 0; i < K; i++) kperm[i] = i, vperm[i] = K + i;
-    for (int i = 0; i < P; i++) order[i] = i;
     for (size_t s = 0; s < n_seq; s++) {
         int *seq = out + s * (size_t)S;
         for (int i = 0; i < P; i++) {  // pair i: the i-th of a fresh draw of keys and of values
@@ -107,19 +105,16 @@ void recall_generate(const RecallTask *t, int split, size_t n_seq, int *out) {
             vperm[i] = vperm[j], vperm[j] = tmp;
             seq[2 * i] = kperm[i], seq[2 * i + 1] = vperm[i];
         }
+        // each query asks a pair drawn anew (with replacement): asking each
+        // pair once per round would give the last of a round away to a model
+        // that only tracks which values have not been answered yet
         for (int q = 0; q < Q; q++) {
-            if (q % P == 0) {  // a new round: shuffle the order in which the pairs are asked
-                for (int i = P - 1; i > 0; i--) {
-                    int j = (int)(rng_u64(&rng) % (uint64_t)(i + 1)), tmp = order[i];
-                    order[i] = order[j], order[j] = tmp;
-                }
-            }
-            const int pair = order[q % P];
+            const int pair = (int)(rng_u64(&rng) % (uint64_t)P);
             seq[2 * P + 2 * q] = seq[2 * pair];
             seq[2 * P + 2 * q + 1] = seq[2 * pair + 1];
         }
     }
-    free(kperm), free(vperm), free(order);
+    free(kperm), free(vperm);
 }
 
 void recall_vocab(const RecallTask *t, Tokenizer *tok) {

@@ -8,10 +8,10 @@
  *     k_0 v_0 k_1 v_1 .. k_{P-1} v_{P-1} | q_0 a_0 q_1 a_1 .. q_{Q-1} a_{Q-1}
  *
  * Keys are token ids [0, V/2), values [V/2, V). Within a sequence the P
- * keys are distinct and so are the P values; the queries are the pairs in
- * a random order, a fresh order for every P queries (Q > P asks some keys
- * twice). Position p of a sequence holds an answer iff p >= 2P and p - 2P
- * is odd (recall_is_answer).
+ * keys are distinct and so are the P values; each query asks one of the P
+ * pairs drawn uniformly and independently (a key may be asked again, and
+ * which keys were asked says nothing of the next). Position p of a sequence
+ * holds an answer iff p >= 2P and p - 2P is odd (recall_is_answer).
  *
  * Here: the task's description and its file DIR/recall.bin (magic, version,
  * checked reader), the seeded generator, the vocabulary's readable

@@ -368,6 +368,22 @@ int gpt_validate_tokens(const GPTConfig *c, const int *tokens, size_t n, char *e
     return 0;
 }
 
+int gpt_validate_targets(const GPTConfig *c, const int *targets, size_t n, size_t *counted, char *err,
+                         size_t errlen) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (targets[i] == GPT_IGNORE) continue;
+        if (targets[i] < 0 || targets[i] >= c->vocab_size) {
+            snprintf(err, errlen, "target token id %d at position %zu is out of range [0, vocab_size=%d)", targets[i],
+                     i, c->vocab_size);
+            return -1;
+        }
+        k++;
+    }
+    *counted = k;
+    return 0;
+}
+
 // Dropout key of one site: layer l (L for the embedding), site s in 0..3.
 static uint64_t site_key(const GPT *m, int l, int s) {
     return rng_mix64(m->dropout_key + (uint64_t)(l * 4 + s) * 0x632BE59BD9B4E019ull);
@@ -485,10 +501,9 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
         return -1;
     }
     if (gpt_validate_tokens(c, inputs, (size_t)B * T, m->error, sizeof m->error) != 0) return -1;
-    if (targets && gpt_validate_tokens(c, targets, (size_t)B * T, m->error + 7, sizeof m->error - 7) != 0) {
-        memcpy(m->error, "target ", 7);
+    size_t counted = 0;
+    if (targets && gpt_validate_targets(c, targets, (size_t)B * T, &counted, m->error, sizeof m->error) != 0)
         return -1;
-    }
     if (ensure_activations(m, B, T) != 0) return -1;
 
     const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
@@ -501,6 +516,7 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     m->T = T;
     m->inputs = inputs;
     m->targets = targets;
+    m->n_counted = counted;
 
     ParameterTensors w = m->params;
     ActivationTensors a = m->acts;
@@ -552,8 +568,8 @@ int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     if (targets) {
         crossentropy_forward(a.probs, a.losses, a.logits, targets, N, V);
         double sum = 0.0;
-        for (int i = 0; i < N; i++) sum += a.losses[i];
-        m->mean_loss = (float)(sum / N);
+        for (int i = 0; i < N; i++) sum += a.losses[i];  // ignored targets add 0
+        m->mean_loss = counted ? (float)(sum / (double)counted) : 0.0f;
     }
     return 0;
 }
@@ -588,9 +604,9 @@ void gpt_backward(GPT *m) {
     float *d4C1 = dC2 + BTc * C, *d4C2 = d4C1 + BTc * 4 * C, *dqkv = d4C2 + BTc * 4 * C;
     float *mla_scratch = latent_scratch(m, BTc), *att_scratch = mla_scratch + BTc * latent_scratch_row(c);
 
-    // loss = mean over N rows of -log p[target]
+    // loss = mean over the counted rows of -log p[target] (ignored rows: 0)
     float *dlogits = a.probs;  // in place
-    crossentropy_backward(dlogits, a.probs, m->targets, 1.0f / N, N, V);
+    crossentropy_backward(dlogits, a.probs, m->targets, m->n_counted ? 1.0f / (float)m->n_counted : 0.0f, N, V);
     // logits = lnf wte^T ; lnf = LNf(xL)
     matmul_backward(dC1, g.wte, NULL, dlogits, a.lnf, w.wte, N, C, V);
     memset(dresidual, 0, nC * sizeof(float));
@@ -710,10 +726,8 @@ static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, in
         return -1;
     }
     if (gpt_validate_tokens(&m->config, inputs, (size_t)B * T, m->error, sizeof m->error) != 0) return -1;
-    if (gpt_validate_tokens(&m->config, targets, (size_t)B * T, m->error + 7, sizeof m->error - 7) != 0) {
-        memcpy(m->error, "target ", 7);
-        return -1;
-    }
+    size_t counted;
+    if (gpt_validate_targets(&m->config, targets, (size_t)B * T, &counted, m->error, sizeof m->error) != 0) return -1;
     if (ensure_shards(m, shards) != 0) return -1;
 
     // Shard s runs sequences [b0[s], b0[s+1]). Every shard starts from m's RNG
@@ -740,17 +754,19 @@ static int sharded_pass(GPT *m, const int *inputs, const int *targets, int B, in
             return -1;
         }
     }
-    // each shard holds its own mean loss (and its gradient): weight by rows
+    // each shard holds its own mean loss (and its gradient): weight by the
+    // targets each counted (its rows, when none is ignored)
     float wgt[MAX_SHARDS];
     const float *gs[MAX_SHARDS];
     double loss = 0.0;
     for (int s = 0; s < shards; s++) {
         const GPT *r = s == 0 ? m : &m->shards[s - 1];
-        wgt[s] = (float)(b0[s + 1] - b0[s]) / (float)B;
+        wgt[s] = counted ? (float)((double)r->n_counted / (double)counted) : 0.0f;
         gs[s] = r->grads_memory;
-        loss += (double)r->mean_loss * (b0[s + 1] - b0[s]) / B;
+        loss += (double)r->mean_loss * wgt[s];
     }
     m->mean_loss = (float)loss;
+    m->n_counted = counted;
     if (!backward) return 0;
     float *g = m->grads_memory;
     const size_t np = m->num_parameters;

@@ -185,6 +185,7 @@ typedef struct GPT {
     int B, T;          // shape of the last forward
     const int *inputs, *targets;  // of the last forward (borrowed, must outlive backward)
     float mean_loss;   // of the last forward; -1 when it had no targets
+    size_t n_counted;  // its targets that are not GPT_IGNORE: the mean's denominator
     // dropout: on when training = 1 and config.dropout > 0
     int training;
     uint64_t rng_state;    // advances once per training forward
@@ -264,6 +265,12 @@ size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes);
 // Check token ids are in [0, V). Returns 0 or -1 with a message naming the
 // position and value.
 int gpt_validate_tokens(const GPTConfig *c, const int *tokens, size_t n, char *err, size_t errlen);
+// A target that adds nothing to the loss (PyTorch's ignore_index; nanoGPT's
+// -1): the mean loss is over the other targets, and is 0 when there are none.
+#define GPT_IGNORE (-1)
+// Targets: token ids in [0, V) or GPT_IGNORE; *counted = how many are not
+// ignored. Returns 0 or -1 as gpt_validate_tokens.
+int gpt_validate_targets(const GPTConfig *c, const int *targets, size_t n, size_t *counted, char *err, size_t errlen);
 
 // Forward over inputs (B, T). With targets (B, T), also the mean loss.
 // Returns 0, or -1 with m->error set (bad token, T > block_size, no memory).
@@ -278,9 +285,10 @@ void gpt_backward(GPT *m);
 // the mean loss (overwritten) and m->mean_loss. With shards > 1 the batch is
 // cut into that many runs of whole sequences, one OpenMP thread each, every
 // shard with its own activations and gradients and single-threaded kernels;
-// the gradients are then summed, weighted by rows. Dropout masks are those of
-// the unsharded pass, so only the order of float sums differs. Afterwards
-// m's activations hold shard 0's sequences only. Returns 0 or -1 (m->error).
+// the gradients are then summed, weighted by the targets each counted.
+// Dropout masks are those of the unsharded pass, so only the order of float
+// sums differs. Afterwards m's activations hold shard 0's sequences only.
+// Returns 0 or -1 (m->error).
 int gpt_forward_backward(GPT *m, const int *inputs, const int *targets, int B, int T, int shards);
 // The forward half of it: m->mean_loss of (B, T) with targets, sharded the
 // same way (evaluation; m's activations stay sized for one shard).

@@ -421,7 +421,7 @@ void crossentropy_forward(float *probs, float *losses, const float *logits, cons
         const float mx = softmax_exp_row(p, V, &sum);
         for (int i = 0; i < V; i++) p[i] /= sum;
         // log p[t] computed from the logits, not log(p[t]), so it never hits log(0)
-        losses[n] = -(l[targets[n]] - mx - logf(sum));
+        losses[n] = targets[n] < 0 ? 0.0f : -(l[targets[n]] - mx - logf(sum));
     }
 }
 
@@ -430,6 +430,10 @@ void crossentropy_backward(float *dlogits, const float *probs, const int *target
     for (int n = 0; n < N; n++) {
         const float *p = probs + (size_t)n * V;
         float *d = dlogits + (size_t)n * V;
+        if (targets[n] < 0) {
+            memset(d, 0, (size_t)V * sizeof(float));
+            continue;
+        }
         for (int i = 0; i < V; i++) d[i] = (p[i] - (i == targets[n] ? 1.0f : 0.0f)) * dloss;
     }
 }

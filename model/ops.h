@@ -71,9 +71,11 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
 // exponentials.
 float softmax_exp_row(float *s, int n, float *sum);
 
-// probs (N,V) = softmax(logits); losses (N) = -log probs[target].
+// probs (N,V) = softmax(logits); losses (N) = -log probs[target], or 0
+// where the target is negative (ignored: GPT_IGNORE).
 void crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets, int N, int V);
-// dlogits (N,V) = (probs - onehot(target)) * dloss; may alias probs (in place).
+// dlogits (N,V) = (probs - onehot(target)) * dloss, rows of ignored
+// (negative) targets 0; may alias probs (in place).
 void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss, int N, int V);
 
 // The mask of dropout_forward for element i: 0 or 1/(1-p).

@@ -741,7 +741,7 @@ END_TEST
 
 // The generator's sequences, checked by a reading of the layout independent
 // of recall_check_tokens: the answer after each query is the value that
-// followed that key among the pairs, every pair is asked once per round.
+// followed that key among the pairs.
 static void check_generated(const RecallTask *t, const int *seq) {
     const int P = t->num_pairs, K = t->vocab_size / 2;
     for (int q = 0; q < t->num_queries; q++) {
@@ -752,9 +752,34 @@ static void check_generated(const RecallTask *t, const int *seq) {
         ck_assert_msg(found >= 0, "query %d: key %d not among the pairs", q, key);
         ck_assert_int_eq(ans, seq[2 * found + 1]);
         ck_assert(key < K && ans >= K);
-        for (int r = q - q % P; r < q; r++) ck_assert_int_ne(seq[2 * P + 2 * r], key);  // once per round
     }
 }
+
+// Queries ask pairs uniformly and independently: every pair about equally
+// often, and the key of query P-1 is among queries 0..P-2 with probability
+// 1 - ((P-1)/P)^(P-1) (asking each pair once per round of P would make it
+// never so, and the last answer of a round a matter of elimination).
+START_TEST(test_recall_queries_independent) {
+    RecallTask t = small_task(20, 8, 32);  // P 8, Q 8
+    const int P = 8, n = 4000, S = 32;
+    int *seq = malloc_check((size_t)n * S * sizeof(int));
+    recall_generate(&t, 0, n, seq);
+    int asked[8] = {0}, repeat = 0;
+    for (int s = 0; s < n; s++) {
+        const int *x = seq + (size_t)s * S;
+        for (int q = 0; q < P; q++)
+            for (int i = 0; i < P; i++) asked[i] += x[2 * P + 2 * q] == x[2 * i];
+        int seen = 0;
+        for (int r = 0; r < P - 1; r++) seen |= x[2 * P + 2 * r] == x[2 * P + 2 * (P - 1)];
+        repeat += seen;
+    }
+    const double p = 1.0 - pow(7.0 / 8.0, 7.0), sd = sqrt(p * (1 - p) / n), f = (double)repeat / n;
+    ck_assert_msg(fabs(f - p) <= 5 * sd, "key of the last query asked before in %.3f of sequences, want %.3f", f, p);
+    for (int i = 0; i < P; i++)  // each pair n P / P = n times, sd sqrt(n (P-1)/P)
+        ck_assert_msg(abs(asked[i] - n) <= 5 * sqrt(n * 7.0 / 8.0), "pair %d asked %d times of %d", i, asked[i], n * P);
+    free(seq);
+}
+END_TEST
 
 START_TEST(test_recall_generator) {
     const int shapes[][3] = {{8, 2, 8}, {52, 16, 64}, {20, 8, 32}, {12, 2, 14}, {200, 8, 40}, {4, 1, 4}};
@@ -1268,6 +1293,7 @@ static Suite *data_suite(void) {
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
     tcase_add_test(tc, test_recall_hand_case);
     tcase_add_test(tc, test_recall_generator);
+    tcase_add_test(tc, test_recall_queries_independent);
     tcase_add_test(tc, test_recall_accuracy);
     tcase_add_test(tc, test_recall_file);
     tcase_add_test(tc, test_recall_corpus);

@@ -408,7 +408,7 @@ static void randomize_params(GPT *m, uint64_t seed, float std) {
 
 // _i: 0 learned, 1 rope with GQA, 2 rope with MQA; MLA: 3 learned with the
 // latent norm, 4 rope (decoupled part of 4) with the norm, 5 learned without
-// the norm and biases
+// the norm and biases. Odd _i ignore every third target (GPT_IGNORE).
 START_TEST(test_model_finite_differences_dropout) {
     GPTConfig c = {.vocab_size = 11, .block_size = 6, .n_layer = 2, .n_head = 4, .n_kv_head = _i == 2 ? 1 : 2,
                    .n_embd = 16, .bias = 1, .dropout = 0.2f, .pos = _i == 1 || _i == 2 ? GPT_POS_ROPE : GPT_POS_LEARNED,
@@ -424,6 +424,8 @@ START_TEST(test_model_finite_differences_dropout) {
     const int B = 2, T = 6;
     int inputs[12], targets[12];
     for (int i = 0; i < B * T; i++) inputs[i] = (i * 7 + 3) % 11, targets[i] = (i * 5 + 1) % 11;
+    if (_i % 2 == 1)
+        for (int i = 0; i < B * T; i += 3) targets[i] = GPT_IGNORE;
     const uint64_t rng0 = m.rng_state;
     ck_assert_int_eq(gpt_forward(&m, inputs, targets, B, T), 0);
     gpt_zero_grad(&m);
@@ -454,6 +456,38 @@ START_TEST(test_model_finite_differences_dropout) {
         }
         off += m.param_sizes[t];
     }
+    gpt_free(&m);
+}
+END_TEST
+
+// Ignored targets: the mean loss is over the others (against the per-row
+// losses of the pass without ignores), and with all ignored it is 0 with a
+// zero gradient.
+START_TEST(test_ignored_targets) {
+    GPTConfig c = {.vocab_size = 13, .block_size = 8, .n_layer = 1, .n_head = 2, .n_kv_head = 1, .n_embd = 8,
+                   .bias = 1};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 5), 0);
+    enum { B = 2, T = 8 };
+    int in[B * T], tg[B * T], some[B * T], none[B * T];
+    for (int i = 0; i < B * T; i++) {
+        in[i] = (i * 5 + 2) % 13, tg[i] = (i * 3 + 1) % 13;
+        some[i] = i % 4 == 1 || i == 14 ? tg[i] : GPT_IGNORE, none[i] = GPT_IGNORE;
+    }
+    ck_assert_int_eq(gpt_forward(&m, in, tg, B, T), 0);
+    ck_assert_uint_eq(m.n_counted, B * T);
+    double want = 0.0;
+    for (int i = 0; i < B * T; i++) want += some[i] != GPT_IGNORE ? m.acts.losses[i] / 5.0 : 0.0;
+    ck_assert_int_eq(gpt_forward(&m, in, some, B, T), 0);
+    ck_assert_uint_eq(m.n_counted, 5);
+    ck_assert_msg(fabs(m.mean_loss - want) <= 1e-6 * want, "loss %.7f, want %.7f", m.mean_loss, want);
+    ck_assert_int_eq(gpt_forward_backward(&m, in, none, B, T, 2), 0);
+    ck_assert_uint_eq(m.n_counted, 0);
+    ck_assert_float_eq(m.mean_loss, 0.0f);
+    for (size_t i = 0; i < m.num_parameters; i++) ck_assert_float_eq(m.grads_memory[i], 0.0f);
+    none[3] = -2;  // only -1 means ignored
+    ck_assert_int_eq(gpt_forward(&m, in, none, B, T), -1);
+    ck_assert_str_eq(m.error, "target token id -2 at position 3 is out of range [0, vocab_size=13)");
     gpt_free(&m);
 }
 END_TEST
@@ -500,6 +534,9 @@ START_TEST(test_sharded_pass_equals_one_pass) {
     uint64_t rng = 9;
     for (int step = 0; step < 2; step++) {  // the second step reuses the shards
         for (int i = 0; i < B * T; i++) in[i] = (int)(rng_u64(&rng) % 11), tg[i] = (int)(rng_u64(&rng) % 11);
+        // the first step ignores targets unevenly: all but 3 of sequence 1, a third of the rest
+        for (int i = 0; i < B * T && step == 0; i++)
+            if ((i / T == 1 && i % T > 2) || rng_u64(&rng) % 3 == 0) tg[i] = GPT_IGNORE;
         ck_assert_int_eq(gpt_forward_backward(&one, in, tg, B, T, 1), 0);
         ck_assert_int_eq(gpt_forward_backward(&sh, in, tg, B, T, shards), 0);
         ck_assert_uint_eq(one.rng_state, sh.rng_state);  // one dropout key drawn per pass
@@ -1480,6 +1517,7 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_rope_shift_invariance);
     tcase_add_loop_test(tc, test_model_finite_differences_dropout, 0, 6);
     tcase_add_test(tc, test_dropout_only_in_training);
+    tcase_add_test(tc, test_ignored_targets);
     suite_add_tcase(s, tc);
     tc = tcase_create("invariants");
     tcase_set_timeout(tc, 30);

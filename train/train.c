@@ -32,6 +32,7 @@
 #define TRAIN_PEAK_N 512
 
 const char *const train_init_keywords[] = {"scratch", "resume", NULL};
+const char *const train_loss_on_names[] = {"auto", "all", "answers", NULL};
 
 // ----------------------------------------------------------------------------
 // configuration
@@ -51,6 +52,7 @@ void train_config_defaults(TrainConfig *tc) {
     tc->eval_interval = 250, tc->eval_iters = 200, tc->log_interval = 10;
     tc->peak_gflops = 0.0f;  // measured at the start of the run
     tc->seed = 1337, tc->threads = 0, tc->shards = 0;
+    tc->loss_on = TRAIN_LOSS_AUTO;
 }
 
 int train_config_validate(const TrainConfig *tc, char *err, size_t errlen) {
@@ -106,8 +108,9 @@ float train_lr(const TrainConfig *tc, int it) {
 // window starts anywhere in [0, count - T), or with a recall task at a
 // sequence boundary, s * seq_len <= count - T - 1, so that every answer in
 // it comes after its pairs (any T then works). starts (B) gets the starts.
-static void get_batch(const TokenFile *tf, const RecallTask *task, int B, int T, uint64_t *rng, int *x, int *y,
-                      size_t *starts) {
+// With answers_only, every target but the task's answers is GPT_IGNORE.
+static void get_batch(const TokenFile *tf, const RecallTask *task, int answers_only, int B, int T, uint64_t *rng,
+                      int *x, int *y, size_t *starts) {
     const size_t S = task ? (size_t)task->seq_len : 1;
     const uint64_t span = (uint64_t)((tf->count - (size_t)T - 1) / S + 1);  // starts 0, S, .., (span - 1) S
     for (int b = 0; b < B; b++) {
@@ -115,6 +118,8 @@ static void get_batch(const TokenFile *tf, const RecallTask *task, int B, int T,
         if (starts) starts[b] = start;
         memcpy(x + (size_t)b * T, tf->tokens + start, (size_t)T * sizeof(int));
         memcpy(y + (size_t)b * T, tf->tokens + start + 1, (size_t)T * sizeof(int));
+        for (int i = 0; i < T && answers_only; i++)
+            if (!recall_is_answer(task, (start + (size_t)i + 1) % S)) y[(size_t)b * T + i] = GPT_IGNORE;
     }
 }
 
@@ -147,7 +152,7 @@ static void score_answers(const GPT *m, const int *y, const uint8_t *masks, int 
 // every evaluation, so curves are comparable and training RNG is untouched),
 // and with a recall task the accuracy on answer positions.
 // With several ranks each evaluates its shard of every batch.
-static Estimate estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const RecallTask *task,
+static Estimate estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const RecallTask *task, int answers_only,
                               const TrainConfig *tc, uint64_t split_key, int shards, int *x, int *y) {
     int was_training = m->training;
     m->training = 0;
@@ -159,7 +164,7 @@ static Estimate estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const 
     int *preds = task ? malloc_check((size_t)Bl * T * sizeof(int)) : NULL;
     double sum = 0.0, answers = 0.0, hits = 0.0;
     for (int i = 0; i < tc->eval_iters; i++) {
-        get_batch(tf, task, B, T, &rng, x, y, starts);
+        get_batch(tf, task, answers_only, B, T, &rng, x, y, starts);
         if (gpt_loss(m, x + shard, y + shard, Bl, T, shards) != 0) die("%s", m->error);
         sum += m->mean_loss;
         if (task) {
@@ -239,6 +244,11 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
         }
         r->recall = 1;
     }
+    if (tc->loss_on == TRAIN_LOSS_ANSWERS && !r->recall)
+        die("loss_on answers needs a recall task, and %s has no recall.bin (use loss_on all, or `gqa prepare "
+            "--task recall`)",
+            tc->data_dir);
+    r->answers_only = r->recall && tc->loss_on != TRAIN_LOSS_ALL;
 
     FILE *mf = open_memstream((char **)&r->vocab_blob, &r->vocab_len);
     if (!mf) die("open_memstream: %s", strerror(errno));
@@ -326,11 +336,11 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
     if (!r->log) die("cannot open log file '%s': %s", path, strerror(errno));
     log_line(r, "# run time=%ld n_layer=%d n_head=%d n_kv_head=%d n_embd=%d block_size=%d batch_size=%d dropout=%g "
                 "bias=%d pos=%s rope_theta=%g kv_lora_rank=%d rope_head_dim=%d latent_norm=%d init_from=%s "
-                "start_step=%d\n",
+                "start_step=%d loss_on=%s\n",
              (long)time(NULL), tc->model.n_layer, tc->model.n_head, tc->model.n_kv_head, tc->model.n_embd, T,
              tc->batch_size, (double)tc->model.dropout, tc->model.bias, gpt_pos_names[tc->model.pos],
              (double)tc->model.rope_theta, tc->model.kv_lora_rank, tc->model.rope_head_dim, tc->model.latent_norm,
-             tc->init_from, r->step);
+             tc->init_from, r->step, r->answers_only ? "answers" : "all");
 }
 
 static void progress(const Trainer *r, double elapsed, int start) {
@@ -360,8 +370,9 @@ int trainer_run(Trainer *r) {
     const RecallTask *task = r->recall ? &r->task : NULL;
     if (task)
         printf("recall task: %d pairs, %d queries per sequence of %d tokens; windows of %d start at sequence "
-               "boundaries; accuracy on the answers (chance 1/%d)\n",
-               task->num_pairs, task->num_queries, task->seq_len, T, task->vocab_size / 2);
+               "boundaries; loss on %s; accuracy on the answers (chance 1/%d)\n",
+               task->num_pairs, task->num_queries, task->seq_len, T,
+               r->answers_only ? "the answers alone" : "every target", task->vocab_size / 2);
     if (r->step > 0) printf("resuming from %s at step %d\n", r->ckpt_path, r->step);
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
@@ -391,8 +402,9 @@ int trainer_run(Trainer *r) {
         int at_end = r->step >= tc->max_iters;
         if ((r->step % tc->eval_interval == 0 && !(r->step == start && start > 0)) || at_end) {
             clear_progress();
-            const Estimate te = estimate_loss(m, &r->dist, &r->train, task, tc, 0x7A41ull, shards, x, y);
-            const Estimate ve = estimate_loss(m, &r->dist, &r->val, task, tc, 0x7A42ull, shards, x, y);
+            const int ans = r->answers_only;
+            const Estimate te = estimate_loss(m, &r->dist, &r->train, task, ans, tc, 0x7A41ull, shards, x, y);
+            const Estimate ve = estimate_loss(m, &r->dist, &r->val, task, ans, tc, 0x7A42ull, shards, x, y);
             const float tl = te.loss, vl = ve.loss;
             if (task) {  // the accuracy fields go at the end: parsers of the loss fields keep working
                 printf("step %d: train loss %.4f, val loss %.4f, train acc %.4f, val acc %.4f\n", r->step, tl, vl,
@@ -417,11 +429,13 @@ int trainer_run(Trainer *r) {
         double t0 = now_seconds();
         float lr = train_lr(tc, r->step);
         // every rank draws the same global batch and runs its own rows
-        get_batch(&r->train, task, B, T, &r->data_rng, x, y, NULL);
+        get_batch(&r->train, task, r->answers_only, B, T, &r->data_rng, x, y, NULL);
         if (r->step == nan_step) m->params.wte[0] = NAN;
         const size_t shard = (size_t)r->dist.rank * (B / r->dist.world) * T;
         if (gpt_forward_backward(m, x + shard, y + shard, B / r->dist.world, T, shards) != 0) die("%s", m->error);
-        dist_mean_floats(&r->dist, m->grads_memory, m->num_parameters);  // the data-parallel step
+        // the data-parallel step: ranks count alike (with answers_only too, as
+        // every window starts at a sequence boundary and holds the same answers)
+        dist_mean_floats(&r->dist, m->grads_memory, m->num_parameters);
         const float loss = (float)(dist_sum(&r->dist, m->mean_loss) / r->dist.world);
         float norm = grad_global_norm(m);
         if (!isfinite(loss) || !isfinite(norm)) {

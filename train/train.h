@@ -35,7 +35,14 @@ typedef struct TrainConfig {
     // run
     int seed, threads;
     int shards;  // gpt_forward_backward's thread shards; 0: gpt_auto_shards
+    int loss_on;  // TRAIN_LOSS_*: which targets the loss counts
 } TrainConfig;
+
+// Which targets the training and evaluation loss counts: auto is answers
+// on a recall task (as Zoology trains MQAR) and all on text; answers needs a
+// recall task (the other targets are GPT_IGNORE).
+enum { TRAIN_LOSS_AUTO, TRAIN_LOSS_ALL, TRAIN_LOSS_ANSWERS };
+extern const char *const train_loss_on_names[];  // "auto", "all", "answers", NULL
 
 // The keywords of init_from besides a checkpoint's path, and their order.
 enum { TRAIN_INIT_SCRATCH, TRAIN_INIT_RESUME };
@@ -76,6 +83,7 @@ typedef struct {
     // evaluation also scores the answers (data/recall.h)
     int recall;
     RecallTask task;
+    int answers_only;  // the loss counts the answers alone (loss_on resolved)
     uint64_t data_rng;
     int step;
     float best_val_loss;
