@@ -35,13 +35,13 @@ LIB_SRC := util/util.c model/ops.c model/gemm.c model/attention.c model/rope.c m
 	train/train.c infer/infer.c bench/workers.c bench/roofline.c bench/run.c bench/report.c \
 	cli/opts.c cli/cli.c cli/info.c cli/prepare.c cli/train.c cli/sample.c cli/convert.c cli/bench.c cli/mem.c
 TEST_SUITES := test_model test_data test_train test_infer
-TESTS_SH := tests/test_cli.sh tests/test_train.sh
+TESTS_SH := tests/test_cli.sh tests/test_train.sh tests/test_study.sh
 
 BUILD ?= build/release
 DEFS ?=
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps have-libs check demo bench bench-torch valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
+.PHONY: all deps have-libs check demo bench bench-torch study valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
 all: $(GQA_BIN)
 
 deps:
@@ -108,6 +108,15 @@ bench: gqa
 	    --csv=$(BENCH_OUT)/cfg-d.csv | tee $(BENCH_OUT)/cfg-d.md
 	sh scripts/plot_bench.sh $(BENCH_OUT)/cfg-d.csv $(BENCH_OUT)/cfg-d
 	sh scripts/plot_mem.sh $(BENCH_OUT)/kv-cache-70b.png
+
+# The trade-off study (scripts/study.py; ~20 minutes on 2 cores): MHA, GQA-2,
+# MQA and MLA-128 on cfg-s, 3 seeds each, on Tiny Shakespeare and associative
+# recall, plus decode speed and capacity at a KV-cache budget from gqa bench:
+# docs/study/{runs.csv,bench.csv,study.md,*.png}. Run it on a quiet machine.
+# STUDY_FLAGS passes options (--seeds N, --settings LIST, --quick; --help).
+STUDY_OUT ?= docs/study
+study: gqa
+	/usr/bin/python3 scripts/study.py --out $(STUDY_OUT) $(STUDY_FLAGS)
 
 # gqa.c against PyTorch (scripts/ref_gpt.py bench, OpenMP OpenBLAS, 2 threads)
 # on cfg-s and cfg-m training and cfg-d decode, alternating the two sides 5

@@ -268,9 +268,10 @@ int cmd_prepare(int argc, char **argv) {
         "text: build a character vocabulary from FILE and write DIR/train.bin (first tokens),\n"
         "DIR/val.bin (last val_fraction of tokens) and DIR/vocab.bin.\n"
         "recall: generate multi-query associative recall (Zoology, arXiv 2312.04927): each sequence\n"
-        "holds num_pairs key-value pairs, then queries of those keys, each followed by its value;\n"
-        "writes the same three files and DIR/recall.bin, by which `gqa train` starts its windows\n"
-        "at sequence boundaries and reports the accuracy on the answers.\n";
+        "holds num_pairs key-value pairs, then queries of pairs drawn at random, each followed by\n"
+        "its value; writes the same three files and DIR/recall.bin, by which `gqa train` starts its\n"
+        "windows at sequence boundaries, counts the loss on the answers alone (--loss_on) and\n"
+        "reports the accuracy on them.\n";
     char err[1024];
     int seen[NOPTS] = {0};
     int rc = opts_parse_argv(opts, NOPTS, argc, argv, 2, NULL, NULL, 0, seen, err, sizeof err);

@@ -36,7 +36,7 @@ if [ "${1:-}" = "--check" ]; then
     exit $missing
 fi
 
-PKGS="gcc make pkg-config libopenblas-dev libopenblas0-openmp check gnuplot-nox $*"
+PKGS="gcc make pkg-config libopenblas-dev libopenblas0-openmp check gnuplot-nox python3 $*"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
