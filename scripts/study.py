@@ -23,8 +23,9 @@ interval contains zero.
 
 --quick runs the same pipeline on tiny shapes in seconds (tests/test_study.sh
 checks its output). Runs are kept in --work (default OUT/work, removed at
-the end unless --keep_work): a run whose log is complete for the same command
-is not run again, so an interrupted study resumes where it stopped.
+the end unless --keep_work): a run whose log is complete for the same
+command, binary and data is not run again, so an interrupted study resumes
+where it stopped.
 Standard library only; needs gnuplot for the plots.
 """
 import argparse
@@ -42,7 +43,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The default study (~25 minutes on 2 cores) and the quick one (seconds).
+# The default study (~18 minutes on 2 cores) and the quick one (seconds).
 # shape: the model of every run; its n_head is the MHA setting's n_kv_head.
 # budget: the bench's KV-cache budget; ctx_b1: contexts of the batch-1 decode
 # rows (the first is the trained context, the last the one plotted).
@@ -675,4 +676,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\nstudy: interrupted; the finished runs are kept (--work, default OUT/work) and the same "
+              "command resumes from them", file=sys.stderr)
+        sys.exit(130)
