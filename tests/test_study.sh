@@ -23,7 +23,7 @@ out=$tmp/out
 
 # runs.csv: 4 settings x 2 seeds x 2 tasks, every (setting, task) with seeds 1 and 2
 settings="MHA GQA-2 MQA MLA-16"
-[ "$(head -1 "$out/runs.csv")" = "task,setting,n_kv_head,kv_lora_rank,seed,steps,batch_size,block_size,params,kv_bytes_per_token,val_loss,val_acc,train_seconds" ] &&
+[ "$(head -1 "$out/runs.csv")" = "task,setting,n_kv_head,kv_lora_rank,seed,steps,batch_size,block_size,params,kv_bytes_per_token,val_loss,val_acc,train_seconds,n_layer,n_embd,weight_decay" ] &&
     ok || bad "runs.csv header: $(head -1 "$out/runs.csv")"
 [ "$(tail -n +2 "$out/runs.csv" | wc -l)" -eq 16 ] && ok || bad "runs.csv has $(tail -n +2 "$out/runs.csv" | wc -l) rows, want 16"
 for s in $settings; do
