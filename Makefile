@@ -110,8 +110,9 @@ bench: gqa
 	sh scripts/plot_mem.sh $(BENCH_OUT)/kv-cache-70b.png
 
 # The trade-off study (scripts/study.py; ~20 minutes on 2 cores): MHA, GQA-2,
-# MQA and MLA-128 on cfg-s, 3 seeds each, on Tiny Shakespeare and associative
-# recall, plus decode speed and capacity at a KV-cache budget from gqa bench:
+# MQA and MLA-128, 3 seeds each, on Tiny Shakespeare (cfg-s) and associative
+# recall (2 layers of cfg-s's heads), plus decode speed and capacity at a
+# KV-cache budget from gqa bench:
 # docs/study/{runs.csv,bench.csv,study.md,*.png}. Run it on a quiet machine.
 # STUDY_FLAGS passes options (--seeds N, --settings LIST, --quick; --help).
 STUDY_OUT ?= docs/study
