@@ -107,19 +107,23 @@ float train_lr(const TrainConfig *tc, int it) {
 // Fill x, y (B, T) with B random windows: y is x shifted by one token. A
 // window starts anywhere in [0, count - T), or with a recall task at a
 // sequence boundary, s * seq_len <= count - T - 1, so that every answer in
-// it comes after its pairs (any T then works). starts (B) gets the starts.
-// With answers_only, every target but the task's answers is GPT_IGNORE.
+// it comes after its pairs (any T then works). With a task, masks (B, T)
+// gets the windows' answer masks (recall_window_mask), and with answers_only
+// every target but the answers is GPT_IGNORE.
 static void get_batch(const TokenFile *tf, const RecallTask *task, int answers_only, int B, int T, uint64_t *rng,
-                      int *x, int *y, size_t *starts) {
+                      int *x, int *y, uint8_t *masks) {
     const size_t S = task ? (size_t)task->seq_len : 1;
     const uint64_t span = (uint64_t)((tf->count - (size_t)T - 1) / S + 1);  // starts 0, S, .., (span - 1) S
     for (int b = 0; b < B; b++) {
         size_t start = (size_t)(rng_u64(rng) % span) * S;
-        if (starts) starts[b] = start;
+        int *yb = y + (size_t)b * T;
         memcpy(x + (size_t)b * T, tf->tokens + start, (size_t)T * sizeof(int));
-        memcpy(y + (size_t)b * T, tf->tokens + start + 1, (size_t)T * sizeof(int));
+        memcpy(yb, tf->tokens + start + 1, (size_t)T * sizeof(int));
+        if (!task) continue;
+        uint8_t *mb = masks + (size_t)b * T;
+        recall_window_mask(task, start, T, mb);
         for (int i = 0; i < T && answers_only; i++)
-            if (!recall_is_answer(task, (start + (size_t)i + 1) % S)) y[(size_t)b * T + i] = GPT_IGNORE;
+            if (!mb[i]) yb[i] = GPT_IGNORE;
     }
 }
 
@@ -159,21 +163,17 @@ static Estimate estimate_loss(GPT *m, const Dist *d, const TokenFile *tf, const 
     uint64_t rng = rng_mix64((uint64_t)tc->seed ^ split_key);
     const int T = tc->model.block_size, B = tc->batch_size, Bl = B / d->world;
     const size_t shard = (size_t)d->rank * Bl * T;
-    size_t *starts = task ? malloc_check((size_t)B * sizeof(size_t)) : NULL;
     uint8_t *masks = task ? malloc_check((size_t)B * T) : NULL;
     int *preds = task ? malloc_check((size_t)Bl * T * sizeof(int)) : NULL;
     double sum = 0.0, answers = 0.0, hits = 0.0;
     for (int i = 0; i < tc->eval_iters; i++) {
-        get_batch(tf, task, answers_only, B, T, &rng, x, y, starts);
+        get_batch(tf, task, answers_only, B, T, &rng, x, y, masks);
         if (gpt_loss(m, x + shard, y + shard, Bl, T, shards) != 0) die("%s", m->error);
         sum += m->mean_loss;
-        if (task) {
-            for (int b = 0; b < B; b++) recall_window_mask(task, starts[b], T, masks + (size_t)b * T);
-            score_answers(m, y + shard, masks + shard, Bl, T, &answers, &hits, preds);
-        }
+        if (task) score_answers(m, y + shard, masks + shard, Bl, T, &answers, &hits, preds);
     }
     m->training = was_training;
-    free(starts), free(masks), free(preds);
+    free(masks), free(preds);
     Estimate e = {(float)(dist_sum(d, sum) / d->world / tc->eval_iters), NAN};
     if (task) e.accuracy = dist_sum(d, hits) / dist_sum(d, answers);
     return e;
@@ -376,6 +376,7 @@ int trainer_run(Trainer *r) {
     if (r->step > 0) printf("resuming from %s at step %d\n", r->ckpt_path, r->step);
 
     int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
+    uint8_t *masks = task ? malloc_check((size_t)B * T) : NULL;  // the training batch's answers
     const double flops_per_token = train_flops_per_token(&m->config, T);
     double peak_gflops = tc->peak_gflops;
     if (peak_gflops <= 0) {  // a few ms: the faster of our gemm() and OpenBLAS on this machine, now
@@ -429,7 +430,7 @@ int trainer_run(Trainer *r) {
         double t0 = now_seconds();
         float lr = train_lr(tc, r->step);
         // every rank draws the same global batch and runs its own rows
-        get_batch(&r->train, task, r->answers_only, B, T, &r->data_rng, x, y, NULL);
+        get_batch(&r->train, task, r->answers_only, B, T, &r->data_rng, x, y, masks);
         if (r->step == nan_step) m->params.wte[0] = NAN;
         const size_t shard = (size_t)r->dist.rank * (B / r->dist.world) * T;
         if (gpt_forward_backward(m, x + shard, y + shard, B / r->dist.world, T, shards) != 0) die("%s", m->error);
@@ -480,7 +481,7 @@ int trainer_run(Trainer *r) {
     if (exit_code == 0 && r->dist.world > 1)
         printf("allreduce: %.2f s of %.1f s (%.1f%%) on rank 0, %d ranks\n", r->dist.allreduce_seconds, total,
                100.0 * r->dist.allreduce_seconds / (total > 0 ? total : 1), r->dist.world);
-    free(x), free(y);
+    free(x), free(y), free(masks);
     return exit_code;
 }
 
