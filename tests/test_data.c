@@ -975,6 +975,15 @@ static void run_prepare(PrepareRun *r, ...) {
     free(s);
 }
 
+// Case c of a table of bad invocations: exit status 1 and one 'error: '
+// line on stderr that contains want.
+static void check_refused(const PrepareRun *r, size_t c, const char *want) {
+    ck_assert_msg(r->rc == 1, "case %zu: rc %d, want 1", c, r->rc);
+    ck_assert_msg(strstr(r->err, want) != NULL, "case %zu: stderr '%s' lacks '%s'", c, r->err, want);
+    ck_assert_msg(strncmp(r->err, "error: ", 7) == 0 && strchr(r->err, '\n') == r->err + strlen(r->err) - 1,
+                  "case %zu: not one 'error: ' line: '%s'", c, r->err);
+}
+
 // Read DIR/{train,val,vocab}.bin back; check they decode to exactly text.
 static void check_prepared(const char *dir, const uint8_t *text, size_t len, int want_vocab, size_t want_train,
                            size_t want_val) {
@@ -1083,11 +1092,7 @@ START_TEST(test_prepare_errors) {
             ck_assert_msg(r.rc == 0, "case %zu: %s", c, r.err);
             continue;
         }
-        ck_assert_msg(r.rc == 1, "case %zu: rc %d, want 1", c, r.rc);
-        ck_assert_msg(strstr(r.err, cases[c].want) != NULL, "case %zu: stderr '%s' lacks '%s'", c, r.err,
-                      cases[c].want);
-        ck_assert_msg(strncmp(r.err, "error: ", 7) == 0 && strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
-                      "case %zu: not one 'error: ' line: '%s'", c, r.err);
+        check_refused(&r, c, cases[c].want);
     }
     // out_dir below a regular file
     snprintf(file_dir, sizeof file_dir, "%s/sub", input);
@@ -1206,11 +1211,7 @@ START_TEST(test_prepare_recall_errors) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const char *const *a = cases[c].args;
         run_prepare(&r, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], NULL);
-        ck_assert_msg(r.rc == 1, "case %zu: rc %d, want 1", c, r.rc);
-        ck_assert_msg(strstr(r.err, cases[c].want) != NULL, "case %zu: stderr '%s' lacks '%s'", c, r.err,
-                      cases[c].want);
-        ck_assert_msg(strncmp(r.err, "error: ", 7) == 0 && strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
-                      "case %zu: not one 'error: ' line: '%s'", c, r.err);
+        check_refused(&r, c, cases[c].want);
     }
 }
 END_TEST
