@@ -149,7 +149,7 @@ fuzz-run: $(FUZZERS:%=$(BUILD)/%)
 	        > $(BUILD)/$$f.log 2>&1; then tail -40 $(BUILD)/$$f.log; echo "$$f FAILED (crash input in $(BUILD)/)"; exit 1; fi; \
 	    grep -E "^stat::(number_of_executed_units|average_exec_per_sec)" $(BUILD)/$$f.log; done
 
-$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libgqa.a
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_file.h $(BUILD)/libgqa.a
 	$(CC) $(STD) $(CFLAGS) -fsanitize=fuzzer $(BLAS_CFLAGS) $< $(BUILD)/libgqa.a $(BLAS_LIBS) -lm -o $@
 
 # memcheck over a short prepare + train + resume + sample (scripts/valgrind.sh),

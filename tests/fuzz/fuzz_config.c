@@ -8,14 +8,11 @@
 
 #include "../../cli/cli.h"
 #include "../../train/train.h"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
-    snprintf(path, sizeof path, "/tmp/gqa_fuzz_config_%d.conf", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    if (fuzz_write_file(path, sizeof path, "config", "conf", data, size) != 0) return 0;
     TrainConfig tc;
     train_config_defaults(&tc);
     int n;

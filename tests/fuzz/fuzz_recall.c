@@ -11,14 +11,11 @@
 
 #include "../../data/recall.h"
 #include "../../util/util.h"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
-    snprintf(path, sizeof path, "/tmp/gqa_fuzz_recall_%d.bin", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    if (fuzz_write_file(path, sizeof path, "recall", "bin", data, size) != 0) return 0;
     RecallTask t;
     char err[512];
     if (recall_read(path, &t, err, sizeof err) == 0) {

@@ -7,14 +7,11 @@
 #include <unistd.h>
 
 #include "../../data/tokens.h"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
-    snprintf(path, sizeof path, "/tmp/gqa_fuzz_tokens_%d.bin", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    if (fuzz_write_file(path, sizeof path, "tokens", "bin", data, size) != 0) return 0;
     TokenFile tf;
     char err[512];
     if (tokens_read(path, 0, &tf, err, sizeof err) == 0) tokens_free(&tf);
