@@ -60,6 +60,7 @@ typedef struct {
     BenchList ctx;          // positions in the cache for prefill and decode
     BenchList batch_size;   // decode batch sizes
     BenchList kv_dtype;     // KVDtype values
+    BenchList weight_dtype; // WeightDtype values: the decode rows' weights (converted after init)
     int measure;            // bits (1 << BENCH_TRAIN) | (1 << BENCH_GEMM) | (1 << BENCH_INFER)
     int train_batch_size;   // B of the training measurement
     int train_block_size;   // T of the training measurement (0: model.block_size)
@@ -139,7 +140,7 @@ int bench_infer_chunk(int batch, int ctx);
 
 void worker_train(const BenchConfig *bc, int setting);
 void worker_gemm(const BenchConfig *bc, int setting);
-void worker_infer(const BenchConfig *bc, int setting, int batch, int ctx, KVDtype dt);
+void worker_infer(const BenchConfig *bc, int setting, int batch, int ctx, KVDtype dt, WeightDtype wdt);
 
 // The roofline's sizes: fixed, and small enough to take well under 2 s.
 #define ROOFLINE_GEMM_N 2048                     // (N, N) = (N, N) @ (N, N): 17.2 GFLOP a call
@@ -148,8 +149,8 @@ void worker_roofline(void);
 
 // The work of one decode step of B sequences with ctx positions cached (the
 // roofline's model of it, docs/benchmarks.md): the bytes read, every
-// parameter once (4 bytes each, of wpe one row) plus B * ctx cached tokens
-// of gpt_kv_bytes_per_token(c, elem_bytes), and the FLOPs, 2 per MAC: the
+// weight once (gpt_weight_bytes(c, wdt, 1): of wpe one row) plus B * ctx
+// cached tokens of gpt_kv_bytes_per_token(c, elem_bytes), and the FLOPs, 2 per MAC: the
 // linear layers and the tied LM head for B tokens, plus per layer
 //   grouped: 2 * B * NH * ctx * HS * 2                 (scores, weighted sum)
 //   MLA:     2 * B * NH * ctx * ((r + dR) + r)         (absorbed: scores over
@@ -159,7 +160,7 @@ void worker_roofline(void);
 typedef struct {
     double bytes, flops;
 } BenchStep;
-BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_bytes);
+BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_bytes, WeightDtype wdt);
 // The roofline of such a step, in seconds: the larger of its FMA time at
 // peak_gflops and its read time at read_gbs (NAN if either is NAN). *bound
 // (may be NULL) is "fma" or "read", whichever is larger.
@@ -171,6 +172,8 @@ typedef struct {
     int kv_lora_rank, rope_head_dim;  // 0, 0: grouped attention
     char attention[32];               // bench_attention_name
     const char *kv_dtype;
+    const char *weight_dtype;           // "-": no inference measurement
+    double weight_bytes;                // the weights in memory (gpt_weight_bytes), NAN without inference
     double train, train_sd, train_median, train_gflops, train_mfu;  // tok/s, GFLOP/s, fraction of peak
     double prefill, decode, decode_sd, decode_median;                // tok/s
     double decode_x;                    // median decode tok/s over that of the list's first n_kv_head

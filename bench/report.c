@@ -12,11 +12,11 @@
 #include "bench.h"
 
 void report_header(int first_n_kv_head, int with_budget) {
-    printf("\n| attention | n_kv_head | batch | ctx | kv_dtype | train tok/s | prefill tok/s | decode tok/s "
+    printf("\n| attention | n_kv_head | batch | ctx | kv_dtype | weights | train tok/s | prefill tok/s | decode tok/s "
            "| decode x n_kv_head %d | KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (of read bw) "
            "| GEMM-only tok/s (train of it) | decode of roofline tok/s (bound) |%s\n", first_n_kv_head,
            with_budget ? " budget batch (its cache of ctx + decode_tokens) | max ctx at batch 1 |" : "");
-    printf("|:---|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|%s\n",
+    printf("|:---|---:|---:|---:|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|%s\n",
            with_budget ? ":---|---:|" : "");
     fflush(stdout);
 }
@@ -29,7 +29,7 @@ void report_csv_header(FILE *f) {
                "kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_step_flops,decode_roofline_tok_s,"
                "decode_roofline_frac,decode_bound,"
                "kv_budget_bytes,budget_batch,budget_max_ctx_batch1,budget_status,budget_kv_bytes,budget_seq_bytes,"
-               "budget_batch_capped,budget_max_ctx_capped\n");
+               "budget_batch_capped,budget_max_ctx_capped,weight_dtype,weight_bytes\n");
 }
 
 // Table cells: "-" for what was not measured.
@@ -89,14 +89,17 @@ static void cells_budget(const BenchRow *r, char *batch, char *max_ctx, size_t l
 }
 
 void report_row(const BenchRow *r) {
-    char c[12][64], budget[2][160] = {"", ""};
+    char c[13][64], budget[2][160] = {"", ""}, wb[32];
     if (r->batch) snprintf(c[0], 64, "%d", r->batch);
     else strcpy(c[0], "-");
     if (r->ctx) snprintf(c[1], 64, "%d", r->ctx);
     else strcpy(c[1], "-");
     if (r->kv_budget) cells_budget(r, budget[0], budget[1], sizeof budget[0]);
-    printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s | %s | %s |", r->attention,
-           r->n_kv_head, c[0], c[1], r->kv_dtype, cell_pm(c[2], 64, 0, r->train, r->train_sd),
+    // weights: "bf16 38.2 MiB"
+    if (isnan(r->weight_bytes)) strcpy(c[12], "-");
+    else snprintf(c[12], 64, "%s %s", r->weight_dtype, format_bytes(r->weight_bytes, wb, sizeof wb));
+    printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %zu | %s | %s | %s | %s |", r->attention,
+           r->n_kv_head, c[0], c[1], r->kv_dtype, c[12], cell_pm(c[2], 64, 0, r->train, r->train_sd),
            cell_num(c[3], 64, 0, r->prefill),
            cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_num(c[9], 64, 2, r->decode_x),
            cell_bytes(c[5], 64, r->kv_bytes), cell_bytes(c[6], 64, r->rss), r->params,
@@ -143,9 +146,12 @@ void report_csv_row(FILE *f, const BenchRow *r) {
     csv_field(f, "%.4f", r->roofline_frac);
     fprintf(f, ",%s", r->bound ? r->bound : "");
     if (r->kv_budget)
-        fprintf(f, ",%zu,%d,%d,%s,%.0f,%.0f,%d,%d\n", r->kv_budget, r->budget_batch, r->budget_max_ctx,
+        fprintf(f, ",%zu,%d,%d,%s,%.0f,%.0f,%d,%d", r->kv_budget, r->budget_batch, r->budget_max_ctx,
                 bench_budget_names[r->budget], r->budget_kv_bytes, r->budget_seq_bytes, r->budget_batch_capped,
                 r->budget_max_ctx_capped);
     else
-        fprintf(f, ",,,,,,,,\n");
+        fprintf(f, ",,,,,,,,");
+    fprintf(f, ",%s", isnan(r->weight_bytes) ? "" : r->weight_dtype);
+    csv_field(f, "%.0f", r->weight_bytes);
+    fputc('\n', f);
 }

@@ -77,7 +77,7 @@ void worker_roofline(void) {
 // ----------------------------------------------------------------------------
 // the roofline model of a decode step (bench.h states the formulas)
 
-BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_bytes) {
+BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_bytes, WeightDtype wdt) {
     const double L = c->n_layer, NH = c->n_head, HS = (double)(c->n_embd / c->n_head);
     const double r = c->kv_lora_rank, dR = c->rope_head_dim, b = B, t = ctx;
     GPTLinear lin[GPT_NUM_LINEAR];
@@ -94,7 +94,7 @@ BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_byte
         attn = L * 2.0 * b * NH * t * HS * 2.0;  // every query head over its KV head's keys and values
     BenchStep s;
     s.flops = 2.0 * b * macs + attn;
-    s.bytes = 4.0 * (double)gpt_decode_params_read(c) + b * t * (double)gpt_kv_bytes_per_token(c, elem_bytes);
+    s.bytes = gpt_weight_bytes(c, wdt, 1) + b * t * (double)gpt_kv_bytes_per_token(c, elem_bytes);
     return s;
 }
 

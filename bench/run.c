@@ -156,11 +156,11 @@ static double mem_available_bytes(void) {
 // allocates: the weights, the cache, and infer_init's buffers of B x chunk
 // rows (its attention scratch left out; pages are touched by B rows, or one
 // chunk, at a time, so this is an upper bound on what it uses).
-static double infer_need_bytes(const GPTConfig *c, int B, int ctx, int max_T, size_t elem) {
+static double infer_need_bytes(const GPTConfig *c, int B, int ctx, int max_T, size_t elem, WeightDtype wdt) {
     const double N = (double)B * bench_infer_chunk(B, ctx), C = c->n_embd, NH = c->n_head;
     const double r = c->kv_lora_rank, W = r + c->rope_head_dim, mla = gpt_is_latent(c) ? 1 : 0;
     const double row = 8 * C + 2 + gpt_qkvw_rows(c) + c->vocab_size + mla * (W + r + 1 + NH * W + NH * r);
-    return 4.0 * gpt_num_parameters(c) + (double)kvcache_bytes(c, B, max_T, elem) + 4.0 * N * row;
+    return gpt_weight_bytes(c, wdt, 0) + (double)kvcache_bytes(c, B, max_T, elem) + 4.0 * N * row;
 }
 
 // ----------------------------------------------------------------------------
@@ -210,10 +210,11 @@ static void parse_doubles(const char *s, double *out, int n) {
 
 // One measurement: training or its GEMM-only floor (gemm = 1) at one
 // attention setting (batch 0 for both), or inference at one (setting, batch,
-// ctx, kv_dtype). Its rounds pool their timings here.
+// ctx, kv_dtype, weight_dtype). Its rounds pool their timings here.
 typedef struct {
     int kv, gemm, batch, ctx;  // kv: the attention setting (bench_model_config); ctx > 0: inference
     KVDtype dt;
+    WeightDtype wdt;
     BenchBudget budget;        // with --kv_budget: what set batch; NO_FIT and NO_MEMORY jobs do not run
     int budget_batch, budget_batch_capped;  // the budget's batch (batch, unless it is 0 or exceeds memory)
     double need;                            // the decode measurement's memory (infer_need_bytes)
@@ -242,14 +243,14 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int r
     snprintf(s_b, sizeof s_b, "%d", jb->batch);
     snprintf(s_c, sizeof s_c, "%d", jb->ctx);
     const char *targs[] = {jb->gemm ? "--_worker=gemm" : "--_worker=train", s_set};
-    const char *iargs[] = {"--_worker=infer", s_set, "--batch_size", s_b, "--ctx", s_c, "--kv_dtype",
-                           kv_dtype_name(jb->dt)};
-    if (jb->ctx) snprintf(what, sizeof what, "%s, batch %d, ctx %d, %s", name, jb->batch, jb->ctx,
-                          kv_dtype_name(jb->dt));
+    const char *iargs[] = {"--_worker=infer", s_set,    "--batch_size", s_b, "--ctx", s_c, "--kv_dtype",
+                           kv_dtype_name(jb->dt), "--weight_dtype", weight_dtype_name(jb->wdt)};
+    if (jb->ctx) snprintf(what, sizeof what, "%s, batch %d, ctx %d, %s cache, %s weights", name, jb->batch, jb->ctx,
+                          kv_dtype_name(jb->dt), weight_dtype_name(jb->wdt));
     else snprintf(what, sizeof what, "%s: %s", name, jb->gemm ? "training's GEMMs alone" : "training");
     if (bc->rounds > 1) fprintf(stderr, "bench: round %d/%d: %s ...\n", round + 1, bc->rounds, what);
     else fprintf(stderr, "bench: %s ...\n", what);
-    const int ok = jb->ctx ? run_child(argc, argv, iargs, 8, line, sizeof line, &rss) == 0
+    const int ok = jb->ctx ? run_child(argc, argv, iargs, 10, line, sizeof line, &rss) == 0
                            : run_child(argc, argv, targs, 2, line, sizeof line, &rss) == 0;
     if (!ok) {
         fprintf(stderr, "bench: measurement failed (%s)\n", what);
@@ -305,7 +306,7 @@ static void budget_job(const BenchConfig *bc, Job *jb, double mem_available) {
         jb->budget = BUDGET_NO_FIT;
         return;
     }
-    jb->need = infer_need_bytes(&c, jb->budget_batch, jb->ctx, max_T, elem);
+    jb->need = infer_need_bytes(&c, jb->budget_batch, jb->ctx, max_T, elem, jb->wdt);
     if (!isnan(mem_available) && jb->need > 0.9 * mem_available) jb->budget = BUDGET_NO_MEMORY, jb->batch = 0;
 }
 
@@ -324,9 +325,9 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     }
     const int do_train = (bc->measure >> BENCH_TRAIN) & 1, do_gemm = (bc->measure >> BENCH_GEMM) & 1;
     const int do_infer = (bc->measure >> BENCH_INFER) & 1;
-    // with a budget one batch per (setting, ctx, kv_dtype), the budget's
+    // with a budget one batch per (setting, ctx, kv_dtype, weight_dtype), the budget's
     const int nk = bench_num_settings(bc), nb = bc->kv_budget ? 1 : bc->batch_size.n, nc = bc->ctx.n;
-    const int nd = bc->kv_dtype.n;
+    const int nd = bc->kv_dtype.n, nw = bc->weight_dtype.n;
     char measure[32];
     snprintf(measure, sizeof measure, "%s%s%s", do_train ? ",train" : "", do_gemm ? ",gemm" : "",
              do_infer ? ",infer" : "");
@@ -362,11 +363,12 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     report_header(bc->n_kv_head.v[0], bc->kv_budget && do_infer);
 
     // The jobs in table order: per attention setting its training run, its
-    // GEMM-only run, then its inference runs (batch x ctx x kv_dtype). Round r
+    // GEMM-only run, then its inference runs (batch x ctx x kv_dtype x
+    // weight_dtype). Round r
     // runs every job once; the last round prints each row as soon as its job
     // is done.
     const int n_own = do_train + do_gemm;  // the jobs without batch at the head of each group
-    const int per_kv = n_own + (do_infer ? nb * nc * nd : 0), njobs = nk * per_kv;
+    const int per_kv = n_own + (do_infer ? nb * nc * nd * nw : 0), njobs = nk * per_kv;
     Job *jobs = calloc_check((size_t)njobs, sizeof(Job));
     for (int i = 0; i < nk; i++) {
         Job *jb = jobs + (size_t)i * per_kv;
@@ -374,11 +376,12 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
         if (do_gemm) jb->kv = i, jb++->gemm = 1;
         for (int j = 0; do_infer && j < nb; j++)
             for (int k = 0; k < nc; k++)
-                for (int d = 0; d < nd; d++, jb++) {
-                    jb->kv = i, jb->batch = bc->batch_size.v[j], jb->ctx = bc->ctx.v[k];
-                    jb->dt = (KVDtype)bc->kv_dtype.v[d];
-                    if (bc->kv_budget) budget_job(bc, jb, mem_available);
-                }
+                for (int d = 0; d < nd; d++)
+                    for (int e = 0; e < nw; e++, jb++) {
+                        jb->kv = i, jb->batch = bc->batch_size.v[j], jb->ctx = bc->ctx.v[k];
+                        jb->dt = (KVDtype)bc->kv_dtype.v[d], jb->wdt = (WeightDtype)bc->weight_dtype.v[e];
+                        if (bc->kv_budget) budget_job(bc, jb, mem_available);
+                    }
     }
     for (int i = 0; i < njobs; i++) jobs[i].tok = calloc_check((size_t)bc->rounds * bc->repeats, sizeof(double));
     for (int round = 0; round < bc->rounds; round++) {
@@ -393,11 +396,11 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
             if (!last || !row) continue;
             GPTConfig c = bench_model_config(bc, jb->kv);
             BenchRow r = {.n_kv_head = c.n_kv_head, .kv_lora_rank = c.kv_lora_rank, .rope_head_dim = c.rope_head_dim,
-                          .kv_dtype = "-", .params = gpt_num_parameters(&c)};
+                          .kv_dtype = "-", .weight_dtype = "-", .params = gpt_num_parameters(&c)};
             bench_attention_name(&c, r.attention, sizeof r.attention);
             r.train = r.train_sd = r.train_median = r.train_gflops = r.train_mfu = NAN;
             r.prefill = r.decode = r.decode_sd = r.decode_median = r.decode_x = r.decode_gbs = r.decode_bw_frac = NAN;
-            r.kv_bytes = r.rss = r.gemm = r.train_gemm_frac = NAN;
+            r.kv_bytes = r.rss = r.gemm = r.train_gemm_frac = r.weight_bytes = NAN;
             r.step_bytes = r.step_flops = r.roofline_tok_s = r.roofline_frac = NAN;
             const Job *tj = do_train ? jobs + (size_t)jb->kv * per_kv : NULL;
             const Job *gj = do_gemm ? jobs + (size_t)jb->kv * per_kv + do_train : NULL;
@@ -420,21 +423,24 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
                 r.budget_need_bytes = jb->need, r.mem_available = mem_available;
                 r.budget_max_ctx = bench_budget_max_ctx(&c, elem, bc->kv_budget, &r.budget_max_ctx_capped);
             }
-            if (jb->ctx && !jb->batch) r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt);  // a budget row not run
+            if (jb->ctx) {  // a budget row not run has these, too
+                r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt), r.weight_dtype = weight_dtype_name(jb->wdt);
+                r.weight_bytes = gpt_weight_bytes(&c, jb->wdt, 0);
+            }
             if (jb->ctx && jb->batch) {
-                r.batch = jb->batch, r.ctx = jb->ctx, r.kv_dtype = kv_dtype_name(jb->dt);
+                r.batch = jb->batch;
                 r.prefill = median_of(jb->prefill, jb->nprefill);
                 r.decode = mean_of(jb->tok, jb->ntok), r.decode_sd = sd_of(jb->tok, jb->ntok);
                 r.decode_median = median_of(jb->tok, jb->ntok);
-                const Job *ref = jobs + (ji - jb->kv * per_kv);  // the same batch, ctx, dtype at setting 0
+                const Job *ref = jobs + (ji - jb->kv * per_kv);  // the same batch, ctx, dtypes at setting 0
                 if (!ref->failed && ref->ntok) r.decode_x = r.decode_median / median_of(ref->tok, ref->ntok);
                 // the bytes a cache of exactly ctx positions needs
                 const size_t elem = kv_dtype_bytes(jb->dt);
                 r.kv_bytes = (double)gpt_kv_bytes_per_token(&c, elem) * jb->batch * jb->ctx, r.rss = (double)jb->rss;
-                // a decode step reads every weight once (of wpe one row; none with rope) and
-                // the cache of ctx positions of every sequence, and does the FLOPs of
-                // bench_decode_step; steps/s = tok/s / batch
-                const BenchStep step = bench_decode_step(&c, jb->batch, jb->ctx, elem);
+                // a decode step reads every weight once in its dtype (of wpe one row; none
+                // with rope) and the cache of ctx positions of every sequence, and does the
+                // FLOPs of bench_decode_step; steps/s = tok/s / batch
+                const BenchStep step = bench_decode_step(&c, jb->batch, jb->ctx, elem, jb->wdt);
                 r.step_bytes = step.bytes, r.step_flops = step.flops;
                 r.decode_gbs = step.bytes * r.decode / jb->batch / 1e9;
                 r.decode_bw_frac = r.decode_gbs / read_gbs;  // NAN without the roofline
@@ -468,7 +474,8 @@ void bench_worker(const BenchConfig *bc, BenchWorker w, int setting) {
     case WORKER_TRAIN: worker_train(bc, setting); break;
     case WORKER_GEMM: worker_gemm(bc, setting); break;
     case WORKER_INFER:
-        worker_infer(bc, setting, bc->batch_size.v[0], bc->ctx.v[0], (KVDtype)bc->kv_dtype.v[0]);
+        worker_infer(bc, setting, bc->batch_size.v[0], bc->ctx.v[0], (KVDtype)bc->kv_dtype.v[0],
+                     (WeightDtype)bc->weight_dtype.v[0]);
         break;
     case WORKER_ROOFLINE: worker_roofline(); break;
     case WORKER_NONE: break;

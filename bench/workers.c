@@ -179,13 +179,17 @@ int bench_infer_chunk(int batch, int ctx) {
     return chunk > 0 ? chunk : 1;
 }
 
-void worker_infer(const BenchConfig *bc, int setting, int B, int ctx, KVDtype dt) {
+void worker_infer(const BenchConfig *bc, int setting, int B, int ctx, KVDtype dt, WeightDtype wdt) {
     GPTConfig c = bench_model_config(bc, setting);
     c.dropout = 0.0f;
     const int steps = bc->decode_tokens, max_T = ctx + steps;
     if (max_T > c.block_size) die("ctx %d + decode_tokens %d exceeds block_size %d", ctx, steps, c.block_size);
     GPT m;
     if (gpt_init(&m, &c, (uint64_t)bc->seed) != 0) die("%s", m.error);
+    // inference weights: converted, their float32 copies freed; the peak
+    // RSS the parent reads then starts from here, not from the float32 init
+    if (gpt_set_weight_dtype(&m, wdt) != 0) die("%s", m.error);
+    reset_peak_rss();
     Inference inf;
     const int chunk = bench_infer_chunk(B, ctx);
     if (infer_init(&inf, &m, B, max_T, chunk, dt) != 0) die("%s", inf.error);

@@ -31,7 +31,7 @@ int cmd_bench(int argc, char **argv) {
     bc.train_batch_size = 8, bc.train_block_size = 256, bc.train_steps = 5, bc.decode_tokens = 32;
     bc.repeats = 3, bc.rounds = 1, bc.roofline = 1, bc.gemm = BENCH_GEMM_OURS, bc.seed = 1337;
     OptList kvs = {4, {8, 4, 2, 1}}, ranks = {0, {0}};  // the attention settings: no MLA unless asked
-    OptList ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}};
+    OptList ctxs = {3, {512, 2048, 4032}}, batches = {2, {1, 8}}, dts = {1, {KV_F32}}, wdts = {1, {W_F32}};
     OptList measure = {2, {BENCH_TRAIN, BENCH_INFER}};
     int threads = 0, worker = WORKER_NONE, setting = 0, mla_passes = 1;
     char kv_budget[OPT_STR_MAX] = "";
@@ -65,6 +65,9 @@ int cmd_bench(int argc, char **argv) {
          "measurements", NULL},
         {"kv_dtype", OPT_CHOICE_LIST, &dts, 0, 0, "KV cache element types", cli_kv_dtype_choices, 0,
          "measurements", NULL},
+        {"weight_dtype", OPT_CHOICE_LIST, &wdts, 0, 0,
+         "decode rows' weights: f32, or converted after init to bf16, f16 or q8 (LayerNorms and biases stay f32)",
+         weight_dtype_names, 0, "measurements", NULL},
         {"decode_tokens", OPT_INT, &bc.decode_tokens, 1, 1e6, "decode steps per repeat", NULL, 0, "measurements",
          NULL},
         {"train_batch_size", OPT_INT, &bc.train_batch_size, 1, 1 << 20, "sequences per training step", NULL, 0,
@@ -154,6 +157,7 @@ int cmd_bench(int argc, char **argv) {
     list_copy(&bc.n_kv_head, &kvs), list_copy(&bc.kv_lora_rank, &ranks);
     list_copy(&bc.ctx, &ctxs), list_copy(&bc.batch_size, &batches);
     list_copy(&bc.kv_dtype, &dts);
+    list_copy(&bc.weight_dtype, &wdts);
     for (int i = 0; i < measure.n; i++) bc.measure |= 1 << measure.v[i];
     if (kv_budget[0]) {
         char err[512];

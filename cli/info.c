@@ -98,6 +98,12 @@ int cmd_info(int argc, char **argv) {
         printf("positions: learned, wpe of %d x %d = %zu parameters\n", c.block_size, c.n_embd,
                (size_t)c.block_size * c.n_embd);
     printf("parameters: %zu (%s as float32)\n", params, format_bytes((double)params * 4, b1, sizeof b1));
+    // what --weight_dtype of sample and bench would hold: the matrices converted, the rest float32
+    printf("weights for inference:");
+    for (int d = 0; d < W_NUM_DTYPES; d++)
+        printf("%s %s %s", d ? "," : "", weight_dtype_names[d],
+               format_bytes(gpt_weight_bytes(&c, (WeightDtype)d, 0), b1, sizeof b1));
+    printf(" (--weight_dtype of sample and bench; LayerNorms and biases stay f32)\n");
     if (mla) {
         printf("kv cache per token: %zu bytes float32 (n_layer * (kv_lora_rank + rope_head_dim) * 4 = %d * (%d + %d) "
                "* 4)\n", per_tok, c.n_layer, r, dR);

@@ -75,7 +75,7 @@ int cmd_mem(int argc, char **argv) {
     GPTConfig c = {.vocab_size = 50257, .block_size = 4096, .n_layer = 32, .n_head = 32, .n_kv_head = 8,
                    .n_embd = 4096, .bias = 0, .pos = GPT_POS_LEARNED, .rope_theta = GPT_ROPE_THETA_DEFAULT,
                    .latent_norm = 1};
-    int batch_size = 1, ctx = 4096, kv_dtype = KV_F16, weight_dtype = KV_F16;
+    int batch_size = 1, ctx = 4096, kv_dtype = KV_F16, weight_dtype = W_F16;
     OptList kvs = {1, {8}}, ranks = {0, {0}};
     char csv[OPT_STR_MAX] = "";
     Opt opts[20];
@@ -95,8 +95,9 @@ int cmd_mem(int argc, char **argv) {
         {"ctx", OPT_INT, &ctx, 1, 1 << 24, "positions held in the KV cache per sequence", NULL, 0, "cache", NULL},
         {"batch_size", OPT_INT, &batch_size, 1, 1 << 20, "sequences in the cache", NULL, 0, "cache", NULL},
         {"kv_dtype", OPT_CHOICE, &kv_dtype, 0, 0, "KV cache element type", cli_kv_dtype_choices, 0, "cache", NULL},
-        {"weight_dtype", OPT_CHOICE, &weight_dtype, 0, 0, "parameter element type", cli_kv_dtype_choices, 0, "cache",
-         NULL},
+        {"weight_dtype", OPT_CHOICE, &weight_dtype, 0, 0,
+         "weight element type (the matrices; LayerNorms and biases stay f32): q8 is int8 with a float scale per 32",
+         weight_dtype_names, 0, "cache", NULL},
         {"csv", OPT_STRING, csv, 0, 0, "write KV bytes per context length (256, 512, .. ctx) to this CSV file",
          NULL, 0, "output", "FILE"},
     };
@@ -116,7 +117,8 @@ int cmd_mem(int argc, char **argv) {
     if (rc != 0) return rc < 0;  // --help: 0, an error: 1
     if (csv[0] && cli_check_output("csv", csv) != 0) return 1;
     char err[512];
-    const size_t elem = kv_dtype_bytes((KVDtype)kv_dtype), welem = kv_dtype_bytes((KVDtype)weight_dtype);
+    const size_t elem = kv_dtype_bytes((KVDtype)kv_dtype);
+    const WeightDtype wdt = (WeightDtype)weight_dtype;
 
     // the rows' configs, each validated: one line for the first that is not a model
     GPTConfig rows[MEM_ROWS_MAX];
@@ -155,16 +157,17 @@ int cmd_mem(int argc, char **argv) {
         snprintf(mla, sizeof mla, "; MLA rope_head_dim %d, latent_norm %d", rows[nrows - 1].rope_head_dim,
                  c.latent_norm);
     printf("shape: n_layer %d, n_head %d, head_dim %d, n_embd %d, pos %s%s; ctx %d x batch_size %d; kv_dtype %s "
-           "(%zu bytes), weight_dtype %s (%zu bytes)\n\n",
+           "(%zu bytes), weight_dtype %s (%s bytes a weight; LayerNorms and biases f32)\n\n",
            c.n_layer, c.n_head, HS, c.n_embd, gpt_pos_names[c.pos], mla, ctx, batch_size,
-           cli_kv_dtype_choices[kv_dtype], elem, cli_kv_dtype_choices[weight_dtype], welem);
+           cli_kv_dtype_choices[kv_dtype], elem, weight_dtype_name(wdt),
+           wdt == W_F32 ? "4" : wdt == W_Q8 ? "1.125" : "2");
     printf("| n_kv_head | attention | KV per token | KV cache | MHA / this | saved vs MHA | parameters | params + KV "
            "| as GQA groups |\n");
     printf("|---:|:---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < nrows; i++) {
         const GPTConfig *ci = &rows[i];
         const double tok = (double)gpt_kv_bytes_per_token(ci, elem), kv_bytes = tok * seq;
-        const double params = (double)gpt_num_parameters(ci), pbytes = params * welem;
+        const double params = (double)gpt_num_parameters(ci), pbytes = gpt_weight_bytes(ci, wdt, 0);
         printf("| %d | %s | %.2f MB (%.0f B) | %s (%s) | %.2fx | %s | %.0f (%s) | %s | %g |\n", ci->n_kv_head,
                attention_name(ci, b1, sizeof b1), tok / 1e6, tok, decimal(kv_bytes, b2, sizeof b2),
                format_bytes(kv_bytes, b3, sizeof b3), mha_kv / kv_bytes, decimal(mha_kv - kv_bytes, b4, sizeof b4),

@@ -18,7 +18,7 @@
 
 typedef struct {
     char ckpt[OPT_STR_MAX], prompt[OPT_STR_MAX], prompt_file[OPT_STR_MAX];
-    int max_new_tokens, top_k, seed, num_samples, threads, kv_dtype;
+    int max_new_tokens, top_k, seed, num_samples, threads, kv_dtype, weight_dtype;
     float temperature, top_p;
 } SampleConfig;
 
@@ -30,7 +30,7 @@ static void emit(const Tokenizer *tok, int id, FILE *f) {
 
 int cmd_sample(int argc, char **argv) {
     SampleConfig sc = {.max_new_tokens = 500, .top_k = 200, .seed = 1337, .num_samples = 1, .threads = 0,
-                       .temperature = 0.8f, .top_p = 1.0f, .kv_dtype = KV_F32};
+                       .temperature = 0.8f, .top_p = 1.0f, .kv_dtype = KV_F32, .weight_dtype = W_F32};
     strcpy(sc.prompt, "\n");
     const Opt opts[] = {
         {"ckpt", OPT_STRING, sc.ckpt, 0, 0, "checkpoint to sample from (ckpt.bin or best.bin)", NULL, OPT_REQUIRED,
@@ -48,6 +48,10 @@ int cmd_sample(int argc, char **argv) {
          NULL, NULL},
         {"kv_dtype", OPT_CHOICE, &sc.kv_dtype, 0, 0, "KV cache element type (16 bits: half the bytes)",
          cli_kv_dtype_choices, 0, NULL, NULL},
+        {"weight_dtype", OPT_CHOICE, &sc.weight_dtype, 0, 0,
+         "weights for inference, converted at load: bf16 and f16 half the bytes, q8 (int8, a scale per 32) 1.125 "
+         "bytes a weight; LayerNorms and biases stay f32",
+         weight_dtype_names, 0, NULL, NULL},
         {"threads", OPT_INT, &sc.threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)", NULL, 0, NULL,
          NULL},
     };
@@ -73,6 +77,9 @@ int cmd_sample(int argc, char **argv) {
     if (tok.vocab_size != m.config.vocab_size)
         die("%s: vocabulary has %d entries but the model's vocab_size is %d", sc.ckpt, tok.vocab_size,
             m.config.vocab_size);
+
+    const WeightDtype weight_dtype = (WeightDtype)sc.weight_dtype;
+    if (gpt_set_weight_dtype(&m, weight_dtype) != 0) die("%s: %s", sc.ckpt, m.error);
 
     // the prompt
     uint8_t *ptext = (uint8_t *)sc.prompt;
@@ -164,7 +171,14 @@ int cmd_sample(int argc, char **argv) {
     fprintf(stderr, "kv cache: %s (%zu bytes: %s, %d positions, %d sequence%s, %s)\n",
             format_bytes((double)inf.cache.bytes, b1, sizeof b1), inf.cache.bytes, kind, max_T, B,
             B == 1 ? "" : "s", kv_dtype_name(kv_dtype));
-    fprintf(stderr, "peak resident memory: %s\n", format_bytes((double)peak_rss_bytes(), b2, sizeof b2));
+    fprintf(stderr, "weights: %s (%.0f bytes, %s%s%s)\n", format_bytes(gpt_weight_bytes(&m.config, weight_dtype, 0), b1, sizeof b1),
+            gpt_weight_bytes(&m.config, weight_dtype, 0), weight_dtype_name(weight_dtype),
+            weight_dtype == W_F32 ? "" : ", kernel ", weight_dtype == W_F32 ? "" : wmat_kernel_name(weight_dtype));
+    // the kernel updates the peak lazily: it may lag the resident size now
+    const size_t now = current_rss_bytes(), peak = peak_rss_bytes() > now ? peak_rss_bytes() : now;
+    char b3[32];
+    fprintf(stderr, "resident memory: %s now, %s at the peak (loading reads the float32 checkpoint)\n",
+            format_bytes((double)now, b3, sizeof b3), format_bytes((double)peak, b2, sizeof b2));
 
     free(seqs), free(batch_tokens), free(prompt);
     sampler_free(&smp);

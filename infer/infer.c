@@ -46,6 +46,14 @@ int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDt
     float **ptrs[] = {&inf->x, &inf->ln, &inf->mean, &inf->rstd, &inf->qkv, &inf->atty, &inf->tmp, &inf->fch,
                       &inf->ckv, &inf->latent, &inf->latent_rstd, &inf->qabs, &inf->olat,
                       &inf->logits, &inf->att_scratch};
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) inf->w[i] = gpt_weight(m, i);
+    inf->wscratch = aligned_alloc(64, wmat_scratch_bytes((int)N, 4 * (int)C));
+    if (!inf->wscratch) {
+        snprintf(inf->error, sizeof inf->error, "cannot allocate inference buffers for batch %d x %d tokens", batch,
+                 max_chunk);
+        infer_free(inf);
+        return -1;
+    }
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         // on cache lines: small buffers come from the heap, and where their
         // rows start would otherwise depend on what was allocated before
@@ -63,12 +71,36 @@ int infer_init(Inference *inf, GPT *m, int batch, int max_T, int max_chunk, KVDt
 
 void infer_free(Inference *inf) {
     kvcache_free(&inf->cache);
+    free(inf->wscratch);
+    inf->wscratch = NULL;
     float **bufs[] = {&inf->x, &inf->ln, &inf->mean, &inf->rstd, &inf->qkv, &inf->atty, &inf->tmp, &inf->fch,
                       &inf->ckv, &inf->latent, &inf->latent_rstd, &inf->qabs, &inf->olat, &inf->logits,
                       &inf->att_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
+    }
+}
+
+// out (N, out) = inp (N, in) @ W_l^T + b: layer l of the linear layer whose
+// weight is tensor `param` ((L x out, in) as a matrix), in its dtype.
+static void linear(Inference *inf, float *out, const float *inp, int param, int l, const float *b, int N) {
+    const WMat *w = &inf->w[param];
+    const size_t rows = w->rows / (size_t)inf->model->config.n_layer;
+    const WMat wl = wmat_rows(w, (size_t)l * rows, rows);
+    wmat_matmul(out, inp, &wl, b, N, inf->wscratch);
+}
+
+// x (B, Tn, C) = wte[tokens] (+ wpe[pos0 + t] with learned positions), the
+// rows converted from the weights' dtype; row n of tmp holds wpe's.
+static void embed(Inference *inf, float *x, const int *tokens, int B, int Tn, int pos0) {
+    const int C = inf->model->config.n_embd, learned = inf->model->config.pos == GPT_POS_LEARNED;
+    for (int n = 0; n < B * Tn; n++) {
+        float *xr = x + (size_t)n * C, *pr = inf->tmp + (size_t)n * C;
+        wmat_row_to_float(&inf->w[PARAM_WTE], (size_t)tokens[n], xr);
+        if (!learned) continue;
+        wmat_row_to_float(&inf->w[PARAM_WPE], (size_t)(pos0 + n % Tn), pr);
+        for (int i = 0; i < C; i++) xr[i] += pr[i];
     }
 }
 
@@ -95,8 +127,8 @@ static void latent_attention(Inference *inf, int l, int B, int Tn, int pos0) {
     const float *ukvw = w.ukvw + (size_t)l * 2 * NH * HS * r;  // (2 NH HS, r): W_uk heads, then W_uv heads
     const float *ukvb = c->bias ? w.ukvb + (size_t)l * 2 * NH * HS : NULL;
     float *q = inf->qkv, *ckv = inf->ckv;
-    matmul_forward(q, inf->ln, w.qkvw + (size_t)l * NQ * C, c->bias ? w.qkvb + (size_t)l * NQ : NULL, N, C, NQ);
-    matmul_forward(ckv, inf->ln, w.dkvw + (size_t)l * W * C, c->bias ? w.dkvb + (size_t)l * W : NULL, N, C, W);
+    linear(inf, q, inf->ln, PARAM_QKVW, l, c->bias ? w.qkvb + (size_t)l * NQ : NULL, N);
+    linear(inf, ckv, inf->ln, PARAM_DKVW, l, c->bias ? w.dkvb + (size_t)l * W : NULL, N);
     const float *lat = ckv;
     int ldc = W;
     if (c->latent_norm) {
@@ -128,7 +160,7 @@ static void latent_attention(Inference *inf, int l, int B, int Tn, int pos0) {
 static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int pos0, int all_logits) {
     GPT *m = inf->model;
     const GPTConfig *c = &m->config;
-    const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd, V = c->vocab_size;
+    const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd;
     const int QKV = (int)gpt_qkv_width(c), N = B * Tn;
     if (Tn < 1 || Tn > inf->max_chunk || pos0 < 0 || pos0 + Tn > inf->max_T) {
         snprintf(inf->error, sizeof inf->error, "positions [%d, %d) do not fit (chunk %d, cache %d)", pos0, pos0 + Tn,
@@ -140,40 +172,36 @@ static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int po
     float *x = inf->x;
 
     const int rope = c->pos == GPT_POS_ROPE;
-    encoder_forward(x, tokens, w.wte, rope ? NULL : w.wpe + (size_t)pos0 * C, B, Tn, C);
+    embed(inf, x, tokens, B, Tn, pos0);
     for (int l = 0; l < L; l++) {
         layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.ln1w + l * C, c->bias ? w.ln1b + l * C : NULL, N, C);
         if (gpt_is_latent(c)) {
             latent_attention(inf, l, B, Tn, pos0);
         } else {
-            matmul_forward(inf->qkv, inf->ln, w.qkvw + (size_t)l * QKV * C, c->bias ? w.qkvb + (size_t)l * QKV : NULL,
-                           N, C, QKV);
+            linear(inf, inf->qkv, inf->ln, PARAM_QKVW, l, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N);
             // rope: q and k turned by their absolute positions, so keys enter the cache rotated
             if (rope) rope_rotate(inf->qkv, B, Tn, pos0, NH, NKV, C / NH, m->rope_cos, m->rope_sin, 0);
             kvcache_store(&inf->cache, l, inf->qkv, B, Tn, pos0, NH);
             attention_cached(inf->atty, inf->qkv, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch,
                              inf->att_scratch_floats);
         }
-        matmul_forward(inf->tmp, inf->atty, w.attprojw + (size_t)l * C * C, c->bias ? w.attprojb + l * C : NULL, N, C,
-                       C);
+        linear(inf, inf->tmp, inf->atty, PARAM_ATTPROJW, l, c->bias ? w.attprojb + l * C : NULL, N);
         residual_forward(x, x, inf->tmp, (size_t)N * C);
         layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.ln2w + l * C, c->bias ? w.ln2b + l * C : NULL, N, C);
-        matmul_forward(inf->fch, inf->ln, w.fcw + (size_t)l * 4 * C * C, c->bias ? w.fcb + (size_t)l * 4 * C : NULL,
-                       N, C, 4 * C);
+        linear(inf, inf->fch, inf->ln, PARAM_FCW, l, c->bias ? w.fcb + (size_t)l * 4 * C : NULL, N);
         gelu_forward(inf->fch, inf->fch, (size_t)N * 4 * C);
-        matmul_forward(inf->tmp, inf->fch, w.fcprojw + (size_t)l * C * 4 * C, c->bias ? w.fcprojb + l * C : NULL, N,
-                       4 * C, C);
+        linear(inf, inf->tmp, inf->fch, PARAM_FCPROJW, l, c->bias ? w.fcprojb + l * C : NULL, N);
         residual_forward(x, x, inf->tmp, (size_t)N * C);
     }
     if (all_logits) {
         layernorm_forward(inf->ln, inf->mean, inf->rstd, x, w.lnfw, c->bias ? w.lnfb : NULL, N, C);
-        matmul_forward(inf->logits, inf->ln, w.wte, NULL, N, C, V);
+        wmat_matmul(inf->logits, inf->ln, &inf->w[PARAM_WTE], NULL, N, inf->wscratch);
     } else {
         // only each sequence's last position feeds the LM head
         for (int b = 0; b < B; b++)
             memcpy(inf->tmp + (size_t)b * C, x + ((size_t)b * Tn + Tn - 1) * C, C * sizeof(float));
         layernorm_forward(inf->ln, inf->mean, inf->rstd, inf->tmp, w.lnfw, c->bias ? w.lnfb : NULL, B, C);
-        matmul_forward(inf->logits, inf->ln, w.wte, NULL, B, C, V);
+        wmat_matmul(inf->logits, inf->ln, &inf->w[PARAM_WTE], NULL, B, inf->wscratch);
     }
     return 0;
 }

@@ -8,6 +8,11 @@
  * (in chunks), decode is Tn = 1. All sequences of a batch share positions
  * (they share the prompt), so weights are read once per step for all.
  *
+ * Weights: float32, or the model's matrices converted for inference to
+ * bf16, f16 or q8 (gpt_set_weight_dtype, model/weights.h); every linear
+ * layer and the LM head then read them where they lie, prefill and decode
+ * alike, and the embedding rows are converted back to float32 as read.
+ *
  * Multi-head latent attention (MLA, gpt_is_latent): the cache holds one
  * latent row [c | kr] per position (kvcache.h) and attention runs in the
  * absorbed form (model/attention_latent.h): W_uk is folded into the query,
@@ -45,6 +50,11 @@ typedef struct {
     float *logits;    // (B, V) last position, or (B, Tn, V) with all_logits
     float *att_scratch;
     size_t att_scratch_floats;
+    // the weight matrices (gpt_weight, by PARAM_*) as of infer_init: convert
+    // the model (gpt_set_weight_dtype) before it; and the activations in
+    // their form for the products (wmat_scratch_bytes)
+    WMat w[GPT_NUM_PARAM_TENSORS];
+    void *wscratch;
     char error[256];
 } Inference;
 

@@ -182,8 +182,9 @@ size_t gpt_decode_params_read(const GPTConfig *c) {
     return n - s[PARAM_WPE] + (s[PARAM_WPE] ? (size_t)c->n_embd : 0);
 }
 
-void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]) {
-    float **ptrs[GPT_NUM_PARAM_TENSORS] = {
+// The field of tensor PARAM_* i.
+static float **param_slot(ParameterTensors *p, int i) {
+    float **slots[GPT_NUM_PARAM_TENSORS] = {
         [PARAM_WTE] = &p->wte,         [PARAM_WPE] = &p->wpe,           [PARAM_LN1W] = &p->ln1w,
         [PARAM_LN1B] = &p->ln1b,       [PARAM_QKVW] = &p->qkvw,         [PARAM_QKVB] = &p->qkvb,
         [PARAM_DKVW] = &p->dkvw,       [PARAM_DKVB] = &p->dkvb,         [PARAM_KVNW] = &p->kvnw,
@@ -192,10 +193,105 @@ void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT
         [PARAM_LN2B] = &p->ln2b,       [PARAM_FCW] = &p->fcw,           [PARAM_FCB] = &p->fcb,
         [PARAM_FCPROJW] = &p->fcprojw, [PARAM_FCPROJB] = &p->fcprojb,   [PARAM_LNFW] = &p->lnfw,
         [PARAM_LNFB] = &p->lnfb};
+    return slots[i];
+}
+
+void gpt_point_params(ParameterTensors *p, float *memory, const size_t sizes[GPT_NUM_PARAM_TENSORS]) {
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        *ptrs[i] = memory;
+        *param_slot(p, i) = memory;
         memory += sizes[i];
     }
+}
+
+// ----------------------------------------------------------------------------
+// weights for inference
+
+int gpt_weight_converts(const GPTConfig *c, int param, size_t *rows, int *cols) {
+    size_t s[GPT_NUM_PARAM_TENSORS];
+    gpt_param_sizes(c, s);
+    if (s[param] == 0) return 0;
+    if (param == PARAM_WTE || param == PARAM_WPE) {
+        *rows = s[param] / (size_t)c->n_embd, *cols = c->n_embd;
+        return 1;
+    }
+    GPTLinear lin[GPT_NUM_LINEAR];
+    const int n = gpt_linear_layers(c, lin);
+    for (int i = 0; i < n; i++)
+        if (lin[i].weight == param && param != PARAM_UKVW) {
+            *rows = (size_t)c->n_layer * (size_t)lin[i].out, *cols = lin[i].in;
+            return 1;
+        }
+    return 0;
+}
+
+int gpt_set_weight_dtype(GPT *m, WeightDtype dt) {
+    const GPTConfig *c = &m->config;
+    if (dt == m->weight_dtype) return 0;
+    if (m->weight_dtype != W_F32) {
+        snprintf(m->error, sizeof m->error, "the weights are already %s", weight_dtype_name(m->weight_dtype));
+        return -1;
+    }
+    size_t rows[GPT_NUM_PARAM_TENSORS], off[GPT_NUM_PARAM_TENSORS], total = 0, keep[GPT_NUM_PARAM_TENSORS], nkeep = 0;
+    int cols[GPT_NUM_PARAM_TENSORS], conv[GPT_NUM_PARAM_TENSORS];
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        conv[i] = gpt_weight_converts(c, i, &rows[i], &cols[i]);
+        off[i] = total;
+        if (conv[i]) total += wmat_bytes(dt, rows[i], cols[i]);
+        keep[i] = conv[i] ? 0 : m->param_sizes[i];
+        nkeep += keep[i];
+    }
+    void *wm = aligned_alloc(64, total ? total : 64);
+    float *rest = malloc((nkeep ? nkeep : 1) * sizeof(float));
+    if (!wm || !rest) {
+        char b[32];
+        snprintf(m->error, sizeof m->error, "cannot allocate the %s weights (%s)", weight_dtype_name(dt),
+                 format_bytes((double)total, b, sizeof b));
+        free(wm);
+        free(rest);
+        return -1;
+    }
+    advise_huge_pages(wm, total);
+    ParameterTensors old = m->params;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++)
+        if (conv[i]) wmat_init_from_float(&m->wmats[i], dt, rows[i], cols[i], (char *)wm + off[i], *param_slot(&old, i));
+    gpt_point_params(&m->params, rest, keep);
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        float **slot = param_slot(&m->params, i);
+        if (conv[i]) *slot = NULL;
+        else memcpy(*slot, *param_slot(&old, i), keep[i] * sizeof(float));
+    }
+    free(m->params_memory);
+    m->params_memory = rest;
+    m->wmat_memory = wm;
+    m->weight_dtype = dt;
+    return 0;
+}
+
+WMat gpt_weight(const GPT *m, int param) {
+    if (m->weight_dtype != W_F32 && m->wmats[param].data) return m->wmats[param];
+    size_t rows = m->param_sizes[param];
+    int cols = 1;
+    if (!gpt_weight_converts(&m->config, param, &rows, &cols) && param == PARAM_UKVW && rows > 0)
+        cols = m->config.kv_lora_rank, rows = m->param_sizes[param] / (size_t)cols;
+    ParameterTensors p = m->params;
+    return wmat_view(*param_slot(&p, param), rows, cols);
+}
+
+double gpt_weight_bytes(const GPTConfig *c, WeightDtype dt, int decode) {
+    size_t s[GPT_NUM_PARAM_TENSORS];
+    gpt_param_sizes(c, s);
+    double bytes = 0;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        size_t rows;
+        int cols;
+        if (gpt_weight_converts(c, i, &rows, &cols)) {
+            if (decode && i == PARAM_WPE) rows = 1;  // the step's position
+            bytes += (double)rows * (double)wmat_row_bytes(dt, cols);
+        } else {
+            bytes += 4.0 * (double)s[i];
+        }
+    }
+    return bytes;
 }
 
 size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes) {
@@ -254,6 +350,7 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
 
 void gpt_free(GPT *m) {
     free(m->params_memory);
+    free(m->wmat_memory);
     free(m->rope_memory);
     free(m->grads_memory);
     free(m->acts_memory);
@@ -488,6 +585,11 @@ static void latent_qkv_backward(GPT *m, int l, const float *x, const float *ckv,
 
 int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     const GPTConfig *c = &m->config;
+    if (m->weight_dtype != W_F32) {
+        snprintf(m->error, sizeof m->error, "the model's weights are %s, for inference only: training and "
+                 "gpt_forward need float32 weights", weight_dtype_name(m->weight_dtype));
+        return -1;
+    }
     if (B <= 0 || T <= 0) {
         snprintf(m->error, sizeof m->error, "batch B=%d and time T=%d must be positive", B, T);
         return -1;

@@ -39,6 +39,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "weights.h"
+
 // Position schemes (GPTConfig.pos), and their names in that order
 // (NULL-terminated): the one spelling of config files, flags and logs.
 typedef enum { GPT_POS_LEARNED = 0, GPT_POS_ROPE = 1 } GPTPos;
@@ -198,6 +200,15 @@ typedef struct GPT {
     // their own activations and gradients (shard 0 is the model itself)
     struct GPT *shards;
     int n_shards;
+    // Inference weights (model/weights.h). f32: the products read params.
+    // Otherwise gpt_set_weight_dtype has converted wte, wpe and the linear
+    // weights (not MLA's ukvw) into wmats, in wmat_memory, and freed their
+    // float32 copies: params then holds the rest (LayerNorms, biases, kvnw,
+    // ukvw), the converted tensors' pointers are NULL, and the model serves
+    // inference only (gpt_forward and checkpoint_save refuse it).
+    WeightDtype weight_dtype;
+    WMat wmats[GPT_NUM_PARAM_TENSORS];  // by PARAM_*; unset for the tensors not converted
+    void *wmat_memory;
     char error[256];       // message of the last failed call
 } GPT;
 
@@ -238,6 +249,25 @@ int gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
 // position are not parameters): the weights' share of a step's memory
 // traffic. 0 if the count overflows size_t, as gpt_num_parameters.
 size_t gpt_decode_params_read(const GPTConfig *c);
+
+// ---- weights for inference
+
+// Is tensor PARAM_* one that gpt_set_weight_dtype converts (wte, wpe, the
+// linear layers' weights but MLA's ukvw)? Then *rows, *cols is its shape as
+// a matrix (rows: V, block_size, or L x out; cols: C, or the layer's in).
+int gpt_weight_converts(const GPTConfig *c, int param, size_t *rows, int *cols);
+// Convert the model's matrices to dtype for inference and free their
+// float32 copies (see GPT.weight_dtype); f32 changes nothing. Only from f32.
+// Returns 0, or -1 with m->error (out of memory; already converted).
+int gpt_set_weight_dtype(GPT *m, WeightDtype dt);
+// Tensor PARAM_* as a matrix: converted, or a view of the float32 tensor.
+WMat gpt_weight(const GPT *m, int param);
+// Bytes of the weights with matrices of dtype (the other tensors float32):
+// all of them (decode = 0), or what one decode step reads (decode = 1: as
+// gpt_decode_params_read, of wpe one row; MLA's ukvw is not run by the
+// absorbed decode but its weights are read through W_uk and W_uv). Rows of
+// q8 count their padding and scales (wmat_row_bytes).
+double gpt_weight_bytes(const GPTConfig *c, WeightDtype dt, int decode);
 
 // Width of a row of the attention's q/k/v activations: the query heads, then
 // the key heads, then the value heads. Grouped: the fused projection's

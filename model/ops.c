@@ -141,30 +141,6 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 #define SKINNY_HINT _MM_HINT_T1
 #endif
 
-// v[i] -> lane i of the result = the sum of v[i]'s lanes, for 16 vectors in
-// 4 levels of pairwise half-swaps (30 permutes and 15 adds instead of 16
-// full horizontal sums). Level k combines vectors whose lanes form groups of
-// width W = 16 >> k: x takes the first half of every group of a then of b,
-// y the second halves, and x + y has groups of W/2 (a's, then b's).
-static const int32_t reduce16_index[4][2][16] __attribute__((aligned(64))) = {
-    {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}, {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
-    {{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27}, {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31}},
-    {{0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29}, {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31}},
-    {{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}, {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}},
-};
-
-ALWAYS_INLINE __m512 reduce16(__m512 *v) {
-#pragma GCC unroll 4
-    for (int level = 0, n = 16; level < 4; level++, n /= 2) {
-        const __m512i px = _mm512_load_si512(reduce16_index[level][0]), py = _mm512_load_si512(reduce16_index[level][1]);
-#pragma GCC unroll 8
-        for (int i = 0; i < n / 2; i++)
-            v[i] = _mm512_add_ps(_mm512_permutex2var_ps(v[2 * i], px, v[2 * i + 1]),
-                                 _mm512_permutex2var_ps(v[2 * i], py, v[2 * i + 1]));
-    }
-    return v[0];
-}
-
 ALWAYS_INLINE void skinny_step(const int NB, const int OB, const float *x, const float *w, int C, int o0, int k,
                                __mmask16 m, int full, __m512 *acc) {
     __m512 wv[16];

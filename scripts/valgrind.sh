@@ -21,6 +21,9 @@ run train $common --max_iters 3
 # (the resume gives the MFU peak, whose measurement under memcheck is slow)
 run train $common --max_iters 5 --init_from resume --peak_gflops 200
 run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --kv_dtype bf16
+# 16- and 8-bit weights (the portable kernels: this build has no AVX-512)
+run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --weight_dtype q8
+run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --weight_dtype bf16 --kv_dtype f16
 # rotary positions: training (rotation and its inverse), then decode past block_size
 run train $common --out_dir "$tmp/rope" --pos rope --max_iters 2 --peak_gflops 200
 run sample --ckpt "$tmp/rope/ckpt.bin" --max_new_tokens 40 --num_samples 2

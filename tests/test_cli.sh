@@ -50,6 +50,7 @@ for o in n_kv_head ctx batch_size kv_dtype; do
     for c in bench mem; do "$GQA" "$c" --help | grep -q "^  --$o " && ok || bad "gqa $c --help lacks --$o"; done
 done
 "$GQA" sample --help | tr -s ' \n' ' ' | grep -q -- "--kv_dtype NAME KV cache element type (16 bits: half the bytes) (default: f32; one of f32, bf16, f16)" &&
+    "$GQA" sample --help | tr -s ' \n' ' ' | grep -q -- "(default: f32; one of f32, bf16, f16, q8)" &&
     ok || bad "sample --kv_dtype choices"
 # required options say so and show no default; string defaults are printed escaped
 "$GQA" sample --help | grep -A1 "^  --ckpt PATH" | grep -q "(required)" && ok || bad "sample --ckpt is not marked required"
@@ -132,6 +133,8 @@ header="n_kv_head,batch,ctx,kv_dtype,train_tok_s,train_tok_s_sd,prefill_tok_s,de
 header="$header,kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_step_flops,decode_roofline_tok_s,decode_roofline_frac,decode_bound"
 # and --kv_budget's after those (empty without it)
 header="$header,kv_budget_bytes,budget_batch,budget_max_ctx_batch1,budget_status,budget_kv_bytes,budget_seq_bytes,budget_batch_capped,budget_max_ctx_capped"
+# and --weight_dtype's (empty without a decode shape)
+header="$header,weight_dtype,weight_bytes"
 # shellcheck disable=SC2086
 expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch_size 1,2 --kv_dtype f32,bf16 \
     --repeats 2 --roofline=false --csv "$tmpd/b.csv"
@@ -159,7 +162,7 @@ if [ "$(head -1 "$tmpd/t.csv")" = "$header" ] && [ "$(rows "$tmpd/t.csv")" -eq 2
     csv_has "$tmpd/t.csv" 'v("n_kv_head") == 1 && v("params") == 3592'; then ok; else bad "bench --measure=train CSV: $(cat "$tmpd/t.csv")"; fi
 # ... and decode alone leaves the training columns empty
 # shellcheck disable=SC2086
-expect 0 "| 2 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --measure=infer --roofline=false --csv "$tmpd/i.csv"
+expect 0 "| 2 | 1 | 8 | f32 | f32 14.56 KiB | - |" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --measure=infer --roofline=false --csv "$tmpd/i.csv"
 [ "$(rows "$tmpd/i.csv")" -eq 1 ] &&
     csv_all "$tmpd/i.csv" 'v("n_kv_head") == 2 && v("batch") == 1 && v("ctx") == 8 && v("kv_dtype") == "f32" &&
         empty("train_tok_s") && empty("train_tok_s_sd") && num("prefill_tok_s") && num("decode_tok_s") &&
@@ -213,7 +216,7 @@ if [ "$(rows "$tmpd/g.csv")" -eq 2 ] &&
 then ok; else bad "bench --measure=train,gemm CSV: $(cat "$tmpd/g.csv")"; fi
 # ... and beside decode alone there is no training to put over it
 # shellcheck disable=SC2086
-expect 0 "| 1 | 1 | 8 | f32 | - |" -- "$GQA" bench $tiny --n_kv_head 1 --ctx 8 --batch_size 1 --measure=infer,gemm --roofline=false \
+expect 0 "| 1 | 1 | 8 | f32 | f32 14.03 KiB | - |" -- "$GQA" bench $tiny --n_kv_head 1 --ctx 8 --batch_size 1 --measure=infer,gemm --roofline=false \
     --csv "$tmpd/gi.csv"
 csv_all "$tmpd/gi.csv" 'v("n_kv_head") == 1 && v("batch") == 1 && v("ctx") == 8 && v("kv_dtype") == "f32" &&
     empty("train_tok_s") && num("prefill_tok_s") && num("decode_tok_s") && num("kv_cache_bytes") &&
@@ -399,6 +402,46 @@ for c in bench mem info; do
     for o in kv_lora_rank rope_head_dim latent_norm; do "$GQA" "$c" --help | grep -q "^  --$o " && ok || bad "gqa $c --help lacks --$o"; done
 done
 
+# ---- 16- and 8-bit weights (--weight_dtype). sample: the fixture's golden greedy text with every weight dtype
+# (its 200 tokens agree), the weights' bytes (f32: 4 per parameter; bf16 about half; q8 less: this model's rows
+# of 24 are padded to a block of 32), a bad name refused
+wfx=$(dirname "$0")/fixtures
+wparams=$("$GQA" info --ckpt "$wfx/tiny_gqa.bin" | sed -n 's/^parameters: \([0-9]*\) .*/\1/p')
+for d in f32 bf16 f16 q8; do
+    "$GQA" sample --ckpt "$wfx/tiny_gqa.bin" --temperature 0 --max_new_tokens 200 --prompt "ROMEO:" --weight_dtype "$d" \
+        2> "$tmpd/w_$d.err" | cmp -s - "$wfx/tiny_gqa_greedy.txt" && ok || bad "sample --weight_dtype $d: greedy text differs"
+    eval "wb_$d=\$(sed -n 's/^weights: .* (\([0-9]*\) bytes, $d.*/\1/p' \"\$tmpd/w_$d.err\")"
+done
+# shellcheck disable=SC2154
+[ "$wb_f32" = $((4 * wparams)) ] && [ "$wb_bf16" = "$wb_f16" ] && [ "$wb_bf16" -lt $((wb_f32 * 55 / 100)) ] &&
+    [ "$wb_q8" -lt $((wb_bf16 * 75 / 100)) ] && grep -q "kernel " "$tmpd/w_q8.err" && ok ||
+    bad "sample weight bytes: f32 $wb_f32 (params $wparams), bf16 $wb_bf16, f16 $wb_f16, q8 $wb_q8"
+one_line 1 "option 'weight_dtype': 'int4' is not one of f32, bf16, f16, q8" -- \
+    "$GQA" sample --ckpt "$wfx/tiny_gqa.bin" --weight_dtype int4
+expect 0 "weights for inference: f32 " -- "$GQA" info
+case "$out" in *", bf16 "*", f16 "*", q8 "*) ok ;; *) bad "info weights line: $out" ;; esac
+expect 0 "weight_dtype q8 (1.125 bytes a weight" -- "$GQA" mem --weight_dtype q8
+# bench: one row per weight dtype; the CSV's weight columns; with rope (no wpe) a decode step reads every weight, so
+# the step bytes of two dtypes differ by their weight bytes; every dtype with the 16-bit cache
+# shellcheck disable=SC2086
+expect 0 "| MQA | 1 | 1 | 8 | bf16 | q8 " -- "$GQA" bench $tiny --pos rope --n_kv_head 4,1 --ctx 8 --batch_size 1 \
+    --kv_dtype f32,bf16 --weight_dtype f32,bf16,f16,q8 --measure infer --repeats 1 --roofline=false --csv "$tmpd/wd.csv"
+[ "$(rows "$tmpd/wd.csv")" -eq 16 ] && csv_all "$tmpd/wd.csv" 'num("decode_tok_s") && num("weight_bytes") && v("weight_dtype") != ""' &&
+    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+        { k = $(c["n_kv_head"]) "," $(c["kv_dtype"]); w[k "," $(c["weight_dtype"])] = $(c["weight_bytes"]);
+          s[k "," $(c["weight_dtype"])] = $(c["decode_step_bytes"]) }
+        END { n = 0; for (x in w) { split(x, p, ","); f = p[1] "," p[2] ",f32"
+                  if (s[f] - s[x] != w[f] - w[x]) { print "step bytes " x; exit 1 } n++ }
+              exit !(n == 16 && w["4,f32,bf16"] < w["4,f32,f32"] / 1.8 && w["4,f32,q8"] < w["4,f32,bf16"]) }' "$tmpd/wd.csv" &&
+    ok || bad "bench --weight_dtype CSV: $(cat "$tmpd/wd.csv")"
+# peak RSS shrinks with the weights: cfg-d at a tiny context, f32 against q8 (the float32 copy is freed)
+"$GQA" bench --n_kv_head 8 --ctx 8 --batch_size 1 --decode_tokens 2 --weight_dtype f32,q8 --measure infer --repeats 1 \
+    --roofline=false --csv "$tmpd/wr.csv" > /dev/null 2>&1 &&
+    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+        { r[$(c["weight_dtype"])] = $(c["peak_rss_bytes"]); w[$(c["weight_dtype"])] = $(c["weight_bytes"]) }
+        END { exit !(r["f32"] - r["q8"] > 0.8 * (w["f32"] - w["q8"])) }' "$tmpd/wr.csv" &&
+    ok || bad "bench peak RSS does not shrink with q8 weights: $(cat "$tmpd/wr.csv")"
+
 # ---- bench --kv_budget: capacity at a memory budget. Every decode row runs at the largest batch B whose exact cache
 # of T = ctx + decode_tokens positions per sequence fits the budget: B x (bytes of one sequence) <= budget, and B + 1
 # exceeds it. 2 layers, 4 heads of 4, rope (so MLA's dR = 2), 4 decode steps; one sequence of T positions holds
@@ -435,11 +478,11 @@ csv_has "$tmpd/kb.csv" 'v("attention") == "MQA" && v("ctx") == 8 && v("kv_dtype"
     csv_has "$tmpd/kb.csv" 'v("attention") == "MLA-4" && v("ctx") == 8 && v("kv_dtype") == "bf16" && v("batch") == 10' &&
     ok || bad "bench --kv_budget spot batches: $(cat "$tmpd/kb.csv")"
 grep -q '^| MQA | 1 | 3 | 8 | f32 | .* | 3 (2.25 KiB) | 32 (block_size) |$' "$tmpd/kb.out" &&
-    grep -q '^| MHA | 4 | - | 8 | f32 | - | - | - | .* | does not fit (1 sequence: 3.00 KiB) | 11 |$' "$tmpd/kb.out" &&
+    grep -q '^| MHA | 4 | - | 8 | f32 | f32 [0-9.]* KiB | - | - | - | .* | does not fit (1 sequence: 3.00 KiB) | 11 |$' "$tmpd/kb.out" &&
     grep -q '^kv_budget=2.93 KiB (3000 bytes): ' "$tmpd/kb.out" && ok || bad "bench --kv_budget table: $(cat "$tmpd/kb.out")"
 # a budget the machine cannot hold: the batch stops at 2^20 sequences (cfg-d MHA, 12.75 MiB a sequence at ctx 512) and
 # the row is refused, not run, with no measurement
-expect 0 "| MHA | 8 | - | 512 | f32 | - | - | - |" -- "$GQA" bench --n_kv_head 8 --ctx 512 --kv_budget 1024TiB --measure infer \
+expect 0 "| MHA | 8 | - | 512 | f32 | f32 80.66 MiB | - | - | - |" -- "$GQA" bench --n_kv_head 8 --ctx 512 --kv_budget 1024TiB --measure infer \
     --roofline=false --csv "$tmpd/km.csv"
 case "$out" in *"bench: n_kv_head"*) bad "bench ran a row beyond memory: $out" ;;
     *"| exceeds memory: 1048576 (12.75 TiB, at the cap) needs 12.7"*" TiB of "*" available | 4096 (block_size) |"*) ok ;;

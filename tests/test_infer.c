@@ -34,6 +34,7 @@
 #include "../model/attention_latent.h"
 #include "../model/gpt.h"
 #include "../model/kvcache.h"
+#include "../train/adamw.h"
 #include "../util/util.h"
 #include "testutil.h"
 
@@ -613,6 +614,362 @@ START_TEST(test_latent_cache_broadcast) {
 END_TEST
 
 // ----------------------------------------------------------------------------
+// weights in bf16, f16 and q8 (model/weights.h)
+
+static const WeightDtype low_dtypes[] = {W_BF16, W_F16, W_Q8};
+
+// N input rows, rows x cols weights: below and above a vector, a q8 block
+// (32), a q8 super-block (512) and one more block, the 8 input rows of a
+// pass, the rows of a block
+static const int wmat_shapes[][3] = {{1, 1, 1},   {1, 17, 31},  {2, 16, 32}, {3, 5, 33},   {1, 33, 63},
+                                     {4, 9, 64},  {5, 20, 65},  {8, 7, 100}, {9, 40, 127}, {1, 64, 512},
+                                     {8, 48, 512}, {17, 3, 96}, {6, 37, 2048}, {3, 20, 544}, {2, 9, 1000}};
+
+// x[k] as the product sees it: rounded to bf16, or q8 of its block of 32
+// (the kernels' definition, written again here from weights.h; *dx the
+// block's scale), or as is (f16)
+static float act_as_seen(WeightDtype dt, const float *x, int cols, int k, float *dx) {
+    *dx = 0.0f;
+    if (dt == W_BF16) {
+        uint16_t h;
+        float v;
+        kv_from_float(&x[k], KV_BF16, &h, 1);
+        kv_to_float(&h, KV_BF16, &v, 1);
+        return v;
+    }
+    if (dt != W_Q8) return x[k];
+    const int b0 = k / 32 * 32;
+    float amax = 0.0f;
+    for (int i = b0; i < b0 + 32 && i < cols; i++) amax = fmaxf(amax, fabsf(x[i]));
+    *dx = amax / 127.0f;
+    return amax > 0.0f ? *dx * nearbyintf(x[k] * (127.0f / amax)) : 0.0f;
+}
+
+// _i: dtype x shape. out = x W^T + b against float64:
+//  (a) of the converted weights and the activations as the kernel rounds
+//      them: within the float32 summation bound cols * 2^-24 * sum |w x|,
+//      for the vector and the portable kernels, and the two within twice it;
+//  (b) of the float32 weights and activations: within the rounding bound of
+//      the dtype, per term |w x - w' x'| <= |w - w'| |x| + |w'| |x - x'|:
+//      bf16 (2^-9 + 2^-9 + 2^-18) |w x|, f16 2^-11 |w x| (normal range),
+//      q8 d_w/2 |x| + |w| d_x/2 + d_w d_x/4 with d the block's scales.
+START_TEST(test_wmat_kernels_vs_float64) {
+    const int nshapes = sizeof wmat_shapes / sizeof wmat_shapes[0];
+    const WeightDtype dt = low_dtypes[_i / nshapes];
+    const int N = wmat_shapes[_i % nshapes][0], rows = wmat_shapes[_i % nshapes][1], cols = wmat_shapes[_i % nshapes][2];
+    uint64_t rng = 1000 + _i;
+    float *w = malloc_check((size_t)rows * cols * sizeof(float)), *x = malloc_check((size_t)N * cols * sizeof(float));
+    float *b = malloc_check((size_t)rows * sizeof(float)), *row = malloc_check((size_t)cols * sizeof(float));
+    fill_normal(w, (size_t)rows * cols, 1.0f, &rng);
+    for (int r = 0; r < rows; r++)  // rows of different magnitudes, and a row of zeros
+        for (int k = 0; k < cols; k++) w[(size_t)r * cols + k] *= r == 2 ? 0.0f : ldexpf(1.0f, r % 7 - 3);
+    fill_normal(x, (size_t)N * cols, 1.0f, &rng);
+    fill_normal(b, (size_t)rows, 1.0f, &rng);
+    void *mem = aligned_alloc(64, wmat_bytes(dt, (size_t)rows, cols));
+    WMat wm;
+    wmat_init_from_float(&wm, dt, (size_t)rows, cols, mem, w);
+    ck_assert_int_eq(wm.ld, dt == W_Q8 ? (cols + 31) / 32 * 32 : cols);  // q8: whole blocks
+    void *scratch = aligned_alloc(64, wmat_scratch_bytes(N, cols));
+    float *got[2];
+    for (int p = 0; p < 2; p++) {  // 0: the vector kernel where compiled in, 1: portable
+        got[p] = malloc_check((size_t)N * rows * sizeof(float));
+        const int old = wmat_use_portable(p);
+        if (p == 0 && _i % nshapes == 0) printf("%s weights: kernel %s\n", weight_dtype_name(dt), wmat_kernel_name(dt));
+        wmat_matmul(got[p], x, &wm, b, N, scratch);
+        wmat_use_portable(old);
+    }
+    double worst_a = 0, worst_b = 0;
+    for (int o = 0; o < rows; o++) {
+        wmat_row_to_float(&wm, (size_t)o, row);
+        const float *wr = w + (size_t)o * cols;
+        float dw = 0.0f;
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)n * cols;
+            double seen = b[o], exact = b[o], mag = 0, qbound = 0;
+            for (int k = 0; k < cols; k++) {
+                float dx;
+                const float xs = act_as_seen(dt, xr, cols, k, &dx);
+                if (dt == W_Q8 && k % 32 == 0) {  // the block's weight scale
+                    float amax = 0.0f;
+                    for (int i = k; i < k + 32 && i < cols; i++) amax = fmaxf(amax, fabsf(wr[i]));
+                    dw = amax / 127.0f;
+                }
+                seen += (double)row[k] * xs, exact += (double)wr[k] * xr[k];
+                mag += fabs((double)row[k] * xs);
+                const double wx = fabs((double)wr[k] * xr[k]);
+                qbound += dt == W_BF16 ? (0x1p-8 + 0x1p-18) * wx
+                          : dt == W_F16 ? 0x1p-11 * wx
+                                        : dw / 2.0 * fabs(xr[k]) + fabs(wr[k]) * dx / 2.0 + (double)dw * dx / 4.0;
+            }
+            const double sum_tol = cols * 0x1p-24 * mag + 1e-6 * fabs((double)b[o]) + 1e-30;
+            for (int p = 0; p < 2; p++) {
+                const double e = fabs(got[p][(size_t)n * rows + o] - seen);
+                ck_assert_msg(e <= sum_tol, "%s %s (%d, %d, %d) [%d, %d]: %.9g vs float64 %.9g, error %.3g > %.3g",
+                              weight_dtype_name(dt), p ? "portable" : "vector", N, rows, cols, n, o,
+                              (double)got[p][(size_t)n * rows + o], seen, e, sum_tol);
+                if (e / sum_tol > worst_a) worst_a = e / sum_tol;
+            }
+            ck_assert_msg(fabs((double)got[0][(size_t)n * rows + o] - got[1][(size_t)n * rows + o]) <= 2 * sum_tol,
+                          "vector and portable differ");
+            const double e = fabs(got[0][(size_t)n * rows + o] - exact), qtol = qbound + sum_tol;
+            ck_assert_msg(e <= qtol, "%s (%d, %d, %d) [%d, %d]: %.9g vs float32 weights %.9g, error %.3g > bound %.3g",
+                          weight_dtype_name(dt), N, rows, cols, n, o, (double)got[0][(size_t)n * rows + o], exact, e,
+                          qtol);
+            if (e / qtol > worst_b) worst_b = e / qtol;
+        }
+    }
+    if (cols >= 512)
+        printf("%s (N %d, %d x %d): worst error / bound: %.3f of the summation bound, %.3f of the rounding bound\n",
+               weight_dtype_name(dt), N, rows, cols, worst_a, worst_b);
+    free(got[0]), free(got[1]), free(scratch), free(mem), free(w), free(x), free(b), free(row);
+}
+END_TEST
+
+// The stored forms: q8 rows padded with zeros to whole blocks (q + 128 =
+// 128), a block of zeros with scale 0, exact values kept (small integers,
+// the block's max), bf16 rounding to nearest even; the layout's byte counts.
+START_TEST(test_wmat_storage) {
+    float src[3 * 40] = {[0] = 127.0f, [1] = -3.0f, [2] = 1.0f, [33] = 0.5f, [40] = 1.0f, [41] = 1.0f + 0x1p-8f};
+    for (int k = 0; k < 40; k++) src[80 + k] = 1.0f;  // row 2: 40 ones, 24 of padding
+    void *mem = aligned_alloc(64, wmat_bytes(W_Q8, 3, 40));
+    WMat q;
+    wmat_init_from_float(&q, W_Q8, 3, 40, mem, src);
+    ck_assert_int_eq(q.ld, 64);
+    ck_assert_uint_eq(wmat_bytes(W_Q8, 3, 40), 192 + 64);  // 3 x 64 bytes (2 blocks); 3 x 2 scales, a line
+    ck_assert_uint_eq(wmat_row_bytes(W_Q8, 40), 64 + 8);
+    const uint8_t *u = q.data;
+    ck_assert_int_eq(u[0], 255);  // column 0, first in any layout: 127 / (127 / 127) + 128
+    ck_assert_float_eq(q.scale[0], 1.0f);
+    ck_assert_float_eq(q.scale[1], 0.5f / 127.0f);
+    ck_assert_float_eq(q.scale[1 * 2 + 1], 0.0f);  // row 1, block 1: zeros
+    int ones = 0, pad = 0;
+    for (int k = 0; k < 64; k++) ones += u[128 + k] == 255, pad += u[128 + k] == 128;
+    ck_assert_int_eq(ones, 40);
+    ck_assert_int_eq(pad, 24);
+    float back[40];
+    wmat_row_to_float(&q, 0, back);
+    ck_assert_float_eq(back[0], 127.0f);
+    ck_assert_float_eq(back[1], -3.0f);
+    ck_assert_float_eq(back[33], 0.5f);
+    for (int k = 0; k < 40; k++) ck_assert_float_eq(back[k], src[k]);  // every value kept: 1 and 0.5 are multiples of d
+    WMat r1 = wmat_rows(&q, 1, 2);
+    ck_assert_ptr_eq(r1.data, (uint8_t *)q.data + 64);
+    ck_assert_ptr_eq(r1.scale, q.scale + 2);
+    free(mem);
+    WMat h;
+    mem = aligned_alloc(64, wmat_bytes(W_BF16, 3, 40));
+    wmat_init_from_float(&h, W_BF16, 3, 40, mem, src);
+    wmat_row_to_float(&h, 1, back);
+    ck_assert_float_eq(back[0], 1.0f);
+    ck_assert_float_eq(back[1], 1.0f);  // 1 + 2^-8 is halfway: to even
+    ck_assert_uint_eq(wmat_bytes(W_BF16, 3, 40), 256);
+    free(mem);
+    WeightDtype d;
+    ck_assert_int_eq(weight_dtype_parse("q8", &d), 0);
+    ck_assert_int_eq(d, W_Q8);
+    ck_assert_int_eq(weight_dtype_parse("int8", &d), -1);
+}
+END_TEST
+
+// _i: dtype (bf16, f16, q8) x attention (grouped rope GQA-2, MLA learned).
+// Decode logits with converted weights against the float32 model's, within
+// the stated tolerances (logits of random weights of std 0.2); decode token
+// by token equals chunked prefill of the same converted model; the
+// converted model serves inference only.
+START_TEST(test_decode_weight_dtypes) {
+    const WeightDtype dt = low_dtypes[_i % 3];
+    const double tol = dt == W_BF16 ? 0.15 : dt == W_F16 ? 0.02 : 0.3;
+    const int B = 2, T = 20, V = 23, mla = _i >= 3;
+    GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 64,
+                   .bias = 1, .pos = mla ? GPT_POS_LEARNED : GPT_POS_ROPE, .rope_theta = 100.0f};
+    if (mla) c.n_kv_head = 4, c.kv_lora_rank = 24, c.latent_norm = 1;
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    randomize(&m, 77);
+    int tok[2 * 20];
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 5 + 1) % V;
+    const size_t n = (size_t)B * T * V;
+    float *ref = malloc_check(n * sizeof(float)), *got = malloc_check(n * sizeof(float));
+    float *chunked = malloc_check(n * sizeof(float));
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 8, KV_F32), 0);
+    decode_logits(&inf, tok, B, T, 1, ref);
+    infer_free(&inf);
+    const float *ln1w = m.params.ln1w;
+    ck_assert_int_eq(gpt_set_weight_dtype(&m, dt), 0);
+    ck_assert_int_eq(m.weight_dtype, dt);
+    ck_assert_ptr_null(m.params.fcw);
+    ck_assert_ptr_null(m.params.wte);
+    ck_assert_ptr_nonnull(m.params.ln1w);
+    ck_assert_ptr_ne(m.params.ln1w, ln1w);  // the rest moved to a smaller arena
+    if (mla) ck_assert_ptr_nonnull(m.params.ukvw);  // read by the absorbed form in float32
+    ck_assert_int_eq(gpt_set_weight_dtype(&m, dt == W_Q8 ? W_BF16 : W_Q8), -1);
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, B, T), -1);
+    ck_assert_ptr_nonnull(strstr(m.error, "inference only"));
+    char err[256];
+    ck_assert_int_eq(checkpoint_save("/tmp/gqa_never_written.bin", &m, "", 0, NULL, err, sizeof err), -1);
+    ck_assert_int_eq(access("/tmp/gqa_never_written.bin", F_OK), -1);
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 8, KV_F32), 0);
+    decode_logits(&inf, tok, B, T, 1, got);
+    infer_free(&inf);
+    ck_assert_int_eq(infer_init(&inf, &m, B, T, 16, KV_F32), 0);
+    chunked_logits(&inf, tok, B, T, 16, chunked);  // 32 rows a call: the products' multi-row passes
+    infer_free(&inf);
+    const Diff d = diff_tensors(got, ref, n);
+    double scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
+    printf("%s weights, %s: decode logits (max |logit| %.2f) max abs error vs float32 %.3g (tolerance %.2g), "
+           "normalised %.3g\n", weight_dtype_name(dt), mla ? "MLA" : "GQA-2", scale, d.max_abs, tol, d.norm_err);
+    ck_assert_msg(d.max_abs <= tol && d.max_abs > 0, "max abs error %.3g", d.max_abs);
+    ck_assert_tensor_close("chunked prefill vs decode", chunked, got, n, 1e-4);
+    free(ref), free(got), free(chunked);
+    gpt_free(&m);
+}
+END_TEST
+
+// Weight bytes: f32 is gpt_decode_params_read's 4 bytes each; bf16 and f16
+// halve the matrices; q8 is 1 byte a weight and 4 a block of 32, rows
+// padded to 64; LayerNorms and biases stay float32.
+START_TEST(test_weight_bytes) {
+    GPTConfig c = {.vocab_size = 65, .block_size = 64, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 64,
+                   .bias = 1};
+    ck_assert_double_eq(gpt_weight_bytes(&c, W_F32, 1), 4.0 * (double)gpt_decode_params_read(&c));
+    ck_assert_double_eq(gpt_weight_bytes(&c, W_F32, 0), 4.0 * (double)gpt_num_parameters(&c));
+    const double L = 2, C = 64, QKV = (4 + 2 * 2) * 16, mats = L * (QKV * C + C * C + 4 * C * C + C * 4 * C);
+    const double small = (double)gpt_num_parameters(&c) - mats - 65 * C - 64 * C;  // LayerNorms and biases
+    ck_assert_double_eq(gpt_weight_bytes(&c, W_BF16, 0), 2 * (mats + 65 * C + 64 * C) + 4 * small);
+    ck_assert_double_eq(gpt_weight_bytes(&c, W_F16, 1), 2 * (mats + 65 * C + C) + 4 * small);
+    // q8: a row of 64 is 64 + 2 x 4 bytes, a row of 256 is 256 + 8 x 4
+    const double q8 = L * ((QKV + C + 4 * C) * 72 + C * 288) + (65 + 64) * 72 + 4 * small;
+    ck_assert_double_eq(gpt_weight_bytes(&c, W_Q8, 0), q8);
+}
+END_TEST
+
+// Mean cross-entropy (float64 sums) of `nwin` windows of T tokens of val,
+// window w starting at w * stride, through the cached forward with every
+// position's logits: the validation loss as inference computes it.
+static double infer_val_loss(GPT *m, const int *val, int nwin, int T, int stride) {
+    const int V = m->config.vocab_size, B = 8;
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, m, B, T, T, KV_F32), 0);
+    int *tok = malloc_check((size_t)B * T * sizeof(int));
+    double sum = 0;
+    for (int w0 = 0; w0 < nwin; w0 += B) {
+        for (int b = 0; b < B; b++) memcpy(tok + b * T, val + (size_t)(w0 + b) * stride, T * sizeof(int));
+        ck_assert_int_eq(infer_forward(&inf, tok, T, 0, 1), 0);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T - 1; t++) {
+                const float *z = inf.logits + ((size_t)b * T + t) * V;
+                double mx = z[0], se = 0;
+                for (int v = 1; v < V; v++) mx = fmax(mx, z[v]);
+                for (int v = 0; v < V; v++) se += exp(z[v] - mx);
+                sum += mx + log(se) - z[val[(size_t)(w0 + b) * stride + t + 1]];
+            }
+    }
+    infer_free(&inf);
+    free(tok);
+    return sum / ((double)nwin * (T - 1));
+}
+
+// A model trained for the test: 2 layers, 4 query heads and 2 KV heads of
+// 16, on the first 90% of Tiny Shakespeare (1000 AdamW steps of 16 x 64
+// tokens); the rest is its validation text. On the validation loss of the
+// cached forward, bf16 and f16 weights stay within 0.5% of float32 and q8
+// within 1% (the bounds); and teacher-forced on float32's greedy
+// text from "ROMEO:", each dtype's argmax agrees with float32's at >= 95%
+// of 200 positions (where they differ, float32's own margin between its
+// top two logits is printed).
+START_TEST(test_trained_model_weight_dtypes) {
+    uint8_t *text;
+    size_t len;
+    char err[256];
+    ck_assert_int_eq(read_file("data/shakespeare_char/input.txt", SIZE_MAX, &text, &len, err, sizeof err), 0);
+    Tokenizer tz;
+    ck_assert_int_eq(tokenizer_build(&tz, (const char *)text, len, err, sizeof err), 0);
+    int *ids = malloc_check(len * sizeof(int));
+    size_t n;
+    ck_assert_int_eq(tokenizer_encode(&tz, (const char *)text, len, ids, &n, err, sizeof err), 0);
+    free(text);
+    const size_t ntrain = n * 9 / 10;
+    const int T = 64, B = 16, V = tz.vocab_size;
+    GPTConfig c = {.vocab_size = V, .block_size = T, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 64,
+                   .bias = 1};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 7), 0);
+    AdamW opt;
+    adamw_init(&opt, m.num_parameters, 0.9f, 0.99f, 1e-8f, 0.1f);
+    int *x = malloc_check((size_t)B * T * sizeof(int)), *y = malloc_check((size_t)B * T * sizeof(int));
+    uint64_t rng = 11;
+    for (int step = 0; step < 1000; step++) {
+        for (int b = 0; b < B; b++) {
+            const size_t s = rng_u64(&rng) % (ntrain - T - 1);
+            memcpy(x + b * T, ids + s, T * sizeof(int));
+            memcpy(y + b * T, ids + s + 1, T * sizeof(int));
+        }
+        ck_assert_int_eq(gpt_forward_backward(&m, x, y, B, T, gpt_auto_shards(B)), 0);
+        adamw_step(&opt, &m, 3e-3f);
+    }
+    const int *val = ids + ntrain, nwin = 64, stride = (int)((n - ntrain - T) / nwin);
+    const double ref = infer_val_loss(&m, val, nwin, T, stride);
+    // float32 greedy text from "ROMEO:" (teacher forcing below replays it)
+    int seq[6 + 200];
+    const char *prompt = "ROMEO:";
+    size_t P;
+    ck_assert_int_eq(tokenizer_encode(&tz, prompt, strlen(prompt), seq, &P, err, sizeof err), 0);
+    const int steps = 200, total = (int)P + steps;
+    float *ref_logits = malloc_check((size_t)total * V * sizeof(float)), *got = malloc_check((size_t)V * sizeof(float));
+    Inference inf;
+    ck_assert_int_eq(infer_init(&inf, &m, 1, T, T, KV_F32), 0);
+    for (int t = 0; t < total - 1; t++) {  // one token at a time; past T, the context restarts (as sample crops)
+        ck_assert_int_eq(infer_forward(&inf, &seq[t], 1, t % T, 0), 0);
+        memcpy(ref_logits + (size_t)t * V, inf.logits, (size_t)V * sizeof(float));
+        if (t + 1 >= (int)P) {
+            int best = 0;
+            for (int v = 1; v < V; v++) best = inf.logits[v] > inf.logits[best] ? v : best;
+            seq[t + 1] = best;
+        }
+    }
+    infer_free(&inf);
+    printf("trained test model (2 x 4 heads x 16, 1000 steps): float32 val loss %.4f\n", ref);
+    ck_assert(ref < 2.3);  // it learned something (uniform: log 65 = 4.17)
+    const double bound[] = {[W_BF16] = 0.005, [W_F16] = 0.005, [W_Q8] = 0.01};
+    for (int d = 0; d < 3; d++) {
+        const WeightDtype dt = low_dtypes[d];
+        GPT q;
+        ck_assert_int_eq(gpt_init(&q, &c, 7), 0);
+        memcpy(q.params_memory, m.params_memory, m.num_parameters * sizeof(float));
+        ck_assert_int_eq(gpt_set_weight_dtype(&q, dt), 0);
+        const double loss = infer_val_loss(&q, val, nwin, T, stride), rel = (loss - ref) / ref;
+        ck_assert_int_eq(infer_init(&inf, &q, 1, T, T, KV_F32), 0);
+        int agree = 0;
+        for (int t = 0; t < total - 1; t++) {
+            ck_assert_int_eq(infer_forward(&inf, &seq[t], 1, t % T, 0), 0);
+            if (t < (int)P - 1) continue;  // the prompt
+            memcpy(got, inf.logits, (size_t)V * sizeof(float));
+            const float *r = ref_logits + (size_t)t * V;
+            int a = 0, b2 = -1;  // got's argmax; float32's runner-up
+            for (int v = 1; v < V; v++) a = got[v] > got[a] ? v : a;
+            for (int v = 0; v < V; v++)
+                if (v != seq[t + 1] && (b2 < 0 || r[v] > r[b2])) b2 = v;
+            if (a == seq[t + 1]) agree++;
+            else printf("  %s: position %d: argmax differs where float32's top two logits are %.4f apart\n",
+                        weight_dtype_name(dt), t + 1, (double)(r[seq[t + 1]] - r[b2]));
+        }
+        infer_free(&inf);
+        printf("%s weights: val loss %.4f (%+.3f%% of float32's; bound %.1f%%), greedy argmax agrees at %d of %d "
+               "positions\n", weight_dtype_name(dt), loss, 100 * rel, 100 * bound[dt], agree, steps);
+        ck_assert_msg(fabs(rel) <= bound[dt], "%s: val loss %.5f vs float32 %.5f", weight_dtype_name(dt), loss, ref);
+        ck_assert_int_ge(agree, steps * 95 / 100);
+        gpt_free(&q);
+    }
+    free(ref_logits), free(got), free(x), free(y), free(ids);
+    adamw_free(&opt);
+    tokenizer_free(&tz);
+    gpt_free(&m);
+}
+END_TEST
+
+// ----------------------------------------------------------------------------
 // samplers
 
 START_TEST(test_sampler_candidate_sets) {
@@ -847,6 +1204,15 @@ static Suite *infer_suite(void) {
     tcase_add_test(mla, test_latent_cache_broadcast);
     tcase_add_loop_test(mla, test_sample_rope_past_block_size, 1, 3);
     suite_add_tcase(s, mla);
+
+    TCase *wt = tcase_create("weights");
+    tcase_set_timeout(wt, 120);
+    tcase_add_loop_test(wt, test_wmat_kernels_vs_float64, 0, 3 * (int)(sizeof wmat_shapes / sizeof wmat_shapes[0]));
+    tcase_add_test(wt, test_wmat_storage);
+    tcase_add_loop_test(wt, test_decode_weight_dtypes, 0, 6);
+    tcase_add_test(wt, test_weight_bytes);
+    tcase_add_test(wt, test_trained_model_weight_dtypes);
+    suite_add_tcase(s, wt);
 
     tc = tcase_create("sample");  // end to end, forked runs: slow on a loaded machine
     tcase_set_timeout(tc, 120);

@@ -120,6 +120,23 @@ size_t peak_rss_bytes(void) {
     return (size_t)ru.ru_maxrss * 1024;  // Linux reports KiB
 }
 
+size_t current_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size, resident;
+    const int ok = fscanf(f, "%llu %llu", &size, &resident) == 2;
+    fclose(f);
+    const long page = sysconf(_SC_PAGESIZE);
+    return ok && page > 0 ? (size_t)resident * (size_t)page : 0;
+}
+
+int reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return -1;
+    const int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
 void advise_huge_pages(void *p, size_t bytes) {
 #if defined(MADV_HUGEPAGE)
     const uintptr_t huge = (uintptr_t)2 << 20;

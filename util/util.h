@@ -146,6 +146,12 @@ const char *format_bytes(double bytes, char *buf, size_t len);
 
 // Peak resident set size of this process in bytes (getrusage).
 size_t peak_rss_bytes(void);
+// Resident set size now, in bytes (/proc/self/statm; 0 where unreadable).
+size_t current_rss_bytes(void);
+// Restart the peak from the resident size now (Linux: "5" to
+// /proc/self/clear_refs), so that a later peak_rss_bytes, or the parent's
+// wait4, sees only what follows. Returns 0, or -1 where unsupported.
+int reset_peak_rss(void);
 
 // Ask for transparent huge pages on the 2 MiB-aligned interior of a large,
 // not yet touched buffer (weights, a KV cache): streaming it then misses the

@@ -1,0 +1,547 @@
+/*
+ * weights.c: see weights.h. The conversions, then the product: the
+ * activations are first put in the weights' form (bf16, or q8 blocks), then
+ * every thread streams its weight rows once, a block of OB rows dotted with
+ * up to 8 input rows while they sit in registers (ops.c's skinny matmul,
+ * with the load and the multiply of each dtype), the 16 lane-sums of a
+ * block reduced together.
+ */
+#include "weights.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/util.h"
+#include "kvcache.h"
+#include "ops.h"
+#include "simd.h"
+
+// ----------------------------------------------------------------------------
+// dtypes and layout
+
+const char *const weight_dtype_names[] = {"f32", "bf16", "f16", "q8", NULL};
+
+int weight_dtype_parse(const char *name, WeightDtype *out) {
+    for (int d = 0; d < W_NUM_DTYPES; d++)
+        if (!strcmp(name, weight_dtype_names[d])) {
+            *out = (WeightDtype)d;
+            return 0;
+        }
+    return -1;
+}
+
+const char *weight_dtype_name(WeightDtype d) { return d >= 0 && d < W_NUM_DTYPES ? weight_dtype_names[d] : "?"; }
+
+int wmat_ld(WeightDtype d, int cols) { return d == W_Q8 ? (cols + WQ8_BLOCK - 1) / WQ8_BLOCK * WQ8_BLOCK : cols; }
+
+static size_t elem_bytes(WeightDtype d) { return d == W_F32 ? 4 : d == W_Q8 ? 1 : 2; }
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+size_t wmat_bytes(WeightDtype d, size_t rows, int cols) {
+    const size_t ld = (size_t)wmat_ld(d, cols);
+    return round64(rows * ld * elem_bytes(d)) + (d == W_Q8 ? round64(rows * (ld / WQ8_BLOCK) * sizeof(float)) : 0);
+}
+
+size_t wmat_row_bytes(WeightDtype d, int cols) {
+    const size_t ld = (size_t)wmat_ld(d, cols);
+    return ld * elem_bytes(d) + (d == W_Q8 ? ld / WQ8_BLOCK * sizeof(float) : 0);
+}
+
+WMat wmat_view(const float *src, size_t rows, int cols) {
+    return (WMat){.dtype = W_F32, .rows = rows, .cols = cols, .ld = cols, .data = (void *)src, .scale = NULL};
+}
+
+WMat wmat_rows(const WMat *w, size_t row0, size_t n) {
+    WMat v = *w;
+    v.rows = n;
+    v.data = (char *)w->data + row0 * (size_t)w->ld * elem_bytes(w->dtype);
+    if (w->scale) v.scale = w->scale + row0 * (size_t)(w->ld / WQ8_BLOCK);
+    return v;
+}
+
+// q8 rows are stored in super-blocks of 16 blocks (512 weights; the last
+// one of a row may have fewer, m), each transposed to 8 slices of 4m
+// bytes: int32 lane i of slice t holds weights 4t .. 4t + 3 of block i.
+// vpdpbusd over the 8 slices then leaves each block's whole dot product in
+// a lane of its own, and one float multiply-add per super-block applies
+// the 16 blocks' scales, which lie side by side. Column k of a row of nb
+// blocks is stored at q8_pos(k, nb).
+#define WQ8_SUPER 16  // blocks per super-block
+
+static inline size_t q8_pos(size_t k, size_t nb) {
+    const size_t sb = k / (WQ8_SUPER * WQ8_BLOCK), m = nb - sb * WQ8_SUPER < WQ8_SUPER ? nb - sb * WQ8_SUPER : WQ8_SUPER;
+    const size_t i = k % (WQ8_SUPER * WQ8_BLOCK) / WQ8_BLOCK, e = k % WQ8_BLOCK;
+    return sb * WQ8_SUPER * WQ8_BLOCK + e / 4 * 4 * m + 4 * i + e % 4;
+}
+
+// q8 of n values (n <= 32; zeros past them): q[i] = round(x[i] / d), d =
+// max|x| / 127 (0 for a block of zeros). Returns d.
+static float q8_block(const float *x, int n, int8_t *q) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    const float d = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < WQ8_BLOCK; i++) {
+        const float v = i < n ? nearbyintf(x[i] * inv) : 0.0f;
+        q[i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+    }
+    return d;
+}
+
+void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src) {
+    const int ld = wmat_ld(d, cols);
+    *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .data = mem, .scale = NULL};
+    const size_t nb = (size_t)ld / WQ8_BLOCK;
+    if (d == W_Q8) w->scale = (float *)((char *)mem + round64(rows * (size_t)ld));
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = src + r * (size_t)cols;
+        if (d == W_Q8) {
+            uint8_t *u = (uint8_t *)mem + r * (size_t)ld;
+            for (size_t b = 0; b < nb; b++) {
+                const int k = (int)b * WQ8_BLOCK, n = cols - k < WQ8_BLOCK ? cols - k : WQ8_BLOCK;
+                int8_t q[WQ8_BLOCK];
+                w->scale[r * nb + b] = q8_block(x + k, n, q);
+                for (int i = 0; i < WQ8_BLOCK; i++) u[q8_pos((size_t)(k + i), nb)] = (uint8_t)(q[i] + 128);
+            }
+        } else {
+            kv_from_float(x, d == W_F32 ? KV_F32 : d == W_BF16 ? KV_BF16 : KV_F16,
+                          (char *)mem + r * (size_t)ld * elem_bytes(d), (size_t)cols);
+        }
+    }
+}
+
+void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
+    const char *row = (const char *)w->data + r * (size_t)w->ld * elem_bytes(w->dtype);
+    if (w->dtype == W_Q8) {
+        const float *s = w->scale + r * (size_t)(w->ld / WQ8_BLOCK);
+        const size_t nb = (size_t)w->ld / WQ8_BLOCK;
+        for (int k = 0; k < w->cols; k++)
+            dst[k] = s[k / WQ8_BLOCK] * (float)((int)(uint8_t)row[q8_pos((size_t)k, nb)] - 128);
+    } else {
+        kv_to_float(row, w->dtype == W_F32 ? KV_F32 : w->dtype == W_BF16 ? KV_BF16 : KV_F16, dst, (size_t)w->cols);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the activations in the weights' form
+
+// bf16: (N, ldx) of the rounded activations, zeros past cols, ldx = cols
+// rounded up to 32 (one vdpbf16ps). q8 (ld = wmat_ld, nb = ld / 32
+// blocks): xq (N, ld) int8 in the weights' order (q8_pos), and per block
+// xc = -128 times the sum of its q (N, nb) and its scale xs (N, nb).
+typedef struct {
+    const float *x;  // (N, cols) as given
+    int cols;
+    int ldx;         // bf16
+    uint16_t *xb;    // bf16
+    int8_t *xq;      // q8
+    int32_t *xc;     // q8
+    float *xs;       // q8
+} Acts;
+
+static int ldx_bf16(int cols) { return (cols + 31) / 32 * 32; }
+
+size_t wmat_scratch_bytes(int N, int cols) {
+    const size_t ld = (size_t)wmat_ld(W_Q8, cols), bf = round64((size_t)N * ldx_bf16(cols) * 2);
+    const size_t q8 = round64((size_t)N * ld) + 2 * round64((size_t)N * (ld / WQ8_BLOCK) * 4);
+    return bf > q8 ? bf : q8;
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define HAVE_Q8_PREPARE 1
+// q8_block's quantisation of x[0, 32) (the first n valid) to 8 int32
+// lanes of 4 values, with vector instructions: the same products, and
+// vcvtps2dq rounds to nearest even as nearbyintf does, so the values are
+// q8_block's. *d = the block's scale, *sum = the sum of its q.
+static __m256i q8_block_avx(const float *x, int n, float *d, int32_t *sum) {
+    const __m512 a = _mm512_maskz_loadu_ps(mask16(n), x), b = _mm512_maskz_loadu_ps(mask16(n - 16 > 0 ? n - 16 : 0), x + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
+    *d = amax / 127.0f;
+    *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtsepi32_epi8(qa)), _mm512_cvtsepi32_epi8(qb), 1);
+}
+#endif
+
+static int use_portable = 0;
+
+static Acts acts_prepare(const WMat *w, const float *inp, int N, void *scratch) {
+    Acts a = {.x = inp, .cols = w->cols};
+    if (w->dtype == W_BF16) {
+        a.ldx = ldx_bf16(w->cols), a.xb = scratch;
+        for (int n = 0; n < N; n++) {
+            uint16_t *dst = a.xb + (size_t)n * a.ldx;
+            kv_from_float(inp + (size_t)n * w->cols, KV_BF16, dst, (size_t)w->cols);
+            memset(dst + w->cols, 0, (size_t)(a.ldx - w->cols) * 2);
+        }
+    } else if (w->dtype == W_Q8) {
+        const size_t ld = (size_t)w->ld;
+        a.xq = scratch;
+        a.xc = (int32_t *)((char *)scratch + round64((size_t)N * ld));
+        a.xs = (float *)((char *)a.xc + round64((size_t)N * (ld / WQ8_BLOCK) * 4));
+        const size_t nb = ld / WQ8_BLOCK;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * w->cols;
+            int8_t *xq = a.xq + n * ld;
+            int32_t *xc = a.xc + n * nb;
+            float *xs = a.xs + n * nb;
+            for (size_t b = 0; b < nb; b++) {
+                const int k = (int)b * WQ8_BLOCK, cnt = w->cols - k < WQ8_BLOCK ? w->cols - k : WQ8_BLOCK;
+#if defined(HAVE_Q8_PREPARE)
+                if (!use_portable) {  // the block's 8 groups of 4 scattered to their slices
+                    const size_t sb = b / WQ8_SUPER, m = nb - sb * WQ8_SUPER < WQ8_SUPER ? nb - sb * WQ8_SUPER : WQ8_SUPER;
+                    const __m256i slot = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                                             _mm256_set1_epi32((int)m)),
+                                                          _mm256_set1_epi32((int)(b % WQ8_SUPER)));
+                    int32_t sum;
+                    const __m256i q = q8_block_avx(x + k, cnt, &xs[b], &sum);
+                    _mm256_i32scatter_epi32((int32_t *)(xq + sb * WQ8_SUPER * WQ8_BLOCK), slot, q, 4);
+                    xc[b] = -128 * sum;
+                    continue;
+                }
+#endif
+                int8_t q[WQ8_BLOCK];
+                xs[b] = q8_block(x + k, cnt, q);
+                int32_t sum = 0;
+                for (int i = 0; i < WQ8_BLOCK; i++) xq[q8_pos((size_t)(k + i), nb)] = q[i], sum += q[i];
+                xc[b] = -128 * sum;
+            }
+        }
+    }
+    return a;
+}
+
+// ----------------------------------------------------------------------------
+// portable kernels: float32 sums, one weight row at a time
+
+static float bf16_value(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static void matmul_portable(float *out, const WMat *w, const Acts *a, const float *b, int N) {
+    const int C = w->cols, ld = w->ld;
+    const long OC = (long)w->rows;
+#pragma omp parallel
+    {
+        float *row = w->dtype == W_Q8 ? NULL : malloc_check((size_t)C * sizeof(float));
+#pragma omp for schedule(static)
+        for (long o = 0; o < OC; o++) {
+            if (w->dtype == W_Q8) {  // sum over blocks of d_w d_x (sum of q_w q_x, exact in int32)
+                const uint8_t *u = (const uint8_t *)w->data + (size_t)o * ld;
+                const size_t nb = (size_t)ld / WQ8_BLOCK;
+                const float *ws = w->scale + (size_t)o * nb;
+                for (int n = 0; n < N; n++) {
+                    const int8_t *q = a->xq + (size_t)n * ld;
+                    const float *xs = a->xs + (size_t)n * nb;
+                    float acc = 0.0f;
+                    for (size_t blk = 0; blk < nb; blk++) {
+                        // (u - 128) q summed as u q - 128 q: gcc 12 -O2 vectorises the
+                        // first form wrongly for AVX512_VNNI (signs of products flip)
+                        int32_t sum = 0, sq = 0;
+                        for (size_t e = 0; e < WQ8_BLOCK; e++) {
+                            const size_t i = q8_pos(blk * WQ8_BLOCK + e, nb);
+                            sum += (int32_t)u[i] * q[i], sq += q[i];
+                        }
+                        acc += (float)(sum - 128 * sq) * (ws[blk] * xs[blk]);
+                    }
+                    out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
+                }
+            } else {
+                wmat_row_to_float(w, (size_t)o, row);
+                for (int n = 0; n < N; n++) {
+                    float acc = 0.0f;
+                    if (w->dtype == W_BF16) {
+                        const uint16_t *x = a->xb + (size_t)n * a->ldx;
+                        for (int k = 0; k < C; k++) acc += row[k] * bf16_value(x[k]);
+                    } else {
+                        const float *x = a->x + (size_t)n * C;
+                        for (int k = 0; k < C; k++) acc += row[k] * x[k];
+                    }
+                    out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
+                }
+            }
+        }
+        free(row);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// vector kernels
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define HAVE_F16_KERNEL 1
+#endif
+#if defined(HAVE_F16_KERNEL) && defined(__AVX512BF16__)
+#define HAVE_BF16_KERNEL 1
+#endif
+#if defined(HAVE_F16_KERNEL) && defined(__AVX512VNNI__)
+#define HAVE_Q8_KERNEL 1
+#endif
+
+#if defined(HAVE_F16_KERNEL)
+// Prefetch the weights this many bytes ahead when several input rows make
+// each load's FMAs too many to keep enough loads in flight (ops.c's reason).
+#define WMAT_PREFETCH 16384
+
+ALWAYS_INLINE __mmask32 mask32(long n) { return n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1); }
+
+// acc[n OB + j] += lanes of (x row n) . (weight row j) over 16 columns at
+// k (the last `m` of them when not full): f16 weights, float32 x. Full
+// steps load without a mask, so that the conversion takes its operand from
+// memory and the OB rows need no registers of their own at NB = 1.
+ALWAYS_INLINE void step_f16(const int NB, const int OB, const float *x, int C, const uint16_t *w, int ld, int k,
+                            __mmask16 m, int full, __m512 *acc) {
+    __m512 wv[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < OB; j++) {
+        const uint16_t *wp = w + (size_t)j * ld + k;
+        if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+        wv[j] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)wp) : _mm256_maskz_loadu_epi16(m, wp));
+    }
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; n++) {
+        __m512 xv = full ? _mm512_loadu_ps(x + (size_t)n * C + k) : _mm512_maskz_loadu_ps(m, x + (size_t)n * C + k);
+        __asm__("" : "+v"(xv));  // one register, not a memory operand per FMA
+#pragma GCC unroll 16
+        for (int j = 0; j < OB; j++) acc[n * OB + j] = _mm512_fmadd_ps(wv[j], xv, acc[n * OB + j]);
+    }
+}
+
+ALWAYS_INLINE void block_f16(const int NB, const int OB, const float *x, int C, const uint16_t *w, int ld, __m512 *acc) {
+    int k = 0;
+    for (; k + 16 <= C; k += 16) step_f16(NB, OB, x, C, w, ld, k, 0xFFFF, 1, acc);
+    if (k < C) step_f16(NB, OB, x, C, w, ld, k, mask16(C - k), 0, acc);
+}
+#endif
+
+#if defined(HAVE_BF16_KERNEL)
+// bf16 weights and bf16 x (rows of ldx, zero-padded): vdpbf16ps sums
+// pairs, 32 columns at k; full steps load the weights without a mask (the
+// product takes them from memory at NB = 1).
+ALWAYS_INLINE void step_bf16(const int NB, const int OB, const uint16_t *x, int ldx, const uint16_t *w, int ld,
+                             int k, __mmask32 m, int full, __m512 *acc) {
+    __m512i wv[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < OB; j++) {
+        const uint16_t *wp = w + (size_t)j * ld + k;
+        if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+        wv[j] = full ? _mm512_loadu_si512(wp) : _mm512_maskz_loadu_epi16(m, wp);
+    }
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; n++) {
+        __m512i xv = _mm512_load_si512(x + (size_t)n * ldx + k);
+        __asm__("" : "+v"(xv));
+#pragma GCC unroll 16
+        for (int j = 0; j < OB; j++)
+            acc[n * OB + j] = _mm512_dpbf16_ps(acc[n * OB + j], (__m512bh)wv[j], (__m512bh)xv);
+    }
+}
+
+ALWAYS_INLINE void block_bf16(const int NB, const int OB, const uint16_t *x, int ldx, int C, const uint16_t *w,
+                              int ld, __m512 *acc) {
+    int k = 0;
+    for (; k + 32 <= C; k += 32) step_bf16(NB, OB, x, ldx, w, ld, k, 0xFFFFFFFFu, 1, acc);
+    if (k < C) step_bf16(NB, OB, x, ldx, w, ld, k, mask32(C - k), 0, acc);
+}
+#endif
+
+#if defined(HAVE_Q8_KERNEL)
+// q8, one super-block of m blocks (16 unless the row's last) at byte `base`
+// of the rows: per pair (input row n, weight row j) the int32 lanes start
+// from the compensation -128 sum q_x of their block, vpdpbusd adds the 8
+// slices' q_w q_x, and the 16 blocks' sums are scaled by their d_w d_x into
+// acc. Past m every lane is zero: the masked loads.
+ALWAYS_INLINE void superblock_q8(const int NB, const int OB, const int full, const int8_t *xq, const int32_t *xc,
+                                 const float *xs, int ld, int nb, const uint8_t *w, const float *ws, int sb, int m,
+                                 __m512 *acc) {
+    const __mmask16 mask = full ? (__mmask16)0xFFFF : mask16(m);
+    const size_t base = (size_t)sb * WQ8_SUPER * WQ8_BLOCK, stride = 4 * (size_t)m, b0 = (size_t)sb * WQ8_SUPER;
+    __m512i dot[16];
+#pragma GCC unroll 8
+    for (int n = 0; n < NB; n++) {
+        const __m512i cv = _mm512_maskz_loadu_epi32(mask, xc + (size_t)n * nb + b0);
+#pragma GCC unroll 16
+        for (int j = 0; j < OB; j++) dot[n * OB + j] = cv;
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < WQ8_BLOCK / 4; t++) {
+        __m512i wv[16];
+#pragma GCC unroll 16
+        for (int j = 0; j < OB; j++) {
+            const uint8_t *wp = w + (size_t)j * ld + base + t * stride;
+            if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+            wv[j] = full ? _mm512_loadu_si512(wp) : _mm512_maskz_loadu_epi32(mask, wp);
+        }
+#pragma GCC unroll 8
+        for (int n = 0; n < NB; n++) {
+            const int8_t *xp = xq + (size_t)n * ld + base + t * stride;
+            __m512i xv = full ? _mm512_loadu_si512(xp) : _mm512_maskz_loadu_epi32(mask, xp);
+            __asm__("" : "+v"(xv));
+#pragma GCC unroll 16
+            for (int j = 0; j < OB; j++) dot[n * OB + j] = _mm512_dpbusd_epi32(dot[n * OB + j], wv[j], xv);
+        }
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < OB; j++) {
+        const __m512 wsv = _mm512_maskz_loadu_ps(mask, ws + (size_t)j * nb + b0);
+#pragma GCC unroll 8
+        for (int n = 0; n < NB; n++) {
+            const __m512 sv = _mm512_maskz_loadu_ps(mask, xs + (size_t)n * nb + b0);
+            acc[n * OB + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[n * OB + j]), _mm512_mul_ps(wsv, sv), acc[n * OB + j]);
+        }
+    }
+}
+
+ALWAYS_INLINE void block_q8(const int NB, const int OB, const int8_t *xq, const int32_t *xc, const float *xs,
+                            int ld, const uint8_t *w, const float *ws, __m512 *acc) {
+    const int nb = ld / WQ8_BLOCK, full = nb / WQ8_SUPER;
+    for (int sb = 0; sb < full; sb++) superblock_q8(NB, OB, 1, xq, xc, xs, ld, nb, w, ws, sb, WQ8_SUPER, acc);
+    if (nb % WQ8_SUPER) superblock_q8(NB, OB, 0, xq, xc, xs, ld, nb, w, ws, full, nb % WQ8_SUPER, acc);
+}
+#endif
+
+#if defined(HAVE_F16_KERNEL)
+// Weight rows per block for NB input rows: NB x OB <= 16 accumulators, so
+// that the 16 lane-sums are reduced together (q8's float sums, updated once
+// per super-block, may live in memory beside its 16 int32 ones).
+ALWAYS_INLINE int wmat_ob(WeightDtype d, int nb) {
+    if ((d == W_Q8 || d == W_F16) && nb == 1) return 8;
+    return nb == 3 ? 5 : 16 / nb;
+}
+
+// Rows [n0, n0 + NB) of out, weight rows [o0, o0 + OB).
+ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int OB, const WMat *w, const Acts *a,
+                          const float *b, int n0, size_t o0, float *out) {
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    const size_t ld = (size_t)w->ld;
+    if (DT == W_F16) block_f16(NB, OB, a->x + (size_t)n0 * a->cols, a->cols, (const uint16_t *)w->data + o0 * ld,
+                               (int)ld, acc);
+#if defined(HAVE_BF16_KERNEL)
+    if (DT == W_BF16) block_bf16(NB, OB, a->xb + (size_t)n0 * a->ldx, a->ldx, a->cols,
+                                 (const uint16_t *)w->data + o0 * ld, (int)ld, acc);
+#endif
+#if defined(HAVE_Q8_KERNEL)
+    if (DT == W_Q8) block_q8(NB, OB, a->xq + (size_t)n0 * ld, a->xc + (size_t)n0 * (ld / WQ8_BLOCK), a->xs + (size_t)n0 * (ld / WQ8_BLOCK),
+                             (int)ld, (const uint8_t *)w->data + o0 * ld, w->scale + o0 * (ld / WQ8_BLOCK), acc);
+#endif
+    float r[16];
+    _mm512_storeu_ps(r, reduce16(acc));
+    const size_t OC = w->rows;
+    for (int n = 0; n < NB; n++)
+        for (int j = 0; j < OB; j++) out[(size_t)(n0 + n) * OC + o0 + j] = r[n * OB + j] + (b ? b[o0 + j] : 0.0f);
+}
+
+// A block of wmat_ob rows (one = 0) or of one row (one = 1), NB constant.
+#define WMAT_DISPATCH(DT, FN)                                                                         \
+    static void FN(int NB, int one, const WMat *w, const Acts *a, const float *b, int n0, size_t o0,   \
+                   float *out) {                                                                      \
+        switch (NB * 2 + one) {                                                                       \
+            WMAT_CASES(DT, 1) WMAT_CASES(DT, 2) WMAT_CASES(DT, 3) WMAT_CASES(DT, 4) WMAT_CASES(DT, 5) \
+            WMAT_CASES(DT, 6) WMAT_CASES(DT, 7) WMAT_CASES(DT, 8)                                     \
+        }                                                                                             \
+    }
+#define WMAT_CASES(DT, NB)                                                 \
+    case NB * 2: wblock(DT, NB, wmat_ob(DT, NB), w, a, b, n0, o0, out); break; \
+    case NB * 2 + 1: wblock(DT, NB, 1, w, a, b, n0, o0, out); break;
+WMAT_DISPATCH(W_F16, rows_f16)
+#if defined(HAVE_BF16_KERNEL)
+WMAT_DISPATCH(W_BF16, rows_bf16)
+#endif
+#if defined(HAVE_Q8_KERNEL)
+WMAT_DISPATCH(W_Q8, rows_q8)
+#endif
+#undef WMAT_CASES
+#undef WMAT_DISPATCH
+
+#define WMAT_NB 8  // input rows per pass over a block of weight rows
+
+// ops.c's skinny loop: blocks of weight rows over the threads; each block
+// is read from memory by the first chunk of input rows and from cache by
+// the next.
+static void matmul_vector(float *out, const WMat *w, const Acts *a, const float *b, int N) {
+    void (*rows)(int, int, const WMat *, const Acts *, const float *, int, size_t, float *) =
+        w->dtype == W_F16 ? rows_f16 :
+#if defined(HAVE_BF16_KERNEL)
+        w->dtype == W_BF16 ? rows_bf16 :
+#endif
+#if defined(HAVE_Q8_KERNEL)
+        w->dtype == W_Q8 ? rows_q8 :
+#endif
+                            NULL;
+    CHECK(rows != NULL);
+    const long OC = (long)w->rows;
+    const int OB = wmat_ob(w->dtype, N < WMAT_NB ? N : WMAT_NB);
+    const long nblocks = (OC + OB - 1) / OB;
+#pragma omp parallel for schedule(static)
+    for (long ob = 0; ob < nblocks; ob++) {
+        const long o = ob * OB;
+        for (int n0 = 0; n0 < N; n0 += WMAT_NB) {
+            const int NB = N - n0 < WMAT_NB ? N - n0 : WMAT_NB, ob_n = wmat_ob(w->dtype, NB);
+            for (long oo = o; oo < o + OB && oo < OC;) {
+                const int full = ob_n <= o + OB - oo && oo + ob_n <= OC;
+                rows(NB, !full, w, a, b, n0, (size_t)oo, out);
+                oo += full ? ob_n : 1;
+            }
+        }
+    }
+}
+#endif
+
+// ----------------------------------------------------------------------------
+// the product
+
+__attribute__((constructor)) static void kernels_from_env(void) {
+    const char *e = getenv("GQA_KERNELS");
+    if (e && !strcmp(e, "portable")) use_portable = 1;
+}
+
+int wmat_use_portable(int on) {
+    const int old = use_portable;
+    use_portable = on != 0;
+    return old;
+}
+
+static int have_vector(WeightDtype d) {
+    switch (d) {
+#if defined(HAVE_F16_KERNEL)
+    case W_F16: return 1;
+#endif
+#if defined(HAVE_BF16_KERNEL)
+    case W_BF16: return 1;
+#endif
+#if defined(HAVE_Q8_KERNEL)
+    case W_Q8: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+const char *wmat_kernel_name(WeightDtype d) {
+    if (d == W_F32) return "f32";
+    if (use_portable || !have_vector(d)) return "portable";
+    return d == W_BF16 ? "avx512bf16" : d == W_F16 ? "avx512f" : "avx512vnni";
+}
+
+void wmat_matmul(float *out, const float *inp, const WMat *w, const float *b, int N, void *scratch) {
+    if (N <= 0 || w->rows == 0) return;
+    if (w->dtype == W_F32) {
+        matmul_forward(out, inp, (const float *)w->data, b, N, w->cols, (int)w->rows);
+        return;
+    }
+    const Acts a = acts_prepare(w, inp, N, scratch);
+#if defined(HAVE_F16_KERNEL)
+    if (!use_portable && have_vector(w->dtype)) {
+        matmul_vector(out, w, &a, b, N);
+        return;
+    }
+#endif
+    matmul_portable(out, w, &a, b, N);
+}

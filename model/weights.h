@@ -1,0 +1,93 @@
+/*
+ * weights.h: weight matrices for inference in float32, bfloat16, IEEE half
+ * or 8 bits, and the matrix product that reads them where they lie.
+ *
+ * Training keeps float32 master weights (gpt.h's parameter arena); a model
+ * for inference may convert its matrices once at load (gpt_set_weight_dtype)
+ * and then decode reads half or about a quarter of the bytes per step.
+ *
+ *   f32   4 bytes a weight; the product is ops.c's matmul_forward, unchanged
+ *   bf16  2 bytes: the top half of the float32, rounded to nearest even. The
+ *         activations are rounded to bf16 too and AVX512_BF16's vdpbf16ps
+ *         sums pairs of products in float32 (as llama.cpp does)
+ *   f16   2 bytes, IEEE half, rounded to nearest even; converted to float32
+ *         as loaded (AVX-512F vcvtph2ps) and multiplied with the float32
+ *         activations
+ *   q8    blocks of 32 weights of a row: int8 q = round(w / d), d = max|w| /
+ *         127, one float32 scale d per block (llama.cpp's Q8_0 with a float
+ *         scale): 1.125 bytes a weight. The activations are quantised the
+ *         same way per block as they enter the product, and each block's
+ *         int8 dot product is exact in int32 (AVX512_VNNI vpdpbusd), then
+ *         scaled by d_w d_x into a float32 sum
+ *
+ * Storage: a matrix is row-major, rows of `ld` elements. q8 pads each
+ * row with zeros to whole blocks and stores q + 128 as unsigned bytes,
+ * because vpdpbusd multiplies unsigned by signed bytes: sum (q_w + 128) q_x
+ * = sum q_w q_x + 128 sum q_x, and the second term, the activations' alone,
+ * is subtracted. Within a row the blocks are grouped 16 at a time into
+ * super-blocks stored transposed (weights.c: q8_pos), so that a block's
+ * whole int32 sum builds up in one vector lane and one float multiply-add
+ * per 512 weights applies 16 blocks' scales.
+ *
+ * The portable kernels (plain C, float32 sums, the same rounding of the
+ * activations) run where the CPU features were not compiled in, or when
+ * chosen at run time (GQA_KERNELS=portable, wmat_use_portable); the tests
+ * check that both give the same products.
+ */
+#ifndef GQA_WEIGHTS_H
+#define GQA_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { W_F32 = 0, W_BF16 = 1, W_F16 = 2, W_Q8 = 3 } WeightDtype;
+#define W_NUM_DTYPES 4
+#define WQ8_BLOCK 32  // weights per q8 scale
+
+// "f32" | "bf16" | "f16" | "q8" -> dtype; 0, or -1 if the name is unknown.
+int weight_dtype_parse(const char *name, WeightDtype *out);
+const char *weight_dtype_name(WeightDtype d);
+// The dtypes' names in enum order, NULL-terminated (a CLI choice list).
+extern const char *const weight_dtype_names[];
+
+// A (rows, cols) matrix of dtype: `rows` rows of `ld` stored elements.
+typedef struct {
+    WeightDtype dtype;
+    size_t rows;
+    int cols, ld;   // ld = cols, or q8: cols rounded up to whole blocks of 32
+    void *data;     // rows * ld of float (f32), uint16_t (bf16, f16), uint8_t q + 128 (q8)
+    float *scale;   // q8: (rows, ld / 32) block scales; NULL otherwise
+} WMat;
+
+// Elements per stored row, and the bytes of a (rows, cols) matrix: data,
+// and for q8 its scales, each part rounded up to 64 bytes (a cache line).
+int wmat_ld(WeightDtype d, int cols);
+size_t wmat_bytes(WeightDtype d, size_t rows, int cols);
+// Bytes a product reads per weight row (data and scales, no rounding).
+size_t wmat_row_bytes(WeightDtype d, int cols);
+
+// Lay out a matrix at mem (64-byte aligned, wmat_bytes of it) and convert
+// src (rows, cols) float32 into it. A float32 WMat may instead view src:
+// wmat_view.
+void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src);
+WMat wmat_view(const float *src, size_t rows, int cols);
+// Rows [row0, row0 + n) as a matrix of their own (no copy).
+WMat wmat_rows(const WMat *w, size_t row0, size_t n);
+// Row r as float32 (cols values): the weights the products use.
+void wmat_row_to_float(const WMat *w, size_t r, float *dst);
+
+// out (N, rows) = inp (N, cols) @ w^T + b (rows; may be NULL). scratch holds
+// the activations in the weights' form: wmat_scratch_bytes(N, cols) bytes,
+// 64-byte aligned (unused with f32). Threads split the weight rows.
+void wmat_matmul(float *out, const float *inp, const WMat *w, const float *b, int N, void *scratch);
+size_t wmat_scratch_bytes(int N, int cols);
+
+// Portable kernels (1) or the vector ones (0, the default where compiled
+// in; GQA_KERNELS=portable selects the portable ones at start-up). Returns
+// the previous setting. Not thread-safe: set it outside parallel work.
+int wmat_use_portable(int on);
+// Which kernel a dtype's product runs now: "avx512" names the instruction
+// set ("avx512bf16", "avx512f", "avx512vnni") or "portable".
+const char *wmat_kernel_name(WeightDtype d);
+
+#endif
