@@ -407,20 +407,22 @@ ALWAYS_INLINE void block_q8(const int NB, const int OB, const int8_t *xq, const 
 #endif
 
 #if defined(HAVE_F16_KERNEL)
-// Weight rows per block for NB input rows: NB x OB <= 16 accumulators, so
-// that the 16 lane-sums are reduced together (q8's float sums, updated once
-// per super-block, may live in memory beside its 16 int32 ones).
+// Weight rows per block for NB input rows: NB x OB accumulators, at most
+// 16 (q8: its int32 sums need registers too; the float ones, updated once
+// per super-block, may live in memory), or 24 from 5 input rows on with
+// bf16 and f16, where more rows per block mean fewer loads per product.
 ALWAYS_INLINE int wmat_ob(WeightDtype d, int nb) {
     if ((d == W_Q8 || d == W_F16) && nb == 1) return 8;
+    if (d != W_Q8 && nb >= 5) return 24 / nb;
     return nb == 3 ? 5 : 16 / nb;
 }
 
 // Rows [n0, n0 + NB) of out, weight rows [o0, o0 + OB).
 ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int OB, const WMat *w, const Acts *a,
                           const float *b, int n0, size_t o0, float *out) {
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+    __m512 acc[32];  // NB x OB used; the rest zero, for the reductions of 16
+#pragma GCC unroll 32
+    for (int i = 0; i < 32; i++) acc[i] = _mm512_setzero_ps();
     const size_t ld = (size_t)w->ld;
     if (DT == W_F16) block_f16(NB, OB, a->x + (size_t)n0 * a->cols, a->cols, (const uint16_t *)w->data + o0 * ld,
                                (int)ld, acc);
@@ -432,8 +434,9 @@ ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int OB, cons
     if (DT == W_Q8) block_q8(NB, OB, a->xq + (size_t)n0 * ld, a->xc + (size_t)n0 * (ld / WQ8_BLOCK), a->xs + (size_t)n0 * (ld / WQ8_BLOCK),
                              (int)ld, (const uint8_t *)w->data + o0 * ld, w->scale + o0 * (ld / WQ8_BLOCK), acc);
 #endif
-    float r[16];
+    float r[32];
     _mm512_storeu_ps(r, reduce16(acc));
+    if (NB * OB > 16) _mm512_storeu_ps(r + 16, reduce16(acc + 16));
     const size_t OC = w->rows;
     for (int n = 0; n < NB; n++)
         for (int j = 0; j < OB; j++) out[(size_t)(n0 + n) * OC + o0 + j] = r[n * OB + j] + (b ? b[o0 + j] : 0.0f);
@@ -461,7 +464,9 @@ WMAT_DISPATCH(W_Q8, rows_q8)
 #undef WMAT_CASES
 #undef WMAT_DISPATCH
 
+#ifndef WMAT_NB
 #define WMAT_NB 8  // input rows per pass over a block of weight rows
+#endif
 
 // ops.c's skinny loop: blocks of weight rows over the threads; each block
 // is read from memory by the first chunk of input rows and from cache by

@@ -651,8 +651,8 @@ END_TEST
 
 START_TEST(test_matmul_paths) {
     // every row count of the register-blocked path (1..16: blocks of 16 / n
-    // weight rows, chunks of rows), then sgemm; C not a multiple of 16 and
-    // OC not a multiple of any block: tails everywhere
+    // weight rows, 24 / n from 5 rows, chunks of rows), then sgemm; C not a
+    // multiple of 16 and OC not a multiple of any block: tails everywhere
     const int Ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 40}, C = 37, OC = 11;
     uint64_t rng = 3;
     float w[11 * 37], b[11], x[40 * 37], out[40 * 11], ref[40 * 11];
