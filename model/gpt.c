@@ -235,6 +235,13 @@ int gpt_set_weight_dtype(GPT *m, WeightDtype dt) {
     int cols[GPT_NUM_PARAM_TENSORS], conv[GPT_NUM_PARAM_TENSORS];
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
         conv[i] = gpt_weight_converts(c, i, &rows[i], &cols[i]);
+        const float *t = *param_slot(&m->params, i);
+        for (size_t j = 0; dt == W_F16 && conv[i] && j < rows[i] * (size_t)cols[i]; j++)
+            if (fabsf(t[j]) > 65504.0f) {  // the largest half: beyond it f16 holds infinity
+                snprintf(m->error, sizeof m->error, "%s[%zu] = %g is beyond f16's range (65504): use bf16",
+                         gpt_param_names[i], j, (double)t[j]);
+                return -1;
+            }
         off[i] = total;
         if (conv[i]) total += wmat_bytes(dt, rows[i], cols[i]);
         keep[i] = conv[i] ? 0 : m->param_sizes[i];

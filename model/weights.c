@@ -357,7 +357,8 @@ ALWAYS_INLINE void block_bf16(const int NB, const int OB, const uint16_t *x, int
 // from the compensation -128 sum q_x of their block, vpdpbusd adds the 8
 // slices' q_w q_x, and the 16 blocks' sums are scaled by their d_w d_x into
 // acc. Past m every lane is zero: the masked loads.
-ALWAYS_INLINE void superblock_q8(const int NB, const int OB, const int full, const int8_t *xq, const int32_t *xc,
+ALWAYS_INLINE void superblock_q8(const int NB, const int OB, const int full, const int first, const int8_t *xq,
+                                 const int32_t *xc,
                                  const float *xs, int ld, int nb, const uint8_t *w, const float *ws, int sb, int m,
                                  __m512 *acc) {
     const __mmask16 mask = full ? (__mmask16)0xFFFF : mask16(m);
@@ -393,16 +394,19 @@ ALWAYS_INLINE void superblock_q8(const int NB, const int OB, const int full, con
 #pragma GCC unroll 8
         for (int n = 0; n < NB; n++) {
             const __m512 sv = _mm512_maskz_loadu_ps(mask, xs + (size_t)n * nb + b0);
-            acc[n * OB + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[n * OB + j]), _mm512_mul_ps(wsv, sv), acc[n * OB + j]);
+            const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(dot[n * OB + j]), _mm512_mul_ps(wsv, sv));
+            acc[n * OB + j] = first ? p : _mm512_add_ps(acc[n * OB + j], p);
         }
     }
 }
 
 ALWAYS_INLINE void block_q8(const int NB, const int OB, const int8_t *xq, const int32_t *xc, const float *xs,
                             int ld, const uint8_t *w, const float *ws, __m512 *acc) {
-    const int nb = ld / WQ8_BLOCK, full = nb / WQ8_SUPER;
-    for (int sb = 0; sb < full; sb++) superblock_q8(NB, OB, 1, xq, xc, xs, ld, nb, w, ws, sb, WQ8_SUPER, acc);
-    if (nb % WQ8_SUPER) superblock_q8(NB, OB, 0, xq, xc, xs, ld, nb, w, ws, full, nb % WQ8_SUPER, acc);
+    // the first super-block sets acc[0, NB OB), the others add to it
+    const int nb = ld / WQ8_BLOCK, full = nb / WQ8_SUPER, rest = nb % WQ8_SUPER;
+    if (full) superblock_q8(NB, OB, 1, 1, xq, xc, xs, ld, nb, w, ws, 0, WQ8_SUPER, acc);
+    for (int sb = 1; sb < full; sb++) superblock_q8(NB, OB, 1, 0, xq, xc, xs, ld, nb, w, ws, sb, WQ8_SUPER, acc);
+    if (rest) superblock_q8(NB, OB, 0, !full, xq, xc, xs, ld, nb, w, ws, full, rest, acc);
 }
 #endif
 
@@ -422,7 +426,8 @@ ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int OB, cons
                           const float *b, int n0, size_t o0, float *out) {
     __m512 acc[32];  // NB x OB used; the rest zero, for the reductions of 16
 #pragma GCC unroll 32
-    for (int i = 0; i < 32; i++) acc[i] = _mm512_setzero_ps();
+    for (int i = 0; i < 32; i++)  // q8 sets its NB x OB itself
+        if (i >= (DT == W_Q8 ? NB * OB : 0) && i < (NB * OB > 16 ? 32 : 16)) acc[i] = _mm512_setzero_ps();
     const size_t ld = (size_t)w->ld;
     if (DT == W_F16) block_f16(NB, OB, a->x + (size_t)n0 * a->cols, a->cols, (const uint16_t *)w->data + o0 * ld,
                                (int)ld, acc);

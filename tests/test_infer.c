@@ -827,6 +827,23 @@ START_TEST(test_decode_weight_dtypes) {
 }
 END_TEST
 
+// A weight beyond f16's range (65504) is refused for f16, naming it, and
+// the model stays float32 and usable; bf16 (float32's range) takes it.
+START_TEST(test_weight_dtype_f16_range) {
+    GPTConfig c = {.vocab_size = 11, .block_size = 8, .n_layer = 1, .n_head = 2, .n_kv_head = 1, .n_embd = 8, .bias = 1};
+    GPT m;
+    ck_assert_int_eq(gpt_init(&m, &c, 1), 0);
+    m.params.fcw[5] = -1e5f;
+    ck_assert_int_eq(gpt_set_weight_dtype(&m, W_F16), -1);
+    ck_assert_ptr_nonnull(strstr(m.error, "fcw[5] = -100000 is beyond f16's range"));
+    ck_assert_int_eq(m.weight_dtype, W_F32);
+    const int tok[4] = {1, 2, 3, 4};
+    ck_assert_int_eq(gpt_forward(&m, tok, NULL, 1, 4), 0);
+    ck_assert_int_eq(gpt_set_weight_dtype(&m, W_BF16), 0);
+    gpt_free(&m);
+}
+END_TEST
+
 // Weight bytes: f32 is gpt_decode_params_read's 4 bytes each; bf16 and f16
 // halve the matrices; q8 is 1 byte a weight and 4 a block of 32, rows
 // padded to 64; LayerNorms and biases stay float32.
@@ -1211,6 +1228,7 @@ static Suite *infer_suite(void) {
     tcase_add_test(wt, test_wmat_storage);
     tcase_add_loop_test(wt, test_decode_weight_dtypes, 0, 6);
     tcase_add_test(wt, test_weight_bytes);
+    tcase_add_test(wt, test_weight_dtype_f16_range);
     tcase_add_test(wt, test_trained_model_weight_dtypes);
     suite_add_tcase(s, wt);
 
