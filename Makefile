@@ -41,7 +41,7 @@ BUILD ?= build/release
 DEFS ?=
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps have-libs check demo bench bench-torch study valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
+.PHONY: all deps have-libs check demo bench bench-torch bench-llama study valgrind test-mpi test test-run asan asan-run fuzz fuzz-run fixtures clean
 all: $(GQA_BIN)
 
 deps:
@@ -126,8 +126,15 @@ study: gqa
 # when another process holds a core). `QUICK=1 sh scripts/bench_vs_torch.sh`
 # is a seconds-long smoke test of the script on tiny shapes.
 VS_TORCH_OUT ?= docs/perf/vs_torch.csv
+VS_LLAMA_OUT ?= docs/perf/vs_llama.csv
 bench-torch: gqa
 	sh scripts/bench_vs_torch.sh $(VS_TORCH_OUT)
+
+# gqa.c against llama.cpp (the prebuilt one of the npm package node-llama-cpp
+# 3.21.1, installed into ~/.cache/gqa-llama on first use) on cfg-d, f16 and
+# q8 weights: docs/perf/vs_llama.{csv,md} (~15 minutes; needs node and npm).
+bench-llama: gqa
+	sh scripts/bench_vs_llama.sh $(VS_LLAMA_OUT)
 
 # libFuzzer harnesses (clang) for the checkpoint reader, the token-file
 # reader and the config parser, each run for FUZZ_SECONDS from the crafted
