@@ -243,7 +243,7 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int r
     snprintf(s_b, sizeof s_b, "%d", jb->batch);
     snprintf(s_c, sizeof s_c, "%d", jb->ctx);
     const char *targs[] = {jb->gemm ? "--_worker=gemm" : "--_worker=train", s_set};
-    const char *iargs[] = {"--_worker=infer", s_set,    "--batch_size", s_b, "--ctx", s_c, "--kv_dtype",
+    const char *iargs[] = {"--_worker=infer", s_set, "--batch_size", s_b, "--ctx", s_c, "--kv_dtype",
                            kv_dtype_name(jb->dt), "--weight_dtype", weight_dtype_name(jb->wdt)};
     if (jb->ctx) snprintf(what, sizeof what, "%s, batch %d, ctx %d, %s cache, %s weights", name, jb->batch, jb->ctx,
                           kv_dtype_name(jb->dt), weight_dtype_name(jb->wdt));
