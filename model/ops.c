@@ -10,6 +10,11 @@
 #include <math.h>
 #include <string.h>
 
+// Elementwise work smaller than this many numbers runs on the calling
+// thread: a decode step's rows (C or 4C numbers per sequence) cost less
+// than waking the other threads and joining them.
+#define OPS_PARALLEL_MIN 16384
+
 // ----------------------------------------------------------------------------
 // embedding
 
@@ -48,7 +53,7 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= OPS_PARALLEL_MIN)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -307,7 +312,7 @@ void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const
 void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n) {
 #if defined(__AVX512F__)
     const long nv = (long)((n + 15) / 16);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= OPS_PARALLEL_MIN)
     for (long v = 0; v < nv; v++) {
         const size_t i = (size_t)v * 16;
         const __mmask16 m = mask16((long)(n - i));
@@ -384,7 +389,7 @@ void dropout_backward(float *dx, size_t n, float p, uint64_t key, size_t i0) {
 }
 
 void residual_forward(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= OPS_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
