@@ -418,6 +418,11 @@ done
     bad "sample weight bytes: f32 $wb_f32 (params $wparams), bf16 $wb_bf16, f16 $wb_f16, q8 $wb_q8"
 one_line 1 "option 'weight_dtype': 'int4' is not one of f32, bf16, f16, q8" -- \
     "$GQA" sample --ckpt "$wfx/tiny_gqa.bin" --weight_dtype int4
+# every weight dtype with every cache dtype: 50 tokens past the 32-token context (the re-prefill path), 2 sequences
+for d in f32 bf16 f16 q8; do for k in f32 bf16 f16; do
+    n=$("$GQA" sample --ckpt "$wfx/tiny_gqa.bin" --weight_dtype "$d" --kv_dtype "$k" --max_new_tokens 50 --num_samples 2 \
+        --prompt "ROMEO:" 2> /dev/null | grep -c "^ROMEO:") && [ "$n" -eq 2 ] && ok || bad "sample --weight_dtype $d --kv_dtype $k"
+done; done
 expect 0 "weights for inference: f32 " -- "$GQA" info
 case "$out" in *", bf16 "*", f16 "*", q8 "*) ok ;; *) bad "info weights line: $out" ;; esac
 expect 0 "weight_dtype q8 (1.125 bytes a weight" -- "$GQA" mem --weight_dtype q8
