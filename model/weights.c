@@ -37,6 +37,8 @@ const char *weight_dtype_name(WeightDtype d) { return d >= 0 && d < W_NUM_DTYPES
 int wmat_ld(WeightDtype d, int cols) { return d == W_Q8 ? (cols + WQ8_BLOCK - 1) / WQ8_BLOCK * WQ8_BLOCK : cols; }
 
 static size_t elem_bytes(WeightDtype d) { return d == W_F32 ? 4 : d == W_Q8 ? 1 : 2; }
+// f32, bf16 and f16 are stored as the KV cache stores them (its conversions)
+static KVDtype kv_form(WeightDtype d) { return d == W_F32 ? KV_F32 : d == W_BF16 ? KV_BF16 : KV_F16; }
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 size_t wmat_bytes(WeightDtype d, size_t rows, int cols) {
@@ -70,8 +72,13 @@ WMat wmat_rows(const WMat *w, size_t row0, size_t n) {
 // blocks is stored at q8_pos(k, nb).
 #define WQ8_SUPER 16  // blocks per super-block
 
+// Blocks in super-block sb of a row of nb blocks: 16, or fewer in the last.
+static inline size_t q8_super_blocks(size_t sb, size_t nb) {
+    return nb - sb * WQ8_SUPER < WQ8_SUPER ? nb - sb * WQ8_SUPER : WQ8_SUPER;
+}
+
 static inline size_t q8_pos(size_t k, size_t nb) {
-    const size_t sb = k / (WQ8_SUPER * WQ8_BLOCK), m = nb - sb * WQ8_SUPER < WQ8_SUPER ? nb - sb * WQ8_SUPER : WQ8_SUPER;
+    const size_t sb = k / (WQ8_SUPER * WQ8_BLOCK), m = q8_super_blocks(sb, nb);
     const size_t i = k % (WQ8_SUPER * WQ8_BLOCK) / WQ8_BLOCK, e = k % WQ8_BLOCK;
     return sb * WQ8_SUPER * WQ8_BLOCK + e / 4 * 4 * m + 4 * i + e % 4;
 }
@@ -106,8 +113,7 @@ void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *m
                 for (int i = 0; i < WQ8_BLOCK; i++) u[q8_pos((size_t)(k + i), nb)] = (uint8_t)(q[i] + 128);
             }
         } else {
-            kv_from_float(x, d == W_F32 ? KV_F32 : d == W_BF16 ? KV_BF16 : KV_F16,
-                          (char *)mem + r * (size_t)ld * elem_bytes(d), (size_t)cols);
+            kv_from_float(x, kv_form(d), (char *)mem + r * (size_t)ld * elem_bytes(d), (size_t)cols);
         }
     }
 }
@@ -120,7 +126,7 @@ void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
         for (int k = 0; k < w->cols; k++)
             dst[k] = s[k / WQ8_BLOCK] * (float)((int)(uint8_t)row[q8_pos((size_t)k, nb)] - 128);
     } else {
-        kv_to_float(row, w->dtype == W_F32 ? KV_F32 : w->dtype == W_BF16 ? KV_BF16 : KV_F16, dst, (size_t)w->cols);
+        kv_to_float(row, kv_form(w->dtype), dst, (size_t)w->cols);
     }
 }
 
@@ -192,7 +198,7 @@ static Acts acts_prepare(const WMat *w, const float *inp, int N, void *scratch) 
                 const int k = (int)b * WQ8_BLOCK, cnt = w->cols - k < WQ8_BLOCK ? w->cols - k : WQ8_BLOCK;
 #if defined(HAVE_Q8_PREPARE)
                 if (!use_portable) {  // the block's 8 groups of 4 scattered to their slices
-                    const size_t sb = b / WQ8_SUPER, m = nb - sb * WQ8_SUPER < WQ8_SUPER ? nb - sb * WQ8_SUPER : WQ8_SUPER;
+                    const size_t sb = b / WQ8_SUPER, m = q8_super_blocks(sb, nb);
                     const __m256i slot = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                                                              _mm256_set1_epi32((int)m)),
                                                           _mm256_set1_epi32((int)(b % WQ8_SUPER)));
@@ -439,12 +445,7 @@ ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int OB, cons
     if (DT == W_Q8) block_q8(NB, OB, a->xq + (size_t)n0 * ld, a->xc + (size_t)n0 * (ld / WQ8_BLOCK), a->xs + (size_t)n0 * (ld / WQ8_BLOCK),
                              (int)ld, (const uint8_t *)w->data + o0 * ld, w->scale + o0 * (ld / WQ8_BLOCK), acc);
 #endif
-    float r[32];
-    _mm512_storeu_ps(r, reduce16(acc));
-    if (NB * OB > 16) _mm512_storeu_ps(r + 16, reduce16(acc + 16));
-    const size_t OC = w->rows;
-    for (int n = 0; n < NB; n++)
-        for (int j = 0; j < OB; j++) out[(size_t)(n0 + n) * OC + o0 + j] = r[n * OB + j] + (b ? b[o0 + j] : 0.0f);
+    store_row_sums(NB, OB, acc, b ? b + o0 : NULL, out + (size_t)n0 * w->rows + o0, w->rows);
 }
 
 // A block of wmat_ob rows (one = 0) or of one row (one = 1), NB constant.
