@@ -173,15 +173,6 @@ size_t gpt_num_parameters(const GPTConfig *c) {
     return n;
 }
 
-size_t gpt_decode_params_read(const GPTConfig *c) {
-    const size_t n = gpt_num_parameters(c);
-    if (n == 0) return 0;
-    size_t s[GPT_NUM_PARAM_TENSORS];
-    gpt_param_sizes(c, s);
-    // of wpe, the one row of the step's position (none with rope)
-    return n - s[PARAM_WPE] + (s[PARAM_WPE] ? (size_t)c->n_embd : 0);
-}
-
 // The field of tensor PARAM_* i.
 static float **param_slot(ParameterTensors *p, int i) {
     float **slots[GPT_NUM_PARAM_TENSORS] = {

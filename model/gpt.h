@@ -242,14 +242,6 @@ typedef struct {
 } GPTLinear;
 int gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
 
-// Parameter floats one decode step reads: every parameter once (the tied
-// wte counted once), but of wpe only the row of the step's position, i.e.
-// gpt_num_parameters - (block_size - 1) * C with pos = learned, and
-// gpt_num_parameters with rope (no wpe; the HS rope table floats of the
-// position are not parameters): the weights' share of a step's memory
-// traffic. 0 if the count overflows size_t, as gpt_num_parameters.
-size_t gpt_decode_params_read(const GPTConfig *c);
-
 // ---- weights for inference
 
 // Is tensor PARAM_* one that gpt_set_weight_dtype converts (wte, wpe, the
@@ -263,10 +255,12 @@ int gpt_set_weight_dtype(GPT *m, WeightDtype dt);
 // Tensor PARAM_* as a matrix: converted, or a view of the float32 tensor.
 WMat gpt_weight(const GPT *m, int param);
 // Bytes of the weights with matrices of dtype (the other tensors float32):
-// all of them (decode = 0), or what one decode step reads (decode = 1: as
-// gpt_decode_params_read, of wpe one row; MLA's ukvw is not run by the
-// absorbed decode but its weights are read through W_uk and W_uv). Rows of
-// q8 count their padding and scales (wmat_row_bytes).
+// all of them (decode = 0), or what one decode step reads (decode = 1):
+// every parameter once (the tied wte counted once), but of wpe only the row
+// of the step's position (with rope there is no wpe; the rope tables are not
+// parameters); MLA's ukvw is not run by the absorbed decode but its weights
+// are read through W_uk and W_uv. Rows of q8 count their padding and scales
+// (wmat_row_bytes). f32: 4 x (gpt_num_parameters - (block_size - 1) C).
 double gpt_weight_bytes(const GPTConfig *c, WeightDtype dt, int decode);
 
 // Width of a row of the attention's q/k/v activations: the query heads, then

@@ -844,13 +844,14 @@ START_TEST(test_weight_dtype_f16_range) {
 }
 END_TEST
 
-// Weight bytes: f32 is gpt_decode_params_read's 4 bytes each; bf16 and f16
+// Weight bytes: f32 is 4 bytes a parameter (of wpe one row); bf16 and f16
 // halve the matrices; q8 is 1 byte a weight and 4 a block of 32, rows
 // padded to 64; LayerNorms and biases stay float32.
 START_TEST(test_weight_bytes) {
     GPTConfig c = {.vocab_size = 65, .block_size = 64, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 64,
                    .bias = 1};
-    ck_assert_double_eq(gpt_weight_bytes(&c, W_F32, 1), 4.0 * (double)gpt_decode_params_read(&c));
+    ck_assert_double_eq(gpt_weight_bytes(&c, W_F32, 1),
+                        4.0 * (double)(gpt_num_parameters(&c) - (size_t)(c.block_size - 1) * c.n_embd));
     ck_assert_double_eq(gpt_weight_bytes(&c, W_F32, 0), 4.0 * (double)gpt_num_parameters(&c));
     const double L = 2, C = 64, QKV = (4 + 2 * 2) * 16, mats = L * (QKV * C + C * C + 4 * C * C + C * 4 * C);
     const double small = (double)gpt_num_parameters(&c) - mats - 65 * C - 64 * C;  // LayerNorms and biases
