@@ -42,7 +42,7 @@ typedef struct {
 
 // What a run measures, and what a child process measures.
 enum { BENCH_TRAIN, BENCH_GEMM, BENCH_INFER };  // bit positions in BenchConfig.measure
-typedef enum { WORKER_NONE, WORKER_TRAIN, WORKER_GEMM, WORKER_INFER, WORKER_ROOFLINE } BenchWorker;
+typedef enum { WORKER_NONE, WORKER_TRAIN, WORKER_GEMM, WORKER_INFER, WORKER_ROOFLINE, WORKER_READ } BenchWorker;
 
 // The linear layers' matrix products: our gemm(), OpenBLAS, or the two
 // alternated step by step in the training measurement.
@@ -146,6 +146,10 @@ void worker_infer(const BenchConfig *bc, int setting, int batch, int ctx, KVDtyp
 #define ROOFLINE_GEMM_N 2048                     // (N, N) = (N, N) @ (N, N): 17.2 GFLOP a call
 #define ROOFLINE_READ_BYTES ((size_t)512 << 20)  // far beyond the last-level cache
 void worker_roofline(void);
+// The read bandwidth alone ("RESULT read GBS"): with the roofline on, after
+// every round of every decode row, so that each row is compared with the
+// bandwidth of its own moments on a host whose bandwidth drifts.
+void worker_read(void);
 
 // The work of one decode step of B sequences with ctx positions cached (the
 // roofline's model of it, docs/benchmarks.md): the bytes read, every
@@ -157,12 +161,16 @@ void worker_roofline(void);
 //            the latent row, weighted sum of latents)
 //          + 2 * B * NH * HS * r * 2                   (W_uk into the query, W_uv
 //            out of the latent; the ukv layer itself is not run)
+// fma_flops is what the FMA side of the roofline charges: the same, but
+// with the linear layers' and LM head's FLOPs halved for bf16 weights and
+// quartered for q8, whose dot-product instructions (vdpbf16ps, vpdpbusd)
+// do 2 and 4 multiply-adds per 32-bit lane where an FMA does one.
 typedef struct {
-    double bytes, flops;
+    double bytes, flops, fma_flops;
 } BenchStep;
 BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_bytes, WeightDtype wdt);
-// The roofline of such a step, in seconds: the larger of its FMA time at
-// peak_gflops and its read time at read_gbs (NAN if either is NAN). *bound
+// The roofline of such a step, in seconds: the larger of its FMA time
+// (fma_flops) at peak_gflops and its read time at read_gbs (NAN if either is NAN). *bound
 // (may be NULL) is "fma" or "read", whichever is larger.
 double bench_roofline_seconds(BenchStep s, double peak_gflops, double read_gbs, const char **bound);
 
@@ -181,7 +189,8 @@ typedef struct {
     double kv_bytes, rss;
     size_t params;
     double gemm, train_gemm_frac;  // median GEMM-only tok/s; median train tok/s over it
-    double step_bytes, step_flops;  // bench_decode_step of the row's decode shape
+    double step_bytes, step_flops, step_fma_flops;  // bench_decode_step of the row's decode shape
+    double read_gbs;                // the bandwidth the row is compared with (the median of its rounds' readings)
     double roofline_tok_s;          // batch / bench_roofline_seconds: the most decode tok/s the machine allows
     double roofline_frac;           // decode tok/s over it
     const char *bound;              // "fma" or "read": the side that sets the roofline (NULL: none)

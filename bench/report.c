@@ -13,7 +13,7 @@
 
 void report_header(int first_n_kv_head, int with_budget) {
     printf("\n| attention | n_kv_head | batch | ctx | kv_dtype | weights | train tok/s | prefill tok/s | decode tok/s "
-           "| decode x n_kv_head %d | KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (of read bw) "
+           "| decode x n_kv_head %d | KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (%% of read GB/s) "
            "| GEMM-only tok/s (train of it) | decode of roofline tok/s (bound) |%s\n", first_n_kv_head,
            with_budget ? " budget batch (its cache of ctx + decode_tokens) | max ctx at batch 1 |" : "");
     printf("|:---|---:|---:|---:|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|%s\n",
@@ -29,7 +29,7 @@ void report_csv_header(FILE *f) {
                "kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_step_flops,decode_roofline_tok_s,"
                "decode_roofline_frac,decode_bound,"
                "kv_budget_bytes,budget_batch,budget_max_ctx_batch1,budget_status,budget_kv_bytes,budget_seq_bytes,"
-               "budget_batch_capped,budget_max_ctx_capped,weight_dtype,weight_bytes\n");
+               "budget_batch_capped,budget_max_ctx_capped,weight_dtype,weight_bytes,read_gbs,decode_step_fma_flops\n");
 }
 
 // Table cells: "-" for what was not measured.
@@ -54,6 +54,15 @@ static const char *cell_rate(char *buf, size_t len, double v, double frac) {
     if (isnan(v)) snprintf(buf, len, "-");
     else if (isnan(frac)) snprintf(buf, len, "%.1f", v);
     else snprintf(buf, len, "%.1f (%.0f%%)", v, 100.0 * frac);
+    return buf;
+}
+
+// "44.9 (65% of 68.7)": decode GB/s, its fraction of the read bandwidth
+// measured beside the row, and that bandwidth.
+static const char *cell_read(char *buf, size_t len, double v, double frac, double read_gbs) {
+    if (isnan(v)) snprintf(buf, len, "-");
+    else if (isnan(frac)) snprintf(buf, len, "%.1f", v);
+    else snprintf(buf, len, "%.1f (%.0f%% of %.1f)", v, 100.0 * frac, read_gbs);
     return buf;
 }
 
@@ -103,7 +112,7 @@ void report_row(const BenchRow *r) {
            cell_num(c[3], 64, 0, r->prefill),
            cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_num(c[9], 64, 2, r->decode_x),
            cell_bytes(c[5], 64, r->kv_bytes), cell_bytes(c[6], 64, r->rss), r->params,
-           cell_rate(c[7], 64, r->train_gflops, r->train_mfu), cell_rate(c[8], 64, r->decode_gbs, r->decode_bw_frac),
+           cell_rate(c[7], 64, r->train_gflops, r->train_mfu), cell_read(c[8], 64, r->decode_gbs, r->decode_bw_frac, r->read_gbs),
            cell_rate(c[10], 64, r->gemm, r->train_gemm_frac),
            cell_roofline(c[11], 64, r->roofline_frac, r->roofline_tok_s, r->bound));
     if (r->kv_budget) printf(" %s | %s |", budget[0], budget[1]);
@@ -153,5 +162,7 @@ void report_csv_row(FILE *f, const BenchRow *r) {
         fprintf(f, ",,,,,,,,");
     fprintf(f, ",%s", isnan(r->weight_bytes) ? "" : r->weight_dtype);
     csv_field(f, "%.0f", r->weight_bytes);
+    csv_field(f, "%.3f", r->read_gbs);
+    csv_field(f, "%.0f", r->step_fma_flops);
     fputc('\n', f);
 }

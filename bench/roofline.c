@@ -47,16 +47,10 @@ static double roofline_read(const float *buf, size_t blocks, int prefetch) {
     return g;
 }
 
-// The machine's limits with this process's threads. The sgemm peak is the
-// faster of OpenBLAS's cblas_sgemm and our gemm() (where OpenBLAS runs an
-// older kernel than the CPU has, its figure alone would not be the
-// machine's). The read bandwidth is the best pass of two streaming sums
-// (plain, and with a prefetch ahead), alternated, over a buffer much larger
-// than the caches, after a warm-up pass.
-void worker_roofline(void) {
-    double ours, openblas;
-    const double gflops = gemm_peak(ROOFLINE_GEMM_N, &ours, &openblas);
-
+// The read bandwidth with this process's threads: the best pass of two
+// streaming sums (plain, and with a prefetch ahead), alternated, over a
+// buffer much larger than the caches, after a warm-up pass.
+static double read_bandwidth(void) {
     const size_t count = ROOFLINE_READ_BYTES / sizeof(float), blocks = count / ROOFLINE_LANES;
     float *buf = malloc_check(ROOFLINE_READ_BYTES);  // (a prefetch past its end does not fault)
     advise_huge_pages(buf, ROOFLINE_READ_BYTES);
@@ -71,8 +65,22 @@ void worker_roofline(void) {
         if (r > 0 && g > gbs) gbs = g;
     }
     free(buf);
+    return gbs;
+}
+
+// The machine's limits with this process's threads. The sgemm peak is the
+// faster of OpenBLAS's cblas_sgemm and our gemm() (where OpenBLAS runs an
+// older kernel than the CPU has, its figure alone would not be the
+// machine's).
+void worker_roofline(void) {
+    double ours, openblas;
+    const double gflops = gemm_peak(ROOFLINE_GEMM_N, &ours, &openblas);
+    const double gbs = read_bandwidth();
     printf("RESULT roofline %.3f %.3f %d %.3f %.3f\n", gflops, gbs, omp_get_max_threads(), ours, openblas);
 }
+
+// The read bandwidth alone, taken after each round of a decode row.
+void worker_read(void) { printf("RESULT read %.3f\n", read_bandwidth()); }
 
 // ----------------------------------------------------------------------------
 // the roofline model of a decode step (bench.h states the formulas)
@@ -92,14 +100,17 @@ BenchStep bench_decode_step(const GPTConfig *c, int B, int ctx, size_t elem_byte
         attn = L * (2.0 * b * NH * t * ((r + dR) + r) + 2.0 * b * NH * HS * r * 2.0);
     else
         attn = L * 2.0 * b * NH * t * HS * 2.0;  // every query head over its KV head's keys and values
+    // the MACs per 32-bit lane of the instruction the linear layers run on
+    const double per_lane = wdt == W_BF16 ? 2.0 : wdt == W_Q8 ? 4.0 : 1.0;
     BenchStep s;
     s.flops = 2.0 * b * macs + attn;
+    s.fma_flops = 2.0 * b * macs / per_lane + attn;
     s.bytes = gpt_weight_bytes(c, wdt, 1) + b * t * (double)gpt_kv_bytes_per_token(c, elem_bytes);
     return s;
 }
 
 double bench_roofline_seconds(BenchStep s, double peak_gflops, double read_gbs, const char **bound) {
-    const double fma = s.flops / (peak_gflops * 1e9), read = s.bytes / (read_gbs * 1e9);
+    const double fma = s.fma_flops / (peak_gflops * 1e9), read = s.bytes / (read_gbs * 1e9);
     if (bound) *bound = isnan(fma) || isnan(read) ? NULL : fma > read ? "fma" : "read";
     return isnan(fma) || isnan(read) ? NAN : fma > read ? fma : read;
 }

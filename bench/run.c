@@ -222,6 +222,8 @@ typedef struct {
     int ntok;
     double prefill[BENCH_MAX_ROUNDS];  // one per round
     int nprefill;
+    double read[BENCH_MAX_ROUNDS];  // with the roofline: the read bandwidth after each round (worker_read)
+    int nread;
     size_t rss;  // the largest peak RSS of its rounds
     int failed;  // a round failed: no more rounds, no row (training: "-")
 } Job;
@@ -264,6 +266,16 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int r
         parse_doubles(line + strlen("infer"), vals, 2 + bc->repeats);
         jb->prefill[jb->nprefill++] = vals[0];
         memcpy(jb->tok + jb->ntok, vals + 2, (size_t)bc->repeats * sizeof(double));
+        // the bandwidth of this moment, for this row's fraction of it
+        const char *rargs[] = {"--_worker=read"};
+        double gbs;
+        if (bc->roofline) {
+            if (run_child(argc, argv, rargs, 1, line, sizeof line, &rss) == 0 && sscanf(line, "read %lf", &gbs) == 1) {
+                jb->read[jb->nread++] = gbs;
+                fprintf(stderr, "bench: read bandwidth now %.3f GB/s\n", gbs);
+            } else
+                fprintf(stderr, "bench: read bandwidth measurement failed (after %s)\n", what), (*failures)++;
+        }
     } else {
         parse_doubles(line + strlen(jb->gemm ? "gemm" : "train"), jb->tok + jb->ntok, bc->repeats);
     }
@@ -401,7 +413,7 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
             r.train = r.train_sd = r.train_median = r.train_gflops = r.train_mfu = NAN;
             r.prefill = r.decode = r.decode_sd = r.decode_median = r.decode_x = r.decode_gbs = r.decode_bw_frac = NAN;
             r.kv_bytes = r.rss = r.gemm = r.train_gemm_frac = r.weight_bytes = NAN;
-            r.step_bytes = r.step_flops = r.roofline_tok_s = r.roofline_frac = NAN;
+            r.step_bytes = r.step_flops = r.step_fma_flops = r.read_gbs = r.roofline_tok_s = r.roofline_frac = NAN;
             const Job *tj = do_train ? jobs + (size_t)jb->kv * per_kv : NULL;
             const Job *gj = do_gemm ? jobs + (size_t)jb->kv * per_kv + do_train : NULL;
             if (tj && !tj->failed) {
@@ -441,11 +453,13 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
                 // with rope) and the cache of ctx positions of every sequence, and does the
                 // FLOPs of bench_decode_step; steps/s = tok/s / batch
                 const BenchStep step = bench_decode_step(&c, jb->batch, jb->ctx, elem, jb->wdt);
-                r.step_bytes = step.bytes, r.step_flops = step.flops;
+                r.step_bytes = step.bytes, r.step_flops = step.flops, r.step_fma_flops = step.fma_flops;
                 r.decode_gbs = step.bytes * r.decode / jb->batch / 1e9;
-                r.decode_bw_frac = r.decode_gbs / read_gbs;  // NAN without the roofline
+                // the bandwidth beside this row's rounds (the first reading if those failed)
+                r.read_gbs = jb->nread ? median_of(jb->read, jb->nread) : read_gbs;
+                r.decode_bw_frac = r.decode_gbs / r.read_gbs;  // NAN without the roofline
                 // the roofline: a step takes at least max(FMA time at the peak, read time at the bandwidth)
-                r.roofline_tok_s = jb->batch / bench_roofline_seconds(step, peak_gflops, read_gbs, &r.bound);
+                r.roofline_tok_s = jb->batch / bench_roofline_seconds(step, peak_gflops, r.read_gbs, &r.bound);
                 r.roofline_frac = r.decode / r.roofline_tok_s;
             }
             report_row(&r);
@@ -457,7 +471,7 @@ int bench_run(const BenchConfig *bc, int argc, char **argv) {
     if (bc->roofline) {  // a shared host's bandwidth can move by half within a long run
         double g, b;
         printf("\n");
-        failures += roofline(argc, argv, "roofline at the end (the percentages above are of the first)", &g, &b);
+        failures += roofline(argc, argv, "roofline at the end", &g, &b);
     }
     if (csv) {
         char err[1024];
@@ -478,6 +492,7 @@ void bench_worker(const BenchConfig *bc, BenchWorker w, int setting) {
                      (WeightDtype)bc->weight_dtype.v[0]);
         break;
     case WORKER_ROOFLINE: worker_roofline(); break;
+    case WORKER_READ: worker_read(); break;
     case WORKER_NONE: break;
     }
 }

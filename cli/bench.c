@@ -14,7 +14,7 @@
 
 static const char *const measure_choices[] = {"train", "gemm", "infer", NULL};  // BENCH_TRAIN.. order
 static const char *const gemm_choices[] = {"ours", "openblas", "alternate", NULL};  // BenchGemm order
-static const char *const worker_choices[] = {"none", "train", "gemm", "infer", "roofline", NULL};  // BenchWorker
+static const char *const worker_choices[] = {"none", "train", "gemm", "infer", "roofline", "read", NULL};  // BenchWorker
 
 static void list_copy(BenchList *to, const OptList *from) {
     to->n = from->n;
@@ -118,16 +118,21 @@ int cmd_bench(int argc, char **argv) {
              "weight_decay %g); they do not change the time of a step.\n"
              "With --roofline the machine's sgemm peak and memory read bandwidth are measured first;\n"
              "training is also given in GFLOP/s (6N + 12 L C T per token) with MFU against that peak,\n"
-             "decode in GB/s read (4 bytes per parameter, one row of wpe with learned positions, plus the\n"
-             "cache of ctx positions per step) with the fraction of the bandwidth (CSV: train_gflops,\n"
-             "train_mfu, decode_gbs, decode_bw_frac; train_mfu and decode_bw_frac are fractions, not\n"
-             "percent, empty without --roofline, and decode_bw_frac exceeds 1 when weights and cache fit\n"
-             "in the caches); after the table a second reading is printed as 'roofline at the end'.\n"
+             "decode in GB/s read (every weight once in its dtype, of wpe one row, plus the cache of ctx\n"
+             "positions per step) with its fraction of the read bandwidth. The bandwidth is measured\n"
+             "again after every round of every decode row, and each row is compared with the median of\n"
+             "its own readings, so that a host whose bandwidth drifts does not favour the rows run at its\n"
+             "slow moments (CSV: train_gflops, train_mfu, decode_gbs, decode_bw_frac, read_gbs;\n"
+             "train_mfu and decode_bw_frac are fractions, not percent, empty without --roofline, and\n"
+             "decode_bw_frac exceeds 1 when weights and cache fit in the caches); after the table a\n"
+             "last reading of both is printed as 'roofline at the end'.\n"
              "Decode is also given as a fraction of its roofline: a step takes at least the larger of its\n"
              "FLOPs at the sgemm peak (fma) and its bytes at the read bandwidth (read); FLOPs are the\n"
              "linear layers and LM head for batch tokens plus the attention over ctx positions, absorbed\n"
-             "for MLA (CSV: decode_step_bytes, decode_step_flops, decode_roofline_tok_s,\n"
-             "decode_roofline_frac, decode_bound; docs/benchmarks.md gives the formulas).\n"
+             "for MLA, the linear ones halved with bf16 weights and quartered with q8, whose dot products\n"
+             "do 2 and 4 multiply-adds per lane where an FMA does one (CSV: decode_step_bytes,\n"
+             "decode_step_flops, decode_step_fma_flops, decode_roofline_tok_s, decode_roofline_frac,\n"
+             "decode_bound; docs/benchmarks.md gives the formulas).\n"
              "Without infer in --measure there is one row per setting, without batch, ctx or kv_dtype.\n"
              "With --rounds R every measurement runs in R processes, round-robin over the settings (all\n"
              "once, then all again), so a slow spell of a shared machine falls on every setting alike;\n"

@@ -135,6 +135,8 @@ header="$header,kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_st
 header="$header,kv_budget_bytes,budget_batch,budget_max_ctx_batch1,budget_status,budget_kv_bytes,budget_seq_bytes,budget_batch_capped,budget_max_ctx_capped"
 # and --weight_dtype's (empty without a decode shape)
 header="$header,weight_dtype,weight_bytes"
+# and the bandwidth beside each decode row, and the FLOPs its FMA side charges (empty without the roofline)
+header="$header,read_gbs,decode_step_fma_flops"
 # shellcheck disable=SC2086
 expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch_size 1,2 --kv_dtype f32,bf16 \
     --repeats 2 --roofline=false --csv "$tmpd/b.csv"
@@ -171,12 +173,20 @@ expect 0 "| 2 | 1 | 8 | f32 | f32 14.56 KiB | - |" -- "$GQA" bench $tiny --n_kv_
         empty("train_tok_s_median") && num("decode_tok_s_median") && v("decode_speedup") == "1.0000" &&
         empty("gemm_tok_s_median") && empty("train_gemm_frac")' && ok || bad "bench --measure=infer CSV: $(cat "$tmpd/i.csv")"
 # the roofline (fixed sizes, ~1 s): its line, then MFU and the fraction of bandwidth in both table and CSV,
-# and a second reading at the end of the run
+# a read bandwidth after each round of a decode row (2 rounds: 2 reads), and a last reading at the end of the run
 # shellcheck disable=SC2086
-expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --repeats 1 --csv "$tmpd/r.csv"
+expect 0 "roofline: sgemm peak" -- "$GQA" bench $tiny --n_kv_head 2 --ctx 8 --batch_size 1 --repeats 1 --rounds 2 \
+    --csv "$tmpd/r.csv"
 roofline_out=$out  # the MLA section below checks its roofline cell
-case "$out" in *"roofline at the end (the percentages above are of the first): sgemm peak "*) ok ;;
+case "$out" in *"roofline at the end: sgemm peak "*) ok ;;
     *) bad "bench prints no roofline at the end: $out" ;; esac
+# the row's bandwidth is the median of its own readings (of two, their mean), and the table cell shows it:
+# "0.8 (2% of 35.3)"
+bws=$(echo "$out" | sed -n 's/^bench: read bandwidth now \([0-9.]*\) GB\/s$/\1/p' | tr '\n' ' ')
+[ "$(echo "$bws" | wc -w)" -eq 2 ] && csv_all "$tmpd/r.csv" "num(\"read_gbs\") &&
+    (v(\"read_gbs\") - ($(echo "$bws" | awk '{ print ($1 + $2) / 2 }')))^2 < 1e-5" &&
+    echo "$out" | grep -q '^| GQA-2 | 2 | 1 | 8 | f32 | .* | [0-9.]* ([0-9]*% of [0-9.]*) | - | [0-9]*% of' &&
+    ok || bad "bench row bandwidth: $bws $(cat "$tmpd/r.csv")"
 # the peak is the faster of the two sgemm backends it names
 echo "$out" | sed -n 's/^roofline: sgemm peak \([0-9.]*\) GFLOP\/s (gqa.c gemm \([0-9.]*\), OpenBLAS \([0-9.]*\)).*/\1 \2 \3/p' |
     awk 'NF == 3 && $1 > 0 && $1 == ($2 > $3 ? $2 : $3) { found = 1 } END { exit !found }' &&
@@ -364,7 +374,9 @@ csv_all "$tmpd/r.csv" "v(\"decode_step_bytes\") == $((4 * (3728 - 31 * 16) + 8 *
 # peak = train_gflops / train_mfu and bandwidth = decode_gbs / decode_bw_frac (the CSV rounds them: 1% slack)
 awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
     { peak = $(c["train_gflops"]) / $(c["train_mfu"]) * 1e9; bw = $(c["decode_gbs"]) / $(c["decode_bw_frac"]) * 1e9
-      f = $(c["decode_step_flops"]) / peak; b = $(c["decode_step_bytes"]) / bw; t = f > b ? f : b
+      f = $(c["decode_step_fma_flops"]) / peak; b = $(c["decode_step_bytes"]) / bw; t = f > b ? f : b
+      if ($(c["decode_step_fma_flops"]) != $(c["decode_step_flops"])) bad = 1  # f32 weights: every MAC an FMA lane
+      if (bw < 0.99 * $(c["read_gbs"]) * 1e9 || bw > 1.01 * $(c["read_gbs"]) * 1e9) bad = 1
       want = $(c["batch"]) / t; got = $(c["decode_roofline_tok_s"])
       frac = $(c["decode_tok_s"]) / got
       if (got < 0.99 * want || got > 1.01 * want) bad = 1
@@ -439,6 +451,15 @@ expect 0 "| MQA | 1 | 1 | 8 | bf16 | q8 " -- "$GQA" bench $tiny --pos rope --n_k
                   if (s[f] - s[x] != w[f] - w[x]) { print "step bytes " x; exit 1 } n++ }
               exit !(n == 16 && w["4,f32,bf16"] < w["4,f32,f32"] / 1.8 && w["4,f32,q8"] < w["4,f32,bf16"]) }' "$tmpd/wd.csv" &&
     ok || bad "bench --weight_dtype CSV: $(cat "$tmpd/wd.csv")"
+# the roofline's FMA side charges the linear FLOPs in full with f32 and f16 weights, half with bf16 (vdpbf16ps: 2
+# multiply-adds a lane) and a quarter with q8 (vpdpbusd: 4), the attention's in full: so flops - fma_flops is
+# half the linear FLOPs with bf16 and three quarters with q8
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    { k = $(c["n_kv_head"]) "," $(c["kv_dtype"]); d[k "," $(c["weight_dtype"])] = $(c["decode_step_flops"]) - $(c["decode_step_fma_flops"]) }
+    END { n = 0; for (x in d) { split(x, p, ","); if (p[3] != "q8") continue; b = d[p[1] "," p[2] ",bf16"]
+              if (!(d[x] > 0 && 3 * b == 2 * d[x] && d[p[1] "," p[2] ",f32"] == 0 && d[p[1] "," p[2] ",f16"] == 0)) exit 1
+              n++ }
+          exit n != 4 }' "$tmpd/wd.csv" && ok || bad "bench decode_step_fma_flops by weight dtype: $(cat "$tmpd/wd.csv")"
 # peak RSS shrinks with the weights: cfg-d at a tiny context, f32 against q8 (the float32 copy is freed)
 "$GQA" bench --n_kv_head 8 --ctx 8 --batch_size 1 --decode_tokens 2 --weight_dtype f32,q8 --measure infer --repeats 1 \
     --roofline=false --csv "$tmpd/wr.csv" > /dev/null 2>&1 &&
