@@ -161,7 +161,7 @@ void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
     const size_t row_bytes = (size_t)HS * kv->elem;
     // a decode step's few rows are less work than waking the threads
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * Tn * NKV * HS >= 16384)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * Tn * NKV >= 32)
     for (int b = 0; b < B; b++) {
         for (int g = 0; g < NKV; g++) {
             char *kc = kvcache_k(kv, l, b, g), *vc = kvcache_v(kv, l, b, g);
