@@ -13,7 +13,8 @@
 
 void report_header(int first_n_kv_head, int with_budget) {
     printf("\n| attention | n_kv_head | batch | ctx | kv_dtype | weights | train tok/s | prefill tok/s | decode tok/s "
-           "| decode x n_kv_head %d | KV cache | peak RSS | params | train GFLOP/s (MFU) | decode GB/s (%% of read GB/s) "
+           "| decode x n_kv_head %d | KV cache | peak RSS | params | train GFLOP/s (MFU) "
+           "| decode GB/s (%% of read GB/s) "
            "| GEMM-only tok/s (train of it) | decode of roofline tok/s (bound) |%s\n", first_n_kv_head,
            with_budget ? " budget batch (its cache of ctx + decode_tokens) | max ctx at batch 1 |" : "");
     printf("|:---|---:|---:|---:|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|%s\n",
@@ -112,7 +113,8 @@ void report_row(const BenchRow *r) {
            cell_num(c[3], 64, 0, r->prefill),
            cell_pm(c[4], 64, 1, r->decode, r->decode_sd), cell_num(c[9], 64, 2, r->decode_x),
            cell_bytes(c[5], 64, r->kv_bytes), cell_bytes(c[6], 64, r->rss), r->params,
-           cell_rate(c[7], 64, r->train_gflops, r->train_mfu), cell_read(c[8], 64, r->decode_gbs, r->decode_bw_frac, r->read_gbs),
+           cell_rate(c[7], 64, r->train_gflops, r->train_mfu),
+           cell_read(c[8], 64, r->decode_gbs, r->decode_bw_frac, r->read_gbs),
            cell_rate(c[10], 64, r->gemm, r->train_gemm_frac),
            cell_roofline(c[11], 64, r->roofline_frac, r->roofline_tok_s, r->bound));
     if (r->kv_budget) printf(" %s | %s |", budget[0], budget[1]);

@@ -266,15 +266,16 @@ static void run_job(const BenchConfig *bc, int argc, char **argv, Job *jb, int r
         parse_doubles(line + strlen("infer"), vals, 2 + bc->repeats);
         jb->prefill[jb->nprefill++] = vals[0];
         memcpy(jb->tok + jb->ntok, vals + 2, (size_t)bc->repeats * sizeof(double));
-        // the bandwidth of this moment, for this row's fraction of it
-        const char *rargs[] = {"--_worker=read"};
-        double gbs;
-        if (bc->roofline) {
+        if (bc->roofline) {  // the bandwidth of this moment, for this row's fraction of it
+            const char *rargs[] = {"--_worker=read"};
+            double gbs;
             if (run_child(argc, argv, rargs, 1, line, sizeof line, &rss) == 0 && sscanf(line, "read %lf", &gbs) == 1) {
                 jb->read[jb->nread++] = gbs;
                 fprintf(stderr, "bench: read bandwidth now %.3f GB/s\n", gbs);
-            } else
-                fprintf(stderr, "bench: read bandwidth measurement failed (after %s)\n", what), (*failures)++;
+            } else {
+                fprintf(stderr, "bench: read bandwidth measurement failed (after %s)\n", what);
+                (*failures)++;
+            }
         }
     } else {
         parse_doubles(line + strlen(jb->gemm ? "gemm" : "train"), jb->tok + jb->ntok, bc->repeats);

@@ -14,7 +14,8 @@
 
 static const char *const measure_choices[] = {"train", "gemm", "infer", NULL};  // BENCH_TRAIN.. order
 static const char *const gemm_choices[] = {"ours", "openblas", "alternate", NULL};  // BenchGemm order
-static const char *const worker_choices[] = {"none", "train", "gemm", "infer", "roofline", "read", NULL};  // BenchWorker
+// BenchWorker order
+static const char *const worker_choices[] = {"none", "train", "gemm", "infer", "roofline", "read", NULL};
 
 static void list_copy(BenchList *to, const OptList *from) {
     to->n = from->n;

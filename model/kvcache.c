@@ -160,7 +160,9 @@ void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0
     const int NKV = kv->n_kv_head, HS = kv->head_size, QKV = (NH + 2 * NKV) * HS;
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
     const size_t row_bytes = (size_t)HS * kv->elem;
-    // a decode step's few rows are less work than waking the threads
+    // a key column is HS cache lines, each a miss in a decode step: from 32
+    // (sequence, KV head) pairs the misses are split over the threads; fewer
+    // are less work than waking them
 #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * Tn * NKV >= 32)
     for (int b = 0; b < B; b++) {
         for (int g = 0; g < NKV; g++) {

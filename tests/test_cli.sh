@@ -135,7 +135,7 @@ header="$header,kv_lora_rank,rope_head_dim,attention,decode_step_bytes,decode_st
 header="$header,kv_budget_bytes,budget_batch,budget_max_ctx_batch1,budget_status,budget_kv_bytes,budget_seq_bytes,budget_batch_capped,budget_max_ctx_capped"
 # and --weight_dtype's (empty without a decode shape)
 header="$header,weight_dtype,weight_bytes"
-# and the bandwidth beside each decode row, and the FLOPs its FMA side charges (empty without the roofline)
+# and the bandwidth beside each decode row (empty without the roofline), and the FLOPs its FMA side charges
 header="$header,read_gbs,decode_step_fma_flops"
 # shellcheck disable=SC2086
 expect 0 "| 2 | 2 | 16 | bf16 |" -- "$GQA" bench $tiny --n_kv_head 4,2 --ctx 8,16 --batch_size 1,2 --kv_dtype f32,bf16 \
