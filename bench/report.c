@@ -61,9 +61,8 @@ static const char *cell_rate(char *buf, size_t len, double v, double frac) {
 // "44.9 (65% of 68.7)": decode GB/s, its fraction of the read bandwidth
 // measured beside the row, and that bandwidth.
 static const char *cell_read(char *buf, size_t len, double v, double frac, double read_gbs) {
-    if (isnan(v)) snprintf(buf, len, "-");
-    else if (isnan(frac)) snprintf(buf, len, "%.1f", v);
-    else snprintf(buf, len, "%.1f (%.0f%% of %.1f)", v, 100.0 * frac, read_gbs);
+    if (isnan(v) || isnan(frac)) return cell_rate(buf, len, v, frac);  // "-" or the rate alone
+    snprintf(buf, len, "%.1f (%.0f%% of %.1f)", v, 100.0 * frac, read_gbs);
     return buf;
 }
 
