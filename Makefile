@@ -30,7 +30,7 @@ DEFS := -DGQA_MPI
 endif
 GQA_BIN ?= gqa
 
-LIB_SRC := util/util.c model/ops.c model/gemm.c model/attention.c model/rope.c model/gpt.c model/checkpoint.c model/kvcache.c model/weights.c \
+LIB_SRC := util/util.c util/team.c model/ops.c model/gemm.c model/attention.c model/rope.c model/gpt.c model/checkpoint.c model/kvcache.c model/weights.c \
 	model/attention_cached.c model/attention_latent.c model/convert.c data/tokenizer.c data/tokens.c data/recall.c train/adamw.c train/dist.c \
 	train/train.c infer/infer.c bench/workers.c bench/roofline.c bench/run.c bench/report.c \
 	cli/opts.c cli/cli.c cli/info.c cli/prepare.c cli/train.c cli/sample.c cli/convert.c cli/bench.c cli/mem.c

@@ -22,6 +22,7 @@
 #include "../model/ops.h"
 #include "../model/rope.h"
 #include "../util/rng.h"
+#include "../util/team.h"
 #include "../util/util.h"
 
 // ----------------------------------------------------------------------------
@@ -104,6 +105,38 @@ static void embed(Inference *inf, float *x, const int *tokens, int B, int Tn, in
     }
 }
 
+typedef struct {
+    Inference *inf;
+    const float *q, *ukvw, *ukvb;
+    int N;
+} HeadArgs;
+
+// The absorbed queries of heads [begin, end): qabs_h = [q_nope_h W_uk_h | q_rope_h].
+static void absorb_queries(void *ctx, long begin, long end, long step) {
+    const HeadArgs *a = ctx;
+    const GPTConfig *c = &a->inf->model->config;
+    const int NH = c->n_head, HS = c->n_embd / NH, r = c->kv_lora_rank, dR = c->rope_head_dim;
+    const int D = HS + dR, W = r + dR, NQ = NH * D;
+    float *qabs = a->inf->qabs;
+    for (long h = begin; h < end; h += step) {
+        gemm(a->N, r, HS, a->q + (size_t)h * D, NQ, 1, a->ukvw + (size_t)h * HS * r, r, 1, NULL, 0,
+             qabs + (size_t)h * W, (long)NH * W);
+        for (int n = 0; n < a->N && dR; n++)
+            memcpy(qabs + ((size_t)n * NH + h) * W + r, a->q + (size_t)n * NQ + h * D + HS, (size_t)dR * sizeof(float));
+    }
+}
+
+// o_h = olat_h W_uv_h^T + b_uv_h for heads [begin, end): W_uv_h (HS, r)
+// read as the (r, HS) operand.
+static void latent_outputs(void *ctx, long begin, long end, long step) {
+    const HeadArgs *a = ctx;
+    const GPTConfig *c = &a->inf->model->config;
+    const int NH = c->n_head, C = c->n_embd, HS = C / NH, r = c->kv_lora_rank;
+    for (long h = begin; h < end; h += step)
+        gemm(a->N, HS, r, a->inf->olat + (size_t)h * r, (long)NH * r, 1, a->ukvw + ((size_t)NH + h) * HS * r, 1, r,
+             a->ukvb ? a->ukvb + (size_t)(NH + h) * HS : NULL, 0, a->inf->atty + (size_t)h * HS, C);
+}
+
 // MLA attention of layer l for the new tokens (B, Tn) at positions pos0..,
 // from inf->ln (N, C) to inf->atty (N, C), in the absorbed form:
 //   q    = x qkvw^T (+ b)                          (N, NH*D), head h [nope HS | rope dR]
@@ -140,34 +173,28 @@ static void latent_attention(Inference *inf, int l, int B, int Tn, int pos0) {
         rope_rotate_rows(ckv + r, B, Tn, W, pos0, 1, dR, dR, m->rope_cos, m->rope_sin, 0);
     }
     kvcache_store_latent(&inf->cache, l, lat, ldc, ckv + r, W, B, Tn, pos0);
-    // the absorbed queries, one small product per head (each on one thread)
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < NH; h++) {
-        gemm(N, r, HS, q + (size_t)h * D, NQ, 1, ukvw + (size_t)h * HS * r, r, 1, NULL, 0, inf->qabs + (size_t)h * W,
-             (long)NH * W);
-        for (int n = 0; n < N && dR; n++)
-            memcpy(inf->qabs + ((size_t)n * NH + h) * W + r, q + (size_t)n * NQ + h * D + HS, (size_t)dR * sizeof(float));
-    }
+    HeadArgs a = {inf, q, ukvw, ukvb, N};
+    team_for(NH, 1, absorb_queries, &a);  // each head's product on one thread
     attention_latent(inf->olat, inf->qabs, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch, inf->att_scratch_floats);
-    // o_h = olat_h W_uv_h^T + b_uv_h: W_uv_h (HS, r) read as the (r, HS) operand
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < NH; h++)
-        gemm(N, HS, r, inf->olat + (size_t)h * r, (long)NH * r, 1, ukvw + ((size_t)NH + h) * HS * r, 1, r,
-             ukvb ? ukvb + (size_t)(NH + h) * HS : NULL, 0, inf->atty + (size_t)h * HS, C);
+    team_for(NH, 1, latent_outputs, &a);
 }
 
-// The forward over the first B sequences of the batch.
-static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int pos0, int all_logits) {
+typedef struct {
+    Inference *inf;
+    const int *tokens;
+    int B, Tn, pos0, all_logits;
+} Forward;
+
+// The forward of checked arguments.
+static void forward_step(void *ctx) {
+    const Forward *f = ctx;
+    Inference *inf = f->inf;
+    const int *tokens = f->tokens;
+    const int B = f->B, Tn = f->Tn, pos0 = f->pos0, all_logits = f->all_logits;
     GPT *m = inf->model;
     const GPTConfig *c = &m->config;
     const int L = c->n_layer, NH = c->n_head, NKV = c->n_kv_head, C = c->n_embd;
     const int QKV = (int)gpt_qkv_width(c), N = B * Tn;
-    if (Tn < 1 || Tn > inf->max_chunk || pos0 < 0 || pos0 + Tn > inf->max_T) {
-        snprintf(inf->error, sizeof inf->error, "positions [%d, %d) do not fit (chunk %d, cache %d)", pos0, pos0 + Tn,
-                 inf->max_chunk, inf->max_T);
-        return -1;
-    }
-    if (gpt_validate_tokens(c, tokens, (size_t)N, inf->error, sizeof inf->error) != 0) return -1;
     const ParameterTensors w = m->params;
     float *x = inf->x;
 
@@ -203,6 +230,26 @@ static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int po
         layernorm_forward(inf->ln, inf->mean, inf->rstd, inf->tmp, w.lnfw, c->bias ? w.lnfb : NULL, B, C);
         wmat_matmul(inf->logits, inf->ln, &inf->w[PARAM_WTE], NULL, B, inf->wscratch);
     }
+}
+
+// Rows of a forward up to which its loops share one OpenMP region
+// (team_run): a decode step's, whose loops are short. Longer ones (prefill)
+// open a region per loop, so that loops not written for a team (OpenBLAS's
+// sgemm without AVX-512) still use every thread.
+#define FORWARD_TEAM_ROWS 16
+
+// The forward over the first B sequences of the batch.
+static int forward_rows(Inference *inf, const int *tokens, int B, int Tn, int pos0, int all_logits) {
+    if (Tn < 1 || Tn > inf->max_chunk || pos0 < 0 || pos0 + Tn > inf->max_T) {
+        snprintf(inf->error, sizeof inf->error, "positions [%d, %d) do not fit (chunk %d, cache %d)", pos0, pos0 + Tn,
+                 inf->max_chunk, inf->max_T);
+        return -1;
+    }
+    const int N = B * Tn;
+    if (gpt_validate_tokens(&inf->model->config, tokens, (size_t)N, inf->error, sizeof inf->error) != 0) return -1;
+    Forward f = {inf, tokens, B, Tn, pos0, all_logits};
+    if (N <= FORWARD_TEAM_ROWS) team_run(forward_step, &f);
+    else forward_step(&f);
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "../util/team.h"
 #include "../util/util.h"
 #include "ops.h"
 
@@ -279,32 +280,38 @@ size_t attention_cached_scratch_floats(const KVCache *kv, int NH, int Tn, int ct
 // ----------------------------------------------------------------------------
 // the kernel
 
-void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
-                      float *scratch, size_t scratch_floats) {
-    const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
-    const int ctx = pos0 + Tn, threads = omp_get_max_threads();
-    const float scale = 1.0f / sqrtf((float)HS);
-    const Plan p = make_plan(B, NKV, group, HS, Tn, ctx, threads);
-    const int n_items = B * NKV * p.nrb * p.nsplit;
-    // partial results of key splits (decode): per item R x HS outputs, R maxes, R sums
-    const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
-    float *partials = scratch + (size_t)threads * p.per_thread;
-    CHECK(ctx <= kv->max_T);
-    CHECK((size_t)threads * p.per_thread + (p.nsplit > 1 ? (size_t)n_items * partial_stride : 0) <= scratch_floats);
+typedef struct {
+    float *out, *scratch, *partials;
+    const float *qkv;
+    const KVCache *kv;
+    Plan p;
+    float scale;
+    int l, Tn, pos0, NH;
+} CachedArgs;
 
-#pragma omp parallel for schedule(static)
-    for (int it = 0; it < n_items; it++) {
+// Items [begin, end): (sequence, KV head, row block, key split).
+static void cached_items(void *ctx, long begin, long end, long step) {
+    const CachedArgs *a = ctx;
+    const KVCache *kv = a->kv;
+    const Plan p = a->p;
+    const int l = a->l, Tn = a->Tn, pos0 = a->pos0, NH = a->NH;
+    const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
+    const int ctx_len = pos0 + Tn;
+    const float scale = a->scale, *qkv = a->qkv;
+    float *out = a->out, *scratch = a->scratch, *partials = a->partials;
+    const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
+    for (long it = begin; it < end; it += step) {
         const int s = it % p.nsplit, rbi = (it / p.nsplit) % p.nrb;
         const int g = (it / p.nsplit / p.nrb) % NKV, b = it / p.nsplit / p.nrb / NKV;
         float *Q = scratch + (size_t)omp_get_thread_num() * p.per_thread;  // (R, HS), later O
         float *S = Q + (size_t)p.rb * group * HS;                           // (R, chunk)
         const int t0 = rbi * p.rb, t1 = t0 + p.rb < Tn ? t0 + p.rb : Tn, R = (t1 - t0) * group;
-        const int k0 = s * p.chunk, k1 = k0 + p.chunk < ctx ? k0 + p.chunk : ctx;
+        const int k0 = s * p.chunk, k1 = k0 + p.chunk < ctx_len ? k0 + p.chunk : ctx_len;
         int *vis = (int *)(S + (size_t)p.rb * group * p.chunk);               // (R)
         float *inv = (float *)(vis + (size_t)p.rb * group);                 // (R)
         for (int r = 0; r < R; r++) {  // row (t, j) is query head g*group + j at time t; it sees keys [k0, pos0 + t]
-            const int end = pos0 + t0 + r / group + 1;
-            vis[r] = (end < k1 ? end : k1) - k0;
+            const int last = pos0 + t0 + r / group + 1;
+            vis[r] = (last < k1 ? last : k1) - k0;
         }
         float *Op = partials + (size_t)it * partial_stride, *mp = Op + R_split * HS, *lp = mp + R_split;
         if (vis[R - 1] <= 0) {  // an empty split (only when splitting): rows are one token
@@ -340,31 +347,51 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
             }
         }
     }
-    if (p.nsplit == 1) return;
+}
 
-    // merge the key splits (Tn == 1: one row per query head)
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++) {
-        for (int g = 0; g < NKV; g++) {
-            const float *base = partials + ((size_t)b * NKV + g) * p.nsplit * partial_stride;
-            for (int r = 0; r < group; r++) {
-                float M = -INFINITY, L = 0.0f;
-                for (int s = 0; s < p.nsplit; s++) {
-                    float m = base[s * partial_stride + R_split * HS + r];
-                    M = m > M ? m : M;
-                }
-                float *o = out + (size_t)b * C + ((size_t)g * group + r) * HS;
-                memset(o, 0, HS * sizeof(float));
-                for (int s = 0; s < p.nsplit; s++) {
-                    const float *Os = base + s * partial_stride;
-                    float m = Os[R_split * HS + r], lsum = Os[R_split * HS + R_split + r];
-                    if (lsum == 0.0f) continue;
-                    float w = expf(m - M);
-                    L += w * lsum;
-                    for (int d = 0; d < HS; d++) o[d] += w * Os[(size_t)r * HS + d];
-                }
-                for (int d = 0; d < HS; d++) o[d] /= L;
+// Merge the key splits of (sequence, KV head) pairs [begin, end) (Tn == 1:
+// one row per query head).
+static void cached_merge(void *ctx, long begin, long end, long step) {
+    const CachedArgs *a = ctx;
+    const Plan p = a->p;
+    const int NKV = a->kv->n_kv_head, HS = a->kv->head_size, group = a->NH / NKV, C = a->NH * HS;
+    const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
+    for (long i = begin; i < end; i += step) {
+        const int b = (int)(i / NKV), g = (int)(i % NKV);
+        const float *base = a->partials + ((size_t)b * NKV + g) * p.nsplit * partial_stride;
+        for (int r = 0; r < group; r++) {
+            float M = -INFINITY, L = 0.0f;
+            for (int s = 0; s < p.nsplit; s++) {
+                float m = base[s * partial_stride + R_split * HS + r];
+                M = m > M ? m : M;
             }
+            float *o = a->out + (size_t)b * C + ((size_t)g * group + r) * HS;
+            memset(o, 0, HS * sizeof(float));
+            for (int s = 0; s < p.nsplit; s++) {
+                const float *Os = base + s * partial_stride;
+                float m = Os[R_split * HS + r], lsum = Os[R_split * HS + R_split + r];
+                if (lsum == 0.0f) continue;
+                float w = expf(m - M);
+                L += w * lsum;
+                for (int d = 0; d < HS; d++) o[d] += w * Os[(size_t)r * HS + d];
+            }
+            for (int d = 0; d < HS; d++) o[d] /= L;
         }
     }
+}
+
+void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
+                      float *scratch, size_t scratch_floats) {
+    const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV;
+    const int ctx = pos0 + Tn, threads = omp_get_max_threads();
+    const Plan p = make_plan(B, NKV, group, HS, Tn, ctx, threads);
+    const int n_items = B * NKV * p.nrb * p.nsplit;
+    // partial results of key splits (decode): per item R x HS outputs, R maxes, R sums
+    const size_t partial_stride = (size_t)group * (HS + 2);
+    CHECK(ctx <= kv->max_T);
+    CHECK((size_t)threads * p.per_thread + (p.nsplit > 1 ? (size_t)n_items * partial_stride : 0) <= scratch_floats);
+    CachedArgs a = {.out = out, .scratch = scratch, .partials = scratch + (size_t)threads * p.per_thread, .qkv = qkv,
+                    .kv = kv, .p = p, .scale = 1.0f / sqrtf((float)HS), .l = l, .Tn = Tn, .pos0 = pos0, .NH = NH};
+    team_for(n_items, 1, cached_items, &a);
+    if (p.nsplit > 1) team_for((long)B * NKV, 1, cached_merge, &a);
 }

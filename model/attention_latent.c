@@ -46,6 +46,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "../util/team.h"
 #include "../util/util.h"
 #include "ops.h"
 
@@ -455,26 +456,28 @@ static const float *load_tile(const Kernels *kn, const KVCache *kv, const char *
     return tile;
 }
 
-void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
-                      float *scratch, size_t scratch_floats) {
-    CHECK(kvcache_is_latent(kv));
-    const int W = kv->width, r = kv->kv_lora_rank, ctx = pos0 + Tn, threads = omp_get_max_threads();
-    const float scale = 1.0f / sqrtf((float)(kv->head_size + kv->rope_head_dim));
-    const int passes = n_passes;
-#if defined(__AVX512F__)
-    const Kernels *kn = use_portable ? &kernels_c : &kernels_avx;
-#else
-    const Kernels *kn = &kernels_c;
-#endif
-    const Plan p = make_plan(B, NH, W, r, Tn, ctx, threads, passes);
-    const int n_items = B * p.nrb * p.nsplit;
-    const size_t partial_stride = (size_t)NH * ((size_t)r + 2);  // per split item: O (NH, r), m, l (NH each)
-    float *partials = scratch + (size_t)threads * p.per_thread;
-    CHECK(ctx <= kv->max_T && B <= kv->batch);
-    CHECK((size_t)threads * p.per_thread + (p.nsplit > 1 ? (size_t)n_items * partial_stride : 0) <= scratch_floats);
+typedef struct {
+    float *olat, *scratch, *partials;
+    const float *qabs;
+    const KVCache *kv;
+    const Kernels *kn;
+    Plan p;
+    float scale;
+    int l, Tn, pos0, NH, passes;
+} LatentArgs;
 
-#pragma omp parallel for schedule(static, 1)
-    for (int it = 0; it < n_items; it++) {
+// Items [begin, end) by step: (sequence, row block, key split).
+static void latent_items(void *ctx, long begin, long end, long step) {
+    const LatentArgs *a = ctx;
+    const KVCache *kv = a->kv;
+    const Kernels *kn = a->kn;
+    const Plan p = a->p;
+    const int W = kv->width, r = kv->kv_lora_rank, l = a->l, Tn = a->Tn, pos0 = a->pos0, NH = a->NH;
+    const int ctx_len = pos0 + Tn, passes = a->passes;
+    const float scale = a->scale, *qabs = a->qabs;
+    float *olat = a->olat, *scratch = a->scratch, *partials = a->partials;
+    const size_t partial_stride = (size_t)NH * ((size_t)r + 2);  // per split item: O (NH, r), m, l (NH each)
+    for (long it = begin; it < end; it += step) {
         const int s = it % p.nsplit, rbi = (it / p.nsplit) % p.nrb, b = it / p.nsplit / p.nrb;
         const int t0 = rbi * p.rb, t1 = t0 + p.rb < Tn ? t0 + p.rb : Tn, R = (t1 - t0) * NH;
         const size_t Rc = (size_t)p.rb * NH;  // row capacity of the scratch blocks
@@ -484,7 +487,7 @@ void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, 
         float *m = S + align16(Rc * p.lds), *lsum = m + align16(Rc);         // (R) each
         float *tile = lsum + align16(Rc);                                     // (TK, W)
         // keys [k0, kend): the split's range, up to what the item's last token sees
-        const int k0 = s * p.chunk, k1 = k0 + p.chunk < ctx ? k0 + p.chunk : ctx;
+        const int k0 = s * p.chunk, k1 = k0 + p.chunk < ctx_len ? k0 + p.chunk : ctx_len;
         const int kend = pos0 + t1 < k1 ? pos0 + t1 : k1;
         // with splits: the item's partial result, O (NH, r) then m and l (NH each)
         float *Op = p.nsplit > 1 ? partials + (size_t)it * partial_stride : NULL;
@@ -506,12 +509,12 @@ void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, 
                 const float *K = load_tile(kn, kv, Kseq, k, nk, tile);
                 // rows in pairs, each pair scored up to its later row's end
                 for (int i = i0; i < R; i += 2) {
-                    const int nq = R - i < 2 ? R - i : 2, end = row_end(&rows, i + nq - 1);
-                    kn->score(nq, Q + (size_t)i * W, K, W, (end < k + nk ? end : k + nk) - k, S + (size_t)i * p.lds,
+                    const int nq = R - i < 2 ? R - i : 2, last = row_end(&rows, i + nq - 1);
+                    kn->score(nq, Q + (size_t)i * W, K, W, (last < k + nk ? last : k + nk) - k, S + (size_t)i * p.lds,
                               p.lds);
                 }
                 for (int i = i0; i < R; i++) {
-                    const int end = row_end(&rows, i), n = (end < k + nk ? end : k + nk) - k;
+                    const int last = row_end(&rows, i), n = (last < k + nk ? last : k + nk) - k;
                     const float a = kn->online(S + (size_t)i * p.lds, n, nk, &m[i], &lsum[i]);
                     if (a != 1.0f)
                         for (int d = 0; d < r; d++) O[(size_t)i * r + d] *= a;
@@ -527,8 +530,8 @@ void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, 
                 const int nk = kend - k < p.TK ? kend - k : p.TK, i0 = first_row(&rows, k);
                 const float *K = load_tile(kn, kv, Kseq, k, nk, tile);
                 for (int i = i0; i < R; i += 2) {
-                    const int nq = R - i < 2 ? R - i : 2, end = row_end(&rows, i + nq - 1);
-                    kn->score(nq, Q + (size_t)i * W, K, W, (end < k + nk ? end : k + nk) - k,
+                    const int nq = R - i < 2 ? R - i : 2, last = row_end(&rows, i + nq - 1);
+                    kn->score(nq, Q + (size_t)i * W, K, W, (last < k + nk ? last : k + nk) - k,
                               S + (size_t)i * p.lds + (k - k0), p.lds);
                 }
             }
@@ -557,29 +560,56 @@ void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, 
             for (int d = 0; d < r; d++) o[(size_t)i * r + d] = O[(size_t)i * r + d] * inv;
         }
     }
-    if (p.nsplit == 1) return;
+}
 
-    // merge the key splits (Tn == 1: one row per head)
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const float *base = partials + (size_t)b * p.nsplit * partial_stride;
-            float M = -INFINITY, L = 0.0f;
-            for (int s = 0; s < p.nsplit; s++) {
-                const float ms = base[s * partial_stride + (size_t)NH * r + h];
-                M = ms > M ? ms : M;
-            }
-            float *o = olat + ((size_t)b * NH + h) * r;
-            memset(o, 0, (size_t)r * sizeof(float));
-            for (int s = 0; s < p.nsplit; s++) {
-                const float *Os = base + s * partial_stride;
-                const float ms = Os[(size_t)NH * r + h], ls = Os[(size_t)NH * r + NH + h];
-                if (ls == 0.0f) continue;  // an empty split
-                const float w = expf(ms - M);
-                L += w * ls;
-                for (int d = 0; d < r; d++) o[d] += w * Os[(size_t)h * r + d];
-            }
-            for (int d = 0; d < r; d++) o[d] /= L;
+// Merge the key splits of (sequence, head) pairs [begin, end) (Tn == 1: one
+// row per head).
+static void latent_merge(void *ctx, long begin, long end, long step) {
+    const LatentArgs *a = ctx;
+    const Plan p = a->p;
+    const int r = a->kv->kv_lora_rank, NH = a->NH;
+    const size_t partial_stride = (size_t)NH * ((size_t)r + 2);
+    for (long i = begin; i < end; i += step) {
+        const int b = (int)(i / NH), h = (int)(i % NH);
+        const float *base = a->partials + (size_t)b * p.nsplit * partial_stride;
+        float M = -INFINITY, L = 0.0f;
+        for (int s = 0; s < p.nsplit; s++) {
+            const float ms = base[s * partial_stride + (size_t)NH * r + h];
+            M = ms > M ? ms : M;
         }
+        float *o = a->olat + ((size_t)b * NH + h) * r;
+        memset(o, 0, (size_t)r * sizeof(float));
+        for (int s = 0; s < p.nsplit; s++) {
+            const float *Os = base + s * partial_stride;
+            const float ms = Os[(size_t)NH * r + h], ls = Os[(size_t)NH * r + NH + h];
+            if (ls == 0.0f) continue;  // an empty split
+            const float w = expf(ms - M);
+            L += w * ls;
+            for (int d = 0; d < r; d++) o[d] += w * Os[(size_t)h * r + d];
+        }
+        for (int d = 0; d < r; d++) o[d] /= L;
     }
+}
+
+void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
+                      float *scratch, size_t scratch_floats) {
+    CHECK(kvcache_is_latent(kv));
+    const int W = kv->width, r = kv->kv_lora_rank, ctx = pos0 + Tn, threads = omp_get_max_threads();
+    const int passes = n_passes;
+    const Plan p = make_plan(B, NH, W, r, Tn, ctx, threads, passes);
+    const int n_items = B * p.nrb * p.nsplit;
+    const size_t partial_stride = (size_t)NH * ((size_t)r + 2);
+    CHECK(ctx <= kv->max_T && B <= kv->batch);
+    CHECK((size_t)threads * p.per_thread + (p.nsplit > 1 ? (size_t)n_items * partial_stride : 0) <= scratch_floats);
+    LatentArgs a = {.olat = olat, .scratch = scratch, .partials = scratch + (size_t)threads * p.per_thread,
+                    .qabs = qabs, .kv = kv,
+#if defined(__AVX512F__)
+                    .kn = use_portable ? &kernels_c : &kernels_avx,
+#else
+                    .kn = &kernels_c,
+#endif
+                    .p = p, .scale = 1.0f / sqrtf((float)(kv->head_size + kv->rope_head_dim)), .l = l, .Tn = Tn,
+                    .pos0 = pos0, .NH = NH, .passes = passes};
+    team_for_cyclic(n_items, 1, latent_items, &a);
+    if (p.nsplit > 1) team_for((long)B * NH, 1, latent_merge, &a);
 }

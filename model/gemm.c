@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/team.h"
 #include "../util/util.h"
 #include "simd.h"
 
@@ -46,19 +47,34 @@ int gemm_use_openblas(int on) {
 
 // C = A B + bias (+ C) by cblas_sgemm: C starts as the bias, or as itself
 // with the bias added, and sgemm adds A B to it (beta 1).
+typedef struct {
+    int M, N, K;
+    const float *A, *B, *bias;
+    long ars, aps, brs, bcs, ldc;
+    int accumulate;
+    float *C;
+} GemmArgs;
+
+// Rows [begin, end) of C set to the bias (or 0), or the bias added.
+static void bias_rows(void *ctx, long begin, long end, long step) {
+    const GemmArgs *g = ctx;
+    const int N = g->N;
+    for (long i = begin; i < end; i += step) {
+        float *c = g->C + i * g->ldc;
+        if (!g->accumulate) {
+            if (g->bias) memcpy(c, g->bias, (size_t)N * sizeof(float));
+            else memset(c, 0, (size_t)N * sizeof(float));
+        } else {
+            for (int j = 0; j < N; j++) c[j] += g->bias[j];
+        }
+    }
+}
+
 static void gemm_openblas(int M, int N, int K, const float *A, long ars, long aps, const float *B, long brs,
                           long bcs, const float *bias, int accumulate, float *C, long ldc) {
     if (!accumulate || bias) {
-#pragma omp parallel for schedule(static) if (!omp_in_parallel())
-        for (int i = 0; i < M; i++) {
-            float *c = C + (long)i * ldc;
-            if (!accumulate) {
-                if (bias) memcpy(c, bias, (size_t)N * sizeof(float));
-                else memset(c, 0, (size_t)N * sizeof(float));
-            } else {
-                for (int j = 0; j < N; j++) c[j] += bias[j];
-            }
-        }
+        GemmArgs g = {.N = N, .bias = bias, .ldc = ldc, .accumulate = accumulate, .C = C};
+        team_for(M, 1, bias_rows, &g);
     }
     if (K <= 0) return;
     const int ta = aps != 1, tb = bcs != 1;
@@ -141,15 +157,24 @@ static void gemm_panel(int M, int N, int K, const float *A, long ars, long aps, 
 }
 #endif
 
+#if defined(__AVX512F__)
+// Column panels [begin, end) of C, GEMM_NR columns each.
+static void gemm_panels(void *ctx, long begin, long end, long step) {
+    const GemmArgs *g = ctx;
+    for (long jp = begin; jp < end; jp += step)
+        gemm_panel(g->M, g->N, g->K, g->A, g->ars, g->aps, g->B, g->brs, g->bcs, g->bias, g->accumulate, g->C, g->ldc,
+                   (int)jp * GEMM_NR);
+}
+#endif
+
 void gemm(int M, int N, int K, const float *A, long ars, long aps, const float *B, long brs, long bcs,
           const float *bias, int accumulate, float *C, long ldc) {
     if (M <= 0 || N <= 0) return;
 #if defined(__AVX512F__)
     if (!use_openblas && K > 0) {
+        GemmArgs g = {M, N, K, A, B, bias, ars, aps, brs, bcs, ldc, accumulate, C};
         const int panels = (N + GEMM_NR - 1) / GEMM_NR;
-#pragma omp parallel for schedule(static) if (panels > 1 && !omp_in_parallel())
-        for (int jp = 0; jp < panels; jp++)
-            gemm_panel(M, N, K, A, ars, aps, B, brs, bcs, bias, accumulate, C, ldc, jp * GEMM_NR);
+        team_for(panels, panels > 1, gemm_panels, &g);
         return;
     }
 #endif

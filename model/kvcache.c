@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/team.h"
 #include "../util/util.h"
 
 #if defined(__F16C__)
@@ -155,26 +156,53 @@ void kvcache_free(KVCache *kv) {
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+typedef struct {
+    KVCache *kv;
+    const float *x;  // qkv rows, or latent rows c
+    const float *kr;  // MLA: the rope key rows
+    int l, Tn, pos0, NH, ldc, ldkr;
+} StoreArgs;
+
+// (sequence, KV head) pairs [begin, end): their rows of the Tn new tokens.
+static void store_pairs(void *ctx, long begin, long end, long step) {
+    const StoreArgs *a = ctx;
+    KVCache *kv = a->kv;
+    const int NKV = kv->n_kv_head, HS = kv->head_size, NH = a->NH, QKV = (NH + 2 * NKV) * HS;
+    const size_t row_bytes = (size_t)HS * kv->elem;
+    for (long i = begin; i < end; i += step) {
+        const int b = (int)(i / NKV), g = (int)(i % NKV);
+        char *kc = kvcache_k(kv, a->l, b, g), *vc = kvcache_v(kv, a->l, b, g);
+        for (int t = 0; t < a->Tn; t++) {
+            const int pos = a->pos0 + t;
+            const float *row = a->x + ((size_t)b * a->Tn + t) * QKV;
+            kv_from_float(row + (NH + NKV + g) * HS, kv->dtype, vc + (size_t)pos * row_bytes, (size_t)HS);
+            for (int d = 0; d < HS; d++)  // one column of a key tile
+                kv_from_float(row + (NH + g) * HS + d, kv->dtype, kc + kvcache_k_offset(kv->max_T, HS, pos, d) * kv->elem, 1);
+        }
+    }
+}
+
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH) {
     CHECK(!kvcache_is_latent(kv));  // MLA stores latent rows: kvcache_store_latent
-    const int NKV = kv->n_kv_head, HS = kv->head_size, QKV = (NH + 2 * NKV) * HS;
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
-    const size_t row_bytes = (size_t)HS * kv->elem;
+    StoreArgs a = {.kv = kv, .x = qkv, .l = l, .Tn = Tn, .pos0 = pos0, .NH = NH};
     // a key column is HS cache lines, each a miss in a decode step: from 32
     // (sequence, KV head) pairs the misses are split over the threads; fewer
     // are less work than waking them
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * Tn * NKV >= 32)
-    for (int b = 0; b < B; b++) {
-        for (int g = 0; g < NKV; g++) {
-            char *kc = kvcache_k(kv, l, b, g), *vc = kvcache_v(kv, l, b, g);
-            for (int t = 0; t < Tn; t++) {
-                const int pos = pos0 + t;
-                const float *row = qkv + ((size_t)b * Tn + t) * QKV;
-                kv_from_float(row + (NH + NKV + g) * HS, kv->dtype, vc + (size_t)pos * row_bytes, (size_t)HS);
-                for (int d = 0; d < HS; d++)  // one column of a key tile
-                    kv_from_float(row + (NH + g) * HS + d, kv->dtype, kc + kvcache_k_offset(kv->max_T, HS, pos, d) * kv->elem, 1);
-            }
-        }
+    const long pairs = (long)B * kv->n_kv_head;
+    team_for(pairs, (size_t)pairs * Tn >= 32, store_pairs, &a);
+}
+
+// Rows n = b Tn + t in [begin, end): token t of sequence b.
+static void store_latent_rows(void *ctx, long begin, long end, long step) {
+    const StoreArgs *a = ctx;
+    KVCache *kv = a->kv;
+    const int r = kv->kv_lora_rank, dR = kv->rope_head_dim, W = kv->width;
+    for (long n = begin; n < end; n += step) {
+        const int b = (int)(n / a->Tn), t = (int)(n % a->Tn);
+        char *row = (char *)kvcache_latent(kv, a->l, b) + (size_t)(a->pos0 + t) * W * kv->elem;
+        kv_from_float(a->x + (size_t)n * a->ldc, kv->dtype, row, (size_t)r);
+        if (dR) kv_from_float(a->kr + (size_t)n * a->ldkr, kv->dtype, row + (size_t)r * kv->elem, (size_t)dR);
     }
 }
 
@@ -182,17 +210,9 @@ void kvcache_store_latent(KVCache *kv, int l, const float *c, int ldc, const flo
                           int pos0) {
     CHECK(kvcache_is_latent(kv));
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch && (kr || kv->rope_head_dim == 0));
-    const int r = kv->kv_lora_rank, dR = kv->rope_head_dim, W = kv->width;
+    StoreArgs a = {.kv = kv, .x = c, .kr = kr, .l = l, .Tn = Tn, .pos0 = pos0, .ldc = ldc, .ldkr = ldkr};
     // a decode step's few rows are less work than waking the threads
-#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * Tn * W >= 65536)
-    for (int b = 0; b < B; b++) {
-        for (int t = 0; t < Tn; t++) {
-            const size_t n = (size_t)b * Tn + t;
-            char *row = (char *)kvcache_latent(kv, l, b) + (size_t)(pos0 + t) * W * kv->elem;
-            kv_from_float(c + n * ldc, kv->dtype, row, (size_t)r);
-            if (dR) kv_from_float(kr + n * ldkr, kv->dtype, row + (size_t)r * kv->elem, (size_t)dR);
-        }
-    }
+    team_for((long)B * Tn, (size_t)B * Tn * kv->width >= 65536, store_latent_rows, &a);
 }
 
 void kvcache_read(const KVCache *kv, int l, int b, int g, int t, float *k, float *v) {

@@ -6,6 +6,7 @@
 #include "ops.h"
 #include "gemm.h"
 #include "simd.h"
+#include "../util/team.h"
 
 #include <math.h>
 #include <string.h>
@@ -51,12 +52,19 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
 // ----------------------------------------------------------------------------
 // LayerNorm (eps 1e-5, as torch.nn.LayerNorm)
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
-                       const float *b, int N, int C) {
-#pragma omp parallel for schedule(static) if ((size_t)N * C >= OPS_PARALLEL_MIN)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * C;
+typedef struct {
+    float *out, *mean, *rstd;
+    const float *inp, *w, *b;
+    int C;
+} LayerNormArgs;
+
+static void layernorm_rows(void *ctx, long begin, long end, long step) {
+    const LayerNormArgs *a = ctx;
+    const float *w = a->w, *b = a->b;
+    const int C = a->C;
+    for (long n = begin; n < end; n += step) {
+        const float *x = a->inp + (size_t)n * C;
+        float *o = a->out + (size_t)n * C;
         // the row sums as vector reductions (partial sums in lanes; without
         // `simd`, C's order rules keep them one scalar add chain)
         float m = 0.0f;
@@ -72,9 +80,15 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         v /= C;
         float s = 1.0f / sqrtf(v + 1e-5f);
         for (int i = 0; i < C; i++) o[i] = (x[i] - m) * s * w[i] + (b ? b[i] : 0.0f);
-        mean[n] = m;
-        rstd[n] = s;
+        a->mean[n] = m;
+        a->rstd[n] = s;
     }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, int N, int C) {
+    LayerNormArgs a = {out, mean, rstd, inp, w, b, C};
+    team_for(N, (size_t)N * C >= OPS_PARALLEL_MIN, layernorm_rows, &a);
 }
 
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
@@ -199,15 +213,23 @@ static void skinny_rows_one(int NB, const float *x, const float *w, const float 
 }
 #endif
 
-static void matmul_forward_skinny(float *out, const float *inp, const float *w, const float *b, int N, int C,
-                                  int OC) {
+typedef struct {
+    float *out;
+    const float *inp, *w, *b;
+    int N, C, OC, OB;
+} SkinnyArgs;
+
 #if defined(__AVX512F__)
-    // input rows in chunks of up to SKINNY_NB; a block of 16 / NB weight rows
-    // is read from memory by the first chunk and from L1 by the next
-    const int OB = skinny_ob(N < SKINNY_NB ? N : SKINNY_NB), nblocks = (OC + OB - 1) / OB;
-#pragma omp parallel for schedule(static)
-    for (int ob = 0; ob < nblocks; ob++) {
-        const int o = ob * OB;
+// Blocks [begin, end) of OB weight rows: input rows in chunks of up to
+// SKINNY_NB; a block is read from memory by the first chunk and from L1 by
+// the next.
+static void skinny_blocks(void *ctx, long begin, long end, long step) {
+    const SkinnyArgs *a = ctx;
+    float *out = a->out;
+    const float *inp = a->inp, *w = a->w, *b = a->b;
+    const int N = a->N, C = a->C, OC = a->OC, OB = a->OB;
+    for (long ob = begin; ob < end; ob += step) {
+        const int o = (int)ob * OB;
         for (int n0 = 0; n0 < N; n0 += SKINNY_NB) {
             const int NB = N - n0 < SKINNY_NB ? N - n0 : SKINNY_NB, ob_n = skinny_ob(NB);
             for (int oo = o; oo < o + OB && oo < OC;) {
@@ -222,9 +244,15 @@ static void matmul_forward_skinny(float *out, const float *inp, const float *w, 
             }
         }
     }
+}
 #else
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++) {
+// Weight rows [begin, end).
+static void skinny_blocks(void *ctx, long begin, long end, long step) {
+    const SkinnyArgs *a = ctx;
+    float *out = a->out;
+    const float *inp = a->inp, *w = a->w, *b = a->b;
+    const int N = a->N, C = a->C, OC = a->OC;
+    for (long o = begin; o < end; o += step) {
         const float *wr = w + (size_t)o * C;
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C;
@@ -233,21 +261,47 @@ static void matmul_forward_skinny(float *out, const float *inp, const float *w, 
             out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
         }
     }
+}
 #endif
+
+static void matmul_forward_skinny(float *out, const float *inp, const float *w, const float *b, int N, int C,
+                                  int OC) {
+#if defined(__AVX512F__)
+    const int OB = skinny_ob(N < SKINNY_NB ? N : SKINNY_NB);
+#else
+    const int OB = 1;
+#endif
+    SkinnyArgs a = {out, inp, w, b, N, C, OC, OB};
+    team_for((OC + OB - 1) / OB, 1, skinny_blocks, &a);
 }
 
-void rmsnorm_forward(float *out, float *rstd, const float *inp, int ld, const float *w, float eps, int N, int C) {
-#pragma omp parallel for schedule(static) if ((size_t)N * C >= 65536)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * ld;
-        float *y = out + (size_t)n * C;
+typedef struct {
+    float *out, *rstd;
+    const float *inp, *w;
+    float eps;
+    int ld, C;
+} RmsNormArgs;
+
+static void rmsnorm_rows(void *ctx, long begin, long end, long step) {
+    const RmsNormArgs *a = ctx;
+    const float *w = a->w;
+    const float eps = a->eps;
+    const int C = a->C;
+    for (long n = begin; n < end; n += step) {
+        const float *x = a->inp + (size_t)n * a->ld;
+        float *y = a->out + (size_t)n * C;
         float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
         for (int i = 0; i < C; i++) ss += x[i] * x[i];
         const float s = 1.0f / sqrtf(ss / C + eps);
         for (int i = 0; i < C; i++) y[i] = x[i] * s * w[i];
-        rstd[n] = s;
+        a->rstd[n] = s;
     }
+}
+
+void rmsnorm_forward(float *out, float *rstd, const float *inp, int ld, const float *w, float eps, int N, int C) {
+    RmsNormArgs a = {out, rstd, inp, w, eps, ld, C};
+    team_for(N, (size_t)N * C >= 65536, rmsnorm_rows, &a);
 }
 
 void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, int ld, const float *w,
@@ -305,11 +359,21 @@ void matmul_backward(float *dinp, float *dw, float *db, const float *dout, const
 // is NULL (gelu_forward), also dlocal = gelu'(x) = (1 + tanh u) / 2 +
 // x/2 sech^2(u) du/dx, du/dx = sqrt(2/pi) (1 + 3 0.044715 x^2): one tanh
 // serves both, and the backward is a product. dlocal may be inp (in place).
-void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n) {
+typedef struct {
+    float *out, *dlocal;
+    const float *inp;
+    size_t n;
+} GeluArgs;
+
+// Vectors of 16 numbers [begin, end) with AVX-512, else numbers.
+static void gelu_range(void *ctx, long begin, long end, long step) {
+    const GeluArgs *g = ctx;
+    float *out = g->out, *dlocal = g->dlocal;
+    const float *inp = g->inp;
+    const size_t n = g->n;
+    (void)step;  // contiguous shares only
 #if defined(__AVX512F__)
-    const long nv = (long)((n + 15) / 16);
-#pragma omp parallel for schedule(static) if (n >= OPS_PARALLEL_MIN)
-    for (long v = 0; v < nv; v++) {
+    for (long v = begin; v < end; v++) {
         const size_t i = (size_t)v * 16;
         const __mmask16 m = mask16((long)(n - i));
         const __m512 x = _mm512_maskz_loadu_ps(m, inp + i), x2 = _mm512_mul_ps(x, x), x3 = _mm512_mul_ps(x2, x);
@@ -325,13 +389,22 @@ void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n) {
         }
     }
 #else
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
+    (void)n;
+    for (long i = begin; i < end; i++) {
         const float x = inp[i], th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
         out[i] = 0.5f * x * (1.0f + th);
         if (dlocal)
             dlocal[i] = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
     }
+#endif
+}
+
+void gelu_forward_train(float *out, float *dlocal, const float *inp, size_t n) {
+    GeluArgs g = {out, dlocal, inp, n};
+#if defined(__AVX512F__)
+    team_for((long)((n + 15) / 16), n >= OPS_PARALLEL_MIN, gelu_range, &g);
+#else
+    team_for((long)n, 1, gelu_range, &g);
 #endif
 }
 
@@ -384,9 +457,22 @@ void dropout_backward(float *dx, size_t n, float p, uint64_t key, size_t i0) {
     dropout_forward(dx, n, p, key, i0);  // the mask is its own derivative
 }
 
+typedef struct {
+    float *out;
+    const float *a, *b;
+} ResidualArgs;
+
+static void residual_range(void *ctx, long begin, long end, long step) {
+    const ResidualArgs *r = ctx;
+    float *out = r->out;
+    const float *a = r->a, *b = r->b;
+    (void)step;  // contiguous shares only
+    for (long i = begin; i < end; i++) out[i] = a[i] + b[i];
+}
+
 void residual_forward(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) if (n >= OPS_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    ResidualArgs r = {out, a, b};
+    team_for((long)n, n >= OPS_PARALLEL_MIN, residual_range, &r);
 }
 
 // ----------------------------------------------------------------------------

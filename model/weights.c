@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/team.h"
 #include "../util/util.h"
 #include "kvcache.h"
 #include "ops.h"
@@ -230,51 +231,70 @@ static float bf16_value(uint16_t h) {
     return f;
 }
 
-static void matmul_portable(float *out, const WMat *w, const Acts *a, const float *b, int N) {
-    const int C = w->cols, ld = w->ld;
+typedef void (*RowsFn)(int, int, const WMat *, const Acts *, const float *, int, size_t, float *);
+// A product's arguments, for its loop over weight rows: the vector kernels
+// also take a function for NB input rows x a block of OB weight rows.
+typedef struct {
+    float *out;
+    const WMat *w;
+    const Acts *a;
+    const float *b;
+    int N, OB;
+    RowsFn rows;
+} MatmulArgs;
+
+// Weight rows [begin, end).
+static void portable_rows(void *ctx, long begin, long end, long step) {
+    const MatmulArgs *p = ctx;
+    const WMat *w = p->w;
+    const Acts *a = p->a;
+    float *out = p->out;
+    const float *b = p->b;
+    const int C = w->cols, ld = w->ld, N = p->N;
     const long OC = (long)w->rows;
-#pragma omp parallel
-    {
-        float *row = w->dtype == W_Q8 ? NULL : malloc_check((size_t)C * sizeof(float));
-#pragma omp for schedule(static)
-        for (long o = 0; o < OC; o++) {
-            if (w->dtype == W_Q8) {  // sum over blocks of d_w d_x (sum of q_w q_x, exact in int32)
-                const uint8_t *u = (const uint8_t *)w->data + (size_t)o * ld;
-                const size_t nb = (size_t)ld / WQ8_BLOCK;
-                const float *ws = w->scale + (size_t)o * nb;
-                for (int n = 0; n < N; n++) {
-                    const int8_t *q = a->xq + (size_t)n * ld;
-                    const float *xs = a->xs + (size_t)n * nb;
-                    float acc = 0.0f;
-                    for (size_t blk = 0; blk < nb; blk++) {
-                        // (u - 128) q summed as u q - 128 q: gcc 12 -O2 vectorises the
-                        // first form wrongly for AVX512_VNNI (signs of products flip)
-                        int32_t sum = 0, sq = 0;
-                        for (size_t e = 0; e < WQ8_BLOCK; e++) {
-                            const size_t i = q8_pos(blk * WQ8_BLOCK + e, nb);
-                            sum += (int32_t)u[i] * q[i], sq += q[i];
-                        }
-                        acc += (float)(sum - 128 * sq) * (ws[blk] * xs[blk]);
+    float *row = w->dtype == W_Q8 ? NULL : malloc_check((size_t)C * sizeof(float));
+    for (long o = begin; o < end; o += step) {
+        if (w->dtype == W_Q8) {  // sum over blocks of d_w d_x (sum of q_w q_x, exact in int32)
+            const uint8_t *u = (const uint8_t *)w->data + (size_t)o * ld;
+            const size_t nb = (size_t)ld / WQ8_BLOCK;
+            const float *ws = w->scale + (size_t)o * nb;
+            for (int n = 0; n < N; n++) {
+                const int8_t *q = a->xq + (size_t)n * ld;
+                const float *xs = a->xs + (size_t)n * nb;
+                float acc = 0.0f;
+                for (size_t blk = 0; blk < nb; blk++) {
+                    // (u - 128) q summed as u q - 128 q: gcc 12 -O2 vectorises the
+                    // first form wrongly for AVX512_VNNI (signs of products flip)
+                    int32_t sum = 0, sq = 0;
+                    for (size_t e = 0; e < WQ8_BLOCK; e++) {
+                        const size_t i = q8_pos(blk * WQ8_BLOCK + e, nb);
+                        sum += (int32_t)u[i] * q[i], sq += q[i];
                     }
-                    out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
+                    acc += (float)(sum - 128 * sq) * (ws[blk] * xs[blk]);
                 }
-            } else {
-                wmat_row_to_float(w, (size_t)o, row);
-                for (int n = 0; n < N; n++) {
-                    float acc = 0.0f;
-                    if (w->dtype == W_BF16) {
-                        const uint16_t *x = a->xb + (size_t)n * a->ldx;
-                        for (int k = 0; k < C; k++) acc += row[k] * bf16_value(x[k]);
-                    } else {
-                        const float *x = a->x + (size_t)n * C;
-                        for (int k = 0; k < C; k++) acc += row[k] * x[k];
-                    }
-                    out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
+                out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
+            }
+        } else {
+            wmat_row_to_float(w, (size_t)o, row);
+            for (int n = 0; n < N; n++) {
+                float acc = 0.0f;
+                if (w->dtype == W_BF16) {
+                    const uint16_t *x = a->xb + (size_t)n * a->ldx;
+                    for (int k = 0; k < C; k++) acc += row[k] * bf16_value(x[k]);
+                } else {
+                    const float *x = a->x + (size_t)n * C;
+                    for (int k = 0; k < C; k++) acc += row[k] * x[k];
                 }
+                out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
             }
         }
-        free(row);
     }
+    free(row);
+}
+
+static void matmul_portable(float *out, const WMat *w, const Acts *a, const float *b, int N) {
+    MatmulArgs p = {out, w, a, b, N, 1, NULL};
+    team_for((long)w->rows, 1, portable_rows, &p);
 }
 
 // ----------------------------------------------------------------------------
@@ -474,11 +494,27 @@ WMAT_DISPATCH(W_Q8, rows_q8)
 #define WMAT_NB 8  // input rows per pass over a block of weight rows
 #endif
 
-// ops.c's skinny loop: blocks of weight rows over the threads; each block
-// is read from memory by the first chunk of input rows and from cache by
-// the next.
+// ops.c's skinny loop: blocks [begin, end) of OB weight rows; each block is
+// read from memory by the first chunk of input rows and from cache by the
+// next.
+static void vector_blocks(void *ctx, long begin, long end, long step) {
+    const MatmulArgs *v = ctx;
+    const long OC = (long)v->w->rows, OB = v->OB;
+    for (long ob = begin; ob < end; ob += step) {
+        const long o = ob * OB;
+        for (int n0 = 0; n0 < v->N; n0 += WMAT_NB) {
+            const int NB = v->N - n0 < WMAT_NB ? v->N - n0 : WMAT_NB, ob_n = wmat_ob(v->w->dtype, NB);
+            for (long oo = o; oo < o + OB && oo < OC;) {
+                const int full = ob_n <= o + OB - oo && oo + ob_n <= OC;
+                v->rows(NB, !full, v->w, v->a, v->b, n0, (size_t)oo, v->out);
+                oo += full ? ob_n : 1;
+            }
+        }
+    }
+}
+
 static void matmul_vector(float *out, const WMat *w, const Acts *a, const float *b, int N) {
-    void (*rows)(int, int, const WMat *, const Acts *, const float *, int, size_t, float *) =
+    RowsFn rows =
         w->dtype == W_F16 ? rows_f16 :
 #if defined(HAVE_BF16_KERNEL)
         w->dtype == W_BF16 ? rows_bf16 :
@@ -488,21 +524,9 @@ static void matmul_vector(float *out, const WMat *w, const Acts *a, const float 
 #endif
                             NULL;
     CHECK(rows != NULL);
-    const long OC = (long)w->rows;
     const int OB = wmat_ob(w->dtype, N < WMAT_NB ? N : WMAT_NB);
-    const long nblocks = (OC + OB - 1) / OB;
-#pragma omp parallel for schedule(static)
-    for (long ob = 0; ob < nblocks; ob++) {
-        const long o = ob * OB;
-        for (int n0 = 0; n0 < N; n0 += WMAT_NB) {
-            const int NB = N - n0 < WMAT_NB ? N - n0 : WMAT_NB, ob_n = wmat_ob(w->dtype, NB);
-            for (long oo = o; oo < o + OB && oo < OC;) {
-                const int full = ob_n <= o + OB - oo && oo + ob_n <= OC;
-                rows(NB, !full, w, a, b, n0, (size_t)oo, out);
-                oo += full ? ob_n : 1;
-            }
-        }
-    }
+    MatmulArgs v = {out, w, a, b, N, OB, rows};
+    team_for(((long)w->rows + OB - 1) / OB, 1, vector_blocks, &v);
 }
 #endif
 

@@ -25,6 +25,7 @@
 #include "../model/gpt.h"
 #include "../model/rope.h"
 #include "../train/adamw.h"
+#include "../util/team.h"
 #include "../util/util.h"
 #include "testutil.h"
 
@@ -1502,6 +1503,131 @@ START_TEST(test_bench_budget_batch) {
 }
 END_TEST
 
+// ----------------------------------------------------------------------------
+// team_for and team_run (util/team.h)
+
+#define TEAM_MAX_N 200
+typedef struct {
+    int thread[TEAM_MAX_N];  // the OpenMP thread that ran each iteration
+    int runs[TEAM_MAX_N];    // how often it ran
+    int calls, nested_ok, nested_calls;
+} TeamLog;
+
+static void team_log_loop(void *ctx, long begin, long end, long step) {
+    TeamLog *g = ctx;
+#pragma omp atomic
+    g->calls++;
+    for (long i = begin; i < end; i += step) g->thread[i] = omp_get_thread_num(), g->runs[i]++;
+}
+
+// A team_for of n from a thread inside a region (team_run's or any other)
+// runs on that thread alone, in one call: 1 if so.
+static int team_for_alone(int n) {
+    TeamLog *g = calloc_check(1, sizeof *g);
+    team_for(n, 1, team_log_loop, g);
+    int ok = g->calls == 1;
+    for (int i = 0; i < n; i++) ok = ok && g->runs[i] == 1 && g->thread[i] == omp_get_thread_num();
+    free(g);
+    return ok;
+}
+
+static void team_nested_loop(void *ctx, long begin, long end, long step) {
+    TeamLog *g = ctx;
+    for (long i = begin; i < end; i += step) {
+        const int ok = team_for_alone(7);
+#pragma omp atomic
+        g->nested_ok += ok;
+#pragma omp atomic
+        g->nested_calls++;
+    }
+}
+
+// Checks one team_for of n over T threads: each iteration once, on the
+// thread that schedule(static) (cyclic: schedule(static, 1)) gives it.
+static void check_team_shares(const TeamLog *g, int n, int T, int cyclic, const char *where) {
+    for (int i = 0; i < n; i++) {
+        int t = i % T;
+        if (!cyclic) {  // q or q + 1 contiguous iterations a thread, the first n % T with one more
+            const int q = n / T, r = n % T;
+            t = i < r * (q + 1) ? i / (q + 1) : r + (i - r * (q + 1)) / q;
+        }
+        ck_assert_msg(g->runs[i] == 1, "%s: n %d, iteration %d ran %d times", where, n, i, g->runs[i]);
+        ck_assert_msg(g->thread[i] == t, "%s: n %d cyclic %d, iteration %d on thread %d, not %d", where, n, cyclic, i,
+                      g->thread[i], t);
+    }
+}
+
+typedef struct {
+    int lead_thread, in_region, ok;
+} TeamStep;
+
+static void team_test_step_inner(void *ctx) { ((TeamStep *)ctx)->lead_thread = omp_get_thread_num(); }
+
+static void team_test_step(void *ctx) {
+    TeamStep *st = ctx;
+    st->lead_thread = omp_get_thread_num();
+    st->in_region = omp_in_parallel();  // team_run's region, if it opened one
+    const int T = omp_get_max_threads();
+    static const int ns[] = {1, 2, 3, 7, 64, 199};
+    for (int cyclic = 0; cyclic < 2; cyclic++)
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            TeamLog *g = calloc_check(1, sizeof *g);
+            (cyclic ? team_for_cyclic : team_for)(ns[k], 1, team_log_loop, g);
+            check_team_shares(g, ns[k], T, cyclic, "team_run");
+            free(g);
+        }
+    TeamLog *g = calloc_check(1, sizeof *g);
+    team_for(5, 1, team_nested_loop, g);
+    ck_assert_int_eq(g->nested_calls, 5);
+    ck_assert_int_eq(g->nested_ok, 5);
+    free(g);
+    TeamStep inner = {0};
+    team_run(team_test_step_inner, &inner);  // a team_run inside one is its step, on this thread
+    ck_assert_int_eq(inner.lead_thread, omp_get_thread_num());
+    st->ok = 1;
+}
+
+START_TEST(test_team_loops) {
+    const int T = omp_get_max_threads();
+    static const int ns[] = {0, 1, 2, 3, 7, 64, 199};
+    for (int cyclic = 0; cyclic < 2; cyclic++)
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            TeamLog *g = calloc_check(1, sizeof *g);
+            (cyclic ? team_for_cyclic : team_for)(ns[k], 1, team_log_loop, g);  // a region of its own
+            check_team_shares(g, ns[k], T, cyclic, "team_for");
+            memset(g, 0, sizeof *g);
+            (cyclic ? team_for_cyclic : team_for)(ns[k], 0, team_log_loop, g);  // serial: one call on this thread
+            ck_assert_int_eq(g->calls, ns[k] > 0);
+            check_team_shares(g, ns[k], 1, 0, "serial team_for");
+            free(g);
+        }
+    TeamLog *g = calloc_check(1, sizeof *g);
+#pragma omp parallel num_threads(2)
+    {  // inside a parallel region: each thread runs the whole loop itself
+        const int ok = team_for_alone(9);
+#pragma omp atomic
+        g->nested_ok += ok;
+    }
+    ck_assert_int_eq(g->nested_ok, 2);
+    free(g);
+    TeamStep st = {0};
+    team_run(team_test_step, &st);
+    ck_assert_int_eq(st.ok, 1);
+    ck_assert_int_eq(st.lead_thread, 0);
+    // a region for the step (whose loops the shares above show on all T
+    // threads) with 2 threads or more, but no more than processors
+    ck_assert_int_eq(st.in_region, T >= 2 && T <= omp_get_num_procs());
+    if (T >= 2 && T <= omp_get_num_procs()) {  // and with more threads than processors, none
+        omp_set_num_threads(2 * omp_get_num_procs());
+        TeamStep over = {0};
+        team_run(team_test_step, &over);
+        ck_assert_int_eq(over.in_region, 0);
+        ck_assert_int_eq(over.ok, 1);
+        omp_set_num_threads(T);
+    }
+}
+END_TEST
+
 static Suite *model_suite(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("pytorch");
@@ -1531,6 +1657,7 @@ static Suite *model_suite(void) {
     tcase_add_test(tc, test_bench_parse_size);
     tcase_add_loop_test(tc, test_bench_budget_batch, 0, sizeof linear_configs / sizeof linear_configs[0]);
     tcase_add_test(tc, test_matmul_paths);
+    tcase_add_test(tc, test_team_loops);
     tcase_add_loop_test(tc, test_matmul_backward_vs_double, 0, 6);
     tcase_add_loop_test(tc, test_gemm_vs_double, 0, sizeof gemm_shapes / sizeof gemm_shapes[0]);
     tcase_add_test(tc, test_gelu_vs_double);
