@@ -285,6 +285,7 @@ typedef struct {
     const float *qkv;
     const KVCache *kv;
     Plan p;
+    size_t partial_stride;  // floats of a split item's partial result: R x HS outputs, R maxes, R sums
     float scale;
     int l, Tn, pos0, NH;
 } CachedArgs;
@@ -299,7 +300,7 @@ static void cached_items(void *ctx, long begin, long end, long step) {
     const int ctx_len = pos0 + Tn;
     const float scale = a->scale, *qkv = a->qkv;
     float *out = a->out, *scratch = a->scratch, *partials = a->partials;
-    const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
+    const size_t R_split = (size_t)group, partial_stride = a->partial_stride;
     for (long it = begin; it < end; it += step) {
         const int s = it % p.nsplit, rbi = (it / p.nsplit) % p.nrb;
         const int g = (it / p.nsplit / p.nrb) % NKV, b = it / p.nsplit / p.nrb / NKV;
@@ -355,7 +356,7 @@ static void cached_merge(void *ctx, long begin, long end, long step) {
     const CachedArgs *a = ctx;
     const Plan p = a->p;
     const int NKV = a->kv->n_kv_head, HS = a->kv->head_size, group = a->NH / NKV, C = a->NH * HS;
-    const size_t R_split = (size_t)group, partial_stride = R_split * (HS + 2);
+    const size_t R_split = (size_t)group, partial_stride = a->partial_stride;
     for (long i = begin; i < end; i += step) {
         const int b = (int)(i / NKV), g = (int)(i % NKV);
         const float *base = a->partials + ((size_t)b * NKV + g) * p.nsplit * partial_stride;
@@ -391,7 +392,8 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
     CHECK(ctx <= kv->max_T);
     CHECK((size_t)threads * p.per_thread + (p.nsplit > 1 ? (size_t)n_items * partial_stride : 0) <= scratch_floats);
     CachedArgs a = {.out = out, .scratch = scratch, .partials = scratch + (size_t)threads * p.per_thread, .qkv = qkv,
-                    .kv = kv, .p = p, .scale = 1.0f / sqrtf((float)HS), .l = l, .Tn = Tn, .pos0 = pos0, .NH = NH};
+                    .kv = kv, .p = p, .partial_stride = partial_stride, .scale = 1.0f / sqrtf((float)HS), .l = l,
+                    .Tn = Tn, .pos0 = pos0, .NH = NH};
     team_for(n_items, 1, cached_items, &a);
     if (p.nsplit > 1) team_for((long)B * NKV, 1, cached_merge, &a);
 }

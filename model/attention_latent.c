@@ -462,6 +462,7 @@ typedef struct {
     const KVCache *kv;
     const Kernels *kn;
     Plan p;
+    size_t partial_stride;  // floats of a split item's partial result: O (NH, r), m, l (NH each)
     float scale;
     int l, Tn, pos0, NH, passes;
 } LatentArgs;
@@ -476,7 +477,7 @@ static void latent_items(void *ctx, long begin, long end, long step) {
     const int ctx_len = pos0 + Tn, passes = a->passes;
     const float scale = a->scale, *qabs = a->qabs;
     float *olat = a->olat, *scratch = a->scratch, *partials = a->partials;
-    const size_t partial_stride = (size_t)NH * ((size_t)r + 2);  // per split item: O (NH, r), m, l (NH each)
+    const size_t partial_stride = a->partial_stride;
     for (long it = begin; it < end; it += step) {
         const int s = it % p.nsplit, rbi = (it / p.nsplit) % p.nrb, b = it / p.nsplit / p.nrb;
         const int t0 = rbi * p.rb, t1 = t0 + p.rb < Tn ? t0 + p.rb : Tn, R = (t1 - t0) * NH;
@@ -568,7 +569,7 @@ static void latent_merge(void *ctx, long begin, long end, long step) {
     const LatentArgs *a = ctx;
     const Plan p = a->p;
     const int r = a->kv->kv_lora_rank, NH = a->NH;
-    const size_t partial_stride = (size_t)NH * ((size_t)r + 2);
+    const size_t partial_stride = a->partial_stride;
     for (long i = begin; i < end; i += step) {
         const int b = (int)(i / NH), h = (int)(i % NH);
         const float *base = a->partials + (size_t)b * p.nsplit * partial_stride;
@@ -608,8 +609,9 @@ void attention_latent(float *olat, const float *qabs, const KVCache *kv, int l, 
 #else
                     .kn = &kernels_c,
 #endif
-                    .p = p, .scale = 1.0f / sqrtf((float)(kv->head_size + kv->rope_head_dim)), .l = l, .Tn = Tn,
-                    .pos0 = pos0, .NH = NH, .passes = passes};
+                    .p = p, .partial_stride = partial_stride,
+                    .scale = 1.0f / sqrtf((float)(kv->head_size + kv->rope_head_dim)), .l = l, .Tn = Tn, .pos0 = pos0,
+                    .NH = NH, .passes = passes};
     team_for_cyclic(n_items, 1, latent_items, &a);
     if (p.nsplit > 1) team_for((long)B * NH, 1, latent_merge, &a);
 }

@@ -11,7 +11,6 @@
 #include "gemm.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,8 +44,6 @@ int gemm_use_openblas(int on) {
     return old;
 }
 
-// C = A B + bias (+ C) by cblas_sgemm: C starts as the bias, or as itself
-// with the bias added, and sgemm adds A B to it (beta 1).
 typedef struct {
     int M, N, K;
     const float *A, *B, *bias;
@@ -70,6 +67,8 @@ static void bias_rows(void *ctx, long begin, long end, long step) {
     }
 }
 
+// C = A B + bias (+ C) by cblas_sgemm: C starts as the bias, or as itself
+// with the bias added, and sgemm adds A B to it (beta 1).
 static void gemm_openblas(int M, int N, int K, const float *A, long ars, long aps, const float *B, long brs,
                           long bcs, const float *bias, int accumulate, float *C, long ldc) {
     if (!accumulate || bias) {
