@@ -1,10 +1,11 @@
 /*
  * weights.c: see weights.h. The conversions, then the product: the
  * activations are first put in the weights' form (bf16, or q8 blocks), then
- * every thread streams its weight rows once, a block of OB rows dotted with
- * up to 8 input rows while they sit in registers (ops.c's skinny matmul,
- * with the load and the multiply of each dtype), the 16 lane-sums of a
- * block reduced together.
+ * every thread streams its weight rows once, dotted with up to 8 input rows
+ * while they sit in registers: for bf16 and f16 a block of OB rows (ops.c's
+ * skinny matmul, with the load and the multiply of each dtype), the 16
+ * lane-sums of a block reduced together; for q8 groups of 16 interleaved
+ * rows, one row a lane, so that nothing is left to reduce.
  */
 #include "weights.h"
 
@@ -42,9 +43,13 @@ static size_t elem_bytes(WeightDtype d) { return d == W_F32 ? 4 : d == W_Q8 ? 1 
 static KVDtype kv_form(WeightDtype d) { return d == W_F32 ? KV_F32 : d == W_BF16 ? KV_BF16 : KV_F16; }
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
+// q8 stores whole groups of rows
+static size_t q8_rows(size_t rows) { return (rows + WQ8_GROUP - 1) / WQ8_GROUP * WQ8_GROUP; }
+
 size_t wmat_bytes(WeightDtype d, size_t rows, int cols) {
     const size_t ld = (size_t)wmat_ld(d, cols);
-    return round64(rows * ld * elem_bytes(d)) + (d == W_Q8 ? round64(rows * (ld / WQ8_BLOCK) * sizeof(float)) : 0);
+    if (d == W_Q8) return round64(q8_rows(rows) * ld) + round64(q8_rows(rows) * (ld / WQ8_BLOCK) * sizeof(float));
+    return round64(rows * ld * elem_bytes(d));
 }
 
 size_t wmat_row_bytes(WeightDtype d, int cols) {
@@ -59,29 +64,29 @@ WMat wmat_view(const float *src, size_t rows, int cols) {
 WMat wmat_rows(const WMat *w, size_t row0, size_t n) {
     WMat v = *w;
     v.rows = n;
+    if (w->dtype == W_Q8) {  // from the group that holds row0
+        const size_t p = (size_t)w->lane0 + row0, g0 = p / WQ8_GROUP * WQ8_GROUP;
+        v.data = (char *)w->data + g0 * (size_t)w->ld;
+        v.scale = w->scale + g0 * (size_t)(w->ld / WQ8_BLOCK);
+        v.lane0 = (int)(p % WQ8_GROUP);
+        return v;
+    }
     v.data = (char *)w->data + row0 * (size_t)w->ld * elem_bytes(w->dtype);
-    if (w->scale) v.scale = w->scale + row0 * (size_t)(w->ld / WQ8_BLOCK);
     return v;
 }
 
-// q8 rows are stored in super-blocks of 16 blocks (512 weights; the last
-// one of a row may have fewer, m), each transposed to 8 slices of 4m
-// bytes: int32 lane i of slice t holds weights 4t .. 4t + 3 of block i.
-// vpdpbusd over the 8 slices then leaves each block's whole dot product in
-// a lane of its own, and one float multiply-add per super-block applies
-// the 16 blocks' scales, which lie side by side. Column k of a row of nb
-// blocks is stored at q8_pos(k, nb).
-#define WQ8_SUPER 16  // blocks per super-block
-
-// Blocks in super-block sb of a row of nb blocks: 16, or fewer in the last.
-static inline size_t q8_super_blocks(size_t sb, size_t nb) {
-    return nb - sb * WQ8_SUPER < WQ8_SUPER ? nb - sb * WQ8_SUPER : WQ8_SUPER;
+// q8: the byte of weight k of stored row p (counted from the matrix's first
+// group; a view's row r is p = lane0 + r), in rows of nb blocks, and the
+// index of its block's scale: group p / 16 holds, for each block, 8 slices
+// of 64 bytes, slice t the weights 4t .. 4t + 3 of the block of each of its
+// 16 rows (row i at bytes 4i .. 4i + 3), so one int32 lane per row.
+static inline size_t q8_byte(size_t p, size_t k, size_t nb) {
+    const size_t g = p / WQ8_GROUP, i = p % WQ8_GROUP, b = k / WQ8_BLOCK, e = k % WQ8_BLOCK;
+    return ((g * nb + b) * (WQ8_BLOCK / 4) + e / 4) * 4 * WQ8_GROUP + 4 * i + e % 4;
 }
 
-static inline size_t q8_pos(size_t k, size_t nb) {
-    const size_t sb = k / (WQ8_SUPER * WQ8_BLOCK), m = q8_super_blocks(sb, nb);
-    const size_t i = k % (WQ8_SUPER * WQ8_BLOCK) / WQ8_BLOCK, e = k % WQ8_BLOCK;
-    return sb * WQ8_SUPER * WQ8_BLOCK + e / 4 * 4 * m + 4 * i + e % 4;
+static inline size_t q8_scale_at(size_t p, size_t b, size_t nb) {
+    return (p / WQ8_GROUP * nb + b) * WQ8_GROUP + p % WQ8_GROUP;
 }
 
 // q8 of n values (n <= 32; zeros past them): q[i] = round(x[i] / d), d =
@@ -100,18 +105,18 @@ static float q8_block(const float *x, int n, int8_t *q) {
 void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src) {
     const int ld = wmat_ld(d, cols);
     *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .data = mem, .scale = NULL};
-    const size_t nb = (size_t)ld / WQ8_BLOCK;
-    if (d == W_Q8) w->scale = (float *)((char *)mem + round64(rows * (size_t)ld));
+    const size_t nb = (size_t)ld / WQ8_BLOCK, stored = d == W_Q8 ? q8_rows(rows) : rows;
+    if (d == W_Q8) w->scale = (float *)((char *)mem + round64(stored * (size_t)ld));
 #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) {
-        const float *x = src + r * (size_t)cols;
+    for (size_t r = 0; r < stored; r++) {  // q8: the padding rows of the last group are zeros, scale 0
+        const float *x = src + (r < rows ? r : 0) * (size_t)cols;
         if (d == W_Q8) {
-            uint8_t *u = (uint8_t *)mem + r * (size_t)ld;
+            uint8_t *u = mem;
             for (size_t b = 0; b < nb; b++) {
-                const int k = (int)b * WQ8_BLOCK, n = cols - k < WQ8_BLOCK ? cols - k : WQ8_BLOCK;
+                const int k = (int)b * WQ8_BLOCK, n = r < rows ? (cols - k < WQ8_BLOCK ? cols - k : WQ8_BLOCK) : 0;
                 int8_t q[WQ8_BLOCK];
-                w->scale[r * nb + b] = q8_block(x + k, n, q);
-                for (int i = 0; i < WQ8_BLOCK; i++) u[q8_pos((size_t)(k + i), nb)] = (uint8_t)(q[i] + 128);
+                w->scale[q8_scale_at(r, b, nb)] = q8_block(x + k, n, q);
+                for (int i = 0; i < WQ8_BLOCK; i++) u[q8_byte(r, (size_t)(k + i), nb)] = (uint8_t)(q[i] + 128);
             }
         } else {
             kv_from_float(x, kv_form(d), (char *)mem + r * (size_t)ld * elem_bytes(d), (size_t)cols);
@@ -120,13 +125,13 @@ void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *m
 }
 
 void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
-    const char *row = (const char *)w->data + r * (size_t)w->ld * elem_bytes(w->dtype);
     if (w->dtype == W_Q8) {
-        const float *s = w->scale + r * (size_t)(w->ld / WQ8_BLOCK);
-        const size_t nb = (size_t)w->ld / WQ8_BLOCK;
+        const uint8_t *u = w->data;
+        const size_t nb = (size_t)w->ld / WQ8_BLOCK, p = (size_t)w->lane0 + r;
         for (int k = 0; k < w->cols; k++)
-            dst[k] = s[k / WQ8_BLOCK] * (float)((int)(uint8_t)row[q8_pos((size_t)k, nb)] - 128);
+            dst[k] = w->scale[q8_scale_at(p, (size_t)k / WQ8_BLOCK, nb)] * (float)((int)u[q8_byte(p, (size_t)k, nb)] - 128);
     } else {
+        const char *row = (const char *)w->data + r * (size_t)w->ld * elem_bytes(w->dtype);
         kv_to_float(row, kv_form(w->dtype), dst, (size_t)w->cols);
     }
 }
@@ -136,8 +141,8 @@ void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
 
 // bf16: (N, ldx) of the rounded activations, zeros past cols, ldx = cols
 // rounded up to 32 (one vdpbf16ps). q8 (ld = wmat_ld, nb = ld / 32
-// blocks): xq (N, ld) int8 in the weights' order (q8_pos), and per block
-// xc = -128 times the sum of its q (N, nb) and its scale xs (N, nb).
+// blocks): xq (N, ld) int8, zeros past cols, and per block xc = -128
+// times the sum of its q (N, nb) and its scale xs (N, nb).
 typedef struct {
     const float *x;  // (N, cols) as given
     int cols;
@@ -156,20 +161,21 @@ size_t wmat_scratch_bytes(int N, int cols) {
     return bf > q8 ? bf : q8;
 }
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define HAVE_Q8_PREPARE 1
-// q8_block's quantisation of x[0, 32) (the first n valid) to 8 int32
-// lanes of 4 values, with vector instructions: the same products, and
-// vcvtps2dq rounds to nearest even as nearbyintf does, so the values are
-// q8_block's. *d = the block's scale, *sum = the sum of its q.
-static __m256i q8_block_avx(const float *x, int n, float *d, int32_t *sum) {
+// q8_block's quantisation of x[0, 32) (the first n valid) into q[0, 32),
+// with vector instructions: the same products, and vcvtps2dq rounds to
+// nearest even as nearbyintf does, so the values are q8_block's. Returns
+// the block's scale; *sum = the sum of its q.
+static float q8_block_avx(const float *x, int n, int8_t *q, int32_t *sum) {
     const __m512 a = _mm512_maskz_loadu_ps(mask16(n), x), b = _mm512_maskz_loadu_ps(mask16(n - 16 > 0 ? n - 16 : 0), x + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
     const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
     const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, inv)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, inv));
-    *d = amax / 127.0f;
     *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtsepi32_epi8(qa)), _mm512_cvtsepi32_epi8(qb), 1);
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(qa));
+    _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(qb));
+    return amax / 127.0f;
 }
 #endif
 
@@ -185,36 +191,26 @@ static Acts acts_prepare(const WMat *w, const float *inp, int N, void *scratch) 
             memset(dst + w->cols, 0, (size_t)(a.ldx - w->cols) * 2);
         }
     } else if (w->dtype == W_Q8) {
-        const size_t ld = (size_t)w->ld;
+        const size_t ld = (size_t)w->ld, nb = ld / WQ8_BLOCK;
         a.xq = scratch;
         a.xc = (int32_t *)((char *)scratch + round64((size_t)N * ld));
-        a.xs = (float *)((char *)a.xc + round64((size_t)N * (ld / WQ8_BLOCK) * 4));
-        const size_t nb = ld / WQ8_BLOCK;
+        a.xs = (float *)((char *)a.xc + round64((size_t)N * nb * 4));
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * w->cols;
-            int8_t *xq = a.xq + n * ld;
-            int32_t *xc = a.xc + n * nb;
-            float *xs = a.xs + n * nb;
             for (size_t b = 0; b < nb; b++) {
                 const int k = (int)b * WQ8_BLOCK, cnt = w->cols - k < WQ8_BLOCK ? w->cols - k : WQ8_BLOCK;
+                int8_t *q = a.xq + n * ld + k;
+                int32_t sum = 0;
 #if defined(HAVE_Q8_PREPARE)
-                if (!use_portable) {  // the block's 8 groups of 4 scattered to their slices
-                    const size_t sb = b / WQ8_SUPER, m = q8_super_blocks(sb, nb);
-                    const __m256i slot = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                                             _mm256_set1_epi32((int)m)),
-                                                          _mm256_set1_epi32((int)(b % WQ8_SUPER)));
-                    int32_t sum;
-                    const __m256i q = q8_block_avx(x + k, cnt, &xs[b], &sum);
-                    _mm256_i32scatter_epi32((int32_t *)(xq + sb * WQ8_SUPER * WQ8_BLOCK), slot, q, 4);
-                    xc[b] = -128 * sum;
+                if (!use_portable) {
+                    a.xs[n * nb + b] = q8_block_avx(x + k, cnt, q, &sum);
+                    a.xc[n * nb + b] = -128 * sum;
                     continue;
                 }
 #endif
-                int8_t q[WQ8_BLOCK];
-                xs[b] = q8_block(x + k, cnt, q);
-                int32_t sum = 0;
-                for (int i = 0; i < WQ8_BLOCK; i++) xq[q8_pos((size_t)(k + i), nb)] = q[i], sum += q[i];
-                xc[b] = -128 * sum;
+                a.xs[n * nb + b] = q8_block(x + k, cnt, q);
+                for (int i = 0; i < WQ8_BLOCK; i++) sum += q[i];
+                a.xc[n * nb + b] = -128 * sum;
             }
         }
     }
@@ -233,7 +229,8 @@ static float bf16_value(uint16_t h) {
 
 typedef void (*RowsFn)(int, int, const WMat *, const Acts *, const float *, int, size_t, float *);
 // A product's arguments, for its loop over weight rows: the vector kernels
-// also take a function for NB input rows x a block of OB weight rows.
+// also take a function for NB input rows x a block of OB units, weight rows
+// (q8: groups of 16 rows).
 typedef struct {
     float *out;
     const WMat *w;
@@ -241,6 +238,7 @@ typedef struct {
     const float *b;
     int N, OB;
     RowsFn rows;
+    long units;
 } MatmulArgs;
 
 // Weight rows [begin, end).
@@ -255,9 +253,8 @@ static void portable_rows(void *ctx, long begin, long end, long step) {
     float *row = w->dtype == W_Q8 ? NULL : malloc_check((size_t)C * sizeof(float));
     for (long o = begin; o < end; o += step) {
         if (w->dtype == W_Q8) {  // sum over blocks of d_w d_x (sum of q_w q_x, exact in int32)
-            const uint8_t *u = (const uint8_t *)w->data + (size_t)o * ld;
-            const size_t nb = (size_t)ld / WQ8_BLOCK;
-            const float *ws = w->scale + (size_t)o * nb;
+            const uint8_t *u = w->data;
+            const size_t nb = (size_t)ld / WQ8_BLOCK, pr = (size_t)w->lane0 + (size_t)o;  // its stored row
             for (int n = 0; n < N; n++) {
                 const int8_t *q = a->xq + (size_t)n * ld;
                 const float *xs = a->xs + (size_t)n * nb;
@@ -267,10 +264,10 @@ static void portable_rows(void *ctx, long begin, long end, long step) {
                     // first form wrongly for AVX512_VNNI (signs of products flip)
                     int32_t sum = 0, sq = 0;
                     for (size_t e = 0; e < WQ8_BLOCK; e++) {
-                        const size_t i = q8_pos(blk * WQ8_BLOCK + e, nb);
-                        sum += (int32_t)u[i] * q[i], sq += q[i];
+                        const size_t k = blk * WQ8_BLOCK + e;
+                        sum += (int32_t)u[q8_byte(pr, k, nb)] * q[k], sq += q[k];
                     }
-                    acc += (float)(sum - 128 * sq) * (ws[blk] * xs[blk]);
+                    acc += (float)(sum - 128 * sq) * (w->scale[q8_scale_at(pr, blk, nb)] * xs[blk]);
                 }
                 out[(size_t)n * OC + o] = acc + (b ? b[o] : 0.0f);
             }
@@ -293,7 +290,7 @@ static void portable_rows(void *ctx, long begin, long end, long step) {
 }
 
 static void matmul_portable(float *out, const WMat *w, const Acts *a, const float *b, int N) {
-    MatmulArgs p = {out, w, a, b, N, 1, NULL};
+    MatmulArgs p = {out, w, a, b, N, 1, NULL, (long)w->rows};
     team_for((long)w->rows, 1, portable_rows, &p);
 }
 
@@ -378,92 +375,109 @@ ALWAYS_INLINE void block_bf16(const int NB, const int OB, const uint16_t *x, int
 #endif
 
 #if defined(HAVE_Q8_KERNEL)
-// q8, one super-block of m blocks (16 unless the row's last) at byte `base`
-// of the rows: per pair (input row n, weight row j) the int32 lanes start
-// from the compensation -128 sum q_x of their block, vpdpbusd adds the 8
-// slices' q_w q_x, and the 16 blocks' sums are scaled by their d_w d_x into
-// acc. Past m every lane is zero: the masked loads.
-ALWAYS_INLINE void superblock_q8(const int NB, const int OB, const int full, const int first, const int8_t *xq,
-                                 const int32_t *xc,
-                                 const float *xs, int ld, int nb, const uint8_t *w, const float *ws, int sb, int m,
-                                 __m512 *acc) {
-    const __mmask16 mask = full ? (__mmask16)0xFFFF : mask16(m);
-    const size_t base = (size_t)sb * WQ8_SUPER * WQ8_BLOCK, stride = 4 * (size_t)m, b0 = (size_t)sb * WQ8_SUPER;
-    __m512i dot[16];
+// q8: NB input rows x G groups of 16 weight rows from group g0 of the
+// view (each group's rows in the lanes): per block, the int32 lanes start
+// from the compensation -128 sum q_x of the input row's block, vpdpbusd
+// adds the 8 slices' q_w q_x with the input's 4 bytes broadcast, and one
+// multiply-add scales the block's 16 sums by d_w (16 rows) d_x into acc.
+// Lanes are stored to the rows of the view they hold (the first group of a
+// view from mid-group, and the last, hold rows of other views too).
+ALWAYS_INLINE void groups_q8(const int NB, const int G, const WMat *w, const Acts *a, const float *bias, int n0,
+                             size_t g0, float *out) {
+    const size_t ld = (size_t)w->ld, nb = ld / WQ8_BLOCK, gbytes = WQ8_GROUP * ld, gscales = WQ8_GROUP * nb;
+    const uint8_t *wq = (const uint8_t *)w->data + g0 * gbytes;
+    const float *ws = w->scale + g0 * gscales;
+    const int8_t *xq = a->xq + (size_t)n0 * ld;
+    const int32_t *xc = a->xc + (size_t)n0 * nb;
+    const float *xs = a->xs + (size_t)n0 * nb;
+    __m512 acc[8];
 #pragma GCC unroll 8
-    for (int n = 0; n < NB; n++) {
-        const __m512i cv = _mm512_maskz_loadu_epi32(mask, xc + (size_t)n * nb + b0);
-#pragma GCC unroll 16
-        for (int j = 0; j < OB; j++) dot[n * OB + j] = cv;
-    }
+    for (int i = 0; i < NB * G; i++) acc[i] = _mm512_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        __m512i dot[8];
 #pragma GCC unroll 8
-    for (int t = 0; t < WQ8_BLOCK / 4; t++) {
-        __m512i wv[16];
-#pragma GCC unroll 16
-        for (int j = 0; j < OB; j++) {
-            const uint8_t *wp = w + (size_t)j * ld + base + t * stride;
-            if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
-            wv[j] = full ? _mm512_loadu_si512(wp) : _mm512_maskz_loadu_epi32(mask, wp);
+        for (int n = 0; n < NB; n++)
+#pragma GCC unroll 4
+            for (int k = 0; k < G; k++) dot[n * G + k] = _mm512_set1_epi32(xc[n * nb + b]);
+#pragma GCC unroll 8
+        for (int t = 0; t < WQ8_BLOCK / 4; t++) {
+            __m512i wv[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < G; k++) {
+                const uint8_t *wp = wq + k * gbytes + (b * (WQ8_BLOCK / 4) + t) * 64;
+                if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+                wv[k] = _mm512_load_si512(wp);
+            }
+#pragma GCC unroll 8
+            for (int n = 0; n < NB; n++) {
+                int32_t x4;  // the input's 4 bytes of slice t
+                memcpy(&x4, xq + n * ld + b * WQ8_BLOCK + 4 * t, 4);
+                const __m512i xv = _mm512_set1_epi32(x4);
+#pragma GCC unroll 4
+                for (int k = 0; k < G; k++) dot[n * G + k] = _mm512_dpbusd_epi32(dot[n * G + k], wv[k], xv);
+            }
         }
+#pragma GCC unroll 4
+        for (int k = 0; k < G; k++) {
+            const __m512 wsv = _mm512_load_ps(ws + k * gscales + b * WQ8_GROUP);
 #pragma GCC unroll 8
+            for (int n = 0; n < NB; n++)
+                acc[n * G + k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[n * G + k]),
+                                                 _mm512_mul_ps(wsv, _mm512_set1_ps(xs[n * nb + b])), acc[n * G + k]);
+        }
+    }
+    const long rows = (long)w->rows;
+#pragma GCC unroll 4
+    for (int k = 0; k < G; k++) {
+        const long r0 = (long)(g0 + k) * WQ8_GROUP - w->lane0;  // the view's row in lane 0
+        if (r0 >= 0 && r0 + WQ8_GROUP <= rows) {
+            const __m512 bv = bias ? _mm512_loadu_ps(bias + r0) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+            for (int n = 0; n < NB; n++) _mm512_storeu_ps(out + (size_t)(n0 + n) * rows + r0, _mm512_add_ps(acc[n * G + k], bv));
+            continue;
+        }
+        const int lo = r0 < 0 ? (int)-r0 : 0, hi = rows - r0 < WQ8_GROUP ? (int)(rows - r0) : WQ8_GROUP;
         for (int n = 0; n < NB; n++) {
-            const int8_t *xp = xq + (size_t)n * ld + base + t * stride;
-            __m512i xv = full ? _mm512_loadu_si512(xp) : _mm512_maskz_loadu_epi32(mask, xp);
-            __asm__("" : "+v"(xv));
-#pragma GCC unroll 16
-            for (int j = 0; j < OB; j++) dot[n * OB + j] = _mm512_dpbusd_epi32(dot[n * OB + j], wv[j], xv);
+            float v[WQ8_GROUP];
+            _mm512_storeu_ps(v, acc[n * G + k]);
+            for (int i = lo; i < hi; i++) out[(size_t)(n0 + n) * rows + r0 + i] = v[i] + (bias ? bias[r0 + i] : 0.0f);
         }
     }
-#pragma GCC unroll 16
-    for (int j = 0; j < OB; j++) {
-        const __m512 wsv = _mm512_maskz_loadu_ps(mask, ws + (size_t)j * nb + b0);
-#pragma GCC unroll 8
-        for (int n = 0; n < NB; n++) {
-            const __m512 sv = _mm512_maskz_loadu_ps(mask, xs + (size_t)n * nb + b0);
-            const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(dot[n * OB + j]), _mm512_mul_ps(wsv, sv));
-            acc[n * OB + j] = first ? p : _mm512_add_ps(acc[n * OB + j], p);
-        }
-    }
-}
-
-ALWAYS_INLINE void block_q8(const int NB, const int OB, const int8_t *xq, const int32_t *xc, const float *xs,
-                            int ld, const uint8_t *w, const float *ws, __m512 *acc) {
-    // the first super-block sets acc[0, NB OB), the others add to it
-    const int nb = ld / WQ8_BLOCK, full = nb / WQ8_SUPER, rest = nb % WQ8_SUPER;
-    if (full) superblock_q8(NB, OB, 1, 1, xq, xc, xs, ld, nb, w, ws, 0, WQ8_SUPER, acc);
-    for (int sb = 1; sb < full; sb++) superblock_q8(NB, OB, 1, 0, xq, xc, xs, ld, nb, w, ws, sb, WQ8_SUPER, acc);
-    if (rest) superblock_q8(NB, OB, 0, !full, xq, xc, xs, ld, nb, w, ws, full, rest, acc);
 }
 #endif
 
 #if defined(HAVE_F16_KERNEL)
 // Weight rows per block for NB input rows: NB x OB accumulators, at most
-// 16 (q8: its int32 sums need registers too; the float ones, updated once
-// per super-block, may live in memory), or 24 from 5 input rows on with
-// bf16 and f16, where more rows per block mean fewer loads per product.
+// 16, or 24 from 5 input rows on, where more rows per block mean fewer
+// loads per product. q8: groups of 16 rows, NB x OB int32 sums and as many
+// float ones in registers (with fewer input rows, more groups keep enough
+// vpdpbusd chains in flight).
 ALWAYS_INLINE int wmat_ob(WeightDtype d, int nb) {
-    if ((d == W_Q8 || d == W_F16) && nb == 1) return 8;
-    if (d != W_Q8 && nb >= 5) return 24 / nb;
+    if (d == W_Q8) return nb <= 2 ? 4 : nb <= 4 ? 2 : 1;
+    if (d == W_F16 && nb == 1) return 8;
+    if (nb >= 5) return 24 / nb;
     return nb == 3 ? 5 : 16 / nb;
 }
 
-// Rows [n0, n0 + NB) of out, weight rows [o0, o0 + OB).
+// Rows [n0, n0 + NB) of out, weight rows [o0, o0 + OB) (q8: groups).
 ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int OB, const WMat *w, const Acts *a,
                           const float *b, int n0, size_t o0, float *out) {
+#if defined(HAVE_Q8_KERNEL)
+    if (DT == W_Q8) {
+        groups_q8(NB, OB, w, a, b, n0, o0, out);
+        return;
+    }
+#endif
     __m512 acc[32];  // NB x OB used; the rest zero, for the reductions of 16
 #pragma GCC unroll 32
-    for (int i = 0; i < 32; i++)  // q8 sets its NB x OB itself
-        if (i >= (DT == W_Q8 ? NB * OB : 0) && i < (NB * OB > 16 ? 32 : 16)) acc[i] = _mm512_setzero_ps();
+    for (int i = 0; i < 32; i++)
+        if (i < (NB * OB > 16 ? 32 : 16)) acc[i] = _mm512_setzero_ps();
     const size_t ld = (size_t)w->ld;
     if (DT == W_F16) block_f16(NB, OB, a->x + (size_t)n0 * a->cols, a->cols, (const uint16_t *)w->data + o0 * ld,
                                (int)ld, acc);
 #if defined(HAVE_BF16_KERNEL)
     if (DT == W_BF16) block_bf16(NB, OB, a->xb + (size_t)n0 * a->ldx, a->ldx, a->cols,
                                  (const uint16_t *)w->data + o0 * ld, (int)ld, acc);
-#endif
-#if defined(HAVE_Q8_KERNEL)
-    if (DT == W_Q8) block_q8(NB, OB, a->xq + (size_t)n0 * ld, a->xc + (size_t)n0 * (ld / WQ8_BLOCK), a->xs + (size_t)n0 * (ld / WQ8_BLOCK),
-                             (int)ld, (const uint8_t *)w->data + o0 * ld, w->scale + o0 * (ld / WQ8_BLOCK), acc);
 #endif
     store_row_sums(NB, OB, acc, b ? b + o0 : NULL, out + (size_t)n0 * w->rows + o0, w->rows);
 }
@@ -494,12 +508,11 @@ WMAT_DISPATCH(W_Q8, rows_q8)
 #define WMAT_NB 8  // input rows per pass over a block of weight rows
 #endif
 
-// ops.c's skinny loop: blocks [begin, end) of OB weight rows; each block is
-// read from memory by the first chunk of input rows and from cache by the
-// next.
+// ops.c's skinny loop: blocks [begin, end) of OB units; each block is read
+// from memory by the first chunk of input rows and from cache by the next.
 static void vector_blocks(void *ctx, long begin, long end, long step) {
     const MatmulArgs *v = ctx;
-    const long OC = (long)v->w->rows, OB = v->OB;
+    const long OC = v->units, OB = v->OB;
     for (long ob = begin; ob < end; ob += step) {
         const long o = ob * OB;
         for (int n0 = 0; n0 < v->N; n0 += WMAT_NB) {
@@ -525,8 +538,9 @@ static void matmul_vector(float *out, const WMat *w, const Acts *a, const float 
                             NULL;
     CHECK(rows != NULL);
     const int OB = wmat_ob(w->dtype, N < WMAT_NB ? N : WMAT_NB);
-    MatmulArgs v = {out, w, a, b, N, OB, rows};
-    team_for(((long)w->rows + OB - 1) / OB, 1, vector_blocks, &v);
+    const long units = w->dtype == W_Q8 ? ((long)w->rows + w->lane0 + WQ8_GROUP - 1) / WQ8_GROUP : (long)w->rows;
+    MatmulArgs v = {out, w, a, b, N, OB, rows, units};
+    team_for((units + OB - 1) / OB, 1, vector_blocks, &v);
 }
 #endif
 

@@ -619,8 +619,8 @@ END_TEST
 static const WeightDtype low_dtypes[] = {W_BF16, W_F16, W_Q8};
 
 // N input rows, rows x cols weights: below and above a vector, a q8 block
-// (32), a q8 super-block (512) and one more block, the 8 input rows of a
-// pass, the rows of a block
+// (32), 512 columns and one more block, a q8 group of 16 rows, the 8 input
+// rows of a pass, the rows of a block
 static const int wmat_shapes[][3] = {{1, 1, 1},   {1, 17, 31},  {2, 16, 32}, {3, 5, 33},   {1, 33, 63},
                                      {4, 9, 64},  {5, 20, 65},  {8, 7, 100}, {9, 40, 127}, {1, 64, 512},
                                      {8, 48, 512}, {17, 3, 96}, {6, 37, 2048}, {3, 20, 544}, {2, 9, 1000}};
@@ -678,6 +678,24 @@ START_TEST(test_wmat_kernels_vs_float64) {
         wmat_matmul(got[p], x, &wm, b, N, scratch);
         wmat_use_portable(old);
     }
+    // a view of rows from the middle (q8: from mid-group, as a layer's rows
+    // of a whole tensor may start), with its part of the bias: its products
+    // are those rows of the whole one's, exactly
+    const int r0 = rows > 1 ? 1 + rows / 3 : 0, nv = rows - r0;
+    const WMat view = wmat_rows(&wm, (size_t)r0, (size_t)nv);
+    float *part = malloc_check((size_t)N * nv * sizeof(float));
+    for (int p = 0; p < 2; p++) {
+        const int old = wmat_use_portable(p);
+        wmat_matmul(part, x, &view, b + r0, N, scratch);
+        wmat_use_portable(old);
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < nv; o++)
+                ck_assert_msg(part[(size_t)n * nv + o] == got[p][(size_t)n * rows + r0 + o],
+                              "%s %s view of rows [%d, %d): [%d, %d] %.9g, whole %.9g", weight_dtype_name(dt),
+                              p ? "portable" : "vector", r0, rows, n, o, (double)part[(size_t)n * nv + o],
+                              (double)got[p][(size_t)n * rows + r0 + o]);
+    }
+    free(part);
     double worst_a = 0, worst_b = 0;
     for (int o = 0; o < rows; o++) {
         wmat_row_to_float(&wm, (size_t)o, row);
@@ -726,8 +744,9 @@ START_TEST(test_wmat_kernels_vs_float64) {
 END_TEST
 
 // The stored forms: q8 rows padded with zeros to whole blocks (q + 128 =
-// 128), a block of zeros with scale 0, exact values kept (small integers,
-// the block's max), bf16 rounding to nearest even; the layout's byte counts.
+// 128) and to a whole group of 16 rows (scale 0), a block of zeros with
+// scale 0, exact values kept (small integers, the block's max), bf16
+// rounding to nearest even; the layouts' byte counts; views of rows.
 START_TEST(test_wmat_storage) {
     float src[3 * 40] = {[0] = 127.0f, [1] = -3.0f, [2] = 1.0f, [33] = 0.5f, [40] = 1.0f, [41] = 1.0f + 0x1p-8f};
     for (int k = 0; k < 40; k++) src[80 + k] = 1.0f;  // row 2: 40 ones, 24 of padding
@@ -735,26 +754,36 @@ START_TEST(test_wmat_storage) {
     WMat q;
     wmat_init_from_float(&q, W_Q8, 3, 40, mem, src);
     ck_assert_int_eq(q.ld, 64);
-    ck_assert_uint_eq(wmat_bytes(W_Q8, 3, 40), 192 + 64);  // 3 x 64 bytes (2 blocks); 3 x 2 scales, a line
+    ck_assert_uint_eq(wmat_bytes(W_Q8, 3, 40), 16 * 64 + 16 * 2 * 4);  // a group: 16 rows x 2 blocks, 2 x 16 scales
     ck_assert_uint_eq(wmat_row_bytes(W_Q8, 40), 64 + 8);
     const uint8_t *u = q.data;
-    ck_assert_int_eq(u[0], 255);  // column 0, first in any layout: 127 / (127 / 127) + 128
-    ck_assert_float_eq(q.scale[0], 1.0f);
-    ck_assert_float_eq(q.scale[1], 0.5f / 127.0f);
-    ck_assert_float_eq(q.scale[1 * 2 + 1], 0.0f);  // row 1, block 1: zeros
-    int ones = 0, pad = 0;
-    for (int k = 0; k < 64; k++) ones += u[128 + k] == 255, pad += u[128 + k] == 128;
+    ck_assert_int_eq(u[0], 255);  // row 0, column 0, first in the group: 127 / (127 / 127) + 128
+    ck_assert_int_eq(u[1], 125);  // column 1: -3 + 128
+    ck_assert_int_eq(u[4 * 2], 255);  // row 2's first 4 bytes follow row 0's and row 1's
+    ck_assert_float_eq(q.scale[0], 1.0f);            // block 0 of row 0
+    ck_assert_float_eq(q.scale[16], 0.5f / 127.0f);  // block 1 of row 0: the 16 rows' scales of block 0 come first
+    ck_assert_float_eq(q.scale[16 + 1], 0.0f);       // row 1, block 1: zeros
+    int ones = 0, pad = 0, empty = 0;
+    for (int k = 0; k < 16 * 64; k++) {  // a byte of row i sits at 4 i + (k % 4) in every 64
+        const int row = k % 64 / 4;
+        ones += row == 2 && u[k] == 255, pad += row == 2 && u[k] == 128, empty += row >= 3 && u[k] == 128;
+    }
     ck_assert_int_eq(ones, 40);
     ck_assert_int_eq(pad, 24);
+    ck_assert_int_eq(empty, 13 * 64);  // the 13 padding rows: zeros
+    for (int i = 3 * 2; i < 16 * 2; i++) ck_assert_float_eq(q.scale[i % 2 * 16 + i / 2], 0.0f);
     float back[40];
     wmat_row_to_float(&q, 0, back);
     ck_assert_float_eq(back[0], 127.0f);
     ck_assert_float_eq(back[1], -3.0f);
     ck_assert_float_eq(back[33], 0.5f);
     for (int k = 0; k < 40; k++) ck_assert_float_eq(back[k], src[k]);  // every value kept: 1 and 0.5 are multiples of d
-    WMat r1 = wmat_rows(&q, 1, 2);
-    ck_assert_ptr_eq(r1.data, (uint8_t *)q.data + 64);
-    ck_assert_ptr_eq(r1.scale, q.scale + 2);
+    WMat r1 = wmat_rows(&q, 1, 2);  // a view from mid-group starts at the group, one lane in
+    ck_assert_ptr_eq(r1.data, q.data);
+    ck_assert_ptr_eq(r1.scale, q.scale);
+    ck_assert_int_eq(r1.lane0, 1);
+    wmat_row_to_float(&r1, 1, back);
+    for (int k = 0; k < 40; k++) ck_assert_float_eq(back[k], 1.0f);
     free(mem);
     WMat h;
     mem = aligned_alloc(64, wmat_bytes(W_BF16, 3, 40));
