@@ -1,11 +1,10 @@
 /*
  * weights.c: see weights.h. The conversions, then the product: the
  * activations are first put in the weights' form (bf16, or q8 blocks), then
- * every thread streams its weight rows once, dotted with up to 8 input rows
- * while they sit in registers: for bf16 and f16 a block of OB rows (ops.c's
- * skinny matmul, with the load and the multiply of each dtype), the 16
- * lane-sums of a block reduced together; for q8 groups of 16 interleaved
- * rows, one row a lane, so that nothing is left to reduce.
+ * every thread streams its groups of 16 interleaved weight rows once (one
+ * row a vector lane), dotted with up to 8 input rows whose numbers are
+ * broadcast as they are needed (ops.c's skinny matmul turned around: no
+ * sums across lanes are left at the end).
  */
 #include "weights.h"
 
@@ -36,20 +35,23 @@ int weight_dtype_parse(const char *name, WeightDtype *out) {
 
 const char *weight_dtype_name(WeightDtype d) { return d >= 0 && d < W_NUM_DTYPES ? weight_dtype_names[d] : "?"; }
 
-int wmat_ld(WeightDtype d, int cols) { return d == W_Q8 ? (cols + WQ8_BLOCK - 1) / WQ8_BLOCK * WQ8_BLOCK : cols; }
+int wmat_ld(WeightDtype d, int cols) {
+    return d == W_Q8 ? (cols + WQ8_BLOCK - 1) / WQ8_BLOCK * WQ8_BLOCK : d == W_BF16 ? (cols + 1) / 2 * 2 : cols;
+}
 
 static size_t elem_bytes(WeightDtype d) { return d == W_F32 ? 4 : d == W_Q8 ? 1 : 2; }
 // f32, bf16 and f16 are stored as the KV cache stores them (its conversions)
 static KVDtype kv_form(WeightDtype d) { return d == W_F32 ? KV_F32 : d == W_BF16 ? KV_BF16 : KV_F16; }
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
-// q8 stores whole groups of rows
-static size_t q8_rows(size_t rows) { return (rows + WQ8_GROUP - 1) / WQ8_GROUP * WQ8_GROUP; }
+// Rows stored: bf16, f16 and q8 store whole groups of rows.
+static size_t stored_rows(WeightDtype d, size_t rows) {
+    return d == W_F32 ? rows : (rows + WMAT_GROUP - 1) / WMAT_GROUP * WMAT_GROUP;
+}
 
 size_t wmat_bytes(WeightDtype d, size_t rows, int cols) {
-    const size_t ld = (size_t)wmat_ld(d, cols);
-    if (d == W_Q8) return round64(q8_rows(rows) * ld) + round64(q8_rows(rows) * (ld / WQ8_BLOCK) * sizeof(float));
-    return round64(rows * ld * elem_bytes(d));
+    const size_t ld = (size_t)wmat_ld(d, cols), n = stored_rows(d, rows);
+    return round64(n * ld * elem_bytes(d)) + (d == W_Q8 ? round64(n * (ld / WQ8_BLOCK) * sizeof(float)) : 0);
 }
 
 size_t wmat_row_bytes(WeightDtype d, int cols) {
@@ -64,29 +66,29 @@ WMat wmat_view(const float *src, size_t rows, int cols) {
 WMat wmat_rows(const WMat *w, size_t row0, size_t n) {
     WMat v = *w;
     v.rows = n;
-    if (w->dtype == W_Q8) {  // from the group that holds row0
-        const size_t p = (size_t)w->lane0 + row0, g0 = p / WQ8_GROUP * WQ8_GROUP;
-        v.data = (char *)w->data + g0 * (size_t)w->ld;
-        v.scale = w->scale + g0 * (size_t)(w->ld / WQ8_BLOCK);
-        v.lane0 = (int)(p % WQ8_GROUP);
+    if (w->dtype == W_F32) {
+        v.data = (char *)w->data + row0 * (size_t)w->ld * sizeof(float);
         return v;
     }
-    v.data = (char *)w->data + row0 * (size_t)w->ld * elem_bytes(w->dtype);
+    const size_t p = (size_t)w->lane0 + row0, g0 = p / WMAT_GROUP * WMAT_GROUP;  // from the group that holds row0
+    v.data = (char *)w->data + g0 * (size_t)w->ld * elem_bytes(w->dtype);
+    if (w->scale) v.scale = w->scale + g0 * (size_t)(w->ld / WQ8_BLOCK);
+    v.lane0 = (int)(p % WMAT_GROUP);
     return v;
 }
 
-// q8: the byte of weight k of stored row p (counted from the matrix's first
-// group; a view's row r is p = lane0 + r), in rows of nb blocks, and the
-// index of its block's scale: group p / 16 holds, for each block, 8 slices
-// of 64 bytes, slice t the weights 4t .. 4t + 3 of the block of each of its
-// 16 rows (row i at bytes 4i .. 4i + 3), so one int32 lane per row.
-static inline size_t q8_byte(size_t p, size_t k, size_t nb) {
-    const size_t g = p / WQ8_GROUP, i = p % WQ8_GROUP, b = k / WQ8_BLOCK, e = k % WQ8_BLOCK;
-    return ((g * nb + b) * (WQ8_BLOCK / 4) + e / 4) * 4 * WQ8_GROUP + 4 * i + e % 4;
+// bf16, f16, q8: the element of column k of stored row p (counted from the
+// matrix's first group; a view's row r is p = lane0 + r) in rows of ld:
+// group p / 16 holds its rows' columns u at a time (bf16 2, f16 1, q8 4),
+// the u columns of its 16 rows side by side, row i's at u i.
+static inline size_t wmat_pos(WeightDtype d, size_t p, size_t k, size_t ld) {
+    const size_t u = d == W_Q8 ? 4 : d == W_BF16 ? 2 : 1, g = p / WMAT_GROUP, i = p % WMAT_GROUP;
+    return ((g * (ld / u) + k / u) * WMAT_GROUP + i) * u + k % u;
 }
 
+// q8: the index of the scale of block b of stored row p, in rows of nb blocks.
 static inline size_t q8_scale_at(size_t p, size_t b, size_t nb) {
-    return (p / WQ8_GROUP * nb + b) * WQ8_GROUP + p % WQ8_GROUP;
+    return (p / WMAT_GROUP * nb + b) * WMAT_GROUP + p % WMAT_GROUP;
 }
 
 // q8 of n values (n <= 32; zeros past them): q[i] = round(x[i] / d), d =
@@ -105,34 +107,52 @@ static float q8_block(const float *x, int n, int8_t *q) {
 void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src) {
     const int ld = wmat_ld(d, cols);
     *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .data = mem, .scale = NULL};
-    const size_t nb = (size_t)ld / WQ8_BLOCK, stored = d == W_Q8 ? q8_rows(rows) : rows;
+    if (d == W_F32) {
+        memcpy(mem, src, rows * (size_t)cols * sizeof(float));
+        return;
+    }
+    const size_t nb = (size_t)ld / WQ8_BLOCK, stored = stored_rows(d, rows);
     if (d == W_Q8) w->scale = (float *)((char *)mem + round64(stored * (size_t)ld));
 #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < stored; r++) {  // q8: the padding rows of the last group are zeros, scale 0
-        const float *x = src + (r < rows ? r : 0) * (size_t)cols;
-        if (d == W_Q8) {
-            uint8_t *u = mem;
-            for (size_t b = 0; b < nb; b++) {
-                const int k = (int)b * WQ8_BLOCK, n = r < rows ? (cols - k < WQ8_BLOCK ? cols - k : WQ8_BLOCK) : 0;
-                int8_t q[WQ8_BLOCK];
-                w->scale[q8_scale_at(r, b, nb)] = q8_block(x + k, n, q);
-                for (int i = 0; i < WQ8_BLOCK; i++) u[q8_byte(r, (size_t)(k + i), nb)] = (uint8_t)(q[i] + 128);
+    for (size_t g = 0; g < stored / WMAT_GROUP; g++) {  // a group per thread: its rows share cache lines
+        uint16_t *h = d == W_Q8 ? NULL : malloc_check((size_t)ld * sizeof(uint16_t));
+        for (size_t r = g * WMAT_GROUP; r < (g + 1) * WMAT_GROUP; r++) {  // the padding rows are zeros (q8: scale 0)
+            const float *x = src + (r < rows ? r : 0) * (size_t)cols;
+            if (d == W_Q8) {
+                uint8_t *u = mem;
+                for (size_t b = 0; b < nb; b++) {
+                    const int k = (int)b * WQ8_BLOCK, n = r < rows ? (cols - k < WQ8_BLOCK ? cols - k : WQ8_BLOCK) : 0;
+                    int8_t q[WQ8_BLOCK];
+                    w->scale[q8_scale_at(r, b, nb)] = q8_block(x + k, n, q);
+                    for (int i = 0; i < WQ8_BLOCK; i++) u[wmat_pos(d, r, (size_t)(k + i), (size_t)ld)] = (uint8_t)(q[i] + 128);
+                }
+                continue;
             }
-        } else {
-            kv_from_float(x, kv_form(d), (char *)mem + r * (size_t)ld * elem_bytes(d), (size_t)cols);
+            memset(h, 0, (size_t)ld * sizeof(uint16_t));
+            if (r < rows) kv_from_float(x, kv_form(d), h, (size_t)cols);
+            for (int k = 0; k < ld; k++) ((uint16_t *)mem)[wmat_pos(d, r, (size_t)k, (size_t)ld)] = h[k];
         }
+        free(h);
     }
 }
 
 void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
-    if (w->dtype == W_Q8) {
+    const size_t p = (size_t)w->lane0 + r, ld = (size_t)w->ld;
+    if (w->dtype == W_F32) {
+        memcpy(dst, (const float *)w->data + r * ld, (size_t)w->cols * sizeof(float));
+    } else if (w->dtype == W_Q8) {
         const uint8_t *u = w->data;
-        const size_t nb = (size_t)w->ld / WQ8_BLOCK, p = (size_t)w->lane0 + r;
+        const size_t nb = ld / WQ8_BLOCK;
         for (int k = 0; k < w->cols; k++)
-            dst[k] = w->scale[q8_scale_at(p, (size_t)k / WQ8_BLOCK, nb)] * (float)((int)u[q8_byte(p, (size_t)k, nb)] - 128);
-    } else {
-        const char *row = (const char *)w->data + r * (size_t)w->ld * elem_bytes(w->dtype);
-        kv_to_float(row, kv_form(w->dtype), dst, (size_t)w->cols);
+            dst[k] = w->scale[q8_scale_at(p, (size_t)k / WQ8_BLOCK, nb)] * (float)((int)u[wmat_pos(W_Q8, p, (size_t)k, ld)] - 128);
+    } else {  // gathered 256 at a time, then converted
+        const uint16_t *h = w->data;
+        uint16_t part[256];
+        for (int k0 = 0; k0 < w->cols; k0 += 256) {
+            const int n = w->cols - k0 < 256 ? w->cols - k0 : 256;
+            for (int k = 0; k < n; k++) part[k] = h[wmat_pos(w->dtype, p, (size_t)(k0 + k), ld)];
+            kv_to_float(part, kv_form(w->dtype), dst + k0, (size_t)n);
+        }
     }
 }
 
@@ -228,9 +248,9 @@ static float bf16_value(uint16_t h) {
 }
 
 typedef void (*RowsFn)(int, int, const WMat *, const Acts *, const float *, int, size_t, float *);
-// A product's arguments, for its loop over weight rows: the vector kernels
-// also take a function for NB input rows x a block of OB units, weight rows
-// (q8: groups of 16 rows).
+// A product's arguments, for its loop over weight rows (the vector
+// kernels: over groups of 16), which also take a function for NB input
+// rows x a block of OB groups.
 typedef struct {
     float *out;
     const WMat *w;
@@ -238,7 +258,6 @@ typedef struct {
     const float *b;
     int N, OB;
     RowsFn rows;
-    long units;
 } MatmulArgs;
 
 // Weight rows [begin, end).
@@ -265,7 +284,7 @@ static void portable_rows(void *ctx, long begin, long end, long step) {
                     int32_t sum = 0, sq = 0;
                     for (size_t e = 0; e < WQ8_BLOCK; e++) {
                         const size_t k = blk * WQ8_BLOCK + e;
-                        sum += (int32_t)u[q8_byte(pr, k, nb)] * q[k], sq += q[k];
+                        sum += (int32_t)u[wmat_pos(W_Q8, pr, k, (size_t)ld)] * q[k], sq += q[k];
                     }
                     acc += (float)(sum - 128 * sq) * (w->scale[q8_scale_at(pr, blk, nb)] * xs[blk]);
                 }
@@ -290,7 +309,7 @@ static void portable_rows(void *ctx, long begin, long end, long step) {
 }
 
 static void matmul_portable(float *out, const WMat *w, const Acts *a, const float *b, int N) {
-    MatmulArgs p = {out, w, a, b, N, 1, NULL, (long)w->rows};
+    MatmulArgs p = {out, w, a, b, N, 1, NULL};
     team_for((long)w->rows, 1, portable_rows, &p);
 }
 
@@ -312,65 +331,96 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 // each load's FMAs too many to keep enough loads in flight (ops.c's reason).
 #define WMAT_PREFETCH 16384
 
-ALWAYS_INLINE __mmask32 mask32(long n) { return n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1); }
-
-// acc[n OB + j] += lanes of (x row n) . (weight row j) over 16 columns at
-// k (the last `m` of them when not full): f16 weights, float32 x. Full
-// steps load without a mask, so that the conversion takes its operand from
-// memory and the OB rows need no registers of their own at NB = 1.
-ALWAYS_INLINE void step_f16(const int NB, const int OB, const float *x, int C, const uint16_t *w, int ld, int k,
-                            __mmask16 m, int full, __m512 *acc) {
-    __m512 wv[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < OB; j++) {
-        const uint16_t *wp = w + (size_t)j * ld + k;
-        if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
-        wv[j] = _mm512_cvtph_ps(full ? _mm256_loadu_si256((const __m256i *)wp) : _mm256_maskz_loadu_epi16(m, wp));
-    }
+// Lanes of acc[n G + k] (group g0 + k, input row n0 + n) to the rows of
+// the view they hold, plus the bias: the first group of a view from
+// mid-group, and the last, also hold rows of other views (or padding).
+ALWAYS_INLINE void store_groups(const int NB, const int G, const __m512 *acc, const WMat *w, const float *bias,
+                                int n0, size_t g0, float *out) {
+    const long rows = (long)w->rows;
 #pragma GCC unroll 8
-    for (int n = 0; n < NB; n++) {
-        __m512 xv = full ? _mm512_loadu_ps(x + (size_t)n * C + k) : _mm512_maskz_loadu_ps(m, x + (size_t)n * C + k);
-        __asm__("" : "+v"(xv));  // one register, not a memory operand per FMA
-#pragma GCC unroll 16
-        for (int j = 0; j < OB; j++) acc[n * OB + j] = _mm512_fmadd_ps(wv[j], xv, acc[n * OB + j]);
+    for (int k = 0; k < G; k++) {
+        const long r0 = (long)(g0 + k) * WMAT_GROUP - w->lane0;  // the view's row in lane 0
+        if (r0 >= 0 && r0 + WMAT_GROUP <= rows) {
+            const __m512 bv = bias ? _mm512_loadu_ps(bias + r0) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+            for (int n = 0; n < NB; n++)
+                _mm512_storeu_ps(out + (size_t)(n0 + n) * rows + r0, _mm512_add_ps(acc[n * G + k], bv));
+            continue;
+        }
+        const int lo = r0 < 0 ? (int)-r0 : 0, hi = rows - r0 < WMAT_GROUP ? (int)(rows - r0) : WMAT_GROUP;
+        for (int n = 0; n < NB; n++) {
+            float v[WMAT_GROUP];
+            _mm512_storeu_ps(v, acc[n * G + k]);
+            for (int i = lo; i < hi; i++) out[(size_t)(n0 + n) * rows + r0 + i] = v[i] + (bias ? bias[r0 + i] : 0.0f);
+        }
     }
 }
 
-ALWAYS_INLINE void block_f16(const int NB, const int OB, const float *x, int C, const uint16_t *w, int ld, __m512 *acc) {
-    int k = 0;
-    for (; k + 16 <= C; k += 16) step_f16(NB, OB, x, C, w, ld, k, 0xFFFF, 1, acc);
-    if (k < C) step_f16(NB, OB, x, C, w, ld, k, mask16(C - k), 0, acc);
+// f16: NB input rows (float32) x G groups of 16 weight rows from group g0,
+// a column at a time: its 16 weights (32 bytes) converted, times the
+// input's number broadcast, into the 16 rows' lanes.
+ALWAYS_INLINE void groups_f16(const int NB, const int G, const WMat *w, const Acts *a, const float *bias, int n0,
+                              size_t g0, float *out) {
+    const int C = w->cols;
+    const size_t gel = WMAT_GROUP * (size_t)w->ld;  // elements of a group
+    const uint16_t *wq = (const uint16_t *)w->data + g0 * gel;
+    const float *x = a->x + (size_t)n0 * C;
+    __m512 acc[24];
+#pragma GCC unroll 24
+    for (int i = 0; i < NB * G; i++) acc[i] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int c = 0; c < C; c++) {
+        __m512 wv[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < G; k++) {
+            const uint16_t *wp = wq + k * gel + (size_t)c * WMAT_GROUP;
+            if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+            wv[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)wp));
+        }
+#pragma GCC unroll 8
+        for (int n = 0; n < NB; n++) {
+            __m512 xv = _mm512_set1_ps(x[(size_t)n * C + c]);
+            __asm__("" : "+v"(xv));  // one broadcast per input row, not a memory operand per FMA
+#pragma GCC unroll 8
+            for (int k = 0; k < G; k++) acc[n * G + k] = _mm512_fmadd_ps(wv[k], xv, acc[n * G + k]);
+        }
+    }
+    store_groups(NB, G, acc, w, bias, n0, g0, out);
 }
 #endif
 
 #if defined(HAVE_BF16_KERNEL)
-// bf16 weights and bf16 x (rows of ldx, zero-padded): vdpbf16ps sums
-// pairs, 32 columns at k; full steps load the weights without a mask (the
-// product takes them from memory at NB = 1).
-ALWAYS_INLINE void step_bf16(const int NB, const int OB, const uint16_t *x, int ldx, const uint16_t *w, int ld,
-                             int k, __mmask32 m, int full, __m512 *acc) {
-    __m512i wv[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < OB; j++) {
-        const uint16_t *wp = w + (size_t)j * ld + k;
-        if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
-        wv[j] = full ? _mm512_loadu_si512(wp) : _mm512_maskz_loadu_epi16(m, wp);
-    }
+// bf16: NB input rows (bf16, rows of ldx, zero-padded) x G groups of 16
+// weight rows from group g0, a pair of columns at a time: vdpbf16ps adds
+// the 16 rows' pairs times the input's pair broadcast.
+ALWAYS_INLINE void groups_bf16(const int NB, const int G, const WMat *w, const Acts *a, const float *bias, int n0,
+                               size_t g0, float *out) {
+    const size_t gel = WMAT_GROUP * (size_t)w->ld;
+    const uint16_t *wq = (const uint16_t *)w->data + g0 * gel, *xb = a->xb + (size_t)n0 * a->ldx;
+    __m512 acc[24];
+#pragma GCC unroll 24
+    for (int i = 0; i < NB * G; i++) acc[i] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int p = 0; p < w->ld / 2; p++) {
+        __m512i wv[8];
 #pragma GCC unroll 8
-    for (int n = 0; n < NB; n++) {
-        __m512i xv = _mm512_load_si512(x + (size_t)n * ldx + k);
-        __asm__("" : "+v"(xv));
-#pragma GCC unroll 16
-        for (int j = 0; j < OB; j++)
-            acc[n * OB + j] = _mm512_dpbf16_ps(acc[n * OB + j], (__m512bh)wv[j], (__m512bh)xv);
+        for (int k = 0; k < G; k++) {
+            const uint16_t *wp = wq + k * gel + (size_t)p * 2 * WMAT_GROUP;
+            if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+            wv[k] = _mm512_load_si512(wp);
+        }
+#pragma GCC unroll 8
+        for (int n = 0; n < NB; n++) {
+            int32_t x2;  // the input's pair
+            memcpy(&x2, xb + (size_t)n * a->ldx + 2 * p, 4);
+            __m512i xv = _mm512_set1_epi32(x2);
+            __asm__("" : "+v"(xv));
+#pragma GCC unroll 8
+            for (int k = 0; k < G; k++)
+                acc[n * G + k] = _mm512_dpbf16_ps(acc[n * G + k], (__m512bh)wv[k], (__m512bh)xv);
+        }
     }
-}
-
-ALWAYS_INLINE void block_bf16(const int NB, const int OB, const uint16_t *x, int ldx, int C, const uint16_t *w,
-                              int ld, __m512 *acc) {
-    int k = 0;
-    for (; k + 32 <= C; k += 32) step_bf16(NB, OB, x, ldx, w, ld, k, 0xFFFFFFFFu, 1, acc);
-    if (k < C) step_bf16(NB, OB, x, ldx, w, ld, k, mask32(C - k), 0, acc);
+    store_groups(NB, G, acc, w, bias, n0, g0, out);
 }
 #endif
 
@@ -384,7 +434,7 @@ ALWAYS_INLINE void block_bf16(const int NB, const int OB, const uint16_t *x, int
 // view from mid-group, and the last, hold rows of other views too).
 ALWAYS_INLINE void groups_q8(const int NB, const int G, const WMat *w, const Acts *a, const float *bias, int n0,
                              size_t g0, float *out) {
-    const size_t ld = (size_t)w->ld, nb = ld / WQ8_BLOCK, gbytes = WQ8_GROUP * ld, gscales = WQ8_GROUP * nb;
+    const size_t ld = (size_t)w->ld, nb = ld / WQ8_BLOCK, gbytes = WMAT_GROUP * ld, gscales = WMAT_GROUP * nb;
     const uint8_t *wq = (const uint8_t *)w->data + g0 * gbytes;
     const float *ws = w->scale + g0 * gscales;
     const int8_t *xq = a->xq + (size_t)n0 * ld;
@@ -419,70 +469,41 @@ ALWAYS_INLINE void groups_q8(const int NB, const int G, const WMat *w, const Act
         }
 #pragma GCC unroll 4
         for (int k = 0; k < G; k++) {
-            const __m512 wsv = _mm512_load_ps(ws + k * gscales + b * WQ8_GROUP);
+            const __m512 wsv = _mm512_load_ps(ws + k * gscales + b * WMAT_GROUP);
 #pragma GCC unroll 8
             for (int n = 0; n < NB; n++)
                 acc[n * G + k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[n * G + k]),
                                                  _mm512_mul_ps(wsv, _mm512_set1_ps(xs[n * nb + b])), acc[n * G + k]);
         }
     }
-    const long rows = (long)w->rows;
-#pragma GCC unroll 4
-    for (int k = 0; k < G; k++) {
-        const long r0 = (long)(g0 + k) * WQ8_GROUP - w->lane0;  // the view's row in lane 0
-        if (r0 >= 0 && r0 + WQ8_GROUP <= rows) {
-            const __m512 bv = bias ? _mm512_loadu_ps(bias + r0) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-            for (int n = 0; n < NB; n++) _mm512_storeu_ps(out + (size_t)(n0 + n) * rows + r0, _mm512_add_ps(acc[n * G + k], bv));
-            continue;
-        }
-        const int lo = r0 < 0 ? (int)-r0 : 0, hi = rows - r0 < WQ8_GROUP ? (int)(rows - r0) : WQ8_GROUP;
-        for (int n = 0; n < NB; n++) {
-            float v[WQ8_GROUP];
-            _mm512_storeu_ps(v, acc[n * G + k]);
-            for (int i = lo; i < hi; i++) out[(size_t)(n0 + n) * rows + r0 + i] = v[i] + (bias ? bias[r0 + i] : 0.0f);
-        }
-    }
+    store_groups(NB, G, acc, w, bias, n0, g0, out);
 }
 #endif
 
 #if defined(HAVE_F16_KERNEL)
-// Weight rows per block for NB input rows: NB x OB accumulators, at most
-// 16, or 24 from 5 input rows on, where more rows per block mean fewer
-// loads per product. q8: groups of 16 rows, NB x OB int32 sums and as many
-// float ones in registers (with fewer input rows, more groups keep enough
-// vpdpbusd chains in flight).
+// Groups of 16 weight rows per block for NB input rows: bf16 and f16 keep
+// NB x G float sums and G weight vectors in registers (at most 31 with the
+// input's broadcast); q8 NB x G int32 sums and as many float ones. Fewer
+// input rows take more groups, to keep enough chains of dot products in
+// flight.
 ALWAYS_INLINE int wmat_ob(WeightDtype d, int nb) {
     if (d == W_Q8) return nb <= 2 ? 4 : nb <= 4 ? 2 : 1;
-    if (d == W_F16 && nb == 1) return 8;
-    if (nb >= 5) return 24 / nb;
-    return nb == 3 ? 5 : 16 / nb;
+    return nb <= 2 ? 8 : nb == 3 ? 6 : nb == 4 ? 5 : 24 / nb;
 }
 
-// Rows [n0, n0 + NB) of out, weight rows [o0, o0 + OB) (q8: groups).
-ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int OB, const WMat *w, const Acts *a,
-                          const float *b, int n0, size_t o0, float *out) {
-#if defined(HAVE_Q8_KERNEL)
-    if (DT == W_Q8) {
-        groups_q8(NB, OB, w, a, b, n0, o0, out);
-        return;
-    }
-#endif
-    __m512 acc[32];  // NB x OB used; the rest zero, for the reductions of 16
-#pragma GCC unroll 32
-    for (int i = 0; i < 32; i++)
-        if (i < (NB * OB > 16 ? 32 : 16)) acc[i] = _mm512_setzero_ps();
-    const size_t ld = (size_t)w->ld;
-    if (DT == W_F16) block_f16(NB, OB, a->x + (size_t)n0 * a->cols, a->cols, (const uint16_t *)w->data + o0 * ld,
-                               (int)ld, acc);
+// Input rows [n0, n0 + NB) x groups [g0, g0 + G) of weight rows.
+ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int G, const WMat *w, const Acts *a,
+                          const float *b, int n0, size_t g0, float *out) {
+    if (DT == W_F16) groups_f16(NB, G, w, a, b, n0, g0, out);
 #if defined(HAVE_BF16_KERNEL)
-    if (DT == W_BF16) block_bf16(NB, OB, a->xb + (size_t)n0 * a->ldx, a->ldx, a->cols,
-                                 (const uint16_t *)w->data + o0 * ld, (int)ld, acc);
+    if (DT == W_BF16) groups_bf16(NB, G, w, a, b, n0, g0, out);
 #endif
-    store_row_sums(NB, OB, acc, b ? b + o0 : NULL, out + (size_t)n0 * w->rows + o0, w->rows);
+#if defined(HAVE_Q8_KERNEL)
+    if (DT == W_Q8) groups_q8(NB, G, w, a, b, n0, g0, out);
+#endif
 }
 
-// A block of wmat_ob rows (one = 0) or of one row (one = 1), NB constant.
+// A block of wmat_ob groups (one = 0) or of one group (one = 1), NB constant.
 #define WMAT_DISPATCH(DT, FN)                                                                         \
     static void FN(int NB, int one, const WMat *w, const Acts *a, const float *b, int n0, size_t o0,   \
                    float *out) {                                                                      \
@@ -508,17 +529,20 @@ WMAT_DISPATCH(W_Q8, rows_q8)
 #define WMAT_NB 8  // input rows per pass over a block of weight rows
 #endif
 
-// ops.c's skinny loop: blocks [begin, end) of OB units; each block is read
-// from memory by the first chunk of input rows and from cache by the next.
+// ops.c's skinny loop over groups [begin, end) of weight rows, in blocks
+// of OB groups (the shares split groups, not blocks: with a few dozen
+// groups, whole blocks would leave one thread a block more); each block is
+// read from memory by the first chunk of input rows and from cache by the
+// next.
 static void vector_blocks(void *ctx, long begin, long end, long step) {
     const MatmulArgs *v = ctx;
-    const long OC = v->units, OB = v->OB;
-    for (long ob = begin; ob < end; ob += step) {
-        const long o = ob * OB;
+    (void)step;  // team_for: contiguous shares
+    for (long o = begin; o < end; o += v->OB) {
+        const long o1 = o + v->OB < end ? o + v->OB : end;
         for (int n0 = 0; n0 < v->N; n0 += WMAT_NB) {
             const int NB = v->N - n0 < WMAT_NB ? v->N - n0 : WMAT_NB, ob_n = wmat_ob(v->w->dtype, NB);
-            for (long oo = o; oo < o + OB && oo < OC;) {
-                const int full = ob_n <= o + OB - oo && oo + ob_n <= OC;
+            for (long oo = o; oo < o1;) {
+                const int full = oo + ob_n <= o1;
                 v->rows(NB, !full, v->w, v->a, v->b, n0, (size_t)oo, v->out);
                 oo += full ? ob_n : 1;
             }
@@ -538,9 +562,8 @@ static void matmul_vector(float *out, const WMat *w, const Acts *a, const float 
                             NULL;
     CHECK(rows != NULL);
     const int OB = wmat_ob(w->dtype, N < WMAT_NB ? N : WMAT_NB);
-    const long units = w->dtype == W_Q8 ? ((long)w->rows + w->lane0 + WQ8_GROUP - 1) / WQ8_GROUP : (long)w->rows;
-    MatmulArgs v = {out, w, a, b, N, OB, rows, units};
-    team_for((units + OB - 1) / OB, 1, vector_blocks, &v);
+    MatmulArgs v = {out, w, a, b, N, OB, rows};
+    team_for(((long)w->rows + w->lane0 + WMAT_GROUP - 1) / WMAT_GROUP, 1, vector_blocks, &v);
 }
 #endif
 

@@ -20,17 +20,20 @@
  *         int8 dot product is exact in int32 (AVX512_VNNI vpdpbusd), then
  *         scaled by d_w d_x into a float32 sum
  *
- * Storage: f32, bf16 and f16 matrices are row-major, rows of `ld`
- * elements. q8 pads each row with zeros to whole blocks and stores q + 128
- * as unsigned bytes, because vpdpbusd multiplies unsigned by signed bytes:
- * sum (q_w + 128) q_x = sum q_w q_x + 128 sum q_x, and the second term, the
- * activations' alone, is subtracted. Its rows are interleaved 16 at a time
- * (WQ8_GROUP; the last group padded with rows of zeros): a group stores
- * each block's 512 bytes together, 4 bytes of row 0, 4 of row 1, ... 4 of
- * row 15, then the next 4 of each row (weights.c: q8_byte), and its
- * scales as (blocks, 16). So vpdpbusd sums a block for 16 rows at once,
- * each row's sum in its own vector lane, one float multiply-add per block
- * applies the 16 rows' scales, and no sum across lanes is left to do.
+ * Storage: f32 matrices are row-major, rows of `ld` elements. The others
+ * interleave their rows 16 at a time (WMAT_GROUP; the last group padded
+ * with rows of zeros), so that a vector holds one number per row: a group
+ * stores, for each step of the product, 64 bytes (f16: 32) of 16 rows side
+ * by side, each row's part of a 32-bit lane (f16: 16-bit) together:
+ * bf16 a pair of columns, f16 one column, q8 4 columns (weights.c:
+ * wmat_pos). Each dot product instruction then advances 16 rows' sums, one
+ * a lane, with the input's numbers broadcast, and no sum across lanes is
+ * left to do at the end. q8 pads each row with zeros to whole blocks and
+ * stores q + 128 as unsigned bytes, because vpdpbusd multiplies unsigned
+ * by signed bytes: sum (q_w + 128) q_x = sum q_w q_x + 128 sum q_x, and
+ * the second term, the activations' alone, is subtracted; a group's scales
+ * are stored (blocks, 16), so one float multiply-add per block applies the
+ * 16 rows' scales. bf16 pads rows to an even number of columns.
  *
  * The portable kernels (plain C, float32 sums, the same rounding of the
  * activations) run where the CPU features were not compiled in, or when
@@ -46,7 +49,7 @@
 typedef enum { W_F32 = 0, W_BF16 = 1, W_F16 = 2, W_Q8 = 3 } WeightDtype;
 #define W_NUM_DTYPES 4
 #define WQ8_BLOCK 32  // weights per q8 scale
-#define WQ8_GROUP 16  // q8 rows stored interleaved
+#define WMAT_GROUP 16  // rows stored interleaved (bf16, f16, q8)
 
 // "f32" | "bf16" | "f16" | "q8" -> dtype; 0, or -1 if the name is unknown.
 int weight_dtype_parse(const char *name, WeightDtype *out);
@@ -58,15 +61,15 @@ extern const char *const weight_dtype_names[];
 typedef struct {
     WeightDtype dtype;
     size_t rows;
-    int cols, ld;   // ld = cols, or q8: cols rounded up to whole blocks of 32
-    int lane0;      // q8: row 0's place in its group of 16 (a view of rows from the middle of a group); else 0
-    void *data;     // rows * ld of float (f32), uint16_t (bf16, f16); q8: groups of 16 rows of uint8_t q + 128
+    int cols, ld;   // ld = cols; bf16: rounded up to even; q8: to whole blocks of 32
+    int lane0;      // row 0's place in its group of 16 (a view of rows from the middle of a group); f32: 0
+    void *data;     // f32: rows * ld floats; else groups of 16 rows of ld uint16_t (bf16, f16) or uint8_t q + 128 (q8)
     float *scale;   // q8: the groups' block scales, (ld / 32, 16) each; NULL otherwise
 } WMat;
 
 // Elements per stored row, and the bytes of a (rows, cols) matrix: data,
-// and for q8 its scales (of rows rounded up to 16), each part rounded up
-// to 64 bytes (a cache line).
+// and for q8 its scales (bf16, f16, q8: of rows rounded up to 16), each
+// part rounded up to 64 bytes (a cache line).
 int wmat_ld(WeightDtype d, int cols);
 size_t wmat_bytes(WeightDtype d, size_t rows, int cols);
 // Bytes a product reads per weight row (data and scales, no rounding).

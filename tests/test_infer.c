@@ -668,7 +668,7 @@ START_TEST(test_wmat_kernels_vs_float64) {
     void *mem = aligned_alloc(64, wmat_bytes(dt, (size_t)rows, cols));
     WMat wm;
     wmat_init_from_float(&wm, dt, (size_t)rows, cols, mem, w);
-    ck_assert_int_eq(wm.ld, dt == W_Q8 ? (cols + 31) / 32 * 32 : cols);  // q8: whole blocks
+    ck_assert_int_eq(wm.ld, dt == W_Q8 ? (cols + 31) / 32 * 32 : dt == W_BF16 ? (cols + 1) / 2 * 2 : cols);  // q8: whole blocks; bf16: pairs
     void *scratch = aligned_alloc(64, wmat_scratch_bytes(N, cols));
     float *got[2];
     for (int p = 0; p < 2; p++) {  // 0: the vector kernel where compiled in, 1: portable
@@ -791,7 +791,26 @@ START_TEST(test_wmat_storage) {
     wmat_row_to_float(&h, 1, back);
     ck_assert_float_eq(back[0], 1.0f);
     ck_assert_float_eq(back[1], 1.0f);  // 1 + 2^-8 is halfway: to even
-    ck_assert_uint_eq(wmat_bytes(W_BF16, 3, 40), 256);
+    ck_assert_uint_eq(wmat_bytes(W_BF16, 3, 40), 16 * 40 * 2);  // a group of 16 rows
+    const uint16_t *hb = h.data;  // pairs of columns, row i's at 2 i: (row 0 | row 1 | ...)
+    ck_assert_uint_eq(hb[0], 0x42fe);                      // row 0, column 0: 127
+    ck_assert_uint_eq(hb[1], 0xc040);                      // row 0, column 1: -3
+    ck_assert_uint_eq(hb[2], 0x3f80);                      // row 1, column 0: 1
+    ck_assert_uint_eq(hb[2 * 16 + 2 * 2 + 1], 0x3f80);     // row 2, column 3: 1 (the second pair)
+    for (int i = 3 * 2; i < 16 * 2; i++) ck_assert_uint_eq(hb[i], 0);  // padding rows
+    WMat h1 = wmat_rows(&h, 2, 1);
+    ck_assert_ptr_eq(h1.data, h.data);
+    ck_assert_int_eq(h1.lane0, 2);
+    wmat_row_to_float(&h1, 0, back);
+    for (int k = 0; k < 40; k++) ck_assert_float_eq(back[k], 1.0f);
+    free(mem);
+    mem = aligned_alloc(64, wmat_bytes(W_F16, 3, 40));  // f16: a column of 16 rows at a time
+    wmat_init_from_float(&h, W_F16, 3, 40, mem, src);
+    hb = h.data;
+    ck_assert_uint_eq(hb[0], 0x57f0);   // row 0, column 0: 127
+    ck_assert_uint_eq(hb[16], 0xc200);  // row 0, column 1: -3
+    ck_assert_uint_eq(hb[1], 0x3c00);   // row 1, column 0: 1
+    ck_assert_int_eq(h.ld, 40);
     free(mem);
     WeightDtype d;
     ck_assert_int_eq(weight_dtype_parse("q8", &d), 0);
