@@ -172,9 +172,8 @@ int cmd_sample(int argc, char **argv) {
             format_bytes((double)inf.cache.bytes, b1, sizeof b1), inf.cache.bytes, kind, max_T, B,
             B == 1 ? "" : "s", kv_dtype_name(kv_dtype));
     const double wbytes = gpt_weight_bytes(&m.config, weight_dtype, 0);
-    fprintf(stderr, "weights: %s (%.0f bytes, %s%s%s)\n", format_bytes(wbytes, b1, sizeof b1), wbytes,
-            weight_dtype_name(weight_dtype),
-            weight_dtype == W_F32 ? "" : ", kernel ", weight_dtype == W_F32 ? "" : wmat_kernel_name(weight_dtype));
+    fprintf(stderr, "weights: %s (%.0f bytes, %s, kernel %s)\n", format_bytes(wbytes, b1, sizeof b1), wbytes,
+            weight_dtype_name(weight_dtype), wmat_kernel_name(weight_dtype));
     // the kernel updates the peak lazily: it may lag the resident size now
     const size_t now = current_rss_bytes(), peak = peak_rss_bytes() > now ? peak_rss_bytes() : now;
     char b3[32];

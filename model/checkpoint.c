@@ -110,9 +110,9 @@ static int write_checkpoint(FILE *f, void *ctx_) {
 
 int checkpoint_save(const char *path, const GPT *m, const void *vocab, size_t vocab_len, const TrainState *ts,
                     char *err, size_t errlen) {
-    if (m->weight_dtype != W_F32) {
-        snprintf(err, errlen, "%s: the model's weights are %s, converted for inference: a checkpoint holds float32 "
-                 "weights", path, weight_dtype_name(m->weight_dtype));
+    if (m->wmat_memory) {
+        snprintf(err, errlen, "%s: the model's weights are converted (%s) for inference: a checkpoint holds the "
+                 "float32 weights as trained", path, weight_dtype_name(m->weight_dtype));
         return -1;
     }
     if (vocab_len > UINT32_MAX) {

@@ -217,8 +217,8 @@ int gpt_weight_converts(const GPTConfig *c, int param, size_t *rows, int *cols) 
 
 int gpt_set_weight_dtype(GPT *m, WeightDtype dt) {
     const GPTConfig *c = &m->config;
-    if (dt == m->weight_dtype) return 0;
-    if (m->weight_dtype != W_F32) {
+    if (m->wmat_memory) {
+        if (dt == m->weight_dtype) return 0;
         snprintf(m->error, sizeof m->error, "the weights are already %s", weight_dtype_name(m->weight_dtype));
         return -1;
     }
@@ -266,7 +266,7 @@ int gpt_set_weight_dtype(GPT *m, WeightDtype dt) {
 }
 
 WMat gpt_weight(const GPT *m, int param) {
-    if (m->weight_dtype != W_F32 && m->wmats[param].data) return m->wmats[param];
+    if (m->wmat_memory && m->wmats[param].data) return m->wmats[param];
     size_t rows = m->param_sizes[param];
     int cols = 1;
     if (!gpt_weight_converts(&m->config, param, &rows, &cols) && param == PARAM_UKVW && rows > 0)
@@ -583,9 +583,9 @@ static void latent_qkv_backward(GPT *m, int l, const float *x, const float *ckv,
 
 int gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T) {
     const GPTConfig *c = &m->config;
-    if (m->weight_dtype != W_F32) {
-        snprintf(m->error, sizeof m->error, "the model's weights are %s, for inference only: training and "
-                 "gpt_forward need float32 weights", weight_dtype_name(m->weight_dtype));
+    if (m->wmat_memory) {
+        snprintf(m->error, sizeof m->error, "the model's weights are converted (%s) for inference only: training "
+                 "and gpt_forward need the float32 weights as trained", weight_dtype_name(m->weight_dtype));
         return -1;
     }
     if (B <= 0 || T <= 0) {

@@ -200,12 +200,14 @@ typedef struct GPT {
     // their own activations and gradients (shard 0 is the model itself)
     struct GPT *shards;
     int n_shards;
-    // Inference weights (model/weights.h). f32: the products read params.
-    // Otherwise gpt_set_weight_dtype has converted wte, wpe and the linear
-    // weights (not MLA's ukvw) into wmats, in wmat_memory, and freed their
-    // float32 copies: params then holds the rest (LayerNorms, biases, kvnw,
-    // ukvw), the converted tensors' pointers are NULL, and the model serves
-    // inference only (gpt_forward and checkpoint_save refuse it).
+    // Inference weights (model/weights.h). Unconverted (wmat_memory NULL,
+    // weight_dtype f32): the products read params as they lie. Otherwise
+    // gpt_set_weight_dtype has converted wte, wpe and the linear weights
+    // (not MLA's ukvw) into wmats of weight_dtype (f32 too: rows grouped for
+    // the decode kernels), in wmat_memory, and freed their float32 copies:
+    // params then holds the rest (LayerNorms, biases, kvnw, ukvw), the
+    // converted tensors' pointers are NULL, and the model serves inference
+    // only (gpt_forward and checkpoint_save refuse it).
     WeightDtype weight_dtype;
     WMat wmats[GPT_NUM_PARAM_TENSORS];  // by PARAM_*; unset for the tensors not converted
     void *wmat_memory;
@@ -249,8 +251,9 @@ int gpt_linear_layers(const GPTConfig *c, GPTLinear out[GPT_NUM_LINEAR]);
 // a matrix (rows: V, block_size, or L x out; cols: C, or the layer's in).
 int gpt_weight_converts(const GPTConfig *c, int param, size_t *rows, int *cols);
 // Convert the model's matrices to dtype for inference and free their
-// float32 copies (see GPT.weight_dtype); f32 changes nothing. Only from f32.
-// Returns 0, or -1 with m->error (out of memory; already converted).
+// float32 copies (see GPT.weight_dtype); f32 regroups the rows. Once only
+// (again with the same dtype: nothing to do). Returns 0, or -1 with
+// m->error (out of memory; already converted to another dtype).
 int gpt_set_weight_dtype(GPT *m, WeightDtype dt);
 // Tensor PARAM_* as a matrix: converted, or a view of the float32 tensor.
 WMat gpt_weight(const GPT *m, int param);

@@ -44,13 +44,11 @@ static size_t elem_bytes(WeightDtype d) { return d == W_F32 ? 4 : d == W_Q8 ? 1 
 static KVDtype kv_form(WeightDtype d) { return d == W_F32 ? KV_F32 : d == W_BF16 ? KV_BF16 : KV_F16; }
 static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
-// Rows stored: bf16, f16 and q8 store whole groups of rows.
-static size_t stored_rows(WeightDtype d, size_t rows) {
-    return d == W_F32 ? rows : (rows + WMAT_GROUP - 1) / WMAT_GROUP * WMAT_GROUP;
-}
+// Rows stored: whole groups of rows.
+static size_t stored_rows(size_t rows) { return (rows + WMAT_GROUP - 1) / WMAT_GROUP * WMAT_GROUP; }
 
 size_t wmat_bytes(WeightDtype d, size_t rows, int cols) {
-    const size_t ld = (size_t)wmat_ld(d, cols), n = stored_rows(d, rows);
+    const size_t ld = (size_t)wmat_ld(d, cols), n = stored_rows(rows);
     return round64(n * ld * elem_bytes(d)) + (d == W_Q8 ? round64(n * (ld / WQ8_BLOCK) * sizeof(float)) : 0);
 }
 
@@ -60,13 +58,13 @@ size_t wmat_row_bytes(WeightDtype d, int cols) {
 }
 
 WMat wmat_view(const float *src, size_t rows, int cols) {
-    return (WMat){.dtype = W_F32, .rows = rows, .cols = cols, .ld = cols, .data = (void *)src, .scale = NULL};
+    return (WMat){.dtype = W_F32, .rows = rows, .cols = cols, .ld = cols, .grouped = 0, .data = (void *)src};
 }
 
 WMat wmat_rows(const WMat *w, size_t row0, size_t n) {
     WMat v = *w;
     v.rows = n;
-    if (w->dtype == W_F32) {
+    if (!w->grouped) {
         v.data = (char *)w->data + row0 * (size_t)w->ld * sizeof(float);
         return v;
     }
@@ -77,9 +75,9 @@ WMat wmat_rows(const WMat *w, size_t row0, size_t n) {
     return v;
 }
 
-// bf16, f16, q8: the element of column k of stored row p (counted from the
-// matrix's first group; a view's row r is p = lane0 + r) in rows of ld:
-// group p / 16 holds its rows' columns u at a time (bf16 2, f16 1, q8 4),
+// The element of column k of stored row p of a grouped matrix (counted from
+// its first group; a view's row r is p = lane0 + r) in rows of ld: group p
+// / 16 holds its rows' columns u at a time (f32 and f16 1, bf16 2, q8 4),
 // the u columns of its 16 rows side by side, row i's at u i.
 static inline size_t wmat_pos(WeightDtype d, size_t p, size_t k, size_t ld) {
     const size_t u = d == W_Q8 ? 4 : d == W_BF16 ? 2 : 1, g = p / WMAT_GROUP, i = p % WMAT_GROUP;
@@ -106,16 +104,12 @@ static float q8_block(const float *x, int n, int8_t *q) {
 
 void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src) {
     const int ld = wmat_ld(d, cols);
-    *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .data = mem, .scale = NULL};
-    if (d == W_F32) {
-        memcpy(mem, src, rows * (size_t)cols * sizeof(float));
-        return;
-    }
-    const size_t nb = (size_t)ld / WQ8_BLOCK, stored = stored_rows(d, rows);
+    *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .grouped = 1, .data = mem, .scale = NULL};
+    const size_t nb = (size_t)ld / WQ8_BLOCK, stored = stored_rows(rows), eb = elem_bytes(d);
     if (d == W_Q8) w->scale = (float *)((char *)mem + round64(stored * (size_t)ld));
 #pragma omp parallel for schedule(static)
     for (size_t g = 0; g < stored / WMAT_GROUP; g++) {  // a group per thread: its rows share cache lines
-        uint16_t *h = d == W_Q8 ? NULL : malloc_check((size_t)ld * sizeof(uint16_t));
+        char *row = d == W_Q8 ? NULL : malloc_check((size_t)ld * eb);  // one row in its dtype
         for (size_t r = g * WMAT_GROUP; r < (g + 1) * WMAT_GROUP; r++) {  // the padding rows are zeros (q8: scale 0)
             const float *x = src + (r < rows ? r : 0) * (size_t)cols;
             if (d == W_Q8) {
@@ -128,17 +122,21 @@ void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *m
                 }
                 continue;
             }
-            memset(h, 0, (size_t)ld * sizeof(uint16_t));
-            if (r < rows) kv_from_float(x, kv_form(d), h, (size_t)cols);
-            for (int k = 0; k < ld; k++) ((uint16_t *)mem)[wmat_pos(d, r, (size_t)k, (size_t)ld)] = h[k];
+            memset(row, 0, (size_t)ld * eb);
+            if (r < rows) kv_from_float(x, kv_form(d), row, (size_t)cols);
+            for (int k = 0; k < ld; k++) {
+                const size_t at = wmat_pos(d, r, (size_t)k, (size_t)ld);
+                if (eb == 4) ((float *)mem)[at] = ((const float *)row)[k];
+                else ((uint16_t *)mem)[at] = ((const uint16_t *)row)[k];
+            }
         }
-        free(h);
+        free(row);
     }
 }
 
 void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
-    const size_t p = (size_t)w->lane0 + r, ld = (size_t)w->ld;
-    if (w->dtype == W_F32) {
+    const size_t p = (size_t)w->lane0 + r, ld = (size_t)w->ld, eb = elem_bytes(w->dtype);
+    if (!w->grouped) {
         memcpy(dst, (const float *)w->data + r * ld, (size_t)w->cols * sizeof(float));
     } else if (w->dtype == W_Q8) {
         const uint8_t *u = w->data;
@@ -146,11 +144,11 @@ void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
         for (int k = 0; k < w->cols; k++)
             dst[k] = w->scale[q8_scale_at(p, (size_t)k / WQ8_BLOCK, nb)] * (float)((int)u[wmat_pos(W_Q8, p, (size_t)k, ld)] - 128);
     } else {  // gathered 256 at a time, then converted
-        const uint16_t *h = w->data;
-        uint16_t part[256];
+        char part[256 * 4];
         for (int k0 = 0; k0 < w->cols; k0 += 256) {
             const int n = w->cols - k0 < 256 ? w->cols - k0 : 256;
-            for (int k = 0; k < n; k++) part[k] = h[wmat_pos(w->dtype, p, (size_t)(k0 + k), ld)];
+            for (int k = 0; k < n; k++)
+                memcpy(part + k * eb, (const char *)w->data + wmat_pos(w->dtype, p, (size_t)(k0 + k), ld) * eb, eb);
             kv_to_float(part, kv_form(w->dtype), dst + k0, (size_t)n);
         }
     }
@@ -329,7 +327,9 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 #if defined(HAVE_F16_KERNEL)
 // Prefetch the weights this many bytes ahead when several input rows make
 // each load's FMAs too many to keep enough loads in flight (ops.c's reason).
+#ifndef WMAT_PREFETCH
 #define WMAT_PREFETCH 16384
+#endif
 
 // Lanes of acc[n G + k] (group g0 + k, input row n0 + n) to the rows of
 // the view they hold, plus the bias: the first group of a view from
@@ -356,14 +356,14 @@ ALWAYS_INLINE void store_groups(const int NB, const int G, const __m512 *acc, co
     }
 }
 
-// f16: NB input rows (float32) x G groups of 16 weight rows from group g0,
-// a column at a time: its 16 weights (32 bytes) converted, times the
-// input's number broadcast, into the 16 rows' lanes.
-ALWAYS_INLINE void groups_f16(const int NB, const int G, const WMat *w, const Acts *a, const float *bias, int n0,
-                              size_t g0, float *out) {
+// f32 and f16: NB input rows (float32) x G groups of 16 weight rows from
+// group g0, a column at a time: its 16 weights (f16: 32 bytes, converted),
+// times the input's number broadcast, into the 16 rows' lanes.
+ALWAYS_INLINE void groups_f(const WeightDtype DT, const int NB, const int G, const WMat *w, const Acts *a,
+                            const float *bias, int n0, size_t g0, float *out) {
     const int C = w->cols;
     const size_t gel = WMAT_GROUP * (size_t)w->ld;  // elements of a group
-    const uint16_t *wq = (const uint16_t *)w->data + g0 * gel;
+    const char *wq = (const char *)w->data + g0 * gel * (DT == W_F32 ? 4 : 2);
     const float *x = a->x + (size_t)n0 * C;
     __m512 acc[24];
 #pragma GCC unroll 24
@@ -373,9 +373,15 @@ ALWAYS_INLINE void groups_f16(const int NB, const int G, const WMat *w, const Ac
         __m512 wv[8];
 #pragma GCC unroll 8
         for (int k = 0; k < G; k++) {
-            const uint16_t *wp = wq + k * gel + (size_t)c * WMAT_GROUP;
-            if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
-            wv[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)wp));
+            if (DT == W_F32) {
+                const float *wp = (const float *)wq + k * gel + (size_t)c * WMAT_GROUP;
+                if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+                wv[k] = _mm512_load_ps(wp);
+            } else {
+                const uint16_t *wp = (const uint16_t *)wq + k * gel + (size_t)c * WMAT_GROUP;
+                if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+                wv[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)wp));
+            }
         }
 #pragma GCC unroll 8
         for (int n = 0; n < NB; n++) {
@@ -494,7 +500,7 @@ ALWAYS_INLINE int wmat_ob(WeightDtype d, int nb) {
 // Input rows [n0, n0 + NB) x groups [g0, g0 + G) of weight rows.
 ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int G, const WMat *w, const Acts *a,
                           const float *b, int n0, size_t g0, float *out) {
-    if (DT == W_F16) groups_f16(NB, G, w, a, b, n0, g0, out);
+    if (DT == W_F32 || DT == W_F16) groups_f(DT, NB, G, w, a, b, n0, g0, out);
 #if defined(HAVE_BF16_KERNEL)
     if (DT == W_BF16) groups_bf16(NB, G, w, a, b, n0, g0, out);
 #endif
@@ -515,6 +521,7 @@ ALWAYS_INLINE void wblock(const WeightDtype DT, const int NB, const int G, const
 #define WMAT_CASES(DT, NB)                                                 \
     case NB * 2: wblock(DT, NB, wmat_ob(DT, NB), w, a, b, n0, o0, out); break; \
     case NB * 2 + 1: wblock(DT, NB, 1, w, a, b, n0, o0, out); break;
+WMAT_DISPATCH(W_F32, rows_f32)
 WMAT_DISPATCH(W_F16, rows_f16)
 #if defined(HAVE_BF16_KERNEL)
 WMAT_DISPATCH(W_BF16, rows_bf16)
@@ -552,6 +559,7 @@ static void vector_blocks(void *ctx, long begin, long end, long step) {
 
 static void matmul_vector(float *out, const WMat *w, const Acts *a, const float *b, int N) {
     RowsFn rows =
+        w->dtype == W_F32 ? rows_f32 :
         w->dtype == W_F16 ? rows_f16 :
 #if defined(HAVE_BF16_KERNEL)
         w->dtype == W_BF16 ? rows_bf16 :
@@ -584,6 +592,7 @@ int wmat_use_portable(int on) {
 static int have_vector(WeightDtype d) {
     switch (d) {
 #if defined(HAVE_F16_KERNEL)
+    case W_F32:
     case W_F16: return 1;
 #endif
 #if defined(HAVE_BF16_KERNEL)
@@ -597,14 +606,13 @@ static int have_vector(WeightDtype d) {
 }
 
 const char *wmat_kernel_name(WeightDtype d) {
-    if (d == W_F32) return "f32";
     if (use_portable || !have_vector(d)) return "portable";
-    return d == W_BF16 ? "avx512bf16" : d == W_F16 ? "avx512f" : "avx512vnni";
+    return d == W_BF16 ? "avx512bf16" : d == W_Q8 ? "avx512vnni" : "avx512f";
 }
 
 void wmat_matmul(float *out, const float *inp, const WMat *w, const float *b, int N, void *scratch) {
     if (N <= 0 || w->rows == 0) return;
-    if (w->dtype == W_F32) {
+    if (!w->grouped) {  // a view of float32 rows
         matmul_forward(out, inp, (const float *)w->data, b, N, w->cols, (int)w->rows);
         return;
     }

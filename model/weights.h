@@ -6,7 +6,8 @@
  * for inference may convert its matrices once at load (gpt_set_weight_dtype)
  * and then decode reads half or about a quarter of the bytes per step.
  *
- *   f32   4 bytes a weight; the product is ops.c's matmul_forward, unchanged
+ *   f32   4 bytes a weight, the numbers as trained; a view of the training
+ *         weights (wmat_view) goes through ops.c's matmul_forward
  *   bf16  2 bytes: the top half of the float32, rounded to nearest even. The
  *         activations are rounded to bf16 too and AVX512_BF16's vdpbf16ps
  *         sums pairs of products in float32 (as llama.cpp does)
@@ -20,13 +21,14 @@
  *         int8 dot product is exact in int32 (AVX512_VNNI vpdpbusd), then
  *         scaled by d_w d_x into a float32 sum
  *
- * Storage: f32 matrices are row-major, rows of `ld` elements. The others
- * interleave their rows 16 at a time (WMAT_GROUP; the last group padded
- * with rows of zeros), so that a vector holds one number per row: a group
- * stores, for each step of the product, 64 bytes (f16: 32) of 16 rows side
- * by side, each row's part of a 32-bit lane (f16: 16-bit) together:
- * bf16 a pair of columns, f16 one column, q8 4 columns (weights.c:
- * wmat_pos). Each dot product instruction then advances 16 rows' sums, one
+ * Storage: a view of float32 weights (wmat_view: the training weights,
+ * as the full forward reads them) is row-major, rows of `ld` elements. A
+ * converted matrix of any dtype, f32 included, interleaves its rows 16 at
+ * a time (WMAT_GROUP; the last group padded with rows of zeros), so that
+ * a vector holds one number per row: a group stores, for each step of the
+ * product, 64 bytes (f16: 32) of 16 rows side by side, each row's part of
+ * a 32-bit lane (f16: 16-bit) together: f32 and f16 one column, bf16 a
+ * pair of columns, q8 4 columns (weights.c: wmat_pos). Each dot product instruction then advances 16 rows' sums, one
  * a lane, with the input's numbers broadcast, and no sum across lanes is
  * left to do at the end. q8 pads each row with zeros to whole blocks and
  * stores q + 128 as unsigned bytes, because vpdpbusd multiplies unsigned
@@ -62,8 +64,9 @@ typedef struct {
     WeightDtype dtype;
     size_t rows;
     int cols, ld;   // ld = cols; bf16: rounded up to even; q8: to whole blocks of 32
-    int lane0;      // row 0's place in its group of 16 (a view of rows from the middle of a group); f32: 0
-    void *data;     // f32: rows * ld floats; else groups of 16 rows of ld uint16_t (bf16, f16) or uint8_t q + 128 (q8)
+    int grouped;    // 1: converted, rows in groups of 16; 0: a view of float32 rows (wmat_view)
+    int lane0;      // grouped: row 0's place in its group of 16 (a view of rows from the middle of a group)
+    void *data;     // groups of 16 rows of ld float (f32), uint16_t (bf16, f16) or uint8_t q + 128 (q8); a view: rows
     float *scale;   // q8: the groups' block scales, (ld / 32, 16) each; NULL otherwise
 } WMat;
 
@@ -76,8 +79,9 @@ size_t wmat_bytes(WeightDtype d, size_t rows, int cols);
 size_t wmat_row_bytes(WeightDtype d, int cols);
 
 // Lay out a matrix at mem (64-byte aligned, wmat_bytes of it) and convert
-// src (rows, cols) float32 into it. A float32 WMat may instead view src:
-// wmat_view.
+// src (rows, cols) float32 into it, in groups of rows (f32 too). A float32
+// WMat may instead view src as it lies: wmat_view (row-major; its product
+// is ops.c's matmul_forward).
 void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src);
 WMat wmat_view(const float *src, size_t rows, int cols);
 // Rows [row0, row0 + n) as a matrix of their own (no copy).

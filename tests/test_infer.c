@@ -617,6 +617,8 @@ END_TEST
 // weights in bf16, f16 and q8 (model/weights.h)
 
 static const WeightDtype low_dtypes[] = {W_BF16, W_F16, W_Q8};
+// every dtype a matrix converts to: f32 too (its rows grouped)
+static const WeightDtype conv_dtypes[] = {W_F32, W_BF16, W_F16, W_Q8};
 
 // N input rows, rows x cols weights: below and above a vector, a q8 block
 // (32), 512 columns and one more block, a q8 group of 16 rows, the 8 input
@@ -655,7 +657,7 @@ static float act_as_seen(WeightDtype dt, const float *x, int cols, int k, float 
 //      q8 d_w/2 |x| + |w| d_x/2 + d_w d_x/4 with d the block's scales.
 START_TEST(test_wmat_kernels_vs_float64) {
     const int nshapes = sizeof wmat_shapes / sizeof wmat_shapes[0];
-    const WeightDtype dt = low_dtypes[_i / nshapes];
+    const WeightDtype dt = conv_dtypes[_i / nshapes];
     const int N = wmat_shapes[_i % nshapes][0], rows = wmat_shapes[_i % nshapes][1], cols = wmat_shapes[_i % nshapes][2];
     uint64_t rng = 1000 + _i;
     float *w = malloc_check((size_t)rows * cols * sizeof(float)), *x = malloc_check((size_t)N * cols * sizeof(float));
@@ -669,6 +671,7 @@ START_TEST(test_wmat_kernels_vs_float64) {
     WMat wm;
     wmat_init_from_float(&wm, dt, (size_t)rows, cols, mem, w);
     ck_assert_int_eq(wm.ld, dt == W_Q8 ? (cols + 31) / 32 * 32 : dt == W_BF16 ? (cols + 1) / 2 * 2 : cols);  // q8: whole blocks; bf16: pairs
+    ck_assert_int_eq(wm.grouped, 1);
     void *scratch = aligned_alloc(64, wmat_scratch_bytes(N, cols));
     float *got[2];
     for (int p = 0; p < 2; p++) {  // 0: the vector kernel where compiled in, 1: portable
@@ -715,9 +718,10 @@ START_TEST(test_wmat_kernels_vs_float64) {
                 seen += (double)row[k] * xs, exact += (double)wr[k] * xr[k];
                 mag += fabs((double)row[k] * xs);
                 const double wx = fabs((double)wr[k] * xr[k]);
-                qbound += dt == W_BF16 ? (0x1p-8 + 0x1p-18) * wx
-                          : dt == W_F16 ? 0x1p-11 * wx
-                                        : dw / 2.0 * fabs(xr[k]) + fabs(wr[k]) * dx / 2.0 + (double)dw * dx / 4.0;
+                qbound += dt == W_F32    ? 0.0
+                          : dt == W_BF16 ? (0x1p-8 + 0x1p-18) * wx
+                          : dt == W_F16  ? 0x1p-11 * wx
+                                         : dw / 2.0 * fabs(xr[k]) + fabs(wr[k]) * dx / 2.0 + (double)dw * dx / 4.0;
             }
             const double sum_tol = cols * 0x1p-24 * mag + 1e-6 * fabs((double)b[o]) + 1e-30;
             for (int p = 0; p < 2; p++) {
@@ -812,6 +816,19 @@ START_TEST(test_wmat_storage) {
     ck_assert_uint_eq(hb[1], 0x3c00);   // row 1, column 0: 1
     ck_assert_int_eq(h.ld, 40);
     free(mem);
+    mem = aligned_alloc(64, wmat_bytes(W_F32, 3, 40));  // f32 converted: grouped like f16
+    ck_assert_uint_eq(wmat_bytes(W_F32, 3, 40), 16 * 40 * 4);
+    wmat_init_from_float(&h, W_F32, 3, 40, mem, src);
+    const float *hf = h.data;
+    ck_assert_float_eq(hf[0], 127.0f);
+    ck_assert_float_eq(hf[16], -3.0f);
+    ck_assert_float_eq(hf[16 + 1], 1.0f + 0x1p-8f);  // row 1, column 1, exact
+    wmat_row_to_float(&h, 1, back);
+    for (int k = 0; k < 40; k++) ck_assert_float_eq(back[k], src[40 + k]);
+    free(mem);
+    const WMat v = wmat_view(src, 3, 40);  // a view: row-major, as trained
+    ck_assert_int_eq(v.grouped, 0);
+    ck_assert_ptr_eq(wmat_rows(&v, 2, 1).data, src + 80);
     WeightDtype d;
     ck_assert_int_eq(weight_dtype_parse("q8", &d), 0);
     ck_assert_int_eq(d, W_Q8);
@@ -819,15 +836,16 @@ START_TEST(test_wmat_storage) {
 }
 END_TEST
 
-// _i: dtype (bf16, f16, q8) x attention (grouped rope GQA-2, MLA learned).
-// Decode logits with converted weights against the float32 model's, within
-// the stated tolerances (logits of random weights of std 0.2); decode token
-// by token equals chunked prefill of the same converted model; the
-// converted model serves inference only.
+// _i: dtype (f32, bf16, f16, q8) x attention (grouped rope GQA-2, MLA
+// learned). Decode logits with converted weights against the unconverted
+// float32 model's, within the stated tolerances (logits of random weights
+// of std 0.2; f32's grouped rows change only the order of the sums);
+// decode token by token equals chunked prefill of the same converted
+// model; the converted model serves inference only.
 START_TEST(test_decode_weight_dtypes) {
-    const WeightDtype dt = low_dtypes[_i % 3];
-    const double tol = dt == W_BF16 ? 0.15 : dt == W_F16 ? 0.02 : 0.3;
-    const int B = 2, T = 20, V = 23, mla = _i >= 3;
+    const WeightDtype dt = conv_dtypes[_i % 4];
+    const double tol = dt == W_F32 ? 1e-4 : dt == W_BF16 ? 0.15 : dt == W_F16 ? 0.02 : 0.3;
+    const int B = 2, T = 20, V = 23, mla = _i >= 4;
     GPTConfig c = {.vocab_size = V, .block_size = 32, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 64,
                    .bias = 1, .pos = mla ? GPT_POS_LEARNED : GPT_POS_ROPE, .rope_theta = 100.0f};
     if (mla) c.n_kv_head = 4, c.kv_lora_rank = 24, c.latent_norm = 1;
@@ -868,7 +886,7 @@ START_TEST(test_decode_weight_dtypes) {
     for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
     printf("%s weights, %s: decode logits (max |logit| %.2f) max abs error vs float32 %.3g (tolerance %.2g), "
            "normalised %.3g\n", weight_dtype_name(dt), mla ? "MLA" : "GQA-2", scale, d.max_abs, tol, d.norm_err);
-    ck_assert_msg(d.max_abs <= tol && d.max_abs > 0, "max abs error %.3g", d.max_abs);
+    ck_assert_msg(d.max_abs <= tol && (d.max_abs > 0 || dt == W_F32), "max abs error %.3g", d.max_abs);
     ck_assert_tensor_close("chunked prefill vs decode", chunked, got, n, 1e-4);
     free(ref), free(got), free(chunked);
     gpt_free(&m);
@@ -1273,9 +1291,9 @@ static Suite *infer_suite(void) {
 
     TCase *wt = tcase_create("weights");
     tcase_set_timeout(wt, 120);
-    tcase_add_loop_test(wt, test_wmat_kernels_vs_float64, 0, 3 * (int)(sizeof wmat_shapes / sizeof wmat_shapes[0]));
+    tcase_add_loop_test(wt, test_wmat_kernels_vs_float64, 0, 4 * (int)(sizeof wmat_shapes / sizeof wmat_shapes[0]));
     tcase_add_test(wt, test_wmat_storage);
-    tcase_add_loop_test(wt, test_decode_weight_dtypes, 0, 6);
+    tcase_add_loop_test(wt, test_decode_weight_dtypes, 0, 8);
     tcase_add_test(wt, test_weight_bytes);
     tcase_add_test(wt, test_weight_dtype_f16_range);
     tcase_add_test(wt, test_trained_model_weight_dtypes);
