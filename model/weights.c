@@ -144,11 +144,14 @@ void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
         for (int k = 0; k < w->cols; k++)
             dst[k] = w->scale[q8_scale_at(p, (size_t)k / WQ8_BLOCK, nb)] * (float)((int)u[wmat_pos(W_Q8, p, (size_t)k, ld)] - 128);
     } else {  // gathered 256 at a time, then converted
-        char part[256 * 4];
+        _Alignas(64) char part[256 * 4];
         for (int k0 = 0; k0 < w->cols; k0 += 256) {
             const int n = w->cols - k0 < 256 ? w->cols - k0 : 256;
-            for (int k = 0; k < n; k++)
-                memcpy(part + k * eb, (const char *)w->data + wmat_pos(w->dtype, p, (size_t)(k0 + k), ld) * eb, eb);
+            for (int k = 0; k < n; k++) {
+                const size_t at = wmat_pos(w->dtype, p, (size_t)(k0 + k), ld);
+                if (eb == 4) ((float *)part)[k] = ((const float *)w->data)[at];
+                else ((uint16_t *)part)[k] = ((const uint16_t *)w->data)[at];
+            }
             kv_to_float(part, kv_form(w->dtype), dst + k0, (size_t)n);
         }
     }
@@ -487,11 +490,11 @@ ALWAYS_INLINE void groups_q8(const int NB, const int G, const WMat *w, const Act
 #endif
 
 #if defined(HAVE_F16_KERNEL)
-// Groups of 16 weight rows per block for NB input rows: bf16 and f16 keep
-// NB x G float sums and G weight vectors in registers (at most 31 with the
-// input's broadcast); q8 NB x G int32 sums and as many float ones. Fewer
-// input rows take more groups, to keep enough chains of dot products in
-// flight.
+// Groups of 16 weight rows per block for NB input rows: f32, bf16 and f16
+// keep NB x G float sums and G weight vectors in registers (at most 31 with
+// the input's broadcast); q8 NB x G int32 sums and as many float ones.
+// Fewer input rows take more groups, to keep enough chains of dot products
+// in flight.
 ALWAYS_INLINE int wmat_ob(WeightDtype d, int nb) {
     if (d == W_Q8) return nb <= 2 ? 4 : nb <= 4 ? 2 : 1;
     return nb <= 2 ? 8 : nb == 3 ? 6 : nb == 4 ? 5 : 24 / nb;
