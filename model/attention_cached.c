@@ -10,7 +10,9 @@
  *     P = exp(S - max)         causal, row by row (vectorised exp)
  *     O = P V                  one pass over the value rows
  * in register blocks: up to 16 rows meet each key tile (16 keys at one dim)
- * while it is in a register, and up to 4 rows x 64 dims meet each value row.
+ * while it is in a register (3 to 8 rows: two tiles, so that each broadcast
+ * of a query number serves two FMAs), and up to 4 rows x 64 dims meet each
+ * value row.
  * 16-bit caches are converted as they are loaded. With one key split, O is
  * divided by the row sums and is the output. With several (decode only),
  * each split keeps its row max m, sum l and unnormalised O, and the merge
@@ -61,6 +63,10 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 #ifndef KV_PREFETCH_FAR
 #define KV_PREFETCH_FAR 32768
 #endif
+// 1: the score kernel takes two tiles at a time for 3 to 8 rows (0: one).
+#ifndef QK_PAIRS
+#define QK_PAIRS 1
+#endif
 
 // 16 cache numbers at p as floats (lanes outside m: 0).
 ALWAYS_INLINE __m512 load16(const void *p, KVDtype dt, __mmask16 m) {
@@ -78,7 +84,32 @@ ALWAYS_INLINE void qk_rows(const int NR, const KVDtype dt, const float *Q, int H
     enum { MAXR = 16, MAXCH = 4 };
     const int NCH = NR == 1 ? 4 : NR == 2 ? 2 : 1;
     const size_t elem = dt == KV_F32 ? 4 : 2;
-    for (int j = 0; j < nk; j += KV_TILE) {
+    int j = 0;
+    if (QK_PAIRS && NR >= 3 && NR <= 8)  // two full tiles at a time: a query number broadcast serves two FMAs
+        for (; j + KV_TILE < nk && (k0 + j) / KV_TILE * KV_TILE + 2 * KV_TILE <= max_T; j += 2 * KV_TILE) {
+            const char *T = Kh + (size_t)((k0 + j) / KV_TILE) * KV_TILE * HS * elem;
+            __m512 a0[8], a1[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+            for (int d = 0; d < HS; d++) {
+                const char *row = T + (size_t)d * KV_TILE * elem, *row1 = row + (size_t)KV_TILE * HS * elem;
+                if (KV_PREFETCH) _mm_prefetch(row + KV_PREFETCH, KV_HINT), _mm_prefetch(row1 + KV_PREFETCH, KV_HINT);
+                if (KV_PREFETCH_FAR && NR >= KV_FAR_ROWS)
+                    _mm_prefetch(row + KV_PREFETCH_FAR, _MM_HINT_T1), _mm_prefetch(row1 + KV_PREFETCH_FAR, _MM_HINT_T1);
+                const __m512 k0v = load16(row, dt, 0xFFFF), k1v = load16(row1, dt, 0xFFFF);
+#pragma GCC unroll 8
+                for (int r = 0; r < NR; r++) {
+                    const __m512 q = _mm512_set1_ps(Q[(size_t)r * HS + d]);
+                    a0[r] = _mm512_fmadd_ps(q, k0v, a0[r]), a1[r] = _mm512_fmadd_ps(q, k1v, a1[r]);
+                }
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) {
+                _mm512_storeu_ps(S + (size_t)r * lds + j, a0[r]);
+                _mm512_storeu_ps(S + (size_t)r * lds + j + KV_TILE, a1[r]);
+            }
+        }
+    for (; j < nk; j += KV_TILE) {
         const int tile = (k0 + j) / KV_TILE, w = max_T - tile * KV_TILE < KV_TILE ? max_T - tile * KV_TILE : KV_TILE;
         const __mmask16 m = mask16(w);
         const char *T = Kh + (size_t)tile * KV_TILE * HS * elem;
