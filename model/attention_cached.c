@@ -76,75 +76,70 @@ ALWAYS_INLINE __m512 load16(const void *p, KVDtype dt, __mmask16 m) {
     return _mm512_cvtph_ps(h);
 }
 
-// NR rows against one key tile at a time: NR accumulators of KV_TILE keys, one
-// load of a tile row (KV_TILE keys at one dim) per NR FMAs, no horizontal sums.
-// Few rows use NCH independent chains over d to hide FMA latency.
-ALWAYS_INLINE void qk_rows(const int NR, const KVDtype dt, const float *Q, int HS, const char *Kh, int max_T, int k0,
-                           int nk, float *S, int lds) {
-    enum { MAXR = 16, MAXCH = 4 };
-    const int NCH = NR == 1 ? 4 : NR == 2 ? 2 : 1;
+// Dim d of NT tiles at T (rows of w keys) into chain c of the accumulators.
+ALWAYS_INLINE void qk_dim(const int NR, const int NT, const KVDtype dt, const float *Q, int HS, const char *T,
+                          size_t tile_bytes, int w, __mmask16 m, int d, int c, __m512 (*acc)[16][4]) {
     const size_t elem = dt == KV_F32 ? 4 : 2;
-    int j = 0;
-    if (QK_PAIRS && NR >= 3 && NR <= 8)  // two full tiles at a time: a query number broadcast serves two FMAs
-        for (; j + KV_TILE < nk && (k0 + j) / KV_TILE * KV_TILE + 2 * KV_TILE <= max_T; j += 2 * KV_TILE) {
-            const char *T = Kh + (size_t)((k0 + j) / KV_TILE) * KV_TILE * HS * elem;
-            __m512 a0[8], a1[8];
-#pragma GCC unroll 8
-            for (int r = 0; r < NR; r++) a0[r] = a1[r] = _mm512_setzero_ps();
-            for (int d = 0; d < HS; d++) {
-                const char *row = T + (size_t)d * KV_TILE * elem, *row1 = row + (size_t)KV_TILE * HS * elem;
-                if (KV_PREFETCH) _mm_prefetch(row + KV_PREFETCH, KV_HINT), _mm_prefetch(row1 + KV_PREFETCH, KV_HINT);
-                if (KV_PREFETCH_FAR && NR >= KV_FAR_ROWS)
-                    _mm_prefetch(row + KV_PREFETCH_FAR, _MM_HINT_T1), _mm_prefetch(row1 + KV_PREFETCH_FAR, _MM_HINT_T1);
-                const __m512 k0v = load16(row, dt, 0xFFFF), k1v = load16(row1, dt, 0xFFFF);
-#pragma GCC unroll 8
-                for (int r = 0; r < NR; r++) {
-                    const __m512 q = _mm512_set1_ps(Q[(size_t)r * HS + d]);
-                    a0[r] = _mm512_fmadd_ps(q, k0v, a0[r]), a1[r] = _mm512_fmadd_ps(q, k1v, a1[r]);
-                }
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < NR; r++) {
-                _mm512_storeu_ps(S + (size_t)r * lds + j, a0[r]);
-                _mm512_storeu_ps(S + (size_t)r * lds + j + KV_TILE, a1[r]);
-            }
-        }
-    for (; j < nk; j += KV_TILE) {
-        const int tile = (k0 + j) / KV_TILE, w = max_T - tile * KV_TILE < KV_TILE ? max_T - tile * KV_TILE : KV_TILE;
-        const __mmask16 m = mask16(w);
-        const char *T = Kh + (size_t)tile * KV_TILE * HS * elem;
-        __m512 acc[MAXR][MAXCH];
+    __m512 kv[2];
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++) {
+        const char *row = T + t * tile_bytes + (size_t)d * w * elem;  // the tile's keys at dim d
+        if (KV_PREFETCH) _mm_prefetch(row + KV_PREFETCH, KV_HINT);
+        if (KV_PREFETCH_FAR && NR >= KV_FAR_ROWS) _mm_prefetch(row + KV_PREFETCH_FAR, _MM_HINT_T1);
+        kv[t] = load16(row, dt, m);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < NR; r++) {
+        const __m512 q = _mm512_set1_ps(Q[(size_t)r * HS + d]);
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++) acc[t][r][c] = _mm512_fmadd_ps(q, kv[t], acc[t][r][c]);
+    }
+}
+
+// NR rows against NT key tiles from tile `tile` (NT = 2: both full), the
+// scores into S's columns from j: NR x NT accumulators of KV_TILE keys, one
+// load of a tile row (KV_TILE keys at one dim) per NR FMAs, no horizontal
+// sums; with two tiles each broadcast of a query number serves two FMAs.
+// Few rows use NCH independent chains over d to hide FMA latency.
+ALWAYS_INLINE void qk_tiles(const int NR, const int NT, const KVDtype dt, const float *Q, int HS, const char *Kh,
+                            int max_T, int tile, float *S, int lds, int j) {
+    const int NCH = NR == 1 ? 4 : NR == 2 ? 2 : 1;
+    const size_t tile_bytes = (size_t)KV_TILE * HS * (dt == KV_F32 ? 4 : 2);
+    const int w = max_T - tile * KV_TILE < KV_TILE ? max_T - tile * KV_TILE : KV_TILE;  // of the first (or only) tile
+    const __mmask16 m = mask16(w);
+    const char *T = Kh + (size_t)tile * tile_bytes;
+    __m512 acc[2][16][4];
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++)
 #pragma GCC unroll 16
         for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-            for (int c = 0; c < NCH; c++) acc[r][c] = _mm512_setzero_ps();
-        int d = 0;
-        for (; d + NCH <= HS; d += NCH) {
+            for (int c = 0; c < NCH; c++) acc[t][r][c] = _mm512_setzero_ps();
+    int d = 0;
+    for (; d + NCH <= HS; d += NCH)
 #pragma GCC unroll 4
-            for (int c = 0; c < NCH; c++) {
-                const char *row = T + (size_t)(d + c) * w * elem;  // the tile's keys at dim d + c
-                if (KV_PREFETCH) _mm_prefetch(row + KV_PREFETCH, KV_HINT);
-                if (KV_PREFETCH_FAR && NR >= KV_FAR_ROWS) _mm_prefetch(row + KV_PREFETCH_FAR, _MM_HINT_T1);
-                const __m512 kv = load16(row, dt, m);
-#pragma GCC unroll 16
-                for (int r = 0; r < NR; r++)
-                    acc[r][c] = _mm512_fmadd_ps(_mm512_set1_ps(Q[(size_t)r * HS + d + c]), kv, acc[r][c]);
-            }
-        }
-        for (; d < HS; d++) {
-            const __m512 kv = load16(T + (size_t)d * w * elem, dt, m);
-#pragma GCC unroll 16
-            for (int r = 0; r < NR; r++)
-                acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(Q[(size_t)r * HS + d]), kv, acc[r][0]);
-        }
+        for (int c = 0; c < NCH; c++) qk_dim(NR, NT, dt, Q, HS, T, tile_bytes, w, m, d + c, c, acc);
+    for (; d < HS; d++) qk_dim(NR, NT, dt, Q, HS, T, tile_bytes, w, m, d, 0, acc);
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++)
 #pragma GCC unroll 16
         for (int r = 0; r < NR; r++) {
-            __m512 s = acc[r][0];
+            __m512 s = acc[t][r][0];
 #pragma GCC unroll 4
-            for (int c = 1; c < NCH; c++) s = _mm512_add_ps(s, acc[r][c]);
-            _mm512_storeu_ps(S + (size_t)r * lds + j, s);
+            for (int c = 1; c < NCH; c++) s = _mm512_add_ps(s, acc[t][r][c]);
+            _mm512_storeu_ps(S + (size_t)r * lds + j + t * KV_TILE, s);
         }
-    }
+}
+
+// NR rows against key tiles from key k0 (a multiple of KV_TILE), nk keys;
+// 3 to 8 rows take two full tiles at a time.
+ALWAYS_INLINE void qk_rows(const int NR, const KVDtype dt, const float *Q, int HS, const char *Kh, int max_T, int k0,
+                           int nk, float *S, int lds) {
+    int j = 0;
+    if (QK_PAIRS && NR >= 3 && NR <= 8)
+        for (; j + KV_TILE < nk && k0 + j + 2 * KV_TILE <= max_T; j += 2 * KV_TILE)
+            qk_tiles(NR, 2, dt, Q, HS, Kh, max_T, (k0 + j) / KV_TILE, S, lds, j);
+    for (; j < nk; j += KV_TILE) qk_tiles(NR, 1, dt, Q, HS, Kh, max_T, (k0 + j) / KV_TILE, S, lds, j);
 }
 
 #define QK_CASE(NR, DT) \
