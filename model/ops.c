@@ -186,7 +186,11 @@ ALWAYS_INLINE void skinny_block(const int NB, const int OB, const float *x, cons
     int k = 0;
     for (; k + 16 <= C; k += 16) skinny_step(NB, OB, x, w, C, o0, k, 0xFFFF, 1, acc);
     if (k < C) skinny_step(NB, OB, x, w, C, o0, k, mask16(C - k), 0, acc);
-    store_row_sums(NB, OB, acc, b ? b + o0 : NULL, out + o0, (size_t)OC);
+    float r[32];
+    _mm512_storeu_ps(r, reduce16(acc));
+    if (NB * OB > 16) _mm512_storeu_ps(r + 16, reduce16(acc + 16));
+    for (int n = 0; n < NB; n++)
+        for (int j = 0; j < OB; j++) out[(size_t)n * OC + o0 + j] = r[n * OB + j] + (b ? b[o0 + j] : 0.0f);
 }
 
 // Weight rows per block for NB input rows: NB x OB <= 16 accumulators, or

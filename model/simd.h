@@ -3,14 +3,13 @@
  * attention.c): a vector e^x and tanh accurate to a few float ulps, for the
  * softmaxes and GELU whose libm calls (expf, tanhf) otherwise dominate the
  * elementwise work, and the 16-vector horizontal sum of the weight-streaming
- * matmuls (ops.c, weights.c). Only with AVX-512F; callers keep a plain C path.
+ * matmul (ops.c). Only with AVX-512F; callers keep a plain C path.
  */
 #ifndef GQA_SIMD_H
 #define GQA_SIMD_H
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#include <stddef.h>
 #include <stdint.h>
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -70,17 +69,6 @@ ALWAYS_INLINE __m512 reduce16(__m512 *v) {
                                  _mm512_permutex2var_ps(v[2 * i], py, v[2 * i + 1]));
     }
     return v[0];
-}
-
-// The weight-streaming matmuls' epilogue: out[n ldo + j] = the sum of
-// acc[n OB + j]'s lanes + b[j] (b may be NULL), for NB x OB <= 32
-// accumulators, those past NB x OB zero (reduced 16 at a time).
-ALWAYS_INLINE void store_row_sums(const int NB, const int OB, __m512 *acc, const float *b, float *out, size_t ldo) {
-    float r[32];
-    _mm512_storeu_ps(r, reduce16(acc));
-    if (NB * OB > 16) _mm512_storeu_ps(r + 16, reduce16(acc + 16));
-    for (int n = 0; n < NB; n++)
-        for (int j = 0; j < OB; j++) out[(size_t)n * ldo + j] = r[n * OB + j] + (b ? b[j] : 0.0f);
 }
 #endif
 
