@@ -207,8 +207,8 @@ static void forward_step(void *ctx) {
         } else {
             linear(inf, inf->qkv, inf->ln, PARAM_QKVW, l, c->bias ? w.qkvb + (size_t)l * QKV : NULL, N);
             // rope: q and k turned by their absolute positions, so keys enter the cache rotated
+            // (attention_cached stores them)
             if (rope) rope_rotate(inf->qkv, B, Tn, pos0, NH, NKV, C / NH, m->rope_cos, m->rope_sin, 0);
-            kvcache_store(&inf->cache, l, inf->qkv, B, Tn, pos0, NH);
             attention_cached(inf->atty, inf->qkv, &inf->cache, l, B, Tn, pos0, NH, inf->att_scratch,
                              inf->att_scratch_floats);
         }

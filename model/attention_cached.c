@@ -309,17 +309,18 @@ size_t attention_cached_scratch_floats(const KVCache *kv, int NH, int Tn, int ct
 typedef struct {
     float *out, *scratch, *partials;
     const float *qkv;
-    const KVCache *kv;
+    KVCache *kv;
     Plan p;
     size_t partial_stride;  // floats of a split item's partial result: R x HS outputs, R maxes, R sums
     float scale;
     int l, Tn, pos0, NH;
+    int store;  // items store their pair's new rows (one row block per pair)
 } CachedArgs;
 
 // Items [begin, end): (sequence, KV head, row block, key split).
 static void cached_items(void *ctx, long begin, long end, long step) {
     const CachedArgs *a = ctx;
-    const KVCache *kv = a->kv;
+    KVCache *kv = a->kv;
     const Plan p = a->p;
     const int l = a->l, Tn = a->Tn, pos0 = a->pos0, NH = a->NH;
     const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV, QKV = (NH + 2 * NKV) * HS, C = NH * HS;
@@ -346,6 +347,9 @@ static void cached_items(void *ctx, long begin, long end, long step) {
             memset(Op, 0, (size_t)R * HS * sizeof(float));
             continue;
         }
+        // the split holding the new positions (key tiles, hence their
+        // lines, belong to one split; t0 = 0 with one row block a pair)
+        if (a->store && pos0 >= k0 && pos0 < k1) kvcache_store_pair(kv, l, qkv, b, g, Tn, pos0, NH);
         for (int t = t0; t < t1; t++) {  // gather the group's queries, scaled
             const float *q = qkv + ((size_t)b * Tn + t) * QKV + (size_t)g * group * HS;
             float *dst = Q + (size_t)(t - t0) * group * HS;
@@ -407,7 +411,7 @@ static void cached_merge(void *ctx, long begin, long end, long step) {
     }
 }
 
-void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
+void attention_cached(float *out, const float *qkv, KVCache *kv, int l, int B, int Tn, int pos0, int NH,
                       float *scratch, size_t scratch_floats) {
     const int NKV = kv->n_kv_head, HS = kv->head_size, group = NH / NKV;
     const int ctx = pos0 + Tn, threads = omp_get_max_threads();
@@ -419,7 +423,8 @@ void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, in
     CHECK((size_t)threads * p.per_thread + (p.nsplit > 1 ? (size_t)n_items * partial_stride : 0) <= scratch_floats);
     CachedArgs a = {.out = out, .scratch = scratch, .partials = scratch + (size_t)threads * p.per_thread, .qkv = qkv,
                     .kv = kv, .p = p, .partial_stride = partial_stride, .scale = 1.0f / sqrtf((float)HS), .l = l,
-                    .Tn = Tn, .pos0 = pos0, .NH = NH};
+                    .Tn = Tn, .pos0 = pos0, .NH = NH, .store = p.nrb == 1};
+    if (!a.store) kvcache_store(kv, l, qkv, B, Tn, pos0, NH);  // row blocks of a pair all read its new keys
     team_for(n_items, 1, cached_items, &a);
     if (p.nsplit > 1) team_for((long)B * NKV, 1, cached_merge, &a);
 }

@@ -23,10 +23,15 @@
 // context of up to ctx positions, with `threads` threads.
 size_t attention_cached_scratch_floats(const KVCache *kv, int NH, int Tn, int ctx, int threads);
 
-// out (B, Tn, NH*HS): new token t of sequence b (position pos0 + t) attends
-// causally to cache positions [0, pos0 + t] of layer l; q is read from qkv
-// (B, Tn, QKV). The new tokens' K/V must already be stored (kvcache_store).
-void attention_cached(float *out, const float *qkv, const KVCache *kv, int l, int B, int Tn, int pos0, int NH,
+// Stores the new tokens' K/V (from qkv (B, Tn, QKV)) at positions pos0..
+// of layer l, then out (B, Tn, NH*HS): new token t of sequence b (position
+// pos0 + t) attends causally to cache positions [0, pos0 + t] of layer l,
+// its q read from qkv. When each (sequence, KV head) pair's new tokens are
+// one work item's rows (decode; prefill chunks of few tokens), the item
+// that reads the pair's newest keys stores them first, on its own thread,
+// so their cache lines are written and read by one core; otherwise the
+// store is a loop of its own before the items.
+void attention_cached(float *out, const float *qkv, KVCache *kv, int l, int B, int Tn, int pos0, int NH,
                       float *scratch, size_t scratch_floats);
 
 #endif

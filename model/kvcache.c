@@ -182,13 +182,21 @@ static void store_pairs(void *ctx, long begin, long end, long step) {
     }
 }
 
+void kvcache_store_pair(KVCache *kv, int l, const float *qkv, int b, int g, int Tn, int pos0, int NH) {
+    CHECK(!kvcache_is_latent(kv));
+    CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && b < kv->batch && g < kv->n_kv_head);
+    StoreArgs a = {.kv = kv, .x = qkv, .l = l, .Tn = Tn, .pos0 = pos0, .NH = NH};
+    const long i = (long)b * kv->n_kv_head + g;
+    store_pairs(&a, i, i + 1, 1);
+}
+
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH) {
     CHECK(!kvcache_is_latent(kv));  // MLA stores latent rows: kvcache_store_latent
     CHECK(pos0 >= 0 && pos0 + Tn <= kv->max_T && B <= kv->batch);
     StoreArgs a = {.kv = kv, .x = qkv, .l = l, .Tn = Tn, .pos0 = pos0, .NH = NH};
-    // a key column is HS cache lines, each a miss in a decode step: from 32
-    // (sequence, KV head) pairs the misses are split over the threads; fewer
-    // are less work than waking them
+    // a key column is HS cache lines, each a miss: from 32 (sequence, KV
+    // head) pairs the misses are split over the threads; fewer are less
+    // work than waking them (decode steps store in attention_cached's items)
     const long pairs = (long)B * kv->n_kv_head;
     team_for(pairs, (size_t)pairs * Tn >= 32, store_pairs, &a);
 }

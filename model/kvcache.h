@@ -91,6 +91,9 @@ static inline void *kvcache_latent(const KVCache *kv, int l, int b) {
 // pos0..pos0+Tn-1 into layer l of the cache.
 void kvcache_store(KVCache *kv, int l, const float *qkv, int B, int Tn, int pos0, int NH);
 
+// kvcache_store of one (sequence b, KV head g) pair's rows, on this thread.
+void kvcache_store_pair(KVCache *kv, int l, const float *qkv, int b, int g, int Tn, int pos0, int NH);
+
 // MLA: store rows [c | kr] for positions pos0..pos0+Tn-1 of B sequences in
 // layer l: c (B*Tn rows of r, ldc floats apart) the normalised latent, kr
 // (B*Tn rows of dR, ldkr apart) the rotated rope key (NULL when dR = 0).

@@ -312,13 +312,28 @@ START_TEST(test_grouped_kernel_vs_reference) {
     size_t nq = (size_t)kc.B * kc.Tn * QKV, nout = (size_t)kc.B * kc.Tn * NH * HS;
     float *qkv = malloc_check(nq * 4), *out = malloc_check(nout * 4), *ref = malloc_check(nout * 4);
     fill_normal(qkv, nq, 1.0f, &rng);
-    kvcache_store(&kv, l, qkv, kc.B, kc.Tn, kc.pos0, NH);
     size_t ns = attention_cached_scratch_floats(&kv, NH, kc.Tn, max_T, omp_get_max_threads());
     float *scratch = malloc_check(ns * 4);
-    attention_cached(out, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH, scratch, ns);
-    attention_reference(ref, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH);
+    attention_cached(out, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH, scratch, ns);  // stores the new K/V, then attends
     char name[96];
     snprintf(name, sizeof name, "B %d NKV %d Tn %d pos0 %d %s", kc.B, kc.NKV, kc.Tn, kc.pos0, kv_dtype_name(kc.dtype));
+    // the new tokens' K and V are in the cache, as the dtype rounds them
+    float *k = malloc_check((size_t)HS * 4), *v = malloc_check((size_t)HS * 4), *want = malloc_check((size_t)HS * 4);
+    char *tmp = malloc_check((size_t)HS * 4);
+    for (int b = 0; b < kc.B; b++)
+        for (int g = 0; g < kc.NKV; g++)
+            for (int t = 0; t < kc.Tn; t++) {
+                const float *row = qkv + ((size_t)b * kc.Tn + t) * QKV;
+                kvcache_read(&kv, l, b, g, kc.pos0 + t, k, v);
+                for (int kind = 0; kind < 2; kind++) {
+                    kv_from_float(row + (size_t)(NH + kind * kc.NKV + g) * HS, kc.dtype, tmp, (size_t)HS);
+                    kv_to_float(tmp, kc.dtype, want, (size_t)HS);
+                    ck_assert_msg(!memcmp(kind ? v : k, want, (size_t)HS * 4), "%s: %s of seq %d head %d pos %d not stored",
+                                  name, kind ? "V" : "K", b, g, kc.pos0 + t);
+                }
+            }
+    free(k), free(v), free(want), free(tmp);
+    attention_reference(ref, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH);
     ck_assert_tensor_close(name, out, ref, nout, 2e-5);
     free(qkv), free(out), free(ref), free(scratch);
     kvcache_free(&kv);

@@ -2,7 +2,7 @@
  * team.h: loops split over the OpenMP threads, and a way to run many of
  * them in a row without opening an OpenMP region for each.
  *
- * A decode step of cfg-d is about 75 short loops. Opened one by one, each
+ * A decode step of cfg-d is about 70 short loops. Opened one by one, each
  * `#pragma omp parallel for` costs libgomp a start and an end barrier, and
  * the last thread to reach a barrier makes a futex system call; an
  * `if (0)` region still makes a team of one and its barrier. On this
