@@ -333,6 +333,14 @@ START_TEST(test_grouped_kernel_vs_reference) {
                 }
             }
     free(k), free(v), free(want), free(tmp);
+    if (kc.Tn > 1 || kc.B * kc.NKV >= kc.threads) {  // no key split: one thread gives the same numbers, exactly
+        float *one = malloc_check(nout * 4);
+        omp_set_num_threads(1);
+        attention_cached(one, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH, scratch, ns);
+        omp_set_num_threads(kc.threads);
+        ck_assert_msg(!memcmp(one, out, nout * 4), "%s: 1 thread differs from %d", name, kc.threads);
+        free(one);
+    }
     attention_reference(ref, qkv, &kv, l, kc.B, kc.Tn, kc.pos0, NH);
     ck_assert_tensor_close(name, out, ref, nout, 2e-5);
     free(qkv), free(out), free(ref), free(scratch);
@@ -696,6 +704,20 @@ START_TEST(test_wmat_kernels_vs_float64) {
         wmat_matmul(got[p], x, &wm, b, N, scratch);
         wmat_use_portable(old);
     }
+    // other thread counts split the rows elsewhere: the same numbers, exactly
+    float *again = malloc_check((size_t)N * rows * sizeof(float));
+    const int threads = omp_get_max_threads();
+    for (int T = 1; T <= 3; T += 2)
+        for (int p = 0; p < 2; p++) {
+            omp_set_num_threads(T);
+            const int old = wmat_use_portable(p);
+            wmat_matmul(again, x, &wm, b, N, scratch);
+            wmat_use_portable(old);
+            omp_set_num_threads(threads);
+            ck_assert_msg(!memcmp(again, got[p], (size_t)N * rows * sizeof(float)), "%s %s: %d threads differ from %d",
+                          weight_dtype_name(dt), p ? "portable" : "vector", T, threads);
+        }
+    free(again);
     // a view of rows from the middle (q8: from mid-group, as a layer's rows
     // of a whole tensor may start), with its part of the bias: its products
     // are those rows of the whole one's, exactly
