@@ -384,30 +384,14 @@ static void cached_items(void *ctx, long begin, long end, long step) {
 // one row per query head).
 static void cached_merge(void *ctx, long begin, long end, long step) {
     const CachedArgs *a = ctx;
-    const Plan p = a->p;
-    const int NKV = a->kv->n_kv_head, HS = a->kv->head_size, group = a->NH / NKV, C = a->NH * HS;
-    const size_t R_split = (size_t)group, partial_stride = a->partial_stride;
+    const int nsplit = a->p.nsplit, NKV = a->kv->n_kv_head, HS = a->kv->head_size, group = a->NH / NKV;
+    const int C = a->NH * HS;
     for (long i = begin; i < end; i += step) {
         const int b = (int)(i / NKV), g = (int)(i % NKV);
-        const float *base = a->partials + ((size_t)b * NKV + g) * p.nsplit * partial_stride;
-        for (int r = 0; r < group; r++) {
-            float M = -INFINITY, L = 0.0f;
-            for (int s = 0; s < p.nsplit; s++) {
-                float m = base[s * partial_stride + R_split * HS + r];
-                M = m > M ? m : M;
-            }
-            float *o = a->out + (size_t)b * C + ((size_t)g * group + r) * HS;
-            memset(o, 0, HS * sizeof(float));
-            for (int s = 0; s < p.nsplit; s++) {
-                const float *Os = base + s * partial_stride;
-                float m = Os[R_split * HS + r], lsum = Os[R_split * HS + R_split + r];
-                if (lsum == 0.0f) continue;
-                float w = expf(m - M);
-                L += w * lsum;
-                for (int d = 0; d < HS; d++) o[d] += w * Os[(size_t)r * HS + d];
-            }
-            for (int d = 0; d < HS; d++) o[d] /= L;
-        }
+        const float *parts = a->partials + ((size_t)b * NKV + g) * nsplit * a->partial_stride;
+        for (int r = 0; r < group; r++)
+            softmax_merge_splits(a->out + (size_t)b * C + ((size_t)g * group + r) * HS, parts, a->partial_stride,
+                                 nsplit, group, HS, r);
     }
 }
 

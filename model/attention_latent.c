@@ -567,28 +567,11 @@ static void latent_items(void *ctx, long begin, long end, long step) {
 // row per head).
 static void latent_merge(void *ctx, long begin, long end, long step) {
     const LatentArgs *a = ctx;
-    const Plan p = a->p;
-    const int r = a->kv->kv_lora_rank, NH = a->NH;
-    const size_t partial_stride = a->partial_stride;
+    const int nsplit = a->p.nsplit, r = a->kv->kv_lora_rank, NH = a->NH;
     for (long i = begin; i < end; i += step) {
         const int b = (int)(i / NH), h = (int)(i % NH);
-        const float *base = a->partials + (size_t)b * p.nsplit * partial_stride;
-        float M = -INFINITY, L = 0.0f;
-        for (int s = 0; s < p.nsplit; s++) {
-            const float ms = base[s * partial_stride + (size_t)NH * r + h];
-            M = ms > M ? ms : M;
-        }
-        float *o = a->olat + ((size_t)b * NH + h) * r;
-        memset(o, 0, (size_t)r * sizeof(float));
-        for (int s = 0; s < p.nsplit; s++) {
-            const float *Os = base + s * partial_stride;
-            const float ms = Os[(size_t)NH * r + h], ls = Os[(size_t)NH * r + NH + h];
-            if (ls == 0.0f) continue;  // an empty split
-            const float w = expf(ms - M);
-            L += w * ls;
-            for (int d = 0; d < r; d++) o[d] += w * Os[(size_t)h * r + d];
-        }
-        for (int d = 0; d < r; d++) o[d] /= L;
+        softmax_merge_splits(a->olat + ((size_t)b * NH + h) * r, a->partials + (size_t)b * nsplit * a->partial_stride,
+                             a->partial_stride, nsplit, NH, r, h);
     }
 }
 

@@ -448,6 +448,24 @@ float softmax_exp_row(float *s, int n, float *sum) {
     return mx;
 }
 
+void softmax_merge_splits(float *o, const float *parts, size_t stride, int nsplit, int rows, int dim, int i) {
+    const size_t m_at = (size_t)rows * dim + i, l_at = m_at + rows;
+    float M = -INFINITY, L = 0.0f;
+    for (int s = 0; s < nsplit; s++) {
+        const float m = parts[s * stride + m_at];
+        M = m > M ? m : M;
+    }
+    memset(o, 0, (size_t)dim * sizeof(float));
+    for (int s = 0; s < nsplit; s++) {
+        const float *Os = parts + s * stride, m = Os[m_at], l = Os[l_at];
+        if (l == 0.0f) continue;
+        const float w = expf(m - M);
+        L += w * l;
+        for (int d = 0; d < dim; d++) o[d] += w * Os[(size_t)i * dim + d];
+    }
+    for (int d = 0; d < dim; d++) o[d] /= L;
+}
+
 // ----------------------------------------------------------------------------
 // dropout and residual
 

@@ -71,6 +71,12 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
 // exponentials.
 float softmax_exp_row(float *s, int n, float *sum);
 
+// Row i of a softmax over keys split in nsplit parts, merged: part s at
+// parts + s * stride holds the unnormalised O (rows, dim), then the rows'
+// maxima m and sums l (rows each); o (dim) = sum_s e^(m_s - M) O_s[i] /
+// sum_s e^(m_s - M) l_s, M = max_s m_s, parts with l = 0 (empty) skipped.
+void softmax_merge_splits(float *o, const float *parts, size_t stride, int nsplit, int rows, int dim, int i);
+
 // probs (N,V) = softmax(logits); losses (N) = -log probs[target], or 0
 // where the target is negative (ignored: GPT_IGNORE).
 void crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets, int N, int V);
