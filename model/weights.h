@@ -28,14 +28,15 @@
  * a vector holds one number per row: a group stores, for each step of the
  * product, 64 bytes (f16: 32) of 16 rows side by side, each row's part of
  * a 32-bit lane (f16: 16-bit) together: f32 and f16 one column, bf16 a
- * pair of columns, q8 4 columns (weights.c: wmat_pos). Each dot product instruction then advances 16 rows' sums, one
- * a lane, with the input's numbers broadcast, and no sum across lanes is
- * left to do at the end. q8 pads each row with zeros to whole blocks and
- * stores q + 128 as unsigned bytes, because vpdpbusd multiplies unsigned
- * by signed bytes: sum (q_w + 128) q_x = sum q_w q_x + 128 sum q_x, and
- * the second term, the activations' alone, is subtracted; a group's scales
- * are stored (blocks, 16), so one float multiply-add per block applies the
- * 16 rows' scales. bf16 pads rows to an even number of columns.
+ * pair of columns, q8 4 columns (weights.c: wmat_pos). Each dot product
+ * instruction then advances 16 rows' sums, one a lane, with the input's
+ * numbers broadcast, and no sum across lanes is left to do at the end. q8
+ * pads each row with zeros to whole blocks and stores q + 128 as unsigned
+ * bytes, because vpdpbusd multiplies unsigned by signed bytes: sum (q_w +
+ * 128) q_x = sum q_w q_x + 128 sum q_x, and the second term, the
+ * activations' alone, is subtracted; a group's scales are stored (blocks,
+ * 16), so one float multiply-add per block applies the 16 rows' scales.
+ * bf16 pads rows to an even number of columns.
  *
  * The portable kernels (plain C, float32 sums, the same rounding of the
  * activations) run where the CPU features were not compiled in, or when
@@ -51,7 +52,7 @@
 typedef enum { W_F32 = 0, W_BF16 = 1, W_F16 = 2, W_Q8 = 3 } WeightDtype;
 #define W_NUM_DTYPES 4
 #define WQ8_BLOCK 32  // weights per q8 scale
-#define WMAT_GROUP 16  // rows stored interleaved (bf16, f16, q8)
+#define WMAT_GROUP 16  // rows stored interleaved (every converted dtype, f32 too)
 
 // "f32" | "bf16" | "f16" | "q8" -> dtype; 0, or -1 if the name is unknown.
 int weight_dtype_parse(const char *name, WeightDtype *out);
@@ -71,8 +72,8 @@ typedef struct {
 } WMat;
 
 // Elements per stored row, and the bytes of a (rows, cols) matrix: data,
-// and for q8 its scales (bf16, f16, q8: of rows rounded up to 16), each
-// part rounded up to 64 bytes (a cache line).
+// and for q8 its scales (of rows rounded up to 16), each part rounded up
+// to 64 bytes (a cache line).
 int wmat_ld(WeightDtype d, int cols);
 size_t wmat_bytes(WeightDtype d, size_t rows, int cols);
 // Bytes a product reads per weight row (data and scales, no rounding).
