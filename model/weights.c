@@ -328,11 +328,27 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 #endif
 
 #if defined(HAVE_F16_KERNEL)
-// Prefetch the weights this many bytes ahead when several input rows make
-// each load's FMAs too many to keep enough loads in flight (ops.c's reason).
+// Prefetch the weights when several input rows make each load's FMAs too
+// many to keep enough loads in flight (ops.c's reason): f32, f16 and bf16
+// each group's WMAT_PREFETCH bytes ahead in the order they are read
+// (prefetch_ahead), q8 WMAT_PREFETCH_Q8 bytes ahead in memory (the faster
+// for q8, design.md).
 #ifndef WMAT_PREFETCH
-#define WMAT_PREFETCH 16384
+#define WMAT_PREFETCH 4096
 #endif
+#ifndef WMAT_PREFETCH_Q8
+#define WMAT_PREFETCH_Q8 16384
+#endif
+
+// What to add to the address of a load at byte off of a group (of gbytes) in
+// a block of G groups read side by side, to prefetch dist bytes ahead in the
+// order they are read: past the group's end, that is the same group of the
+// next block (G groups on), not the next group, which is this block's own
+// and already being read.
+ALWAYS_INLINE size_t prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
+    const size_t d = dist < gbytes ? dist : gbytes;
+    return off + d < gbytes ? d : (size_t)G * gbytes + d - gbytes;
+}
 
 // Lanes of acc[n G + k] (group g0 + k, input row n0 + n) to the rows of
 // the view they hold, plus the bias: the first group of a view from
@@ -371,18 +387,20 @@ ALWAYS_INLINE void groups_f(const WeightDtype DT, const int NB, const int G, con
     __m512 acc[24];
 #pragma GCC unroll 24
     for (int i = 0; i < NB * G; i++) acc[i] = _mm512_setzero_ps();
+    const size_t eb = DT == W_F32 ? 4 : 2;  // bytes a weight
 #pragma GCC unroll 2
     for (int c = 0; c < C; c++) {
         __m512 wv[8];
+        const size_t ahead = prefetch_ahead((size_t)c * WMAT_GROUP * eb, gel * eb, G, WMAT_PREFETCH);
 #pragma GCC unroll 8
         for (int k = 0; k < G; k++) {
             if (DT == W_F32) {
                 const float *wp = (const float *)wq + k * gel + (size_t)c * WMAT_GROUP;
-                if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+                if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T1);
                 wv[k] = _mm512_load_ps(wp);
             } else {
                 const uint16_t *wp = (const uint16_t *)wq + k * gel + (size_t)c * WMAT_GROUP;
-                if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+                if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T1);
                 wv[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)wp));
             }
         }
@@ -412,10 +430,11 @@ ALWAYS_INLINE void groups_bf16(const int NB, const int G, const WMat *w, const A
 #pragma GCC unroll 2
     for (int p = 0; p < w->ld / 2; p++) {
         __m512i wv[8];
+        const size_t ahead = prefetch_ahead((size_t)p * 2 * WMAT_GROUP * 2, gel * 2, G, WMAT_PREFETCH);
 #pragma GCC unroll 8
         for (int k = 0; k < G; k++) {
             const uint16_t *wp = wq + k * gel + (size_t)p * 2 * WMAT_GROUP;
-            if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+            if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T1);
             wv[k] = _mm512_load_si512(wp);
         }
 #pragma GCC unroll 8
@@ -464,7 +483,7 @@ ALWAYS_INLINE void groups_q8(const int NB, const int G, const WMat *w, const Act
 #pragma GCC unroll 4
             for (int k = 0; k < G; k++) {
                 const uint8_t *wp = wq + k * gbytes + (b * (WQ8_BLOCK / 4) + t) * 64;
-                if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH, _MM_HINT_T1);
+                if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH_Q8, _MM_HINT_T1);
                 wv[k] = _mm512_load_si512(wp);
             }
 #pragma GCC unroll 8
