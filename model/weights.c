@@ -331,8 +331,8 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 // Prefetch the weights when several input rows make each load's FMAs too
 // many to keep enough loads in flight (ops.c's reason): f32, f16 and bf16
 // each group's WMAT_PREFETCH bytes ahead in the order they are read
-// (prefetch_ahead), q8 WMAT_PREFETCH_Q8 bytes ahead in memory (the faster
-// for q8, design.md).
+// (prefetch_ahead) into L1, q8 WMAT_PREFETCH_Q8 bytes ahead in memory into
+// L2 (the faster for each, design.md).
 #ifndef WMAT_PREFETCH
 #define WMAT_PREFETCH 4096
 #endif
@@ -396,11 +396,11 @@ ALWAYS_INLINE void groups_f(const WeightDtype DT, const int NB, const int G, con
         for (int k = 0; k < G; k++) {
             if (DT == W_F32) {
                 const float *wp = (const float *)wq + k * gel + (size_t)c * WMAT_GROUP;
-                if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T1);
+                if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
                 wv[k] = _mm512_load_ps(wp);
             } else {
                 const uint16_t *wp = (const uint16_t *)wq + k * gel + (size_t)c * WMAT_GROUP;
-                if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T1);
+                if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
                 wv[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)wp));
             }
         }
@@ -434,7 +434,7 @@ ALWAYS_INLINE void groups_bf16(const int NB, const int G, const WMat *w, const A
 #pragma GCC unroll 8
         for (int k = 0; k < G; k++) {
             const uint16_t *wp = wq + k * gel + (size_t)p * 2 * WMAT_GROUP;
-            if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T1);
+            if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
             wv[k] = _mm512_load_si512(wp);
         }
 #pragma GCC unroll 8
