@@ -388,6 +388,7 @@ ALWAYS_INLINE void groups_f(const WeightDtype DT, const int NB, const int G, con
 #pragma GCC unroll 24
     for (int i = 0; i < NB * G; i++) acc[i] = _mm512_setzero_ps();
     const size_t eb = DT == W_F32 ? 4 : 2;  // bytes a weight
+    const int pf = NB > 1 && n0 == 0;       // prefetch: the pass reading the block from memory
 #pragma GCC unroll 2
     for (int c = 0; c < C; c++) {
         __m512 wv[8];
@@ -396,11 +397,11 @@ ALWAYS_INLINE void groups_f(const WeightDtype DT, const int NB, const int G, con
         for (int k = 0; k < G; k++) {
             if (DT == W_F32) {
                 const float *wp = (const float *)wq + k * gel + (size_t)c * WMAT_GROUP;
-                if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
+                if (pf) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
                 wv[k] = _mm512_load_ps(wp);
             } else {
                 const uint16_t *wp = (const uint16_t *)wq + k * gel + (size_t)c * WMAT_GROUP;
-                if (NB > 1 && c % 2 == 0) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
+                if (pf && c % 2 == 0) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
                 wv[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)wp));
             }
         }
@@ -427,6 +428,7 @@ ALWAYS_INLINE void groups_bf16(const int NB, const int G, const WMat *w, const A
     __m512 acc[24];
 #pragma GCC unroll 24
     for (int i = 0; i < NB * G; i++) acc[i] = _mm512_setzero_ps();
+    const int pf = NB > 1 && n0 == 0;  // prefetch: the pass reading the block from memory
 #pragma GCC unroll 2
     for (int p = 0; p < w->ld / 2; p++) {
         __m512i wv[8];
@@ -434,7 +436,7 @@ ALWAYS_INLINE void groups_bf16(const int NB, const int G, const WMat *w, const A
 #pragma GCC unroll 8
         for (int k = 0; k < G; k++) {
             const uint16_t *wp = wq + k * gel + (size_t)p * 2 * WMAT_GROUP;
-            if (NB > 1) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
+            if (pf) _mm_prefetch((const char *)wp + ahead, _MM_HINT_T0);
             wv[k] = _mm512_load_si512(wp);
         }
 #pragma GCC unroll 8
@@ -471,6 +473,7 @@ ALWAYS_INLINE void groups_q8(const int NB, const int G, const WMat *w, const Act
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int i = 0; i < NB * G; i++) acc[i] = _mm512_setzero_ps();
+    const int pf = NB > 1 && n0 == 0;  // prefetch: the pass reading the block from memory
     for (size_t b = 0; b < nb; b++) {
         __m512i dot[8];
 #pragma GCC unroll 8
@@ -483,7 +486,7 @@ ALWAYS_INLINE void groups_q8(const int NB, const int G, const WMat *w, const Act
 #pragma GCC unroll 4
             for (int k = 0; k < G; k++) {
                 const uint8_t *wp = wq + k * gbytes + (b * (WQ8_BLOCK / 4) + t) * 64;
-                if (NB > 1) _mm_prefetch((const char *)wp + WMAT_PREFETCH_Q8, _MM_HINT_T1);
+                if (pf) _mm_prefetch((const char *)wp + WMAT_PREFETCH_Q8, _MM_HINT_T1);
                 wv[k] = _mm512_load_si512(wp);
             }
 #pragma GCC unroll 8
