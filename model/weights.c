@@ -327,6 +327,17 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 #define HAVE_Q8_KERNEL 1
 #endif
 
+// (weights.h) Past the group's end, the same group of the next block, not
+// the next group, which is this block's own and already being read.
+ALWAYS_INLINE size_t prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
+    const size_t d = dist < gbytes ? dist : gbytes;
+    return off + d < gbytes ? d : (size_t)G * gbytes + d - gbytes;
+}
+
+size_t wmat_prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
+    return prefetch_ahead(off, gbytes, G, dist);
+}
+
 #if defined(HAVE_F16_KERNEL)
 // Prefetch the weights when several input rows make each load's FMAs too
 // many to keep enough loads in flight (ops.c's reason): f32, f16 and bf16
@@ -340,15 +351,6 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 #define WMAT_PREFETCH_Q8 16384
 #endif
 
-// What to add to the address of a load at byte off of a group (of gbytes) in
-// a block of G groups read side by side, to prefetch dist bytes ahead in the
-// order they are read: past the group's end, that is the same group of the
-// next block (G groups on), not the next group, which is this block's own
-// and already being read.
-ALWAYS_INLINE size_t prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
-    const size_t d = dist < gbytes ? dist : gbytes;
-    return off + d < gbytes ? d : (size_t)G * gbytes + d - gbytes;
-}
 
 // Lanes of acc[n G + k] (group g0 + k, input row n0 + n) to the rows of
 // the view they hold, plus the bias: the first group of a view from

@@ -104,4 +104,11 @@ int wmat_use_portable(int on);
 // set ("avx512bf16", "avx512f", "avx512vnni") or "portable".
 const char *wmat_kernel_name(WeightDtype d);
 
+// Where the grouped kernels prefetch: a thread reads a block of G groups
+// (gbytes each) side by side, then its next block; what to add to the
+// address of the load at byte off of a group to prefetch dist bytes ahead
+// in that group's reading order (past its end: the same group of the next
+// block, G groups on). At most one group ahead.
+size_t wmat_prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist);
+
 #endif

@@ -947,6 +947,29 @@ START_TEST(test_weight_dtype_f16_range) {
 }
 END_TEST
 
+// The grouped kernels' prefetch (wmat_prefetch_ahead): a thread reads
+// blocks of G groups side by side, each group's bytes in order, then its
+// next block. The prefetch at each load must point at the byte the same
+// group reads dist bytes later (at most a group later), across the end of
+// the block into the next block, not into the next group in memory.
+START_TEST(test_wmat_prefetch_read_order) {
+    const size_t gsizes[] = {512, 8192, 16384, 65536}, dists[] = {64, 4096, 16384, (size_t)1 << 20};
+    const int Gs[] = {1, 2, 3, 5, 8};
+    for (int a = 0; a < 4; a++)
+        for (int g = 0; g < 5; g++)
+            for (int e = 0; e < 4; e++) {
+                const size_t gb = gsizes[a], dist = dists[e], d = dist < gb ? dist : gb;
+                const int G = Gs[g];
+                for (int k = 0; k < G; k++)
+                    for (size_t pos = 0; pos < 2 * gb; pos += 64) {  // group k's bytes in blocks 0 and 1
+                        const size_t off = pos % gb, at = pos / gb * G * gb + k * gb + off;
+                        const size_t later = pos + d, want = later / gb * G * gb + k * gb + later % gb;
+                        ck_assert_uint_eq(at + wmat_prefetch_ahead(off, gb, G, dist), want);
+                    }
+            }
+}
+END_TEST
+
 // Weight bytes: f32 is 4 bytes a parameter (of wpe one row); bf16 and f16
 // halve the matrices; q8 is 1 byte a weight and 4 a block of 32, rows
 // padded to 64; LayerNorms and biases stay float32.
@@ -1332,6 +1355,7 @@ static Suite *infer_suite(void) {
     tcase_add_test(wt, test_wmat_storage);
     tcase_add_loop_test(wt, test_decode_weight_dtypes, 0, 8);
     tcase_add_test(wt, test_weight_bytes);
+    tcase_add_test(wt, test_wmat_prefetch_read_order);
     tcase_add_test(wt, test_weight_dtype_f16_range);
     tcase_add_test(wt, test_trained_model_weight_dtypes);
     suite_add_tcase(s, wt);
