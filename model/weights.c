@@ -329,7 +329,7 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 
 // (weights.h) Past the group's end, the same group of the next block, not
 // the next group, which is this block's own and already being read.
-ALWAYS_INLINE size_t prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
+static inline size_t prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
     const size_t d = dist < gbytes ? dist : gbytes;
     return off + d < gbytes ? d : (size_t)G * gbytes + d - gbytes;
 }
