@@ -327,8 +327,9 @@ static void matmul_portable(float *out, const WMat *w, const Acts *a, const floa
 #define HAVE_Q8_KERNEL 1
 #endif
 
-// (weights.h) Past the group's end, the same group of the next block, not
-// the next group, which is this block's own and already being read.
+// wmat_prefetch_ahead (weights.h), inlined into the kernels: past the
+// group's end, the same group of the next block, not the next group in
+// memory, which is this block's own and already being read.
 static inline size_t prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
     const size_t d = dist < gbytes ? dist : gbytes;
     return off + d < gbytes ? d : (size_t)G * gbytes + d - gbytes;
@@ -350,7 +351,6 @@ size_t wmat_prefetch_ahead(size_t off, size_t gbytes, int G, size_t dist) {
 #ifndef WMAT_PREFETCH_Q8
 #define WMAT_PREFETCH_Q8 16384
 #endif
-
 
 // Lanes of acc[n G + k] (group g0 + k, input row n0 + n) to the rows of
 // the view they hold, plus the bias: the first group of a view from
