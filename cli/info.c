@@ -57,9 +57,13 @@ int cmd_info(int argc, char **argv) {
             return 1;
         }
         c = m.config;
+        printf("checkpoint: %s", ckpt);
+        if (m.wmat_memory)
+            printf(" (weights in %s, for inference only: gqa sample reads it, training does not)",
+                   weight_dtype_name(m.weight_dtype));
+        printf("\n");
         free(vocab);
         gpt_free(&m);
-        printf("checkpoint: %s\n", ckpt);
     } else if (c.rope_head_dim == 0) {
         cli_model_resolve(&c);  // MLA with rope: DeepSeek-V2's head_size/2; a given value is validated below
     }

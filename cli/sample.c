@@ -50,7 +50,8 @@ int cmd_sample(int argc, char **argv) {
          cli_kv_dtype_choices, 0, NULL, NULL},
         {"weight_dtype", OPT_CHOICE, &sc.weight_dtype, 0, 0,
          "weights for inference, converted at load: bf16 and f16 half the bytes, q8 (int8, a scale per 32) 1.125 "
-         "bytes a weight; LayerNorms and biases stay f32",
+         "bytes a weight; LayerNorms and biases stay f32 (a checkpoint from `gqa convert --weight_dtype` is "
+         "read in its own dtype)",
          weight_dtype_names, 0, NULL, NULL},
         {"threads", OPT_INT, &sc.threads, 0, 1024, "OpenMP threads (0: OMP_NUM_THREADS or all cores)", NULL, 0, NULL,
          NULL},
@@ -70,6 +71,7 @@ int cmd_sample(int argc, char **argv) {
     uint8_t *blob;
     size_t blob_len;
     if (checkpoint_load(sc.ckpt, &m, &blob, &blob_len, NULL, NULL, err, sizeof err) != 0) die("%s", err);
+    const int converted_file = m.wmat_memory != NULL;  // from gqa convert --weight_dtype
     Tokenizer tok;
     char terr[512];
     if (tokenizer_parse(&tok, blob, blob_len, terr, sizeof terr) != blob_len) die("%s: %s", sc.ckpt, terr);
@@ -78,7 +80,11 @@ int cmd_sample(int argc, char **argv) {
         die("%s: vocabulary has %d entries but the model's vocab_size is %d", sc.ckpt, tok.vocab_size,
             m.config.vocab_size);
 
-    const WeightDtype weight_dtype = (WeightDtype)sc.weight_dtype;
+    if (m.wmat_memory && sc.weight_dtype != W_F32 && sc.weight_dtype != (int)m.weight_dtype)
+        die("%s: the weights are already %s (gqa convert --weight_dtype): --weight_dtype %s would convert them "
+            "again; give it the float32 checkpoint", sc.ckpt, weight_dtype_name(m.weight_dtype),
+            weight_dtype_name((WeightDtype)sc.weight_dtype));
+    const WeightDtype weight_dtype = m.wmat_memory ? m.weight_dtype : (WeightDtype)sc.weight_dtype;
     if (gpt_set_weight_dtype(&m, weight_dtype) != 0) die("%s: %s", sc.ckpt, m.error);
 
     // the prompt
@@ -177,8 +183,9 @@ int cmd_sample(int argc, char **argv) {
     // the kernel updates the peak lazily: it may lag the resident size now
     const size_t now = current_rss_bytes(), peak = peak_rss_bytes() > now ? peak_rss_bytes() : now;
     char b3[32];
-    fprintf(stderr, "resident memory: %s now, %s at the peak (loading reads the float32 checkpoint)\n",
-            format_bytes((double)now, b3, sizeof b3), format_bytes((double)peak, b2, sizeof b2));
+    fprintf(stderr, "resident memory: %s now, %s at the peak (loading reads the %s checkpoint)\n",
+            format_bytes((double)now, b3, sizeof b3), format_bytes((double)peak, b2, sizeof b2),
+            converted_file ? weight_dtype_name(weight_dtype) : "float32");
 
     free(seqs), free(batch_tokens), free(prompt);
     sampler_free(&smp);

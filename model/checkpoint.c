@@ -72,13 +72,31 @@ static void put_f32s(Out *o, const float *x, size_t n) {
     }
 }
 
+// A converted model's parameters, tensor by tensor: the matrices in the
+// checkpoint's form (wmat_to_raw), the rest float32.
+static void put_converted(Out *o, const GPT *m) {
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        const WMat w = gpt_weight(m, i);
+        if (!w.grouped) {
+            put_f32s(o, w.data, m->param_sizes[i]);
+            continue;
+        }
+        const size_t n = wmat_raw_bytes(w.dtype, w.rows, w.cols);
+        uint8_t *raw = malloc_check(n ? n : 1);
+        wmat_to_raw(&w, raw);
+        put_bytes(o, raw, n);
+        free(raw);
+    }
+}
+
 static int write_checkpoint(FILE *f, void *ctx_) {
     const SaveCtx *ctx = ctx_;
     const GPTConfig *c = &ctx->m->config;
     const size_t P = ctx->m->num_parameters;
+    const int converted = ctx->m->wmat_memory != NULL;
     Out o = {f, 0, 0};
     put_bytes(&o, "GQAC", 4);
-    put_u32(&o, CHECKPOINT_VERSION);
+    put_u32(&o, converted ? 4 : 3);
     const int32_t dims[7] = {c->vocab_size, c->block_size, c->n_layer, c->n_head, c->n_kv_head, c->n_embd, c->bias};
     for (int i = 0; i < 7; i++) put_i32(&o, dims[i]);
     put_f32(&o, c->dropout);
@@ -90,8 +108,10 @@ static int write_checkpoint(FILE *f, void *ctx_) {
     put_i32(&o, c->kv_lora_rank);  // version 3
     put_i32(&o, c->rope_head_dim);
     put_i32(&o, gpt_is_latent(c) ? c->latent_norm : 0);  // 0 when unused: one spelling of a grouped model
+    if (converted) put_u32(&o, (uint32_t)ctx->m->weight_dtype);  // version 4
     put_bytes(&o, ctx->vocab, ctx->vocab_len);
-    put_f32s(&o, ctx->m->params_memory, P);
+    if (converted) put_converted(&o, ctx->m);
+    else put_f32s(&o, ctx->m->params_memory, P);
     if (ctx->ts) {
         const TrainState *ts = ctx->ts;
         put_i32(&o, ts->step);
@@ -110,9 +130,11 @@ static int write_checkpoint(FILE *f, void *ctx_) {
 
 int checkpoint_save(const char *path, const GPT *m, const void *vocab, size_t vocab_len, const TrainState *ts,
                     char *err, size_t errlen) {
-    if (m->wmat_memory) {
-        snprintf(err, errlen, "%s: the model's weights are converted (%s) for inference: a checkpoint holds the "
-                 "float32 weights as trained", path, weight_dtype_name(m->weight_dtype));
+    if (m->wmat_memory && (m->weight_dtype == W_F32 || ts)) {
+        snprintf(err, errlen, "%s: the model's weights are converted (%s) for inference: %s", path,
+                 weight_dtype_name(m->weight_dtype),
+                 ts ? "a training checkpoint holds the float32 weights as trained"
+                    : "f32 is saved as the float32 weights before conversion");
         return -1;
     }
     if (vocab_len > UINT32_MAX) {
@@ -166,6 +188,7 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
         FAIL("unsupported checkpoint version %u (this build reads 1 to %d)", version, CHECKPOINT_VERSION);
     const size_t header = version == 1   ? CHECKPOINT_V1_HEADER_BYTES
                           : version == 2 ? CHECKPOINT_V2_HEADER_BYTES
+                          : version == 3 ? CHECKPOINT_V3_HEADER_BYTES
                                          : CHECKPOINT_HEADER_BYTES;
     if (len < header) FAIL("truncated header: file is %zu bytes, the version-%u header alone is %zu", len, version, header);
     // as every version-1 file: learned positions; versions 1 and 2: grouped attention
@@ -180,14 +203,30 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     if (version >= 2) c.pos = get_i32le(buf + 56), c.rope_theta = get_f32le(buf + 60);
     if (version >= 3)
         c.kv_lora_rank = get_i32le(buf + 64), c.rope_head_dim = get_i32le(buf + 68), c.latent_norm = get_i32le(buf + 72);
+    const uint32_t wdt = version >= 4 ? get_u32le(buf + 76) : W_F32;
     char cerr[200];
     if (gpt_config_validate(&c, cerr, sizeof cerr) != 0) FAIL("bad config: %s", cerr);
     if (flags > 1) FAIL("unknown flags 0x%x", flags);
+    if (wdt >= W_NUM_DTYPES) FAIL("unknown weight_dtype %u (0 f32, 1 bf16, 2 f16, 3 q8)", wdt);
+    if (wdt != W_F32 && flags) FAIL("weights in %s with a training state (flags 0x%x)", weight_dtype_name(wdt), flags);
     size_t P = gpt_num_parameters(&c);
     if (np != P) FAIL("num_parameters is %llu but the config implies %zu", (unsigned long long)np, P);
-    // expected size, overflow-checked (P <= 1e18/4 by gpt_num_parameters)
-    size_t want = header, pbytes;
-    if (!size_mul(P, sizeof(float), &pbytes) || !size_add(want, vlen, &want) || !size_add(want, pbytes, &want) ||
+    // expected size, overflow-checked (P <= 1e18/4 by gpt_num_parameters; the
+    // converted forms are smaller than float32)
+    size_t want = header, pbytes, tbytes[GPT_NUM_PARAM_TENSORS], sizes[GPT_NUM_PARAM_TENSORS];
+    if (!size_mul(P, sizeof(float), &pbytes)) FAIL("sizes in the header overflow");
+    gpt_param_sizes(&c, sizes);
+    if (wdt != W_F32) {
+        pbytes = 0;
+        for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+            size_t rows;
+            int cols;
+            tbytes[i] = gpt_weight_converts(&c, i, &rows, &cols) ? wmat_raw_bytes((WeightDtype)wdt, rows, cols)
+                                                                  : sizes[i] * sizeof(float);
+            pbytes += tbytes[i];
+        }
+    }
+    if (!size_add(want, vlen, &want) || !size_add(want, pbytes, &want) ||
         (flags && (!size_add(want, 28, &want) || !size_add(want, pbytes, &want) || !size_add(want, pbytes, &want))) ||
         !size_add(want, 4, &want))
         FAIL("sizes in the header overflow");
@@ -199,6 +238,30 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     p += vlen;
     const uint8_t *params_p = p;
     p += pbytes;
+    if (wdt != W_F32) {  // a model for inference: each tensor checked, then built converted
+        const uint8_t *raw[GPT_NUM_PARAM_TENSORS];
+        for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+            size_t rows;
+            int cols;
+            raw[i] = params_p;
+            if (gpt_weight_converts(&c, i, &rows, &cols)) {
+                if (wmat_raw_check((WeightDtype)wdt, rows, cols, params_p, cerr, sizeof cerr) != 0)
+                    FAIL("%s (%s): %s", gpt_param_names[i], weight_dtype_name(wdt), cerr);
+            } else {
+                for (size_t j = 0; j < sizes[i]; j++)
+                    if (!isfinite(get_f32le(params_p + 4 * j)))
+                        FAIL("%s[%zu] is %g: the weights are not finite", gpt_param_names[i], j,
+                             (double)get_f32le(params_p + 4 * j));
+            }
+            params_p += tbytes[i];
+        }
+        if (gpt_init_converted(m, &c, (WeightDtype)wdt, raw) != 0) FAIL("%s", m->error);
+        *vocab = malloc_check(vlen ? vlen : 1);
+        memcpy(*vocab, vocab_p, vlen);
+        *vocab_len = vlen;
+        rc = 0;
+        goto done;
+    }
     for (size_t i = 0; i < P; i++) {
         const float w = get_f32le(params_p + 4 * i);
         if (!isfinite(w)) FAIL("parameter %zu is %g: the weights are not finite", i, (double)w);

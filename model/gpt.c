@@ -215,6 +215,41 @@ int gpt_weight_converts(const GPTConfig *c, int param, size_t *rows, int *cols) 
     return 0;
 }
 
+// Where a model's weights of dtype dt lie: the converted matrices at off[]
+// in a block of `total` bytes, the other tensors (keep[] floats each) in an
+// arena of nkeep floats.
+typedef struct {
+    size_t rows[GPT_NUM_PARAM_TENSORS], off[GPT_NUM_PARAM_TENSORS], keep[GPT_NUM_PARAM_TENSORS], total, nkeep;
+    int cols[GPT_NUM_PARAM_TENSORS], conv[GPT_NUM_PARAM_TENSORS];
+} WeightLayout;
+
+static void weight_layout(const GPTConfig *c, WeightDtype dt, WeightLayout *L) {
+    size_t sizes[GPT_NUM_PARAM_TENSORS];
+    gpt_param_sizes(c, sizes);
+    L->total = L->nkeep = 0;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        L->conv[i] = gpt_weight_converts(c, i, &L->rows[i], &L->cols[i]);
+        L->off[i] = L->total;
+        if (L->conv[i]) L->total += wmat_bytes(dt, L->rows[i], L->cols[i]);
+        L->keep[i] = L->conv[i] ? 0 : sizes[i];
+        L->nkeep += L->keep[i];
+    }
+}
+
+// The converted matrices' block of a layout (huge pages advised), or NULL
+// with m->error.
+static void *alloc_wmats(GPT *m, WeightDtype dt, const WeightLayout *L) {
+    void *wm = aligned_alloc(64, L->total ? (L->total + 63) / 64 * 64 : 64);
+    if (!wm) {
+        char b[32];
+        snprintf(m->error, sizeof m->error, "cannot allocate the %s weights (%s)", weight_dtype_name(dt),
+                 format_bytes((double)L->total, b, sizeof b));
+        return NULL;
+    }
+    advise_huge_pages(wm, L->total);
+    return wm;
+}
+
 int gpt_set_weight_dtype(GPT *m, WeightDtype dt) {
     const GPTConfig *c = &m->config;
     if (m->wmat_memory) {
@@ -222,41 +257,33 @@ int gpt_set_weight_dtype(GPT *m, WeightDtype dt) {
         snprintf(m->error, sizeof m->error, "the weights are already %s", weight_dtype_name(m->weight_dtype));
         return -1;
     }
-    size_t rows[GPT_NUM_PARAM_TENSORS], off[GPT_NUM_PARAM_TENSORS], total = 0, keep[GPT_NUM_PARAM_TENSORS], nkeep = 0;
-    int cols[GPT_NUM_PARAM_TENSORS], conv[GPT_NUM_PARAM_TENSORS];
+    WeightLayout L;
+    weight_layout(c, dt, &L);
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
-        conv[i] = gpt_weight_converts(c, i, &rows[i], &cols[i]);
         const float *t = *param_slot(&m->params, i);
-        for (size_t j = 0; dt == W_F16 && conv[i] && j < rows[i] * (size_t)cols[i]; j++)
+        for (size_t j = 0; dt == W_F16 && L.conv[i] && j < L.rows[i] * (size_t)L.cols[i]; j++)
             if (fabsf(t[j]) > 65504.0f) {  // the largest half: beyond it f16 holds infinity
                 snprintf(m->error, sizeof m->error, "%s[%zu] = %g is beyond f16's range (65504): use bf16",
                          gpt_param_names[i], j, (double)t[j]);
                 return -1;
             }
-        off[i] = total;
-        if (conv[i]) total += wmat_bytes(dt, rows[i], cols[i]);
-        keep[i] = conv[i] ? 0 : m->param_sizes[i];
-        nkeep += keep[i];
     }
-    void *wm = aligned_alloc(64, total ? total : 64);
-    float *rest = malloc((nkeep ? nkeep : 1) * sizeof(float));
-    if (!wm || !rest) {
-        char b[32];
-        snprintf(m->error, sizeof m->error, "cannot allocate the %s weights (%s)", weight_dtype_name(dt),
-                 format_bytes((double)total, b, sizeof b));
+    void *wm = alloc_wmats(m, dt, &L);
+    float *rest = wm ? malloc((L.nkeep ? L.nkeep : 1) * sizeof(float)) : NULL;
+    if (!rest) {
+        if (wm) snprintf(m->error, sizeof m->error, "cannot allocate %zu float32 parameters", L.nkeep);
         free(wm);
-        free(rest);
         return -1;
     }
-    advise_huge_pages(wm, total);
     ParameterTensors old = m->params;
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++)
-        if (conv[i]) wmat_init_from_float(&m->wmats[i], dt, rows[i], cols[i], (char *)wm + off[i], *param_slot(&old, i));
-    gpt_point_params(&m->params, rest, keep);
+        if (L.conv[i])
+            wmat_init_from_float(&m->wmats[i], dt, L.rows[i], L.cols[i], (char *)wm + L.off[i], *param_slot(&old, i));
+    gpt_point_params(&m->params, rest, L.keep);
     for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
         float **slot = param_slot(&m->params, i);
-        if (conv[i]) *slot = NULL;
-        else memcpy(*slot, *param_slot(&old, i), keep[i] * sizeof(float));
+        if (L.conv[i]) *slot = NULL;
+        else memcpy(*slot, *param_slot(&old, i), L.keep[i] * sizeof(float));
     }
     free(m->params_memory);
     m->params_memory = rest;
@@ -296,7 +323,9 @@ size_t gpt_kv_bytes_per_token(const GPTConfig *c, size_t elem_bytes) {
     return (size_t)c->n_layer * gpt_kv_per_token_layer(c) * elem_bytes;
 }
 
-int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
+// gpt_init and gpt_init_converted: the config, the rope tables and a
+// float32 arena of `floats` (not initialised).
+static int gpt_alloc(GPT *m, const GPTConfig *c, uint64_t seed, size_t floats) {
     memset(m, 0, sizeof *m);
     if (gpt_config_validate(c, m->error, sizeof m->error) != 0) return -1;
     m->config = *c;
@@ -304,15 +333,14 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
     m->rng_state = rng_mix64(seed ^ 0xD1CEull);
     gpt_param_sizes(c, m->param_sizes);
     m->num_parameters = gpt_num_parameters(c);
-    m->params_memory = malloc(m->num_parameters * sizeof(float));
+    m->params_memory = malloc((floats ? floats : 1) * sizeof(float));
     if (!m->params_memory) {
         char b[32];
-        snprintf(m->error, sizeof m->error, "cannot allocate %zu parameters (%s)", m->num_parameters,
-                 format_bytes((double)m->num_parameters * sizeof(float), b, sizeof b));
+        snprintf(m->error, sizeof m->error, "cannot allocate %zu parameters (%s)", floats,
+                 format_bytes((double)floats * sizeof(float), b, sizeof b));
         return -1;
     }
-    advise_huge_pages(m->params_memory, m->num_parameters * sizeof(float));
-    gpt_point_params(&m->params, m->params_memory, m->param_sizes);
+    advise_huge_pages(m->params_memory, floats * sizeof(float));
     if (c->pos == GPT_POS_ROPE) {  // the rotation tables, once for the model's life
         const int dim = gpt_rope_dim(c);  // HS, or MLA's rope_head_dim
         const size_t n = (size_t)c->block_size * (size_t)(dim / 2);
@@ -327,6 +355,40 @@ int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
         m->rope_cos = m->rope_memory;
         m->rope_sin = m->rope_memory + n;
     }
+    return 0;
+}
+
+int gpt_init_converted(GPT *m, const GPTConfig *c, WeightDtype dt, const uint8_t *const raw[GPT_NUM_PARAM_TENSORS]) {
+    CHECK(dt != W_F32);
+    WeightLayout L;
+    weight_layout(c, dt, &L);
+    if (gpt_alloc(m, c, 0, L.nkeep) != 0) return -1;
+    void *wm = alloc_wmats(m, dt, &L);
+    if (!wm) {
+        char e[sizeof m->error];
+        memcpy(e, m->error, sizeof e);
+        gpt_free(m);
+        memcpy(m->error, e, sizeof e);
+        return -1;
+    }
+    gpt_point_params(&m->params, m->params_memory, L.keep);
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        float **slot = param_slot(&m->params, i);
+        if (L.conv[i]) {
+            wmat_init_from_raw(&m->wmats[i], dt, L.rows[i], L.cols[i], (char *)wm + L.off[i], raw[i]);
+            *slot = NULL;
+        } else {
+            f32s_from_le(*slot, raw[i], L.keep[i]);
+        }
+    }
+    m->wmat_memory = wm;
+    m->weight_dtype = dt;
+    return 0;
+}
+
+int gpt_init(GPT *m, const GPTConfig *c, uint64_t seed) {
+    if (gpt_alloc(m, c, seed, gpt_num_parameters(c)) != 0) return -1;
+    gpt_point_params(&m->params, m->params_memory, m->param_sizes);
 
     // GPT-2 / nanoGPT init
     uint64_t rng = seed;

@@ -255,6 +255,12 @@ int gpt_weight_converts(const GPTConfig *c, int param, size_t *rows, int *cols);
 // (again with the same dtype: nothing to do). Returns 0, or -1 with
 // m->error (out of memory; already converted to another dtype).
 int gpt_set_weight_dtype(GPT *m, WeightDtype dt);
+// A model for inference built from weights already in dtype (bf16, f16 or
+// q8), as gpt_set_weight_dtype leaves one, without a float32 copy: raw[i]
+// is tensor PARAM_i in an inference checkpoint's form (checked before):
+// wmat_raw_check's for the converted ones, little-endian float32 for the
+// others. Returns 0, or -1 with m->error (out of memory; a bad config).
+int gpt_init_converted(GPT *m, const GPTConfig *c, WeightDtype dt, const uint8_t *const raw[GPT_NUM_PARAM_TENSORS]);
 // Tensor PARAM_* as a matrix: converted, or a view of the float32 tensor.
 WMat gpt_weight(const GPT *m, int param);
 // Bytes of the weights with matrices of dtype (the other tensors float32):

@@ -134,6 +134,82 @@ void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *m
     }
 }
 
+// ----------------------------------------------------------------------------
+// the checkpoint's form (weights.h)
+
+static size_t q8_blocks(int cols) { return ((size_t)cols + WQ8_BLOCK - 1) / WQ8_BLOCK; }
+
+size_t wmat_raw_bytes(WeightDtype d, size_t rows, int cols) {
+    if (d == W_Q8) return rows * (q8_blocks(cols) * sizeof(float) + (size_t)cols);
+    return rows * (size_t)cols * (d == W_F32 ? 4 : 2);
+}
+
+void wmat_to_raw(const WMat *w, uint8_t *raw) {
+    CHECK(w->grouped && w->lane0 == 0 && w->dtype != W_F32);
+    const size_t rows = w->rows, cols = (size_t)w->cols, ld = (size_t)w->ld;
+    if (w->dtype == W_Q8) {
+        const size_t nb = ld / WQ8_BLOCK;  // = q8_blocks(cols)
+        const uint8_t *u = w->data;
+        uint8_t *q = raw + rows * nb * sizeof(float);
+        for (size_t r = 0; r < rows; r++) {
+            for (size_t b = 0; b < nb; b++) put_f32le(raw + (r * nb + b) * 4, w->scale[q8_scale_at(r, b, nb)]);
+            for (size_t k = 0; k < cols; k++) q[r * cols + k] = (uint8_t)(u[wmat_pos(W_Q8, r, k, ld)] ^ 0x80);  // q + 128 -> q
+        }
+        return;
+    }
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < cols; k++)
+            put_u16le(raw + 2 * (r * cols + k), ((const uint16_t *)w->data)[wmat_pos(w->dtype, r, k, ld)]);
+}
+
+// A 16-bit number's exponent all ones: infinity or NaN.
+static int half_not_finite(WeightDtype d, uint16_t h) {
+    return d == W_BF16 ? (h & 0x7F80) == 0x7F80 : (h & 0x7C00) == 0x7C00;
+}
+
+int wmat_raw_check(WeightDtype d, size_t rows, int cols, const uint8_t *raw, char *err, size_t errlen) {
+    if (d == W_Q8) {
+        const size_t nbr = q8_blocks(cols);
+        for (size_t i = 0; i < rows * nbr; i++) {
+            const float s = get_f32le(raw + 4 * i);
+            if (!isfinite(s) || s < 0.0f) {
+                snprintf(err, errlen, "row %zu, block %zu has scale %g (want finite and >= 0)", i / nbr, i % nbr,
+                         (double)s);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < rows * (size_t)cols; i++)
+        if (half_not_finite(d, get_u16le(raw + 2 * i))) {
+            snprintf(err, errlen, "row %zu, column %zu is not finite (0x%04x)", i / (size_t)cols, i % (size_t)cols,
+                     get_u16le(raw + 2 * i));
+            return -1;
+        }
+    return 0;
+}
+
+void wmat_init_from_raw(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const uint8_t *raw) {
+    CHECK(d != W_F32);
+    const int ld = wmat_ld(d, cols);
+    *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .grouped = 1, .data = mem, .scale = NULL};
+    const size_t stored = stored_rows(rows), nb = (size_t)ld / WQ8_BLOCK, C = (size_t)cols;
+    if (d == W_Q8) {  // the padding: q = 0 (stored 128), scale 0, as wmat_init_from_float's
+        w->scale = (float *)((char *)mem + round64(stored * (size_t)ld));
+        memset(mem, 0x80, stored * (size_t)ld);
+        memset(w->scale, 0, stored * nb * sizeof(float));
+        const uint8_t *q = raw + rows * nb * sizeof(float);
+        for (size_t r = 0; r < rows; r++) {
+            for (size_t b = 0; b < nb; b++) w->scale[q8_scale_at(r, b, nb)] = get_f32le(raw + (r * nb + b) * 4);
+            for (size_t k = 0; k < C; k++) ((uint8_t *)mem)[wmat_pos(d, r, k, (size_t)ld)] = (uint8_t)(q[r * C + k] ^ 0x80);
+        }
+        return;
+    }
+    memset(mem, 0, stored * (size_t)ld * 2);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < C; k++) ((uint16_t *)mem)[wmat_pos(d, r, k, (size_t)ld)] = get_u16le(raw + 2 * (r * C + k));
+}
+
 void wmat_row_to_float(const WMat *w, size_t r, float *dst) {
     const size_t p = (size_t)w->lane0 + r, ld = (size_t)w->ld, eb = elem_bytes(w->dtype);
     if (!w->grouped) {

@@ -90,6 +90,21 @@ WMat wmat_rows(const WMat *w, size_t row0, size_t n);
 // Row r as float32 (cols values): the weights the products use.
 void wmat_row_to_float(const WMat *w, size_t r, float *dst);
 
+// A converted matrix (bf16, f16 or q8) in the host-independent form of an
+// inference checkpoint (docs/formats.md): bf16 and f16 the (rows, cols)
+// numbers row-major, uint16 little-endian; q8 the scales (rows, cols / 32
+// rounded up) float32 little-endian, then the (rows, cols) int8 q. No
+// padding: the grouped layout is this build's, not the file's.
+size_t wmat_raw_bytes(WeightDtype d, size_t rows, int cols);
+// w (converted, lane0 0: a whole matrix) into raw (wmat_raw_bytes of it).
+void wmat_to_raw(const WMat *w, uint8_t *raw);
+// 0 if raw holds finite numbers (q8: finite scales >= 0), else -1 with err
+// naming the first bad one: "row R, column K is inf" or "row R, block B".
+int wmat_raw_check(WeightDtype d, size_t rows, int cols, const uint8_t *raw, char *err, size_t errlen);
+// wmat_init_from_float's matrix from raw instead (checked by
+// wmat_raw_check): the same bytes as converting the numbers it came from.
+void wmat_init_from_raw(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const uint8_t *raw);
+
 // out (N, rows) = inp (N, cols) @ w^T + b (rows; may be NULL). scratch holds
 // the activations in the weights' form: wmat_scratch_bytes(N, cols) bytes,
 // 64-byte aligned (unused with f32). Threads split the weight rows.

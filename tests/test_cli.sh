@@ -546,9 +546,9 @@ expect 0 "(n_kv_head 4, repeat)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --n
 expect 0 "(n_kv_head 2) -> $tmpd/mla48.bin (MLA, kv_lora_rank 48): parameters 56592 -> 66000, KV cache per token 384 B -> 384 B, K/V projection at rank 48: relative Frobenius error 0.0000 over 2 layers" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank 48 --out "$tmpd/mla48.bin"
 expect 0 "(MLA, kv_lora_rank 8): parameters 56592 -> 54400, KV cache per token 384 B -> 64 B, K/V projection at rank 8: relative Frobenius error 0.3996 over 2 layers (worst: layer 0, 0.4095)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank 8 --out "$tmpd/mla8.bin"
 expect 1 "kv_lora_rank 49 exceeds the full rank of the stacked K/V projection, 2 x n_kv_head x head_size = 2 x 2 x 12 = 48" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank 49 --out "$tmpd/x.bin"
-expect 1 "give one of --n_kv_head G (grouped attention, G >= 1) or --kv_lora_rank R (MLA, R >= 1)" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank 0 --out "$tmpd/x.bin"
+expect 1 "give one of --n_kv_head G (grouped attention, G >= 1), --kv_lora_rank R (MLA, R >= 1) or --weight_dtype bf16|f16|q8" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank 0 --out "$tmpd/x.bin"
 expect 1 "option 'kv_lora_rank': -1 is out of range [0, 1048576]" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank -1 --out "$tmpd/x.bin"
-expect 1 "(MLA, R >= 1), not both" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank 8 --n_kv_head 1 --out "$tmpd/x.bin"
+expect 1 "or --weight_dtype bf16|f16|q8, not more" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --kv_lora_rank 8 --n_kv_head 1 --out "$tmpd/x.bin"
 expect 1 "mla8.bin: the source is already MLA (kv_lora_rank 8); convert from a grouped (MHA/GQA) checkpoint" -- "$GQA" convert --ckpt "$tmpd/mla8.bin" --kv_lora_rank 4 --out "$tmpd/x.bin"
 expect 1 "mla8.bin: the source is MLA (kv_lora_rank 8): n_kv_head conversion needs grouped attention" -- "$GQA" convert --ckpt "$tmpd/mla8.bin" --n_kv_head 1 --out "$tmpd/x.bin"
 # the evaluation of `gqa train --max_iters 0`: the full-rank model has the source's val loss (to float
@@ -571,6 +571,32 @@ awk -v a="$vl_src" -v b="$vl48" -v c="$vl8" 'BEGIN { d = a - b; if (d < 0) d = -
     --block_size 8 --batch_size 2 --max_iters 0 --eval_iters 1 --peak_gflops 1 > /dev/null 2>&1 || bad "training a rope model failed"
 expect 1 "conversion to MLA needs learned positions: the decoupled rotary key has no counterpart in the source" -- "$GQA" convert --ckpt "$tmpd/rope/ckpt.bin" --kv_lora_rank 4 --out "$tmpd/x.bin"
 [ ! -e "$tmpd/x.bin" ] && [ ! -e "$tmpd/x.bin.tmp" ] && ok || bad "a refused MLA conversion wrote a file"
+
+# gqa convert --weight_dtype: a smaller checkpoint for inference only, its matrices as sample's
+# --weight_dtype converts them at load (the same text), refused by training and by the other conversions
+for d in bf16 f16 q8; do
+    expect 0 "tiny_gqa.bin (221.38 KiB) -> $tmpd/w_$d.bin (" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --weight_dtype $d --out "$tmpd/w_$d.bin"
+    a=$("$GQA" sample --ckpt "$fx/tiny_gqa.bin" --weight_dtype $d --num_samples 3 --max_new_tokens 100 --seed 7 2>/dev/null)
+    b=$("$GQA" sample --ckpt "$tmpd/w_$d.bin" --num_samples 3 --max_new_tokens 100 --seed 7 2>/dev/null)
+    c=$("$GQA" sample --ckpt "$tmpd/w_$d.bin" --weight_dtype $d --num_samples 3 --max_new_tokens 100 --seed 7 2>/dev/null)
+    expect 0 "): $d weights, for inference only" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --weight_dtype $d --out "$tmpd/w_$d.bin"
+    [ ${#a} -gt 300 ] && [ "$a" = "$b" ] && [ "$a" = "$c" ] && ok || bad "sampling the $d checkpoint differs from --weight_dtype $d at load"
+done
+expect 0 "weights: 79.20 KiB (81096 bytes, q8, kernel " -- "$GQA" sample --ckpt "$tmpd/w_q8.bin" --max_new_tokens 4
+expect 0 "at the peak (loading reads the q8 checkpoint)" -- "$GQA" sample --ckpt "$tmpd/w_q8.bin" --max_new_tokens 4
+f32b=$(wc -c < "$fx/tiny_gqa.bin") q8b=$(wc -c < "$tmpd/w_q8.bin") bf16b=$(wc -c < "$tmpd/w_bf16.bin")
+[ "$q8b" -lt $((f32b / 3)) ] && [ "$bf16b" -lt $((f32b * 55 / 100)) ] && ok || bad "sizes: f32 $f32b, bf16 $bf16b, q8 $q8b bytes"
+expect 0 "checkpoint: $tmpd/w_f16.bin (weights in f16, for inference only: gqa sample reads it, training does not)" -- "$GQA" info --ckpt "$tmpd/w_f16.bin"
+expect 1 "w_q8.bin: the weights are already q8 (gqa convert --weight_dtype): --weight_dtype bf16 would convert them again; give it the float32 checkpoint" -- "$GQA" sample --ckpt "$tmpd/w_q8.bin" --weight_dtype bf16
+expect 1 "w_q8.bin: the weights are q8, for inference only (gqa convert --weight_dtype): training needs the float32 checkpoint it was converted from" -- "$GQA" train --data_dir "$tmpd/sc" --out_dir "$tmpd/tq" --init_from="$tmpd/w_q8.bin" --max_iters 1 --peak_gflops 1
+expect 1 "w_bf16.bin: the weights are bf16, for inference only: convert needs a float32 checkpoint (ckpt.bin or best.bin)" -- "$GQA" convert --ckpt "$tmpd/w_bf16.bin" --n_kv_head 1 --out "$tmpd/x.bin"
+expect 1 "w_bf16.bin: the weights are bf16, for inference only: convert needs a float32 checkpoint" -- "$GQA" convert --ckpt "$tmpd/w_bf16.bin" --weight_dtype q8 --out "$tmpd/x.bin"
+expect 1 "option 'weight_dtype': 'f32' is not one of none, bf16, f16, q8" -- "$GQA" convert --ckpt "$fx/tiny_gqa.bin" --weight_dtype f32 --out "$tmpd/x.bin"
+[ ! -e "$tmpd/x.bin" ] && [ ! -e "$tmpd/x.bin.tmp" ] && ok || bad "a refused weight conversion wrote a file"
+# a refused conversion leaves an existing output as it was
+cp "$tmpd/w_f16.bin" "$tmpd/keep.bin"
+expect 1 "for inference only: convert needs a float32 checkpoint" -- "$GQA" convert --ckpt "$tmpd/w_q8.bin" --weight_dtype f16 --out "$tmpd/keep.bin"
+cmp -s "$tmpd/w_f16.bin" "$tmpd/keep.bin" && ok || bad "a refused conversion changed its existing output file"
 rm -rf "$tmpd"
 
 echo "$pass passed, $fail failed"

@@ -873,12 +873,77 @@ START_TEST(test_wmat_storage) {
 }
 END_TEST
 
+// The checkpoint's form of a converted matrix (wmat_to_raw): bf16 and f16
+// row-major little-endian u16, q8 its scales (rows x blocks) then its q
+// (rows x cols), no padding; read back (wmat_init_from_raw) it gives the
+// very bytes wmat_init_from_float laid out, padding included. A matrix of
+// 19 x 70 (rows past a group of 16, a last q8 block of 6 columns) from
+// numbers with known forms, and the checks that refuse
+// an infinite or NaN 16-bit number and a negative or NaN q8 scale.
+START_TEST(test_wmat_raw_form) {
+    const size_t R = 19;
+    const int C = 70;
+    float *src = malloc_check(R * C * sizeof(float));
+    uint64_t rng = 9;
+    fill_normal(src, R * C, 1.0f, &rng);
+    src[0] = 127.0f, src[1] = -3.0f, src[C] = 1.0f;  // row 0: 127, -3; row 1: 1
+    for (int k = 64; k < C; k++) src[18 * C + k] = 0.5f;  // row 18's last block: six halves
+    for (int d = W_BF16; d <= W_Q8; d++) {
+        const WeightDtype dt = (WeightDtype)d;
+        const size_t bytes = wmat_bytes(dt, R, C), n = wmat_raw_bytes(dt, R, C);
+        ck_assert_uint_eq(n, dt == W_Q8 ? R * 3 * 4 + R * C : R * C * 2);
+        uint8_t *a = aligned_alloc(64, bytes), *b = aligned_alloc(64, bytes), *raw = malloc_check(n);
+        memset(a, 0xAB, bytes), memset(b, 0xCD, bytes);  // only what both write is compared: all of it
+        WMat wa, wb;
+        wmat_init_from_float(&wa, dt, R, C, a, src);
+        wmat_to_raw(&wa, raw);
+        char err[256] = "";
+        ck_assert_int_eq(wmat_raw_check(dt, R, C, raw, err, sizeof err), 0);
+        if (dt == W_Q8) {
+            ck_assert_float_eq(get_f32le(raw), 1.0f);                           // row 0, block 0: 127 / 127
+            ck_assert_float_eq(get_f32le(raw + (18 * 3 + 2) * 4), 0.5f / 127);  // row 18, block 2
+            const int8_t *q = (const int8_t *)(raw + R * 3 * 4);
+            ck_assert_int_eq(q[0], 127);
+            ck_assert_int_eq(q[1], -3);
+            ck_assert_int_eq(q[18 * C + 69], 127);
+        } else {
+            ck_assert_uint_eq(get_u16le(raw), dt == W_BF16 ? 0x42fe : 0x57f0);      // 127
+            ck_assert_uint_eq(get_u16le(raw + 2), dt == W_BF16 ? 0xc040 : 0xc200);  // -3
+            ck_assert_uint_eq(get_u16le(raw + 2 * C), dt == W_BF16 ? 0x3f80 : 0x3c00);  // row 1: 1
+        }
+        wmat_init_from_raw(&wb, dt, R, C, b, raw);
+        ck_assert_int_eq(wb.ld, wa.ld);
+        // the data and (q8) the scales as laid out, padding rows and columns included
+        const size_t stored = 32, data = stored * (size_t)wa.ld * (dt == W_Q8 ? 1 : 2);
+        ck_assert_mem_eq(a, b, data);
+        if (dt == W_Q8) ck_assert_mem_eq(wa.scale, wb.scale, stored * 3 * sizeof(float));
+        // refusals
+        if (dt == W_Q8) {
+            put_f32le(raw + 7 * 4, -1.0f);
+            ck_assert_int_eq(wmat_raw_check(dt, R, C, raw, err, sizeof err), -1);
+            ck_assert_str_eq(err, "row 2, block 1 has scale -1 (want finite and >= 0)");
+            put_f32le(raw + 7 * 4, NAN);
+            ck_assert_int_eq(wmat_raw_check(dt, R, C, raw, err, sizeof err), -1);
+        } else {
+            put_u16le(raw + 2 * (C + 5), dt == W_BF16 ? 0x7f80 : 0x7c00);  // +inf
+            ck_assert_int_eq(wmat_raw_check(dt, R, C, raw, err, sizeof err), -1);
+            ck_assert_msg(strstr(err, "row 1, column 5 is not finite"), "%s", err);
+            put_u16le(raw + 2 * (C + 5), dt == W_BF16 ? 0x7f7f : 0x7bff);  // the largest finite
+            ck_assert_int_eq(wmat_raw_check(dt, R, C, raw, err, sizeof err), 0);
+        }
+        free(a), free(b), free(raw);
+    }
+    free(src);
+}
+END_TEST
+
 // _i: dtype (f32, bf16, f16, q8) x attention (grouped rope GQA-2, MLA
 // learned). Decode logits with converted weights against the unconverted
 // float32 model's, within the stated tolerances (logits of random weights
 // of std 0.2; f32's grouped rows change only the order of the sums);
 // decode token by token equals chunked prefill of the same converted
-// model; the converted model serves inference only.
+// model; the converted model serves inference only, and saved and loaded
+// (bf16, f16, q8) decodes the same logits.
 START_TEST(test_decode_weight_dtypes) {
     const WeightDtype dt = conv_dtypes[_i % 4];
     const double tol = dt == W_F32 ? 1e-4 : dt == W_BF16 ? 0.15 : dt == W_F16 ? 0.02 : 0.3;
@@ -909,12 +974,30 @@ START_TEST(test_decode_weight_dtypes) {
     ck_assert_int_eq(gpt_set_weight_dtype(&m, dt == W_Q8 ? W_BF16 : W_Q8), -1);
     ck_assert_int_eq(gpt_forward(&m, tok, NULL, B, T), -1);
     ck_assert_ptr_nonnull(strstr(m.error, "inference only"));
-    char err[256];
-    ck_assert_int_eq(checkpoint_save("/tmp/gqa_never_written.bin", &m, "", 0, NULL, err, sizeof err), -1);
-    ck_assert_int_eq(access("/tmp/gqa_never_written.bin", F_OK), -1);
+    char err[256], path[64];
+    snprintf(path, sizeof path, "/tmp/gqa_test_conv_%d.bin", (int)getpid());
     ck_assert_int_eq(infer_init(&inf, &m, B, T, 8, KV_F32), 0);
     decode_logits(&inf, tok, B, T, 1, got);
     infer_free(&inf);
+    if (dt == W_F32) {  // float32 is saved as the model it was converted from, not regrouped
+        ck_assert_int_eq(checkpoint_save(path, &m, "", 0, NULL, err, sizeof err), -1);
+        ck_assert_int_eq(access(path, F_OK), -1);
+    } else {  // saved (version 4) and loaded, the converted model decodes the same logits, bit for bit
+        ck_assert_int_eq(checkpoint_save(path, &m, "", 0, NULL, err, sizeof err), 0);
+        GPT m2;
+        uint8_t *vb;
+        size_t vl;
+        ck_assert_msg(checkpoint_load(path, &m2, &vb, &vl, NULL, NULL, err, sizeof err) == 0, "%s", err);
+        unlink(path);
+        ck_assert_int_eq(m2.weight_dtype, dt);
+        float *again = malloc_check(n * sizeof(float));
+        ck_assert_int_eq(infer_init(&inf, &m2, B, T, 8, KV_F32), 0);
+        decode_logits(&inf, tok, B, T, 1, again);
+        infer_free(&inf);
+        ck_assert_mem_eq(again, got, n * sizeof(float));
+        free(again), free(vb);
+        gpt_free(&m2);
+    }
     ck_assert_int_eq(infer_init(&inf, &m, B, T, 16, KV_F32), 0);
     chunked_logits(&inf, tok, B, T, 16, chunked);  // 32 rows a call: the products' multi-row passes
     infer_free(&inf);
@@ -1353,6 +1436,7 @@ static Suite *infer_suite(void) {
     tcase_set_timeout(wt, 120);
     tcase_add_loop_test(wt, test_wmat_kernels_vs_float64, 0, 4 * (int)(sizeof wmat_shapes / sizeof wmat_shapes[0]));
     tcase_add_test(wt, test_wmat_storage);
+    tcase_add_test(wt, test_wmat_raw_form);
     tcase_add_loop_test(wt, test_decode_weight_dtypes, 0, 8);
     tcase_add_test(wt, test_weight_bytes);
     tcase_add_test(wt, test_wmat_prefetch_read_order);

@@ -7,6 +7,7 @@
  * tests/test_train.sh.
  */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "../data/tokens.h"
 #include "../model/checkpoint.h"
 #include "../model/gpt.h"
+#include "../model/weights.h"
 #include "../train/adamw.h"
 #include "../cli/cli.h"
 #include "../train/train.h"
@@ -296,7 +298,7 @@ START_TEST(test_checkpoint_damage) {
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         spit(bad, buf, cuts[i]);
         const char *want = cuts[i] < 8 ? "too short for a checkpoint"
-                           : cuts[i] < CHECKPOINT_HEADER_BYTES ? "truncated header"
+                           : cuts[i] < CHECKPOINT_V3_HEADER_BYTES ? "truncated header"
                                                                : "truncated";
         expect_load_error(bad, want);
     }
@@ -317,11 +319,11 @@ START_TEST(test_checkpoint_damage) {
     memcpy(copy, buf, len);
     copy[4] = 9;
     spit(bad, copy, len);
-    expect_load_error(bad, "unsupported checkpoint version 9 (this build reads 1 to 3)");
+    expect_load_error(bad, "unsupported checkpoint version 9 (this build reads 1 to 4)");
     memcpy(copy, buf, len);
     copy[4] = 0;
     spit(bad, copy, len);
-    expect_load_error(bad, "unsupported checkpoint version 0 (this build reads 1 to 3)");
+    expect_load_error(bad, "unsupported checkpoint version 0 (this build reads 1 to 4)");
 
     memcpy(copy, buf, len);
     int32_t nkv = 3;  // n_head 4 % 3 != 0
@@ -386,7 +388,7 @@ START_TEST(test_checkpoint_damage) {
     expect_load_error(bad, "but the config implies");
 
     // a flipped bit anywhere in the body is caught by the checksum
-    const size_t flips[] = {CHECKPOINT_HEADER_BYTES + 2, CHECKPOINT_HEADER_BYTES + 100, len / 2, len - 10};
+    const size_t flips[] = {CHECKPOINT_V3_HEADER_BYTES + 2, CHECKPOINT_V3_HEADER_BYTES + 100, len / 2, len - 10};
     for (size_t i = 0; i < 4; i++) {
         memcpy(copy, buf, len);
         copy[flips[i]] ^= 0x10;
@@ -481,7 +483,7 @@ START_TEST(test_checkpoint_byte_layout) {
     ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, &ts, err, sizeof err), 0);
     size_t len;
     uint8_t *b = slurp(path, &len);
-    const size_t P = m.num_parameters, V = sizeof vocab_blob, H = CHECKPOINT_HEADER_BYTES;
+    const size_t P = m.num_parameters, V = sizeof vocab_blob, H = CHECKPOINT_V3_HEADER_BYTES;
     ck_assert_uint_eq(len, H + V + 4 * P + 28 + 8 * P + 4);
     ck_assert_mem_eq(b, "GQAC", 4);
     ck_assert_uint_eq(le_bytes(b + 4, 4), 3);  // version
@@ -537,8 +539,144 @@ START_TEST(test_checkpoint_byte_layout) {
 }
 END_TEST
 
+// A model converted for inference and saved (version 4) loads converted:
+// the same config and dtype, every matrix the same in the checkpoint's form
+// (wmat_to_raw) and in its products, the float32 tensors the same; saving
+// it again gives the same bytes. _i: dtype bf16, f16, q8 (_i % 3) x shape
+// (_i / 3): grouped with learned positions, rope (no wpe), MLA (ukvw stays
+// float32). n_embd 40: q8 rows end in a partial block of 8.
+static void make_converted(GPT *m, int shape, WeightDtype dt) {
+    GPTConfig c = {.vocab_size = 3, .block_size = 8, .n_layer = 2, .n_head = 4, .n_kv_head = 2, .n_embd = 40,
+                   .bias = 1, .pos = shape == 1 ? GPT_POS_ROPE : GPT_POS_LEARNED,
+                   .rope_theta = GPT_ROPE_THETA_DEFAULT};
+    if (shape == 2) c.kv_lora_rank = 12, c.n_kv_head = 4;
+    ck_assert_int_eq(gpt_init(m, &c, 13), 0);
+    ck_assert_int_eq(gpt_set_weight_dtype(m, dt), 0);
+}
+
+START_TEST(test_checkpoint_converted) {
+    const WeightDtype dt = (WeightDtype)(1 + _i % 3);
+    make_tmpdir();
+    GPT m, m2;
+    make_converted(&m, _i / 3, dt);
+    char path[128], again[128], err[512];
+    snprintf(path, sizeof path, "%s/w.bin", tmpdir);
+    snprintf(again, sizeof again, "%s/again.bin", tmpdir);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), 0);
+    uint8_t *vb;
+    size_t vl, len, len2;
+    TrainState ts;
+    int has_ts;
+    ck_assert_msg(checkpoint_load(path, &m2, &vb, &vl, &ts, &has_ts, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(has_ts, 0);
+    ck_assert_mem_eq(&m.config, &m2.config, sizeof m.config);
+    ck_assert_int_eq(m2.weight_dtype, dt);
+    ck_assert_ptr_nonnull(m2.wmat_memory);
+    ck_assert_uint_eq(m2.num_parameters, m.num_parameters);
+    int converted = 0;
+    for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
+        const WMat a = gpt_weight(&m, i), b = gpt_weight(&m2, i);
+        ck_assert_int_eq(a.grouped, b.grouped);
+        if (!a.grouped) {
+            ck_assert_mem_eq(a.data, b.data, m.param_sizes[i] * sizeof(float));
+            continue;
+        }
+        converted++;
+        const size_t n = wmat_raw_bytes(dt, a.rows, a.cols);
+        uint8_t *ra = malloc_check(n), *rb = malloc_check(n);
+        wmat_to_raw(&a, ra);
+        wmat_to_raw(&b, rb);
+        ck_assert_mem_eq(ra, rb, n);
+        // the products read the grouped layout, padding included
+        const int N = 3;
+        float *x = malloc_check((size_t)N * a.cols * sizeof(float)), *ya = malloc_check((size_t)N * a.rows * 4),
+              *yb = malloc_check((size_t)N * a.rows * 4);
+        void *scr = aligned_alloc(64, wmat_scratch_bytes(N, a.cols));
+        uint64_t rng = 3 + (uint64_t)i;
+        fill_normal(x, (size_t)N * a.cols, 1.0f, &rng);
+        wmat_matmul(ya, x, &a, NULL, N, scr);
+        wmat_matmul(yb, x, &b, NULL, N, scr);
+        ck_assert_mem_eq(ya, yb, (size_t)N * a.rows * 4);
+        free(ra), free(rb), free(x), free(ya), free(yb), free(scr);
+    }
+    ck_assert_int_ge(converted, 5);  // wte (+ wpe), qkv or MLA's projections, attproj, fc, fcproj
+    ck_assert_int_eq(checkpoint_save(again, &m2, vb, vl, NULL, err, sizeof err), 0);
+    uint8_t *want = slurp(path, &len), *got = slurp(again, &len2);
+    ck_assert_uint_eq(len2, len);
+    ck_assert_mem_eq(got, want, len);
+    ck_assert_uint_eq(le_bytes(want + 4, 4), 4);    // version
+    ck_assert_uint_eq(le_bytes(want + 76, 4), dt);  // weight_dtype
+    ck_assert_uint_eq(le_bytes(want + 40, 4), 0);   // flags: no training state
+    // a converted model keeps no training state, nor float32's regrouped weights
+    TrainState none = {0};
+    ck_assert_int_eq(checkpoint_save(again, &m2, vb, vl, &none, err, sizeof err), -1);
+    ck_assert_msg(strstr(err, "a training checkpoint holds the float32 weights as trained"), "%s", err);
+    free(want), free(got), free(vb);
+    gpt_free(&m2);
+    gpt_free(&m);
+    rm_tmpdir();
+}
+END_TEST
+
+// A damaged version-4 file is refused with the field and the file named: an
+// unknown dtype, a training state beside converted weights, a value that is
+// not finite in a matrix (bf16, f16) or a scale that is not finite or is
+// negative (q8), a float32 tensor that is not finite, a truncation. The
+// header's CRC is recomputed each time, so only the check under test fails.
+static void damage_and_expect(const char *path, const uint8_t *buf, size_t len, size_t at, const void *bytes,
+                              size_t n, size_t cut, const char *needle) {
+    uint8_t *b = malloc_check(len);
+    memcpy(b, buf, len);
+    memcpy(b + at, bytes, n);
+    const size_t L = len - cut;
+    put_u32le(b + L - 4, crc32_update(0, b, L - 4));
+    spit(path, b, L);
+    expect_load_error(path, needle);
+    free(b);
+}
+
+START_TEST(test_checkpoint_converted_damage) {
+    const WeightDtype dt = (WeightDtype)(1 + _i);
+    make_tmpdir();
+    GPT m;
+    make_converted(&m, 0, dt);
+    char path[128], bad[128], err[512];
+    snprintf(path, sizeof path, "%s/w.bin", tmpdir);
+    snprintf(bad, sizeof bad, "%s/bad.bin", tmpdir);
+    ck_assert_int_eq(checkpoint_save(path, &m, vocab_blob, sizeof vocab_blob, NULL, err, sizeof err), 0);
+    size_t len;
+    uint8_t *buf = slurp(path, &len), v4[4];
+    const size_t wte = 80 + sizeof vocab_blob;  // the first tensor, wte (3 x 40), converted
+    put_u32le(v4, 4);
+    damage_and_expect(bad, buf, len, 76, v4, 4, 0, "unknown weight_dtype 4 (0 f32, 1 bf16, 2 f16, 3 q8)");
+    put_u32le(v4, 1);
+    damage_and_expect(bad, buf, len, 40, v4, 4, 0, "with a training state (flags 0x1)");
+    if (dt == W_Q8) {
+        put_f32le(v4, -1.0f);
+        damage_and_expect(bad, buf, len, wte + 4, v4, 4, 0, "wte (q8): row 0, block 1 has scale -1 (want finite and >= 0)");
+        put_f32le(v4, NAN);
+        damage_and_expect(bad, buf, len, wte + 8 * 2 + 4, v4, 4, 0, "wte (q8): row 2, block 1 has scale nan");
+    } else {
+        const uint8_t inf[2] = {0x80, (uint8_t)(dt == W_BF16 ? 0x7F : 0x7C)}, nan[2] = {0xC1, 0xFF};
+        damage_and_expect(bad, buf, len, wte + 2 * 41, inf, 2, 0, "wte (");
+        damage_and_expect(bad, buf, len, wte + 2 * 41, inf, 2, 0, "): row 1, column 1 is not finite");
+        damage_and_expect(bad, buf, len, wte + 2 * 119, nan, 2, 0, "row 2, column 39 is not finite (0xffc1)");
+    }
+    // ln1w: after wte (3 x 40) and wpe (8 x 40) in the dtype
+    const size_t ln1w = wte + wmat_raw_bytes(dt, 3, 40) + wmat_raw_bytes(dt, 8, 40);
+    put_f32le(v4, INFINITY);
+    damage_and_expect(bad, buf, len, ln1w + 4 * 5, v4, 4, 0, "ln1w[5] is inf: the weights are not finite");
+    damage_and_expect(bad, buf, len, 0, "G", 1, 1, "truncated");
+    free(buf);
+    gpt_free(&m);
+    rm_tmpdir();
+}
+END_TEST
+
 // Committed checkpoints load, and saving what was loaded gives back the very
-// same bytes: version-3 files as they are; older ones as version 3: a
+// same bytes: version-3 files and version-4 ones of converted weights as
+// they are; a version-4 file of float32 weights as version 3 (without its
+// weight_dtype 0); older ones as version 3: a
 // version-1 file (tiny_gqa.bin, written before the position fields, and two
 // crafted ones) with pos = learned (0) and rope_theta 10000 inserted after
 // its 56-byte header, then (versions 1 and 2) kv_lora_rank, rope_head_dim
@@ -547,7 +685,9 @@ static const char *committed_checkpoints[] = {
     "tests/fixtures/tiny_gqa.bin",                  "tests/corpus/checkpoint/ok-model.bin",
     "tests/corpus/checkpoint/ok-state.bin",         "tests/corpus/checkpoint/ok-model-v2-rope.bin",
     "tests/corpus/checkpoint/ok-state-v2-rope.bin", "tests/corpus/checkpoint/ok-state-v2-learned.bin",
-    "tests/corpus/checkpoint/ok-model-v3-mla.bin",  "tests/corpus/checkpoint/ok-state-v3-mla-rope.bin"};
+    "tests/corpus/checkpoint/ok-model-v3-mla.bin",  "tests/corpus/checkpoint/ok-state-v3-mla-rope.bin",
+    "tests/corpus/checkpoint/ok-model-v4-q8.bin",   "tests/corpus/checkpoint/ok-model-v4-bf16-rope.bin",
+    "tests/corpus/checkpoint/ok-model-v4-f16-mla.bin", "tests/corpus/checkpoint/ok-model-v4-f32-mla.bin"};
 
 START_TEST(test_checkpoint_committed_bytes) {
     const char *src = committed_checkpoints[_i];
@@ -584,6 +724,16 @@ START_TEST(test_checkpoint_committed_bytes) {
         put_u32le(v3 + len + 8, crc32_update(0, v3, len + 8));
         free(want);
         want = v3, len += 12;
+    }
+    if (le_bytes(want + 4, 4) == 4 && le_bytes(want + 76, 4) == W_F32) {  // float32: written as version 3
+        ck_assert_ptr_null(m.wmat_memory);
+        uint8_t *v3 = malloc_check(len - 4);
+        memcpy(v3, want, CHECKPOINT_V3_HEADER_BYTES);
+        put_u32le(v3 + 4, 3);
+        memcpy(v3 + 76, want + 80, len - 84);
+        put_u32le(v3 + len - 8, crc32_update(0, v3, len - 8));
+        free(want);
+        want = v3, len -= 4;
     }
     ck_assert_uint_eq(len2, len);
     ck_assert_msg(memcmp(got, want, len) == 0, "%s: rewritten bytes differ", src);
@@ -673,6 +823,8 @@ static Suite *train_suite(void) {
     tcase_add_test(tc, test_checkpoint_damage);
     tcase_add_test(tc, test_checkpoint_failed_write_keeps_old);
     tcase_add_test(tc, test_checkpoint_byte_layout);
+    tcase_add_loop_test(tc, test_checkpoint_converted, 0, 9);
+    tcase_add_loop_test(tc, test_checkpoint_converted_damage, 0, 3);
     tcase_add_loop_test(tc, test_checkpoint_committed_bytes, 0,
                         sizeof committed_checkpoints / sizeof committed_checkpoints[0]);
     tcase_add_loop_test(tc, test_corpus_replay, 0, 3);

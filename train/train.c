@@ -284,6 +284,9 @@ void trainer_init(Trainer *r, const TrainConfig *config, const Dist *dist) {
         TrainState ts;
         int has_ts = 0;
         if (checkpoint_load(src, &r->model, &blob, &blob_len, &ts, &has_ts, err, sizeof err) != 0) die("%s", err);
+        if (r->model.wmat_memory)
+            die("%s: the weights are %s, for inference only (gqa convert --weight_dtype): training needs the float32 "
+                "checkpoint it was converted from", src, weight_dtype_name(r->model.weight_dtype));
         if (blob_len != r->vocab_len || memcmp(blob, r->vocab_blob, blob_len) != 0)
             die("%s: its vocabulary differs from %s/vocab.bin (trained on other data?)", src, tc->data_dir);
         free(blob);
