@@ -1,7 +1,8 @@
 #!/bin/sh
 # valgrind.sh: memcheck over a short `gqa prepare` + `gqa train` (with a
 # resume) + `gqa sample` on a slice of Tiny Shakespeare, then rope and MLA
-# models trained and sampled. Any memory error or definite leak fails.
+# models trained and sampled, and a q8 inference-only checkpoint written and
+# sampled. Any memory error or definite leak fails.
 # Usage: sh scripts/valgrind.sh GQA_BINARY
 # The binary must be built without -march=native (valgrind 3.19 has no
 # AVX-512); OpenBLAS is pinned to its Haswell kernels for the same reason.
@@ -24,6 +25,9 @@ run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --kv_d
 # 16- and 8-bit weights (the portable kernels: this build has no AVX-512)
 run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --num_samples 2 --weight_dtype q8
 run sample --ckpt "$tmp/out/best.bin" --max_new_tokens 40 --weight_dtype bf16 --kv_dtype f16
+# an inference-only checkpoint: written, then read without the float32 weights
+run convert --ckpt "$tmp/out/best.bin" --weight_dtype q8 --out "$tmp/q8.bin"
+run sample --ckpt "$tmp/q8.bin" --max_new_tokens 40 --num_samples 2
 # rotary positions: training (rotation and its inverse), then decode past block_size
 run train $common --out_dir "$tmp/rope" --pos rope --max_iters 2 --peak_gflops 200
 run sample --ckpt "$tmp/rope/ckpt.bin" --max_new_tokens 40 --num_samples 2
