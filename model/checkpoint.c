@@ -238,7 +238,7 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
     p += vlen;
     const uint8_t *params_p = p;
     p += pbytes;
-    if (wdt != W_F32) {  // a model for inference: each tensor checked, then built converted
+    if (wdt != W_F32) {  // a model for inference: each tensor checked, then built converted (flags are 0)
         const uint8_t *raw[GPT_NUM_PARAM_TENSORS];
         for (int i = 0; i < GPT_NUM_PARAM_TENSORS; i++) {
             size_t rows;
@@ -256,18 +256,14 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
             params_p += tbytes[i];
         }
         if (gpt_init_converted(m, &c, (WeightDtype)wdt, raw) != 0) FAIL("%s", m->error);
-        *vocab = malloc_check(vlen ? vlen : 1);
-        memcpy(*vocab, vocab_p, vlen);
-        *vocab_len = vlen;
-        rc = 0;
-        goto done;
+    } else {
+        for (size_t i = 0; i < P; i++) {
+            const float w = get_f32le(params_p + 4 * i);
+            if (!isfinite(w)) FAIL("parameter %zu is %g: the weights are not finite", i, (double)w);
+        }
+        if (gpt_init(m, &c, 0) != 0) FAIL("%s", m->error);
+        f32s_from_le(m->params_memory, params_p, P);
     }
-    for (size_t i = 0; i < P; i++) {
-        const float w = get_f32le(params_p + 4 * i);
-        if (!isfinite(w)) FAIL("parameter %zu is %g: the weights are not finite", i, (double)w);
-    }
-    if (gpt_init(m, &c, 0) != 0) FAIL("%s", m->error);
-    f32s_from_le(m->params_memory, params_p, P);
     *vocab = malloc_check(vlen ? vlen : 1);
     memcpy(*vocab, vocab_p, vlen);
     *vocab_len = vlen;

@@ -102,11 +102,18 @@ static float q8_block(const float *x, int n, int8_t *q) {
     return d;
 }
 
-void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src) {
+// A grouped (rows, cols) matrix of dtype d laid out at mem (wmat_bytes of
+// it): its data, and q8's scales after it. The numbers are the caller's.
+static void wmat_place(WMat *w, WeightDtype d, size_t rows, int cols, void *mem) {
     const int ld = wmat_ld(d, cols);
     *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .grouped = 1, .data = mem, .scale = NULL};
+    if (d == W_Q8) w->scale = (float *)((char *)mem + round64(stored_rows(rows) * (size_t)ld));
+}
+
+void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const float *src) {
+    wmat_place(w, d, rows, cols, mem);
+    const int ld = w->ld;
     const size_t nb = (size_t)ld / WQ8_BLOCK, stored = stored_rows(rows), eb = elem_bytes(d);
-    if (d == W_Q8) w->scale = (float *)((char *)mem + round64(stored * (size_t)ld));
 #pragma omp parallel for schedule(static)
     for (size_t g = 0; g < stored / WMAT_GROUP; g++) {  // a group per thread: its rows share cache lines
         char *row = d == W_Q8 ? NULL : malloc_check((size_t)ld * eb);  // one row in its dtype
@@ -137,18 +144,20 @@ void wmat_init_from_float(WMat *w, WeightDtype d, size_t rows, int cols, void *m
 // ----------------------------------------------------------------------------
 // the checkpoint's form (weights.h)
 
-static size_t q8_blocks(int cols) { return ((size_t)cols + WQ8_BLOCK - 1) / WQ8_BLOCK; }
+// q8's blocks a row: its scales.
+static size_t q8_blocks(int cols) { return (size_t)wmat_ld(W_Q8, cols) / WQ8_BLOCK; }
 
 size_t wmat_raw_bytes(WeightDtype d, size_t rows, int cols) {
+    CHECK(d != W_F32);
     if (d == W_Q8) return rows * (q8_blocks(cols) * sizeof(float) + (size_t)cols);
-    return rows * (size_t)cols * (d == W_F32 ? 4 : 2);
+    return rows * (size_t)cols * 2;
 }
 
 void wmat_to_raw(const WMat *w, uint8_t *raw) {
     CHECK(w->grouped && w->lane0 == 0 && w->dtype != W_F32);
     const size_t rows = w->rows, cols = (size_t)w->cols, ld = (size_t)w->ld;
     if (w->dtype == W_Q8) {
-        const size_t nb = ld / WQ8_BLOCK;  // = q8_blocks(cols)
+        const size_t nb = q8_blocks(w->cols);
         const uint8_t *u = w->data;
         uint8_t *q = raw + rows * nb * sizeof(float);
         for (size_t r = 0; r < rows; r++) {
@@ -191,11 +200,10 @@ int wmat_raw_check(WeightDtype d, size_t rows, int cols, const uint8_t *raw, cha
 
 void wmat_init_from_raw(WMat *w, WeightDtype d, size_t rows, int cols, void *mem, const uint8_t *raw) {
     CHECK(d != W_F32);
-    const int ld = wmat_ld(d, cols);
-    *w = (WMat){.dtype = d, .rows = rows, .cols = cols, .ld = ld, .grouped = 1, .data = mem, .scale = NULL};
-    const size_t stored = stored_rows(rows), nb = (size_t)ld / WQ8_BLOCK, C = (size_t)cols;
+    wmat_place(w, d, rows, cols, mem);
+    const int ld = w->ld;
+    const size_t stored = stored_rows(rows), nb = q8_blocks(cols), C = (size_t)cols;
     if (d == W_Q8) {  // the padding: q = 0 (stored 128), scale 0, as wmat_init_from_float's
-        w->scale = (float *)((char *)mem + round64(stored * (size_t)ld));
         memset(mem, 0x80, stored * (size_t)ld);
         memset(w->scale, 0, stored * nb * sizeof(float));
         const uint8_t *q = raw + rows * nb * sizeof(float);

@@ -99,7 +99,8 @@ size_t wmat_raw_bytes(WeightDtype d, size_t rows, int cols);
 // w (converted, lane0 0: a whole matrix) into raw (wmat_raw_bytes of it).
 void wmat_to_raw(const WMat *w, uint8_t *raw);
 // 0 if raw holds finite numbers (q8: finite scales >= 0), else -1 with err
-// naming the first bad one: "row R, column K is inf" or "row R, block B".
+// naming the first bad one: "row R, column K is not finite (0x7c00)" or
+// "row R, block B has scale -1 (...)".
 int wmat_raw_check(WeightDtype d, size_t rows, int cols, const uint8_t *raw, char *err, size_t errlen);
 // wmat_init_from_float's matrix from raw instead (checked by
 // wmat_raw_check): the same bytes as converting the numbers it came from.
