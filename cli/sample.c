@@ -80,11 +80,11 @@ int cmd_sample(int argc, char **argv) {
         die("%s: vocabulary has %d entries but the model's vocab_size is %d", sc.ckpt, tok.vocab_size,
             m.config.vocab_size);
 
-    if (m.wmat_memory && sc.weight_dtype != W_F32 && sc.weight_dtype != (int)m.weight_dtype)
+    if (converted_file && sc.weight_dtype != W_F32 && sc.weight_dtype != (int)m.weight_dtype)
         die("%s: the weights are already %s (gqa convert --weight_dtype): --weight_dtype %s would convert them "
             "again; give it the float32 checkpoint", sc.ckpt, weight_dtype_name(m.weight_dtype),
             weight_dtype_name((WeightDtype)sc.weight_dtype));
-    const WeightDtype weight_dtype = m.wmat_memory ? m.weight_dtype : (WeightDtype)sc.weight_dtype;
+    const WeightDtype weight_dtype = converted_file ? m.weight_dtype : (WeightDtype)sc.weight_dtype;
     if (gpt_set_weight_dtype(&m, weight_dtype) != 0) die("%s: %s", sc.ckpt, m.error);
 
     // the prompt

@@ -171,6 +171,13 @@ int checkpoint_load(const char *path, GPT *m, uint8_t **vocab, size_t *vocab_len
     return rc;
 }
 
+// The first of n little-endian float32 at p that is not finite, or n.
+static size_t first_not_finite(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n && isfinite(get_f32le(p + 4 * i))) i++;
+    return i;
+}
+
 int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, uint8_t **vocab, size_t *vocab_len,
                      TrainState *ts, int *has_ts, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
@@ -248,19 +255,17 @@ int checkpoint_parse(const char *path, const uint8_t *buf, size_t len, GPT *m, u
                 if (wmat_raw_check((WeightDtype)wdt, rows, cols, params_p, cerr, sizeof cerr) != 0)
                     FAIL("%s (%s): %s", gpt_param_names[i], weight_dtype_name(wdt), cerr);
             } else {
-                for (size_t j = 0; j < sizes[i]; j++)
-                    if (!isfinite(get_f32le(params_p + 4 * j)))
-                        FAIL("%s[%zu] is %g: the weights are not finite", gpt_param_names[i], j,
-                             (double)get_f32le(params_p + 4 * j));
+                const size_t j = first_not_finite(params_p, sizes[i]);
+                if (j < sizes[i])
+                    FAIL("%s[%zu] is %g: the weights are not finite", gpt_param_names[i], j,
+                         (double)get_f32le(params_p + 4 * j));
             }
             params_p += tbytes[i];
         }
         if (gpt_init_converted(m, &c, (WeightDtype)wdt, raw) != 0) FAIL("%s", m->error);
     } else {
-        for (size_t i = 0; i < P; i++) {
-            const float w = get_f32le(params_p + 4 * i);
-            if (!isfinite(w)) FAIL("parameter %zu is %g: the weights are not finite", i, (double)w);
-        }
+        const size_t i = first_not_finite(params_p, P);
+        if (i < P) FAIL("parameter %zu is %g: the weights are not finite", i, (double)get_f32le(params_p + 4 * i));
         if (gpt_init(m, &c, 0) != 0) FAIL("%s", m->error);
         f32s_from_le(m->params_memory, params_p, P);
     }
